@@ -1,0 +1,236 @@
+//! Records inside a data batch: encoding, and a zero-copy iterator over untrusted bytes.
+
+use bytes::Bytes;
+
+use crate::batch::DecodeError;
+use crate::varint::{self, ReadFault, Reader};
+
+/// One event inside a record batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Offset of this record relative to the batch's base offset.
+    pub offset_delta: u32,
+    /// Timestamp in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Partitioning and compaction key; `None` for an unkeyed event.
+    pub key: Option<Bytes>,
+    /// The encoded event; `None` is a tombstone for compacted topics.
+    pub value: Option<Bytes>,
+    /// Event headers (`id`, `type`, `source`, `time`, `traceparent`, …) in order.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// One header of a record: a UTF-8 name and an opaque value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Header name.
+    pub key: String,
+    /// Header value.
+    pub value: Bytes,
+}
+
+/// A record borrowed from a batch's bytes, as [`RecordIter`] yields it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Offset relative to the batch's base offset.
+    pub offset_delta: u32,
+    /// Timestamp relative to the batch's first timestamp.
+    pub timestamp_delta: i64,
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value, if any.
+    pub value: Option<&'a [u8]>,
+    headers: &'a [u8],
+    header_count: u64,
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record's headers, already checked to be well formed.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let mut reader = Reader::new(self.headers);
+        (0..self.header_count).map_while(move |_| read_header(&mut reader).ok())
+    }
+}
+
+/// Iterates over the records of a data batch's body, checking each one.
+///
+/// Yields an error (and then nothing) at the first malformed record: a length that runs past
+/// the body, a varint that overflows, offset deltas that do not increase, or a header name that
+/// is not UTF-8.
+#[derive(Debug, Clone)]
+pub struct RecordIter<'a> {
+    reader: Reader<'a>,
+    remaining: u32,
+    last_delta: Option<u32>,
+    failed: bool,
+}
+
+impl<'a> RecordIter<'a> {
+    /// Iterates over `count` records in `body` (the batch bytes after the header).
+    pub fn new(body: &'a [u8], count: u32) -> Self {
+        Self {
+            reader: Reader::new(body),
+            remaining: count,
+            last_delta: None,
+            failed: false,
+        }
+    }
+
+    /// Whether the body ends exactly after the last record.
+    pub(crate) fn at_end(&self) -> bool {
+        self.reader.is_empty()
+    }
+
+    fn next_record(&mut self) -> Result<RecordRef<'a>, DecodeError> {
+        let at = self.reader.position();
+        let fault = |fault| DecodeError::BadRecord {
+            position: at,
+            reason: match fault {
+                ReadFault::Truncated => "truncated",
+                ReadFault::Overlong => "varint overflow",
+            },
+        };
+        let len = self.reader.u64().map_err(fault)?;
+        let len = usize::try_from(len).map_err(|_| fault(ReadFault::Truncated))?;
+        let mut rec = Reader::new(self.reader.bytes(len).map_err(fault)?);
+        let bad = |reason| DecodeError::BadRecord {
+            position: at,
+            reason,
+        };
+        let _attributes = rec.u8().map_err(fault)?;
+        let timestamp_delta = rec.i64().map_err(fault)?;
+        let offset_delta =
+            u32::try_from(rec.u64().map_err(fault)?).map_err(|_| bad("offset delta over 32 bits"))?;
+        if self.last_delta.is_some_and(|last| offset_delta <= last) {
+            return Err(bad("offset deltas do not increase"));
+        }
+        self.last_delta = Some(offset_delta);
+        let key = read_nullable(&mut rec).map_err(fault)?;
+        let value = read_nullable(&mut rec).map_err(fault)?;
+        let header_count = rec.u64().map_err(fault)?;
+        let headers_start = rec.position();
+        let mut check = rec.clone();
+        for _ in 0..header_count {
+            match read_header(&mut check) {
+                Ok(_) => {}
+                Err(HeaderFault::Read(f)) => return Err(fault(f)),
+                Err(HeaderFault::NotUtf8) => return Err(bad("header name is not UTF-8")),
+            }
+        }
+        if !check.is_empty() {
+            return Err(bad("bytes after the last header"));
+        }
+        let headers = rec
+            .bytes(check.position() - headers_start)
+            .map_err(fault)?;
+        Ok(RecordRef {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value,
+            headers,
+            header_count,
+        })
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordRef<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 || self.failed {
+            return None;
+        }
+        self.remaining -= 1;
+        let item = self.next_record();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// Appends one record in its wire form.
+pub(crate) fn encode_record(out: &mut Vec<u8>, record: &Record, first_timestamp: i64) {
+    let timestamp_delta = record.timestamp.wrapping_sub(first_timestamp);
+    let len = body_len(record, timestamp_delta);
+    varint::put_u64(out, len as u64);
+    out.push(0);
+    varint::put_i64(out, timestamp_delta);
+    varint::put_u64(out, u64::from(record.offset_delta));
+    put_nullable(out, record.key.as_deref());
+    put_nullable(out, record.value.as_deref());
+    varint::put_u64(out, record.headers.len() as u64);
+    for header in &record.headers {
+        varint::put_u64(out, header.key.len() as u64);
+        out.extend_from_slice(header.key.as_bytes());
+        varint::put_u64(out, header.value.len() as u64);
+        out.extend_from_slice(&header.value);
+    }
+}
+
+/// Size of one encoded record, its length prefix included.
+pub(crate) fn encoded_len(record: &Record, first_timestamp: i64) -> usize {
+    let len = body_len(record, record.timestamp.wrapping_sub(first_timestamp));
+    varint::len_u64(len as u64) + len
+}
+
+fn body_len(record: &Record, timestamp_delta: i64) -> usize {
+    let nullable = |v: Option<&[u8]>| match v {
+        None => varint::len_i64(-1),
+        Some(b) => varint::len_i64(b.len() as i64) + b.len(),
+    };
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| {
+            varint::len_u64(h.key.len() as u64)
+                + h.key.len()
+                + varint::len_u64(h.value.len() as u64)
+                + h.value.len()
+        })
+        .sum();
+    1 + varint::len_i64(timestamp_delta)
+        + varint::len_u64(u64::from(record.offset_delta))
+        + nullable(record.key.as_deref())
+        + nullable(record.value.as_deref())
+        + varint::len_u64(record.headers.len() as u64)
+        + headers
+}
+
+fn put_nullable(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => varint::put_i64(out, -1),
+        Some(bytes) => {
+            varint::put_i64(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+fn read_nullable<'a>(reader: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ReadFault> {
+    match reader.i64()? {
+        -1 => Ok(None),
+        len => {
+            let len = usize::try_from(len).map_err(|_| ReadFault::Truncated)?;
+            reader.bytes(len).map(Some)
+        }
+    }
+}
+
+enum HeaderFault {
+    Read(ReadFault),
+    NotUtf8,
+}
+
+impl From<ReadFault> for HeaderFault {
+    fn from(fault: ReadFault) -> Self {
+        Self::Read(fault)
+    }
+}
+
+fn read_header<'a>(reader: &mut Reader<'a>) -> Result<(&'a str, &'a [u8]), HeaderFault> {
+    let key_len = usize::try_from(reader.u64()?).map_err(|_| ReadFault::Truncated)?;
+    let key = std::str::from_utf8(reader.bytes(key_len)?).map_err(|_| HeaderFault::NotUtf8)?;
+    let value_len = usize::try_from(reader.u64()?).map_err(|_| ReadFault::Truncated)?;
+    let value = reader.bytes(value_len)?;
+    Ok((key, value))
+}

@@ -1,0 +1,237 @@
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+
+fn sample() -> RecordBatch {
+    let mut batch = RecordBatch::from_records([
+        (Some(Bytes::from_static(b"k1")), Some(Bytes::from_static(b"hello")), 1_000),
+        (None, None, 999),
+        (Some(Bytes::new()), Some(Bytes::from_static(b"")), 1_500),
+    ]);
+    if let BatchBody::Records(records) = &mut batch.body {
+        records[0].headers.push(RecordHeader {
+            key: "type".into(),
+            value: Bytes::from_static(b"shop.OrderPlaced.v1"),
+        });
+    }
+    batch
+}
+
+#[test]
+fn encodes_header_fields_little_endian() {
+    let bytes = sample().encode().unwrap();
+    let header = BatchHeader::parse(&bytes).unwrap();
+    assert_eq!(header.length as usize, bytes.len());
+    assert_eq!(header.record_count, 3);
+    assert_eq!(header.last_offset_delta, 2);
+    assert_eq!(header.first_timestamp, 1_000);
+    assert_eq!(header.max_timestamp, 1_500);
+    assert_eq!(bytes[28], MAGIC);
+    assert_eq!(&bytes[8..12], &(bytes.len() as u32).to_le_bytes());
+    assert_eq!(
+        &bytes[29..33],
+        &crc32c::crc32c(&bytes[CRC_START..]).to_le_bytes()
+    );
+}
+
+#[test]
+fn stamping_keeps_the_crc_valid() {
+    let mut bytes = sample().encode().unwrap();
+    let raft = RaftLogId { term: 7, index: 42 };
+    BatchHeader::stamp(&mut bytes, 1_234, raft);
+    let decoded = RecordBatch::decode(&Bytes::from(bytes)).unwrap();
+    assert_eq!(decoded.base_offset, 1_234);
+    assert_eq!(decoded.raft, raft);
+}
+
+#[test]
+fn every_flipped_bit_after_the_crc_is_detected() {
+    let bytes = sample().encode().unwrap();
+    for i in CRC_START..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x01;
+        assert!(validate(&bad).is_err(), "flip at byte {i} not detected");
+    }
+}
+
+#[test]
+fn control_batches_take_no_offsets() {
+    let batch = RecordBatch::control(ControlKind::Membership, 5, Bytes::from_static(b"{}"));
+    let bytes = Bytes::from(batch.encode().unwrap());
+    let header = validate(&bytes).unwrap();
+    assert!(header.control);
+    assert_eq!(header.offset_count(), 0);
+    assert_eq!(RecordBatch::decode(&bytes).unwrap(), batch);
+}
+
+#[test]
+fn rejects_what_cannot_encode() {
+    assert_eq!(
+        RecordBatch::from_records([]).encode(),
+        Err(EncodeError::Empty)
+    );
+    let mut batch = sample();
+    if let BatchBody::Records(records) = &mut batch.body {
+        records[1].offset_delta = 0;
+    }
+    assert_eq!(batch.encode(), Err(EncodeError::OffsetDeltas(1)));
+}
+
+#[test]
+fn names_what_is_wrong() {
+    let bytes = sample().encode().unwrap();
+    assert!(matches!(
+        validate(&bytes[..10]),
+        Err(DecodeError::Truncated { needed: HEADER_LEN, available: 10 })
+    ));
+    let mut bad = bytes.clone();
+    bad[28] = 9;
+    assert_eq!(validate(&bad), Err(DecodeError::UnknownMagic(9)));
+    let mut bad = bytes.clone();
+    bad[40] ^= 0xff;
+    assert!(matches!(validate(&bad), Err(DecodeError::BadCrc { .. })));
+}
+
+fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+}
+
+fn arb_record() -> impl Strategy<Value = (u32, Record)> {
+    (
+        1u32..1_000,
+        any::<i64>(),
+        proptest::option::of(arb_bytes(40)),
+        proptest::option::of(arb_bytes(200)),
+        proptest::collection::vec(("[a-z]{0,8}", arb_bytes(20)), 0..4),
+    )
+        .prop_map(|(gap, timestamp, key, value, headers)| {
+            (
+                gap,
+                Record {
+                    offset_delta: 0,
+                    timestamp,
+                    key,
+                    value,
+                    headers: headers
+                        .into_iter()
+                        .map(|(key, value)| RecordHeader { key, value })
+                        .collect(),
+                },
+            )
+        })
+}
+
+fn arb_batch() -> impl Strategy<Value = RecordBatch> {
+    let records = proptest::collection::vec(arb_record(), 1..20).prop_map(|records| {
+        let mut delta = 0u32;
+        let records = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (gap, mut r))| {
+                if i > 0 {
+                    delta += gap;
+                }
+                r.offset_delta = delta;
+                r
+            })
+            .collect();
+        BatchBody::Records(records)
+    });
+    let control = (any::<bool>(), any::<i64>(), arb_bytes(100)).prop_map(|(blank, timestamp, payload)| {
+        BatchBody::Control(ControlRecord {
+            kind: if blank {
+                ControlKind::Blank
+            } else {
+                ControlKind::Membership
+            },
+            timestamp,
+            payload,
+        })
+    });
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<(i64, i16, i32)>(),
+        prop_oneof![4 => records, 1 => control],
+    )
+        .prop_map(|(base_offset, term, index, (id, epoch, seq), body)| RecordBatch {
+            base_offset,
+            raft: RaftLogId { term, index },
+            compression: Compression::None,
+            producer: ProducerState {
+                producer_id: id,
+                producer_epoch: epoch,
+                base_sequence: seq,
+            },
+            body,
+        })
+}
+
+mod proptests {
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn decode_inverts_encode(batch in arb_batch()) {
+            let bytes = Bytes::from(batch.encode().unwrap());
+            prop_assert!(validate(&bytes).is_ok());
+            prop_assert_eq!(RecordBatch::decode(&bytes).unwrap(), batch);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in arb_bytes(400)) {
+            let bytes = Bytes::from(bytes);
+            let _ = validate(&bytes);
+            let _ = RecordBatch::decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_mutated_batches_never_panics(
+            batch in arb_batch(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = batch.encode().unwrap();
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            let keep = cut.index(bytes.len() + 1);
+            let bytes = Bytes::from(bytes).slice(..keep.max(1));
+            let _ = validate(&bytes);
+            let _ = RecordBatch::decode(&bytes);
+        }
+
+        #[test]
+        fn parsing_mutated_records_behind_a_valid_crc_never_panics(
+            batch in arb_batch(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let mut bytes = batch.encode().unwrap();
+            for (at, value) in flips {
+                let i = CRC_START + at.index(bytes.len() - CRC_START);
+                bytes[i] = value;
+            }
+            let crc = crc32c::crc32c(&bytes[CRC_START..]);
+            bytes[29..33].copy_from_slice(&crc.to_le_bytes());
+            let bytes = Bytes::from(bytes);
+            if let Ok(header) = validate(&bytes) {
+                prop_assert_eq!(header.length as usize, bytes.len());
+                prop_assert!(RecordBatch::decode(&bytes).is_ok());
+            }
+        }
+
+        #[test]
+        fn valid_after_mutation_means_crc_was_recomputed_or_untouched(
+            batch in arb_batch(),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = batch.encode().unwrap();
+            let i = CRC_START + at.index(bytes.len() - CRC_START);
+            bytes[i] ^= 0x80;
+            prop_assert!(validate(&bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The Sidestream sidecar.
