@@ -50,7 +50,9 @@ mod storage;
 mod time_index;
 mod varint;
 
-pub use batch::{BatchBody, BatchHeader, ControlKind, ControlRecord, RaftLogId, Record, RecordBatch};
+pub use batch::{
+    BatchBody, BatchHeader, ControlKind, ControlRecord, RaftLogId, Record, RecordBatch,
+};
 pub use config::{Clock, FsyncPolicy, LogConfig, ParseFsyncPolicyError, SystemClock};
 pub use log::{
     AppendError, Appended, Corruption, Fetched, Log, LogState, OpenError, ReadError,

@@ -7,10 +7,10 @@
 use std::io;
 use std::path::Path;
 
+use crate::Offset;
 use crate::batch::RaftLogId;
 use crate::offset_index::{u32_at, u64_at};
 use crate::storage::{Storage, read_exact_at};
-use crate::Offset;
 
 /// A Raft vote as the log persists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +47,19 @@ impl From<io::Error> for MetaError {
     }
 }
 
-pub(crate) fn write(storage: &dyn Storage, dir: &Path, name: &str, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    payload: &[u8],
+) -> io::Result<()> {
     let mut bytes = Vec::with_capacity(8 + payload.len());
     bytes.extend_from_slice(&[0; 4]);
-    bytes.extend_from_slice(&u32::try_from(payload.len()).map_err(io::Error::other)?.to_le_bytes());
+    bytes.extend_from_slice(
+        &u32::try_from(payload.len())
+            .map_err(io::Error::other)?
+            .to_le_bytes(),
+    );
     bytes.extend_from_slice(payload);
     let crc = crc32c::crc32c(&bytes[4..]);
     bytes[..4].copy_from_slice(&crc.to_le_bytes());
@@ -63,7 +72,11 @@ pub(crate) fn write(storage: &dyn Storage, dir: &Path, name: &str, payload: &[u8
     storage.sync_dir(dir)
 }
 
-pub(crate) fn read(storage: &dyn Storage, dir: &Path, name: &str) -> Result<Option<Vec<u8>>, MetaError> {
+pub(crate) fn read(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+) -> Result<Option<Vec<u8>>, MetaError> {
     let file = match storage.open(&dir.join(name), false) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -115,6 +128,10 @@ pub(crate) fn encode_raft_id(id: Option<RaftLogId>) -> Vec<u8> {
     out
 }
 
+#[expect(
+    clippy::option_option,
+    reason = "outer: the bytes are well formed; inner: whether an id is recorded"
+)]
 pub(crate) fn decode_raft_id(bytes: &[u8]) -> Option<Option<RaftLogId>> {
     if bytes.len() != 17 || bytes[0] > 1 {
         return None;

@@ -5,8 +5,8 @@
 //! largest timestamp) that lets a sealed segment open without reading its log. A missing,
 //! corrupt or stale file (its recorded log size differs from the log's) is rebuilt from the log.
 
-use crate::batch::RaftLogId;
 use crate::Offset;
+use crate::batch::RaftLogId;
 
 /// One index entry: a batch's base offset, Raft index and byte position in the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,9 @@ impl OffsetIndex {
         out.extend_from_slice(&base_offset.to_le_bytes());
         out.extend_from_slice(&summary.log_size.to_le_bytes());
         out.extend_from_slice(&summary.next_offset.to_le_bytes());
-        let (has_raft, raft) = summary.last_raft.map_or((0u64, RaftLogId::default()), |r| (1, r));
+        let (has_raft, raft) = summary
+            .last_raft
+            .map_or((0u64, RaftLogId::default()), |r| (1, r));
         out.extend_from_slice(&has_raft.to_le_bytes());
         out.extend_from_slice(&raft.term.to_le_bytes());
         out.extend_from_slice(&raft.index.to_le_bytes());
@@ -95,7 +97,9 @@ impl OffsetIndex {
     /// Parses a `.index` file image; `None` if it is not a well-formed index of this segment.
     pub(crate) fn decode(bytes: &[u8], base_offset: Offset) -> Option<(Self, SegmentSummary)> {
         let header = bytes.get(..INDEX_HEADER_LEN)?;
-        if &header[..4] != INDEX_MAGIC || (bytes.len() - INDEX_HEADER_LEN) % ENTRY_LEN != 0 {
+        if &header[..4] != INDEX_MAGIC
+            || !(bytes.len() - INDEX_HEADER_LEN).is_multiple_of(ENTRY_LEN)
+        {
             return None;
         }
         if u32_at(header, 4) != crc32c::crc32c(&bytes[8..]) || u64_at(header, 8) != base_offset {
@@ -152,8 +156,16 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_damage() {
         let mut index = OffsetIndex::default();
-        index.push(OffsetEntry { offset: 100, raft_index: 7, position: 0 });
-        index.push(OffsetEntry { offset: 150, raft_index: 9, position: 4096 });
+        index.push(OffsetEntry {
+            offset: 100,
+            raft_index: 7,
+            position: 0,
+        });
+        index.push(OffsetEntry {
+            offset: 150,
+            raft_index: 9,
+            position: 4096,
+        });
         let summary = SegmentSummary {
             log_size: 9000,
             next_offset: 200,
@@ -174,9 +186,21 @@ mod tests {
     #[test]
     fn finds_floor_positions() {
         let mut index = OffsetIndex::default();
-        index.push(OffsetEntry { offset: 0, raft_index: 1, position: 0 });
-        index.push(OffsetEntry { offset: 10, raft_index: 3, position: 500 });
-        index.push(OffsetEntry { offset: 10, raft_index: 4, position: 600 });
+        index.push(OffsetEntry {
+            offset: 0,
+            raft_index: 1,
+            position: 0,
+        });
+        index.push(OffsetEntry {
+            offset: 10,
+            raft_index: 3,
+            position: 500,
+        });
+        index.push(OffsetEntry {
+            offset: 10,
+            raft_index: 4,
+            position: 600,
+        });
         assert_eq!(index.position_for_offset(5), 0);
         assert_eq!(index.position_for_offset(10), 600);
         assert_eq!(index.position_for_offset(99), 600);

@@ -13,11 +13,11 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
+use crate::Offset;
 use crate::batch::{BatchHeader, DecodeError, HEADER_LEN, RaftLogId, RecordIter};
 use crate::offset_index::{OffsetEntry, OffsetIndex, SegmentSummary};
 use crate::storage::{Storage, StorageFile, read_exact_at};
 use crate::time_index::{TimeEntry, TimeIndex};
-use crate::Offset;
 
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -99,7 +99,9 @@ impl SegmentMeta {
             });
             self.bytes_since_index = 0;
         }
-        self.bytes_since_index = self.bytes_since_index.saturating_add(u64::from(header.length));
+        self.bytes_since_index = self
+            .bytes_since_index
+            .saturating_add(u64::from(header.length));
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         self.times.push(TimeEntry {
             timestamp: self.max_timestamp,
@@ -180,7 +182,8 @@ impl Segment {
         if summary.log_size != size || size == 0 {
             return Ok(None);
         }
-        let Some(time_bytes) = read_whole(storage, &Self::time_index_path(dir, base_offset))? else {
+        let Some(time_bytes) = read_whole(storage, &Self::time_index_path(dir, base_offset))?
+        else {
             return Ok(None);
         };
         let Some(times) = TimeIndex::decode(&time_bytes, base_offset, size) else {
@@ -274,11 +277,15 @@ impl Segment {
     }
 
     pub(crate) fn meta(&self) -> RwLockReadGuard<'_, SegmentMeta> {
-        self.meta.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.meta
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn meta_mut(&self) -> RwLockWriteGuard<'_, SegmentMeta> {
-        self.meta.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.meta
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes a batch (its stamped header, then the rest of its bytes) at the end of the file
@@ -301,7 +308,8 @@ impl Segment {
             self.file.write_at(rest, pos + HEADER_LEN as u64)?;
         }
         self.meta_mut().note(pos, header, index_interval);
-        self.size.store(pos + u64::from(header.length), Ordering::Release);
+        self.size
+            .store(pos + u64::from(header.length), Ordering::Release);
         Ok(())
     }
 
@@ -340,14 +348,18 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads whole data batches from the one holding `offset`, up to `max_bytes` (at least one
-    /// batch if any), checking each CRC.
+    /// Reads whole data batches from the one holding `offset`, up to `max_bytes` (and with
+    /// `at_least_one`, one batch even if it is larger), checking each CRC.
     pub(crate) fn read_from_offset(
         &self,
         offset: Offset,
         max_bytes: usize,
+        at_least_one: bool,
     ) -> Result<Vec<Located>, Damage> {
-        let _shared = self.truncation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _shared = self
+            .truncation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let end = self.size();
         let mut pos = self.meta().offsets.position_for_offset(offset);
         let mut window = Window::with_chunk(max_bytes);
@@ -360,7 +372,8 @@ impl Segment {
                 pos += len;
                 continue;
             }
-            if !found.is_empty() && total + header.length as usize > max_bytes {
+            let fits = total + header.length as usize <= max_bytes;
+            if !(fits || at_least_one && found.is_empty()) {
                 break;
             }
             let batch = read_batch(self.file.as_ref(), &mut window, pos, end, true)?;
@@ -376,7 +389,10 @@ impl Segment {
 
     /// Reads the batches whose Raft indexes lie in `[start, end)`, checking each CRC.
     pub(crate) fn read_raft_range(&self, start: u64, end: u64) -> Result<Vec<Located>, Damage> {
-        let _shared = self.truncation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _shared = self
+            .truncation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let size = self.size();
         let mut pos = self.meta().offsets.position_for_raft_index(start);
         let mut window = Window::default();
@@ -387,7 +403,13 @@ impl Segment {
                 break;
             }
             if header.raft.index >= start {
-                found.push(read_batch(self.file.as_ref(), &mut window, pos, size, true)?);
+                found.push(read_batch(
+                    self.file.as_ref(),
+                    &mut window,
+                    pos,
+                    size,
+                    true,
+                )?);
             }
             pos += u64::from(header.length);
         }
@@ -404,7 +426,10 @@ impl Segment {
 
     /// The offset of the first record with a timestamp at or after `timestamp`, if any.
     pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>, Damage> {
-        let _shared = self.truncation.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _shared = self
+            .truncation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let size = self.size();
         let mut pos = match self.meta().times.scan_start(timestamp) {
             Some(entry) => entry.position,
@@ -432,7 +457,12 @@ impl Segment {
 
     /// Writes the segment's `.index` and `.timeindex` files (when it is sealed). The log file
     /// must already be synced if the indexes are to be trusted after a crash.
-    pub(crate) fn write_indexes(&self, storage: &dyn Storage, dir: &Path, sync: bool) -> io::Result<()> {
+    pub(crate) fn write_indexes(
+        &self,
+        storage: &dyn Storage,
+        dir: &Path,
+        sync: bool,
+    ) -> io::Result<()> {
         let meta = self.meta().clone();
         let summary = SegmentSummary {
             log_size: self.size(),
@@ -461,7 +491,11 @@ impl Segment {
     }
 
     /// Removes the segment's files (index files may be absent).
-    pub(crate) fn remove_files(storage: &dyn Storage, dir: &Path, base_offset: Offset) -> io::Result<()> {
+    pub(crate) fn remove_files(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: Offset,
+    ) -> io::Result<()> {
         for path in [
             dir.join(Self::log_name(base_offset)),
             Self::index_path(dir, base_offset),
@@ -477,7 +511,11 @@ impl Segment {
 }
 
 /// Removes a segment's index files, which describe it only while it is sealed.
-pub(crate) fn remove_indexes(storage: &dyn Storage, dir: &Path, base_offset: Offset) -> io::Result<()> {
+pub(crate) fn remove_indexes(
+    storage: &dyn Storage,
+    dir: &Path,
+    base_offset: Offset,
+) -> io::Result<()> {
     for path in [
         Segment::index_path(dir, base_offset),
         Segment::time_index_path(dir, base_offset),
@@ -520,7 +558,13 @@ impl Window {
     }
 
     /// `len` bytes at `pos`, all below `end`.
-    fn get(&mut self, file: &dyn StorageFile, pos: u64, len: usize, end: u64) -> Result<Bytes, Damage> {
+    fn get(
+        &mut self,
+        file: &dyn StorageFile,
+        pos: u64,
+        len: usize,
+        end: u64,
+    ) -> Result<Bytes, Damage> {
         let have = pos >= self.start && pos + len as u64 <= self.start + self.data.len() as u64;
         if !have {
             let want = len.max(self.chunk.max(MIN_CHUNK));

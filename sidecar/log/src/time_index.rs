@@ -5,8 +5,8 @@
 //! time, start after the last entry whose timestamp is below it. Kept in memory while the
 //! segment is active and written to `<base offset>.timeindex` when it is sealed.
 
-use crate::offset_index::{u32_at, u64_at};
 use crate::Offset;
+use crate::offset_index::{u32_at, u64_at};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimeEntry {
@@ -23,7 +23,11 @@ pub(crate) struct TimeIndex {
 impl TimeIndex {
     /// Records a batch if its running largest timestamp grew past the last entry's.
     pub(crate) fn push(&mut self, entry: TimeEntry) {
-        if self.entries.last().is_none_or(|last| entry.timestamp > last.timestamp) {
+        if self
+            .entries
+            .last()
+            .is_none_or(|last| entry.timestamp > last.timestamp)
+        {
             self.entries.push(entry);
         }
     }
@@ -64,7 +68,7 @@ impl TimeIndex {
     /// whose positions lie below `log_size`.
     pub(crate) fn decode(bytes: &[u8], base_offset: Offset, log_size: u64) -> Option<Self> {
         let header = bytes.get(..HEADER_LEN)?;
-        if &header[..4] != MAGIC || (bytes.len() - HEADER_LEN) % ENTRY_LEN != 0 {
+        if &header[..4] != MAGIC || !(bytes.len() - HEADER_LEN).is_multiple_of(ENTRY_LEN) {
             return None;
         }
         if u32_at(header, 4) != crc32c::crc32c(&bytes[8..]) || u64_at(header, 8) != base_offset {
@@ -97,9 +101,21 @@ mod tests {
     #[test]
     fn keeps_only_growing_timestamps_and_round_trips() {
         let mut index = TimeIndex::default();
-        index.push(TimeEntry { timestamp: 10, offset: 5, position: 0 });
-        index.push(TimeEntry { timestamp: 10, offset: 6, position: 100 });
-        index.push(TimeEntry { timestamp: 30, offset: 9, position: 300 });
+        index.push(TimeEntry {
+            timestamp: 10,
+            offset: 5,
+            position: 0,
+        });
+        index.push(TimeEntry {
+            timestamp: 10,
+            offset: 6,
+            position: 100,
+        });
+        index.push(TimeEntry {
+            timestamp: 30,
+            offset: 9,
+            position: 300,
+        });
         assert_eq!(index.entries.len(), 2);
         assert_eq!(index.scan_start(10), None);
         assert_eq!(index.scan_start(11).map(|e| e.position), Some(0));

@@ -6,10 +6,10 @@
 /// Appends `value` as an unsigned LEB128 varint.
 pub(crate) fn put_u64(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
+        buf.push(value.to_le_bytes()[0] | 0x80);
         value >>= 7;
     }
-    buf.push(value as u8);
+    buf.push(value.to_le_bytes()[0]);
 }
 
 /// Appends `value` as a zigzag varint.

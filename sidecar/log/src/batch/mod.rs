@@ -158,7 +158,9 @@ pub enum EncodeError {
 
 impl RecordBatch {
     /// A data batch of `records` with dense offset deltas (0, 1, 2, …) and no producer state.
-    pub fn from_records(records: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64)>) -> Self {
+    pub fn from_records(
+        records: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64)>,
+    ) -> Self {
         let records = records
             .into_iter()
             .zip(0u32..)
@@ -207,7 +209,11 @@ impl RecordBatch {
                         }
                     }
                     let last = records.last().map_or(0, |r| r.offset_delta);
-                    let max = records.iter().map(|r| r.timestamp).max().unwrap_or(first.timestamp);
+                    let max = records
+                        .iter()
+                        .map(|r| r.timestamp)
+                        .max()
+                        .unwrap_or(first.timestamp);
                     let count = u32::try_from(records.len())
                         .map_err(|_| EncodeError::TooLarge(records.len()))?;
                     (false, last, count, first.timestamp, max)
@@ -265,7 +271,7 @@ impl RecordBatch {
         let header = validate(bytes)?;
         let body = &bytes[HEADER_LEN..];
         let body = if header.control {
-            BatchBody::Control(decode_control(&header, bytes.slice(HEADER_LEN..))?)
+            BatchBody::Control(decode_control(&header, &bytes.slice(HEADER_LEN..))?)
         } else {
             let mut records = Vec::with_capacity(header.record_count as usize);
             for r in RecordIter::new(body, header.record_count) {
@@ -310,7 +316,9 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
             None => return Err(DecodeError::BadControl("empty control payload")),
         }
         if header.first_timestamp != header.max_timestamp {
-            return Err(DecodeError::HeaderMismatch("control batch timestamps differ"));
+            return Err(DecodeError::HeaderMismatch(
+                "control batch timestamps differ",
+            ));
         }
         return Ok(header);
     }
@@ -334,7 +342,7 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
     Ok(header)
 }
 
-fn decode_control(header: &BatchHeader, body: Bytes) -> Result<ControlRecord, DecodeError> {
+fn decode_control(header: &BatchHeader, body: &Bytes) -> Result<ControlRecord, DecodeError> {
     let kind = match body.first() {
         Some(&CONTROL_BLANK) => ControlKind::Blank,
         Some(&CONTROL_MEMBERSHIP) => ControlKind::Membership,

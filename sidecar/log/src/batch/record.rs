@@ -99,8 +99,8 @@ impl<'a> RecordIter<'a> {
         };
         let _attributes = rec.u8().map_err(fault)?;
         let timestamp_delta = rec.i64().map_err(fault)?;
-        let offset_delta =
-            u32::try_from(rec.u64().map_err(fault)?).map_err(|_| bad("offset delta over 32 bits"))?;
+        let offset_delta = u32::try_from(rec.u64().map_err(fault)?)
+            .map_err(|_| bad("offset delta over 32 bits"))?;
         if self.last_delta.is_some_and(|last| offset_delta <= last) {
             return Err(bad("offset deltas do not increase"));
         }
@@ -120,9 +120,7 @@ impl<'a> RecordIter<'a> {
         if !check.is_empty() {
             return Err(bad("bytes after the last header"));
         }
-        let headers = rec
-            .bytes(check.position() - headers_start)
-            .map_err(fault)?;
+        let headers = rec.bytes(check.position() - headers_start).map_err(fault)?;
         Ok(RecordRef {
             offset_delta,
             timestamp_delta,
@@ -176,7 +174,7 @@ pub(crate) fn encoded_len(record: &Record, first_timestamp: i64) -> usize {
 fn body_len(record: &Record, timestamp_delta: i64) -> usize {
     let nullable = |v: Option<&[u8]>| match v {
         None => varint::len_i64(-1),
-        Some(b) => varint::len_i64(b.len() as i64) + b.len(),
+        Some(b) => varint::len_i64(signed_len(b.len())) + b.len(),
     };
     let headers: usize = record
         .headers
@@ -200,10 +198,15 @@ fn put_nullable(out: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         None => varint::put_i64(out, -1),
         Some(bytes) => {
-            varint::put_i64(out, bytes.len() as i64);
+            varint::put_i64(out, signed_len(bytes.len()));
             out.extend_from_slice(bytes);
         }
     }
+}
+
+/// A length as the signed varint that nullable fields use (lengths never reach `i64::MAX`).
+fn signed_len(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
 }
 
 fn read_nullable<'a>(reader: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ReadFault> {

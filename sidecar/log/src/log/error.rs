@@ -3,9 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::Offset;
 use crate::batch::{DecodeError, RaftLogId};
 use crate::segment::{Damage, DamageReason};
-use crate::Offset;
 
 /// What is wrong with bytes found in a segment.
 #[derive(Debug, thiserror::Error)]

@@ -38,12 +38,12 @@ use bytes::Bytes;
 pub use error::{AppendError, Corruption, OpenError, ReadError, SyncError, WriteError};
 pub use retention::RetentionReport;
 
+use crate::Offset;
 use crate::batch::{self, BatchHeader, HEADER_LEN, RaftLogId};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::meta_file::RaftVote;
 use crate::segment::Segment;
 use crate::storage::Storage;
-use crate::Offset;
 use durability::Durability;
 
 /// A partition's durable, segmented log of record batches.
@@ -172,10 +172,7 @@ impl Log {
             return Err(AppendError::Poisoned);
         }
         let state = *read(&shared.state);
-        let expected = state
-            .last
-            .or(state.last_purged)
-            .map(|last| last.index + 1);
+        let expected = state.last.or(state.last_purged).map(|last| last.index + 1);
         let raft = match raft {
             Some(raft) => {
                 if expected.is_some_and(|e| e != raft.index) {
@@ -256,7 +253,8 @@ impl Log {
 
     /// Makes everything appended so far durable, whatever the policy.
     pub fn sync(&self) -> Result<(), SyncError> {
-        self.shared.sync_through(self.shared.durability.appended_seq())
+        self.shared
+            .sync_through(self.shared.durability.appended_seq())
     }
 
     /// Reads whole data batches starting with the one that holds `offset`, up to `max_bytes`
@@ -275,21 +273,30 @@ impl Log {
         let first = segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
-        for segment in &segments[first..] {
-            let found = segment
-                .read_from_offset(offset, max_bytes)
-                .map_err(|d| d.into_read_error(segment.path().to_path_buf()))?;
-            if let Some(last) = found.last() {
-                return Ok(Fetched {
-                    next_offset: last.header.next_offset(),
-                    batches: found.into_iter().map(|b| b.bytes).collect(),
-                });
-            }
-        }
-        Ok(Fetched {
+        let mut fetched = Fetched {
             batches: Vec::new(),
             next_offset: offset,
-        })
+        };
+        let mut total = 0;
+        for segment in &segments[first..] {
+            let found = segment
+                .read_from_offset(
+                    fetched.next_offset,
+                    max_bytes.saturating_sub(total),
+                    fetched.batches.is_empty(),
+                )
+                .map_err(|d| d.into_read_error(segment.path().to_path_buf()))?;
+            for batch in found {
+                total += batch.bytes.len();
+                fetched.next_offset = batch.header.next_offset();
+                fetched.batches.push(batch.bytes);
+            }
+            // Stop where this segment still holds data that did not fit.
+            if total >= max_bytes || fetched.next_offset < segment.meta().next_offset {
+                break;
+            }
+        }
+        Ok(fetched)
     }
 
     /// The offset of the first record whose timestamp is at or after `timestamp` (ms), or
@@ -321,10 +328,13 @@ impl Log {
         if active.meta().next_offset == active.base_offset() {
             return Ok(());
         }
-        shared.roll_locked(&writer).map(drop).map_err(|(path, source)| {
-            shared.durability.poison();
-            WriteError::Io { path, source }
-        })
+        shared
+            .roll_locked(&writer)
+            .map(drop)
+            .map_err(|(path, source)| {
+                shared.durability.poison();
+                WriteError::Io { path, source }
+            })
     }
 
     /// Syncs and closes the log.
@@ -348,7 +358,8 @@ impl Shared {
     }
 
     fn sync_through(&self, seq: u64) -> Result<(), SyncError> {
-        self.durability.wait(seq, || self.active().file().sync_data())
+        self.durability
+            .wait(seq, || self.active().file().sync_data())
     }
 
     fn roll_due(&self, active: &Segment, incoming: u32) -> bool {
@@ -379,8 +390,13 @@ impl Shared {
             .map_err(at(&self.dir))?;
         let next = active.meta().next_offset;
         let segment = Arc::new(
-            Segment::create(self.storage.as_ref(), &self.dir, next, self.config.clock.now_ms())
-                .map_err(at(&self.dir))?,
+            Segment::create(
+                self.storage.as_ref(),
+                &self.dir,
+                next,
+                self.config.clock.now_ms(),
+            )
+            .map_err(at(&self.dir))?,
         );
         if sync {
             self.storage.sync_dir(&self.dir).map_err(at(&self.dir))?;
@@ -414,7 +430,9 @@ impl Flusher {
             .name("sidestream-log-flush".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    let Some(shared) = shared.upgrade() else { return };
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
                     let seq = shared.durability.appended_seq();
                     if shared.sync_through(seq).is_err() {
                         return;

@@ -36,7 +36,11 @@ impl Log {
             .saturating_sub(1);
         let mut entries = Vec::new();
         for segment in &segments[first..] {
-            if segment.meta().first_raft_index.is_some_and(|f| f >= range.end) {
+            if segment
+                .meta()
+                .first_raft_index
+                .is_some_and(|f| f >= range.end)
+            {
                 break;
             }
             let found = segment
@@ -80,7 +84,12 @@ impl Log {
                 .map_err(|e| (shared.dir.clone(), e))?;
             target
                 .truncate(position, shared.config.index_interval_bytes)
-                .map_err(|d| (target.path().to_path_buf(), std::io::Error::other(d.reason.to_string())))?;
+                .map_err(|d| {
+                    (
+                        target.path().to_path_buf(),
+                        std::io::Error::other(d.reason.to_string()),
+                    )
+                })?;
             if shared.config.fsync != FsyncPolicy::Never {
                 target
                     .file()
@@ -137,9 +146,8 @@ impl Log {
         } else if first_present.is_some_and(|f| through.index < f) {
             state.start_offset
         } else {
-            let found = self
-                .read_entries_in(&segments, through.index)
-                .map_err(|(path, d)| d.into_write_error(path))?;
+            let found =
+                locate(&segments, through.index).map_err(|(path, d)| d.into_write_error(path))?;
             let Some(header) = found else {
                 return Err(WriteError::MissingEntry(through));
             };
@@ -172,31 +180,19 @@ impl Log {
         )
     }
 
-    fn read_entries_in(
-        &self,
-        segments: &[Arc<Segment>],
-        raft_index: u64,
-    ) -> Result<Option<crate::batch::BatchHeader>, (PathBuf, segment::Damage)> {
-        let i = segments
-            .partition_point(|s| s.meta().first_raft_index.is_some_and(|f| f <= raft_index))
-            .saturating_sub(1);
-        let Some(segment) = segments.get(i) else {
-            return Ok(None);
-        };
-        segment
-            .locate_raft_index(raft_index)
-            .map(|b| b.map(|b| b.header))
-            .map_err(|d| (segment.path().to_path_buf(), d))
-    }
-
     /// Durably records a vote (after making every earlier append durable, so the vote never
     /// overtakes the entries before it).
     pub fn save_vote(&self, vote: RaftVote) -> Result<(), WriteError> {
         let shared = &*self.shared;
         let _writer = lock(&shared.writer);
         self.sync().map_err(|_| WriteError::Poisoned)?;
-        meta_file::write(shared.storage.as_ref(), &shared.dir, meta_file::VOTE_FILE, &vote.encode())
-            .map_err(|source| shared.meta_write_failed(meta_file::VOTE_FILE, source))?;
+        meta_file::write(
+            shared.storage.as_ref(),
+            &shared.dir,
+            meta_file::VOTE_FILE,
+            &vote.encode(),
+        )
+        .map_err(|source| shared.meta_write_failed(meta_file::VOTE_FILE, source))?;
         *write(&shared.vote) = Some(vote);
         Ok(())
     }
@@ -242,7 +238,11 @@ impl Shared {
     /// Persists a new log start, then deletes the segments it leaves behind (all of them with
     /// `everything`, replaced by an empty one at the new start). The caller holds the writer
     /// lock.
-    pub(super) fn replace_start(&self, start: LogStart, everything: bool) -> Result<(), WriteError> {
+    pub(super) fn replace_start(
+        &self,
+        start: LogStart,
+        everything: bool,
+    ) -> Result<(), WriteError> {
         meta_file::write(
             self.storage.as_ref(),
             &self.dir,
@@ -310,4 +310,21 @@ impl Shared {
         state.segment_count = segment_count;
         Ok(())
     }
+}
+
+/// The header of the batch with Raft index `raft_index`, if the log holds it.
+fn locate(
+    segments: &[Arc<Segment>],
+    raft_index: u64,
+) -> Result<Option<crate::batch::BatchHeader>, (PathBuf, segment::Damage)> {
+    let i = segments
+        .partition_point(|s| s.meta().first_raft_index.is_some_and(|f| f <= raft_index))
+        .saturating_sub(1);
+    let Some(segment) = segments.get(i) else {
+        return Ok(None);
+    };
+    segment
+        .locate_raft_index(raft_index)
+        .map(|b| b.map(|b| b.header))
+        .map_err(|d| (segment.path().to_path_buf(), d))
 }

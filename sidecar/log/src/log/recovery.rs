@@ -30,7 +30,11 @@ use crate::meta_file::{self, LogStart, MetaError, RaftVote};
 use crate::segment::{self, Segment};
 use crate::storage::Storage;
 
-pub(super) fn open(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig) -> Result<Shared, OpenError> {
+pub(super) fn open(
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    config: LogConfig,
+) -> Result<Shared, OpenError> {
     let io_at = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OpenError::Io { path, source }
@@ -39,8 +43,10 @@ pub(super) fn open(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig) -
     let names = storage.list(&dir).map_err(io_at(&dir))?;
     let mut bases = Vec::new();
     for name in &names {
-        if name.ends_with(".tmp") {
-            storage.remove(&dir.join(name)).map_err(io_at(&dir.join(name)))?;
+        if Path::new(name).extension().is_some_and(|e| e == "tmp") {
+            storage
+                .remove(&dir.join(name))
+                .map_err(io_at(&dir.join(name)))?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(parse_base) {
             bases.push(base);
         }
@@ -52,12 +58,24 @@ pub(super) fn open(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig) -
             .or_else(|| name.strip_suffix(".timeindex"))
             .and_then(parse_base);
         if stem.is_some_and(|base| bases.binary_search(&base).is_err()) {
-            storage.remove(&dir.join(name)).map_err(io_at(&dir.join(name)))?;
+            storage
+                .remove(&dir.join(name))
+                .map_err(io_at(&dir.join(name)))?;
         }
     }
 
-    let log_start = read_meta(storage.as_ref(), &dir, meta_file::LOG_START_FILE, LogStart::decode)?;
-    let vote = read_meta(storage.as_ref(), &dir, meta_file::VOTE_FILE, RaftVote::decode)?;
+    let log_start = read_meta(
+        storage.as_ref(),
+        &dir,
+        meta_file::LOG_START_FILE,
+        LogStart::decode,
+    )?;
+    let vote = read_meta(
+        storage.as_ref(),
+        &dir,
+        meta_file::VOTE_FILE,
+        RaftVote::decode,
+    )?;
     let committed = read_meta(
         storage.as_ref(),
         &dir,
@@ -75,7 +93,9 @@ pub(super) fn open(storage: Arc<dyn Storage>, dir: PathBuf, config: LogConfig) -
         .rev()
         .find_map(|s| s.meta().last_raft)
         .filter(|last| log_start.last_purged.is_none_or(|p| last.index > p.index));
-    let first_base = segments.first().map_or(log_start.start_offset, |s| s.base_offset());
+    let first_base = segments
+        .first()
+        .map_or(log_start.start_offset, |s| s.base_offset());
     let active = segments.last().map_or(first_base, |s| s.meta().next_offset);
     let state = LogState {
         start_offset: log_start.start_offset.max(first_base),
@@ -177,15 +197,15 @@ fn open_segments(
             }
             segment
         };
-        if let (Some(prev), Some(first)) = (prev_last, segment.meta().first_raft_index) {
-            if first != prev.index + 1 {
-                return Err(OpenError::Gap {
-                    segment: path,
-                    what: "raft index",
-                    expected: prev.index + 1,
-                    found: first,
-                });
-            }
+        if let (Some(prev), Some(first)) = (prev_last, segment.meta().first_raft_index)
+            && first != prev.index + 1
+        {
+            return Err(OpenError::Gap {
+                segment: path,
+                what: "raft index",
+                expected: prev.index + 1,
+                found: first,
+            });
         }
         segments.push(Arc::new(segment));
     }
@@ -213,8 +233,9 @@ fn drop_purged(
                 .map_err(io_at(s.path().to_path_buf()))?;
         }
         if segments.is_empty() {
-            let segment = Segment::create(storage, dir, log_start.start_offset, config.clock.now_ms())
-                .map_err(io_at(dir.to_path_buf()))?;
+            let segment =
+                Segment::create(storage, dir, log_start.start_offset, config.clock.now_ms())
+                    .map_err(io_at(dir.to_path_buf()))?;
             segments.push(Arc::new(segment));
         }
         storage.sync_dir(dir).map_err(io_at(dir.to_path_buf()))?;

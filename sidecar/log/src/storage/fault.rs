@@ -99,11 +99,6 @@ impl FaultStorage {
         self.control.failing_syncs.store(n, Ordering::Relaxed);
     }
 
-    /// Operations performed so far.
-    pub(crate) fn ops(&self) -> u64 {
-        self.control.ops.load(Ordering::Relaxed)
-    }
-
     /// The storage a restart finds: durable directory entries with durable contents, and each
     /// file's unsynced tail as `tail` says (applied to files whose live image extends the
     /// durable one).
@@ -260,7 +255,9 @@ struct FaultFile {
 impl StorageFile for FaultFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         let images = self.node.images.lock().unwrap();
-        let start = usize::try_from(pos).unwrap_or(usize::MAX).min(images.live.len());
+        let start = usize::try_from(pos)
+            .unwrap_or(usize::MAX)
+            .min(images.live.len());
         let n = buf.len().min(images.live.len() - start);
         buf[..n].copy_from_slice(&images.live[start..start + n]);
         Ok(n)
@@ -271,7 +268,11 @@ impl StorageFile for FaultFile {
         let mut images = self.node.images.lock().unwrap();
         let pos = usize::try_from(pos).unwrap();
         // A failing write may still have written a part of its buffer.
-        let n = if fault.is_err() { buf.len() / 2 } else { buf.len() };
+        let n = if fault.is_err() {
+            buf.len() / 2
+        } else {
+            buf.len()
+        };
         if images.live.len() < pos + n {
             images.live.resize(pos + n, 0);
         }
@@ -283,7 +284,9 @@ impl StorageFile for FaultFile {
         self.control.tick()?;
         let failing = self.control.failing_syncs.load(Ordering::Relaxed);
         if failing > 0 {
-            self.control.failing_syncs.store(failing - 1, Ordering::Relaxed);
+            self.control
+                .failing_syncs
+                .store(failing - 1, Ordering::Relaxed);
             return Err(io::Error::other("injected fsync failure"));
         }
         let mut images = self.node.images.lock().unwrap();

@@ -46,6 +46,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
 }
 
 /// Positional IO on one open file.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "mirrors the file system calls it wraps"
+)]
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Reads into `buf` from `pos`; returns fewer bytes than `buf.len()` only at end of file.
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;

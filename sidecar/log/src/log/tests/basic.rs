@@ -1,0 +1,482 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{ManualClock, config, control_batch, data_batch, open};
+use crate::batch::{self, BatchBody, RaftLogId, RecordBatch};
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::log::{AppendError, Log, OpenError, ReadError, SyncError};
+use crate::meta_file::RaftVote;
+use crate::storage::fault::{FaultStorage, Tail};
+use crate::storage::{FileStorage, Storage};
+
+fn offsets_of(log: &Log, from: u64) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    let mut at = from;
+    loop {
+        let fetched = log.read(at, 1 << 20).unwrap();
+        if fetched.batches.is_empty() {
+            return offsets;
+        }
+        for bytes in &fetched.batches {
+            let header = batch::validate(bytes).unwrap();
+            offsets.extend(header.base_offset..header.next_offset());
+        }
+        at = fetched.next_offset;
+    }
+}
+
+#[test]
+fn appends_get_dense_offsets_and_read_back() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(&storage, &config(FsyncPolicy::Always, 1 << 20));
+    let a = log.append(&data_batch(3, 10, 1_000, 1)).unwrap();
+    let c = log.append(&control_batch(1_001)).unwrap();
+    let b = log.append(&data_batch(2, 10, 1_002, 2)).unwrap();
+    log.wait_durable(&b).unwrap();
+    assert_eq!((a.base_offset, a.next_offset), (0, 3));
+    assert_eq!((c.base_offset, c.next_offset), (3, 3));
+    assert_eq!((b.base_offset, b.next_offset), (3, 5));
+    assert_eq!([a.raft.index, c.raft.index, b.raft.index], [0, 1, 2]);
+
+    // Reading from inside a batch returns the whole batch; control batches are skipped.
+    let fetched = log.read(1, 1 << 20).unwrap();
+    assert_eq!(fetched.batches.len(), 2);
+    assert_eq!(fetched.next_offset, 5);
+    let first = RecordBatch::decode(&fetched.batches[0]).unwrap();
+    assert_eq!(first.base_offset, 0);
+    assert_eq!(offsets_of(&log, 0), vec![0, 1, 2, 3, 4]);
+    assert!(log.read(5, 100).unwrap().batches.is_empty());
+    assert!(matches!(
+        log.read(6, 100),
+        Err(ReadError::OffsetOutOfRange {
+            offset: 6,
+            start: 0,
+            end: 5
+        })
+    ));
+}
+
+#[test]
+fn read_returns_at_least_one_batch_and_respects_max_bytes() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(&storage, &config(FsyncPolicy::Never, 1 << 20));
+    for i in 0..10 {
+        log.append(&data_batch(1, 500, 0, i)).unwrap();
+    }
+    assert_eq!(log.read(0, 1).unwrap().batches.len(), 1);
+    let len = data_batch(1, 500, 0, 0).len();
+    assert_eq!(log.read(0, 3 * len).unwrap().batches.len(), 3);
+    assert_eq!(log.read(0, 3 * len + 1).unwrap().batches.len(), 3);
+}
+
+#[test]
+fn rolls_by_size_and_reopens_from_indexes_or_rebuilds_them() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 2_000);
+    let log = open(&storage, &cfg);
+    for i in 0..40 {
+        log.append(&data_batch(2, 100, i64::from(i) * 10, 0))
+            .unwrap();
+    }
+    let state = log.state();
+    assert!(state.segment_count > 5, "{state:?}");
+    log.close().unwrap();
+
+    let dir = Path::new("/p/orders-0");
+    let names: Vec<_> = storage.paths();
+    let logs = names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count();
+    let indexes = names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .count();
+    assert_eq!(
+        indexes,
+        logs - 1,
+        "every sealed segment has an index, the active one none"
+    );
+
+    let log = open(&storage, &cfg);
+    assert_eq!(log.state(), state);
+    assert_eq!(offsets_of(&log, 0), (0..80).collect::<Vec<_>>());
+    drop(log);
+
+    // Damaged or missing indexes are rebuilt from the log.
+    let first_index = dir.join(format!("{:020}.index", 0));
+    storage.corrupt(&first_index, 10);
+    let second = names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "timeindex"))
+        .nth(1)
+        .unwrap()
+        .clone();
+    storage.remove(&second).unwrap();
+    let log = open(&storage, &cfg);
+    assert_eq!(log.state(), state);
+    assert_eq!(offsets_of(&log, 37), (36..80).collect::<Vec<_>>());
+}
+
+#[test]
+fn rolls_by_age() {
+    let storage = Arc::new(FaultStorage::new());
+    let clock = Arc::new(ManualClock::default());
+    let cfg = LogConfig {
+        segment_ms: 1_000,
+        clock: clock.clone(),
+        ..config(FsyncPolicy::Never, 1 << 30)
+    };
+    let log = open(&storage, &cfg);
+    log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    clock.set(999);
+    log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    assert_eq!(log.state().segment_count, 1);
+    clock.set(1_000);
+    log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    assert_eq!(log.state().segment_count, 2);
+}
+
+#[test]
+fn finds_offsets_by_timestamp() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(&storage, &config(FsyncPolicy::Never, 1_500));
+    // Batch i holds records at 100*i, 100*i+1, 100*i+2.
+    for i in 0..30 {
+        log.append(&data_batch(3, 50, i * 100, 0)).unwrap();
+    }
+    assert!(log.state().segment_count > 2);
+    assert_eq!(log.offset_for_timestamp(i64::MIN).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1).unwrap(), Some(1));
+    assert_eq!(log.offset_for_timestamp(3).unwrap(), Some(3));
+    assert_eq!(log.offset_for_timestamp(1_702).unwrap(), Some(53));
+    assert_eq!(log.offset_for_timestamp(2_902).unwrap(), Some(89));
+    assert_eq!(log.offset_for_timestamp(2_903).unwrap(), None);
+}
+
+#[test]
+fn raft_entries_must_follow_on() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(&storage, &config(FsyncPolicy::Never, 1 << 20));
+    log.append_entry(&control_batch(0), RaftLogId { term: 1, index: 5 })
+        .unwrap();
+    assert!(matches!(
+        log.append_entry(&control_batch(0), RaftLogId { term: 1, index: 7 }),
+        Err(AppendError::RaftIndex {
+            expected: 6,
+            got: 7
+        })
+    ));
+    assert!(matches!(
+        log.append_entry(&control_batch(0), RaftLogId { term: 0, index: 6 }),
+        Err(AppendError::RaftTerm { last: 1, got: 0 })
+    ));
+    let next = log.append(&data_batch(1, 1, 0, 0)).unwrap();
+    assert_eq!(next.raft, RaftLogId { term: 1, index: 6 });
+    let entries = log.read_entries(0..100).unwrap();
+    assert_eq!(entries.len(), 2);
+}
+
+#[test]
+fn rejects_bad_batches_without_changing_the_log() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = LogConfig {
+        max_batch_bytes: 1_000,
+        ..config(FsyncPolicy::Always, 1 << 20)
+    };
+    let log = open(&storage, &cfg);
+    let mut bad = data_batch(2, 10, 0, 0);
+    bad[50] ^= 1;
+    let err = log.append(&bad).unwrap_err();
+    assert!(err.to_string().contains("bad crc"), "{err}");
+    assert!(matches!(
+        log.append(&data_batch(1, 2_000, 0, 0)),
+        Err(AppendError::TooLarge { max: 1_000, .. })
+    ));
+    assert!(log.append(&[1, 2, 3]).is_err());
+    assert_eq!(log.state().next_offset, 0);
+    assert_eq!(log.state().size_bytes, 0);
+}
+
+#[test]
+fn truncation_gives_offsets_back_across_segments() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 1_000);
+    let log = open(&storage, &cfg);
+    for i in 0..20 {
+        log.append_entry(&data_batch(2, 100, 0, 1), RaftLogId { term: 1, index: i })
+            .unwrap();
+    }
+    assert!(log.state().segment_count > 3);
+    log.truncate_from(7).unwrap();
+    let state = log.state();
+    assert_eq!(state.next_offset, 14);
+    assert_eq!(state.last, Some(RaftLogId { term: 1, index: 6 }));
+    let next = log
+        .append_entry(&data_batch(1, 100, 0, 2), RaftLogId { term: 2, index: 7 })
+        .unwrap();
+    assert_eq!(next.base_offset, 14);
+    drop(log);
+    let log = open(&storage, &cfg);
+    assert_eq!(log.state().next_offset, 15);
+    assert_eq!(log.state().last, Some(RaftLogId { term: 2, index: 7 }));
+    assert_eq!(offsets_of(&log, 0), (0..15).collect::<Vec<_>>());
+    // Truncating everything leaves an empty log that starts where it started.
+    log.truncate_from(0).unwrap();
+    assert_eq!(log.state().next_offset, 0);
+    assert_eq!(log.state().last, None);
+    assert!(log.read_entries(0..100).unwrap().is_empty());
+}
+
+#[test]
+fn purge_moves_the_start_and_survives_reopen() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 1_000);
+    let log = open(&storage, &cfg);
+    for i in 0..20 {
+        log.append(&data_batch(2, 100, 0, 1))
+            .unwrap_or_else(|e| panic!("{i}: {e}"));
+    }
+    let before = log.state().segment_count;
+    log.purge_through(RaftLogId { term: 0, index: 9 }).unwrap();
+    let state = log.state();
+    assert_eq!(state.start_offset, 20);
+    assert_eq!(state.last_purged, Some(RaftLogId { term: 0, index: 9 }));
+    assert!(state.segment_count < before);
+    assert!(matches!(
+        log.read(19, 10),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.read_entries(0..100).unwrap().len(), 10);
+    drop(log);
+    let log = open(&storage, &cfg);
+    assert_eq!(log.state(), state);
+    assert_eq!(offsets_of(&log, 20), (20..40).collect::<Vec<_>>());
+
+    // Purging past the end empties the log; appends continue after the purged entry.
+    log.purge_through(RaftLogId { term: 3, index: 30 }).unwrap();
+    let state = log.state();
+    assert_eq!(
+        (state.start_offset, state.next_offset, state.last),
+        (40, 40, None)
+    );
+    let next = log.append(&data_batch(1, 1, 0, 0)).unwrap();
+    assert_eq!(next.raft, RaftLogId { term: 3, index: 31 });
+    assert_eq!(next.base_offset, 40);
+}
+
+#[test]
+fn reset_restarts_the_log_at_a_snapshot() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 1 << 20);
+    let log = open(&storage, &cfg);
+    log.append(&data_batch(2, 1, 0, 0)).unwrap();
+    log.reset(500, RaftLogId { term: 4, index: 70 }).unwrap();
+    let next = log
+        .append_entry(&data_batch(1, 1, 0, 0), RaftLogId { term: 4, index: 71 })
+        .unwrap();
+    assert_eq!(next.base_offset, 500);
+    drop(log);
+    let log = open(&storage, &cfg);
+    assert_eq!(log.state().start_offset, 500);
+    assert_eq!(log.state().next_offset, 501);
+}
+
+#[test]
+fn retention_deletes_old_and_excess_sealed_segments_only() {
+    let storage = Arc::new(FaultStorage::new());
+    let clock = Arc::new(ManualClock::default());
+    let cfg = LogConfig {
+        retention_ms: Some(10_000),
+        clock: clock.clone(),
+        ..config(FsyncPolicy::Always, 1_000)
+    };
+    let log = open(&storage, &cfg);
+    for i in 0..30 {
+        log.append(&data_batch(1, 100, i * 1_000, 0)).unwrap();
+    }
+    let before = log.state();
+    clock.set(15_500);
+    let report = log.apply_retention().unwrap();
+    assert!(report.segments > 0);
+    let after = log.state();
+    assert_eq!(after.segment_count, before.segment_count - report.segments);
+    assert_eq!(after.size_bytes, before.size_bytes - report.bytes);
+    assert!(log.offset_for_timestamp(0).unwrap().unwrap() >= after.start_offset);
+    // Everything is old now, but the active segment stays.
+    clock.set(1_000_000);
+    log.apply_retention().unwrap();
+    assert_eq!(log.state().segment_count, 1);
+    assert_eq!(log.state().next_offset, 30);
+    assert!(!offsets_of(&log, log.state().start_offset).is_empty());
+
+    let log_by_size = {
+        let storage = Arc::new(FaultStorage::new());
+        let cfg = LogConfig {
+            retention_bytes: Some(3_000),
+            ..config(FsyncPolicy::Never, 1_000)
+        };
+        let log = open(&storage, &cfg);
+        for _ in 0..30 {
+            log.append(&data_batch(1, 100, 0, 0)).unwrap();
+        }
+        log
+    };
+    log_by_size.apply_retention().unwrap();
+    let state = log_by_size.state();
+    assert!(state.size_bytes >= 3_000, "{state:?}");
+    assert!(state.size_bytes < 4_000, "{state:?}");
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_until_reopened() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 1 << 20);
+    let log = open(&storage, &cfg);
+    let a = log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    log.wait_durable(&a).unwrap();
+    storage.fail_syncs(1);
+    let b = log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    assert!(matches!(log.wait_durable(&b), Err(SyncError::Poisoned)));
+    assert!(matches!(
+        log.append(&data_batch(1, 10, 0, 0)),
+        Err(AppendError::Poisoned)
+    ));
+    assert!(matches!(log.wait_durable(&a), Err(SyncError::Poisoned)));
+    drop(log);
+    let log = open(&storage, &cfg);
+    let c = log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    log.wait_durable(&c).unwrap();
+}
+
+#[test]
+fn interval_policy_syncs_in_the_background() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(
+        &storage,
+        &config(FsyncPolicy::Interval(Duration::from_millis(5)), 1 << 20),
+    );
+    let a = log.append(&data_batch(1, 10, 0, 0)).unwrap();
+    log.wait_durable(&a).unwrap();
+    let active = Path::new("/p/orders-0").join(format!("{:020}.log", 0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while storage.unsynced_len(&active) > 0 {
+        assert!(Instant::now() < deadline, "the flusher never synced");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let crashed = Arc::new(storage.crash(|_| Tail::Lost));
+    let log = open(&crashed, &config(FsyncPolicy::Always, 1 << 20));
+    assert_eq!(log.state().next_offset, 1);
+}
+
+#[test]
+fn vote_and_committed_survive_reopen() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 1 << 20);
+    let log = open(&storage, &cfg);
+    assert_eq!(log.vote(), None);
+    let vote = RaftVote {
+        term: 3,
+        node_id: Some(2),
+        committed: true,
+    };
+    log.save_vote(vote).unwrap();
+    log.save_committed(Some(RaftLogId { term: 3, index: 9 }))
+        .unwrap();
+    let crashed = Arc::new(storage.crash(|_| Tail::Lost));
+    let log = open(&crashed, &cfg);
+    assert_eq!(log.vote(), Some(vote));
+    assert_eq!(log.committed(), Some(RaftLogId { term: 3, index: 9 }));
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_is_an_error_naming_segment_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(FsyncPolicy::Always, 2_000);
+    let log = Log::open(Arc::new(FileStorage), dir.path(), cfg.clone()).unwrap();
+    let batch_len = data_batch(2, 100, 0, 0).len() as u64;
+    for i in 0..30 {
+        log.append(&data_batch(2, 100, i, 0)).unwrap();
+    }
+    log.close().unwrap();
+    let sealed = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let position = 3 * batch_len;
+    bytes[usize::try_from(position).unwrap() + 100] ^= 0x10;
+    std::fs::write(&sealed, &bytes).unwrap();
+
+    // Sealed with an intact index: opens without reading it, and the read reports the damage.
+    let log = Log::open(Arc::new(FileStorage), dir.path(), cfg.clone()).unwrap();
+    assert_eq!(log.read(0, 1).unwrap().batches.len(), 1);
+    let err = log.read(6, 1 << 20).unwrap_err();
+    match &err {
+        ReadError::Corrupt {
+            segment,
+            position: at,
+            ..
+        } => {
+            assert_eq!(segment, &sealed);
+            assert_eq!(*at, position);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("00000000000000000000.log"), "{message}");
+    assert!(message.contains(&format!("byte {position}")), "{message}");
+    // Reading before the damaged batch still works; nothing at or past it is served.
+    let fetched = log.read(0, 1 << 20).unwrap_err();
+    assert!(matches!(fetched, ReadError::Corrupt { .. }));
+    drop(log);
+
+    // Without its index the segment is scanned on open, and the damage is an open error.
+    std::fs::remove_file(dir.path().join(format!("{:020}.index", 0))).unwrap();
+    let err = Log::open(Arc::new(FileStorage), dir.path(), cfg).unwrap_err();
+    match &err {
+        OpenError::Corrupt {
+            segment,
+            position: at,
+            ..
+        } => {
+            assert_eq!(segment, &sealed);
+            assert_eq!(*at, position);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn group_commit_makes_concurrent_appends_durable() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(&storage, &config(FsyncPolicy::Always, 1 << 20));
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let log = &log;
+            s.spawn(move || {
+                for _ in 0..50 {
+                    let a = log.append(&data_batch(2, 20, 0, t)).unwrap();
+                    log.wait_durable(&a).unwrap();
+                }
+            });
+        }
+    });
+    let crashed = Arc::new(storage.crash(|_| Tail::Lost));
+    let log = open(&crashed, &config(FsyncPolicy::Always, 1 << 20));
+    assert_eq!(log.state().next_offset, 800);
+    let mut per_tag = [0; 8];
+    let mut at = 0;
+    while at < 800 {
+        let fetched = log.read(at, 1 << 20).unwrap();
+        for bytes in &fetched.batches {
+            let batch = RecordBatch::decode(&Bytes::clone(bytes)).unwrap();
+            if let BatchBody::Records(records) = &batch.body {
+                per_tag[usize::from(records[0].value.as_ref().unwrap()[0])] += records.len();
+            }
+        }
+        at = fetched.next_offset;
+    }
+    assert_eq!(per_tag, [100; 8]);
+}
