@@ -56,6 +56,9 @@ pub enum OpenError {
         /// The value found.
         found: u64,
     },
+    /// The configuration cannot work.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(&'static str),
     /// A vote, commit or log-start file is damaged.
     #[error("{}: {reason}", path.display())]
     BadMetaFile {

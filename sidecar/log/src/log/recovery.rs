@@ -35,6 +35,17 @@ pub(super) fn open(
     dir: PathBuf,
     config: LogConfig,
 ) -> Result<Shared, OpenError> {
+    if config.segment_bytes == 0 || config.segment_bytes > MAX_SEGMENT_BYTES {
+        return Err(OpenError::InvalidConfig(
+            "segment_bytes must be between 1 and 4 GiB minus the largest batch",
+        ));
+    }
+    if config.max_batch_bytes > MAX_BATCH_BYTES {
+        return Err(OpenError::InvalidConfig("max_batch_bytes must be at most 256 MiB"));
+    }
+    if config.index_interval_bytes == 0 {
+        return Err(OpenError::InvalidConfig("index_interval_bytes must be positive"));
+    }
     let io_at = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OpenError::Io { path, source }
@@ -266,3 +277,7 @@ fn read_meta<T>(
         Err(MetaError::Corrupt(reason)) => Err(OpenError::BadMetaFile { path, reason }),
     }
 }
+
+/// Index entries hold positions as `u32`; a segment never grows past its limit plus one batch.
+const MAX_SEGMENT_BYTES: u64 = (1 << 32) - MAX_BATCH_BYTES as u64 - 1;
+const MAX_BATCH_BYTES: usize = 256 << 20;

@@ -480,3 +480,30 @@ fn group_commit_makes_concurrent_appends_durable() {
     }
     assert_eq!(per_tag, [100; 8]);
 }
+
+#[test]
+fn refuses_configurations_that_cannot_work() {
+    let storage = Arc::new(FaultStorage::new());
+    for cfg in [
+        LogConfig {
+            segment_bytes: 0,
+            ..LogConfig::default()
+        },
+        LogConfig {
+            segment_bytes: 1 << 33,
+            ..LogConfig::default()
+        },
+        LogConfig {
+            index_interval_bytes: 0,
+            ..LogConfig::default()
+        },
+        LogConfig {
+            max_batch_bytes: 1 << 30,
+            ..LogConfig::default()
+        },
+    ] {
+        let err = Log::open(storage.clone(), Path::new("/p/x"), cfg).unwrap_err();
+        assert!(matches!(err, OpenError::InvalidConfig(_)), "{err}");
+        assert!(err.to_string().starts_with("invalid log configuration"), "{err}");
+    }
+}
