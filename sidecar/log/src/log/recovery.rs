@@ -41,10 +41,14 @@ pub(super) fn open(
         ));
     }
     if config.max_batch_bytes > MAX_BATCH_BYTES {
-        return Err(OpenError::InvalidConfig("max_batch_bytes must be at most 256 MiB"));
+        return Err(OpenError::InvalidConfig(
+            "max_batch_bytes must be at most 256 MiB",
+        ));
     }
     if config.index_interval_bytes == 0 {
-        return Err(OpenError::InvalidConfig("index_interval_bytes must be positive"));
+        return Err(OpenError::InvalidConfig(
+            "index_interval_bytes must be positive",
+        ));
     }
     let io_at = |path: &Path| {
         let path = path.to_path_buf();

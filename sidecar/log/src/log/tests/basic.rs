@@ -504,6 +504,9 @@ fn refuses_configurations_that_cannot_work() {
     ] {
         let err = Log::open(storage.clone(), Path::new("/p/x"), cfg).unwrap_err();
         assert!(matches!(err, OpenError::InvalidConfig(_)), "{err}");
-        assert!(err.to_string().starts_with("invalid log configuration"), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid log configuration"),
+            "{err}"
+        );
     }
 }

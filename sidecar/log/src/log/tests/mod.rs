@@ -3,6 +3,7 @@
 
 mod basic;
 mod crash;
+mod fixture;
 mod model;
 
 use std::path::Path;
