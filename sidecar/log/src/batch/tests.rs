@@ -32,7 +32,10 @@ fn encodes_header_fields_little_endian() {
     assert_eq!(header.first_timestamp, 1_000);
     assert_eq!(header.max_timestamp, 1_500);
     assert_eq!(bytes[28], MAGIC);
-    assert_eq!(&bytes[8..12], &(bytes.len() as u32).to_le_bytes());
+    assert_eq!(
+        &bytes[8..12],
+        &u32::try_from(bytes.len()).unwrap().to_le_bytes()
+    );
     assert_eq!(
         &bytes[29..33],
         &crc32c::crc32c(&bytes[CRC_START..]).to_le_bytes()
@@ -193,7 +196,6 @@ mod proptests {
 
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in arb_bytes(400)) {
-            let bytes = Bytes::from(bytes);
             let _ = validate(&bytes);
             let _ = RecordBatch::decode(&bytes);
         }

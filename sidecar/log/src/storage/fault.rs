@@ -36,7 +36,7 @@ pub(crate) enum Tail {
 struct Dirs {
     live: BTreeMap<PathBuf, Arc<Node>>,
     durable: BTreeMap<PathBuf, Arc<Node>>,
-    dirs: BTreeSet<PathBuf>,
+    directories: BTreeSet<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -105,7 +105,7 @@ impl FaultStorage {
     pub(crate) fn crash(&self, tail: impl Fn(&Path) -> Tail) -> FaultStorage {
         let state = self.state.lock().unwrap();
         let mut dirs = Dirs {
-            dirs: state.dirs.clone(),
+            directories: state.directories.clone(),
             ..Dirs::default()
         };
         for (path, node) in &state.durable {
@@ -170,7 +170,7 @@ impl Storage for FaultStorage {
         self.control.tick()?;
         let mut state = self.state.lock().unwrap();
         for ancestor in dir.ancestors() {
-            state.dirs.insert(ancestor.to_path_buf());
+            state.directories.insert(ancestor.to_path_buf());
         }
         Ok(())
     }
@@ -182,7 +182,7 @@ impl Storage for FaultStorage {
             Some(node) => node.clone(),
             None if create => {
                 let parent = path.parent().unwrap_or(Path::new(""));
-                if !state.dirs.contains(parent) {
+                if !state.directories.contains(parent) {
                     return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
                 }
                 let node = Arc::new(Node::default());
@@ -200,7 +200,7 @@ impl Storage for FaultStorage {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.control.tick()?;
         let state = self.state.lock().unwrap();
-        if !state.dirs.contains(dir) {
+        if !state.directories.contains(dir) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
         }
         Ok(state

@@ -65,13 +65,13 @@ fn run_workload(
         let Ok(a) = log.append(&bytes) else { break };
         BatchHeader::stamp(&mut bytes, a.base_offset, a.raft);
         appended.push(bytes);
-        if (rng >> 20) % 3 != 0 {
+        if !(rng >> 20).is_multiple_of(3) {
             if log.wait_durable(&a).is_err() {
                 break;
             }
             durable = appended.len();
         }
-        if (rng >> 25) % 11 == 0 && log.roll().is_err() {
+        if (rng >> 25).is_multiple_of(11) && log.roll().is_err() {
             break;
         }
     }

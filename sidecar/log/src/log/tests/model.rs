@@ -90,6 +90,10 @@ fn same_batch(stored: &[u8], entry: &Entry) {
     assert_eq!(stored, &expected[..]);
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per operation, each checked against the model"
+)]
 fn run(ops: Vec<Op>, segment_bytes: u64) {
     let storage = Arc::new(FaultStorage::new());
     let cfg = config(FsyncPolicy::Never, segment_bytes);
@@ -203,14 +207,13 @@ fn run(ops: Vec<Op>, segment_bytes: u64) {
                 }
                 // Mostly within the log, sometimes past its end.
                 let i = at.index(model.entries.len() + 1);
-                let through = match model.entries.get(i) {
-                    Some(e) => e.raft,
-                    None => {
-                        let last = model.last().unwrap_or_default();
-                        RaftLogId {
-                            term: last.term,
-                            index: last.index + 2,
-                        }
+                let through = if let Some(e) = model.entries.get(i) {
+                    e.raft
+                } else {
+                    let last = model.last().unwrap_or_default();
+                    RaftLogId {
+                        term: last.term,
+                        index: last.index + 2,
                     }
                 };
                 log.purge_through(through).unwrap();
