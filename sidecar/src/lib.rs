@@ -1,1 +1,47 @@
-//! The Sidestream sidecar.
+//! The Sidestream sidecar: the per-node daemon that holds partition logs, replicates them to
+//! peer sidecars, and serves the services on its node.
+//!
+//! Today the crate holds `cluster`: partition replication with openraft, whose Raft log is the
+//! partition's segment log from `sidestream-log` (one Raft entry is one record batch). Beside
+//! it will come `server` (QUIC listener, request handlers, routing to partition leaders),
+//! `groups` (consumer groups), `admin` (HTTP health, metrics and admin API) and `cli` (the
+//! `sidestream` subcommands).
+//!
+//! What it deliberately does not do: the on-disk log format, recovery and retention (that is
+//! `sidestream-log`, which knows nothing of openraft), or Raft itself (that is openraft; the
+//! sidecar implements only its storage and network traits).
+//!
+//! Central types: [`PartitionLogStore`] (openraft's log storage over a partition's
+//! [`Log`](sidestream_log::Log)), [`PartitionStateMachine`] (high watermark, membership,
+//! snapshots) and [`PartitionRaft`] (the openraft type configuration).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+//! use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+//! use sidestream_log::{FileStorage, Log, LogConfig};
+//! use sidestream_sidecar::{PartitionLogStore, PartitionRaft, PartitionStateMachine};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let log = Log::open(Arc::new(FileStorage), dir.path(), LogConfig::default())?;
+//! let mut store = PartitionLogStore::new(Arc::new(log));
+//! let _state_machine = PartitionStateMachine::open(dir.path())?;
+//!
+//! let blank = Entry::<PartitionRaft> {
+//!     log_id: LogId::new(CommittedLeaderId::new(1, 0), 0),
+//!     payload: EntryPayload::Blank,
+//! };
+//! store.blocking_append([blank]).await?; // one control batch, fsynced
+//! assert_eq!(store.get_log_state().await?.last_log_id.map(|id| id.index), Some(0));
+//! # Ok(())
+//! # }
+//! ```
+
+mod cluster;
+
+pub use cluster::{
+    Applied, LoadSnapshotError, NodeId, PartitionEntry, PartitionLogStore, PartitionRaft,
+    PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite,
+};

@@ -1,0 +1,233 @@
+//! openraft's state machine for a partition: what committing entries changes.
+//!
+//! The partition's data is its log, so the state machine is small: the last applied log id,
+//! the last membership, and the high watermark (the offset after the last committed data
+//! batch; consumers read only below it). Snapshots hold just that; see [`super::snapshot`].
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
+    Snapshot, SnapshotMeta, StorageError, StoredMembership,
+};
+use sidestream_log::batch::DecodeError;
+use sidestream_log::{BatchHeader, Offset};
+
+use super::log_store::storage_error;
+use super::snapshot::{LoadSnapshotError, PartitionState, SnapshotStore, StoredSnapshot};
+use super::type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
+
+/// A partition's Raft state machine.
+///
+/// Method families, in openraft's order of use: [`PartitionStateMachine::open`] (loads the
+/// saved snapshot), then openraft's `applied_state`, `apply` (committed entries in order), and
+/// the snapshot family (`get_snapshot_builder`, `get_current_snapshot`,
+/// `begin_receiving_snapshot`, `install_snapshot`).
+///
+/// Only snapshots are saved: after a restart the state is the last snapshot's, and openraft
+/// applies the committed entries after it again (the log store keeps the committed log id).
+#[derive(Debug)]
+pub struct PartitionStateMachine {
+    state: PartitionState,
+    snapshots: Arc<SnapshotStore>,
+}
+
+/// Builds a snapshot of the state as it was when the builder was made.
+#[derive(Debug)]
+pub struct PartitionSnapshotBuilder {
+    state: PartitionState,
+    snapshots: Arc<SnapshotStore>,
+}
+
+impl PartitionStateMachine {
+    /// Opens the state machine of the partition whose directory is `dir`, starting from the
+    /// snapshot saved there, if any.
+    pub fn open(dir: &Path) -> Result<Self, LoadSnapshotError> {
+        let snapshots = SnapshotStore::open(dir)?;
+        let state = snapshots
+            .current()
+            .map(|snapshot| snapshot.state)
+            .unwrap_or_default();
+        Ok(Self {
+            state,
+            snapshots: Arc::new(snapshots),
+        })
+    }
+
+    /// The state after the last applied entry.
+    pub fn state(&self) -> &PartitionState {
+        &self.state
+    }
+
+    /// The offset after the last committed data batch.
+    pub fn high_watermark(&self) -> Offset {
+        self.state.high_watermark
+    }
+
+    fn apply_one(&mut self, entry: PartitionEntry) -> Result<Applied, DecodeError> {
+        let log_id = entry.log_id;
+        let base_offset = match entry.payload {
+            EntryPayload::Blank => self.state.high_watermark,
+            EntryPayload::Normal(PartitionWrite(batch)) => {
+                let header = BatchHeader::parse(&batch)?;
+                if header.base_offset != self.state.high_watermark {
+                    tracing::warn!(
+                        %log_id,
+                        base_offset = header.base_offset,
+                        high_watermark = self.state.high_watermark,
+                        "committed batch does not start at the high watermark"
+                    );
+                }
+                self.state.high_watermark = header.next_offset();
+                header.base_offset
+            }
+            EntryPayload::Membership(membership) => {
+                self.state.last_membership = StoredMembership::new(Some(log_id), membership);
+                self.state.high_watermark
+            }
+        };
+        self.state.last_applied = Some(log_id);
+        Ok(Applied {
+            base_offset,
+            high_watermark: self.state.high_watermark,
+        })
+    }
+}
+
+impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
+    type SnapshotBuilder = PartitionSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        Ok((self.state.last_applied, self.state.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = PartitionEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let applied = self
+                .apply_one(entry)
+                .map_err(|e| storage_error(ErrorSubject::Apply(log_id), ErrorVerb::Write, &e))?;
+            replies.push(applied);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PartitionSnapshotBuilder {
+            state: self.state.clone(),
+            snapshots: Arc::clone(&self.snapshots),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Replaces the state with the snapshot's and saves it as the current snapshot.
+    ///
+    /// The log is left to openraft, which purges it through the snapshot's last log id.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let state: PartitionState = serde_json::from_slice(snapshot.get_ref())
+            .map_err(|e| storage_error(subject(), ErrorVerb::Read, &e))?;
+        if state.last_applied != meta.last_log_id || state.last_membership != meta.last_membership {
+            return Err(storage_error(subject(), ErrorVerb::Read, &SnapshotMismatch));
+        }
+        let stored = StoredSnapshot::new(meta.clone(), state.clone());
+        save(&self.snapshots, stored, Some(meta)).await?;
+        self.state = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<PartitionRaft>>, StorageError<NodeId>> {
+        let Some(stored) = self.snapshots.current() else {
+            return Ok(None);
+        };
+        let data = stored.data().map_err(|e| {
+            let signature = Some(stored.meta.signature());
+            storage_error(ErrorSubject::Snapshot(signature), ErrorVerb::Read, &e)
+        })?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
+    /// Builds a snapshot of the state and saves it as the current one (unless a newer one was
+    /// installed meanwhile).
+    async fn build_snapshot(&mut self) -> Result<Snapshot<PartitionRaft>, StorageError<NodeId>> {
+        let last = self.state.last_applied;
+        let built_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let snapshot_id = match last {
+            Some(last) => format!("{}-{}-{built_ms}", last.leader_id.term, last.index),
+            None => format!("none-{built_ms}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.state.last_membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot::new(meta.clone(), self.state.clone());
+        let data = stored.data().map_err(|e| {
+            storage_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &e,
+            )
+        })?;
+        save(&self.snapshots, stored, None).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+/// The snapshot's data does not describe the state its meta names.
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot data disagrees with its meta (last applied log id or membership)")]
+struct SnapshotMismatch;
+
+/// Saves `stored` as the current snapshot on the blocking pool. An installed snapshot
+/// (`installed` is its meta) must become the current one.
+async fn save(
+    snapshots: &Arc<SnapshotStore>,
+    stored: StoredSnapshot,
+    installed: Option<&SnapshotMeta<NodeId, BasicNode>>,
+) -> Result<(), StorageError<NodeId>> {
+    let signature = Some(stored.meta.signature());
+    let subject = || ErrorSubject::Snapshot(signature.clone());
+    let snapshots = Arc::clone(snapshots);
+    let replaced = tokio::task::spawn_blocking(move || snapshots.replace(stored))
+        .await
+        .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?
+        .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
+    if !replaced && let Some(meta) = installed {
+        tracing::warn!(%meta, "installed snapshot is older than the current one");
+    }
+    Ok(())
+}

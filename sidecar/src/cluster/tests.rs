@@ -1,0 +1,351 @@
+//! openraft's storage suite over a real log on disk, and what the suite does not check:
+//! restarts, offsets, replication of stamped batches, and the state machine's high watermark.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::storage::{RaftLogReaderExt, RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    CommittedLeaderId, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
+    StorageError, Vote,
+};
+use sidestream_log::{BatchHeader, FileStorage, Log, LogConfig, RecordBatch};
+use tempfile::TempDir;
+
+use super::type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
+use super::{PartitionLogStore, PartitionStateMachine};
+
+/// Builds a store over a fresh temporary directory per test, fsync `Always`.
+struct TempDirBuilder;
+
+impl StoreBuilder<PartitionRaft, PartitionLogStore, PartitionStateMachine, TempDir>
+    for TempDirBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, PartitionLogStore, PartitionStateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, state_machine) = open(dir.path());
+        Ok((dir, store, state_machine))
+    }
+}
+
+#[test]
+fn passes_openraft_storage_suite() {
+    Suite::test_all(TempDirBuilder).unwrap();
+}
+
+fn open(dir: &Path) -> (PartitionLogStore, PartitionStateMachine) {
+    let log = Log::open(Arc::new(FileStorage), dir, LogConfig::default()).unwrap();
+    let state_machine = PartitionStateMachine::open(dir).unwrap();
+    (PartitionLogStore::new(Arc::new(log)), state_machine)
+}
+
+fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, 0), index)
+}
+
+fn entry(term: u64, index: u64, payload: EntryPayload<PartitionRaft>) -> PartitionEntry {
+    PartitionEntry {
+        log_id: log_id(term, index),
+        payload,
+    }
+}
+
+/// A producer's batch of `records` events, as the SDK sends it (nothing stamped).
+fn write(term: u64, index: u64, records: usize) -> PartitionEntry {
+    let batch = RecordBatch::from_records((0..records).map(|i| {
+        let key = Bytes::from(format!("order-{i}"));
+        (
+            Some(key),
+            Some(Bytes::from_static(b"placed")),
+            1_700_000_000_000,
+        )
+    }));
+    let bytes = Bytes::from(batch.encode().unwrap());
+    entry(term, index, EntryPayload::Normal(PartitionWrite(bytes)))
+}
+
+fn membership(term: u64, index: u64, voters: &[NodeId]) -> PartitionEntry {
+    let voters: BTreeSet<NodeId> = voters.iter().copied().collect();
+    entry(
+        term,
+        index,
+        EntryPayload::Membership(Membership::new(vec![voters], ())),
+    )
+}
+
+/// (base offset, next offset) of every data batch in `entries`.
+fn offsets(entries: &[PartitionEntry]) -> Vec<(u64, u64)> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.payload {
+            EntryPayload::Normal(PartitionWrite(batch)) => {
+                let header = BatchHeader::parse(batch).unwrap();
+                Some((header.base_offset, header.next_offset()))
+            }
+            EntryPayload::Blank | EntryPayload::Membership(_) => None,
+        })
+        .collect()
+}
+
+fn log_ids(entries: &[PartitionEntry]) -> Vec<LogId<NodeId>> {
+    entries.iter().map(|e| e.log_id).collect()
+}
+
+#[tokio::test]
+async fn vote_committed_entries_and_log_state_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = {
+        let (mut store, _) = open(dir.path());
+        store
+            .blocking_append([
+                membership(0, 0, &[1, 2, 3]),
+                entry(1, 1, EntryPayload::Blank),
+                write(1, 2, 3),
+                write(1, 3, 2),
+                entry(2, 4, EntryPayload::Blank),
+            ])
+            .await
+            .unwrap();
+        store.purge(log_id(0, 0)).await.unwrap();
+        store.save_vote(&Vote::new_committed(2, 3)).await.unwrap();
+        store.save_committed(Some(log_id(1, 3))).await.unwrap();
+        store.try_get_log_entries(..).await.unwrap()
+    };
+
+    let (mut store, _) = open(dir.path());
+    assert_eq!(
+        store.read_vote().await.unwrap(),
+        Some(Vote::new_committed(2, 3))
+    );
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(0, 0)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 4)));
+    let read = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(read, written);
+    assert_eq!(
+        log_ids(&read),
+        [log_id(1, 1), log_id(1, 2), log_id(1, 3), log_id(2, 4)]
+    );
+    assert_eq!(offsets(&read), [(0, 3), (3, 5)]);
+
+    store.blocking_append([write(2, 5, 1)]).await.unwrap();
+    assert_eq!(
+        offsets(&store.get_log_entries(5..6).await.unwrap()),
+        [(5, 6)]
+    );
+}
+
+#[tokio::test]
+async fn data_batches_take_dense_offsets_and_truncation_gives_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open(dir.path());
+    store
+        .blocking_append([
+            entry(1, 0, EntryPayload::Blank),
+            write(1, 1, 2),
+            membership(1, 2, &[1]),
+            write(1, 3, 3),
+            write(1, 4, 1),
+        ])
+        .await
+        .unwrap();
+    let read = store.try_get_log_entries(0..5).await.unwrap();
+    assert_eq!(offsets(&read), [(0, 2), (2, 5), (5, 6)]);
+    assert_eq!(store.log().state().next_offset, 6);
+
+    store.truncate(log_id(1, 3)).await.unwrap();
+    assert_eq!(store.log().state().next_offset, 2);
+    assert_eq!(
+        store.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, 2))
+    );
+
+    store.blocking_append([write(2, 3, 4)]).await.unwrap();
+    let read = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(log_ids(&read).last(), Some(&log_id(2, 3)));
+    assert_eq!(offsets(&read), [(0, 2), (2, 6)]);
+}
+
+#[tokio::test]
+async fn followers_store_the_leaders_bytes_at_the_leaders_offsets() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) = open(leader_dir.path());
+    let (mut follower, _) = open(follower_dir.path());
+    leader
+        .blocking_append([membership(0, 0, &[1, 2]), entry(1, 1, EntryPayload::Blank)])
+        .await
+        .unwrap();
+    leader
+        .blocking_append([write(1, 2, 2), write(1, 3, 5)])
+        .await
+        .unwrap();
+
+    let mut reader = leader.get_log_reader().await;
+    let replicated = reader.try_get_log_entries(0..4).await.unwrap();
+    follower.blocking_append(replicated.clone()).await.unwrap();
+    assert_eq!(follower.try_get_log_entries(..).await.unwrap(), replicated);
+    assert_eq!(follower.log().state(), leader.log().state());
+
+    // A follower whose offsets differ from the leader's refuses the leader's batches.
+    let diverged_dir = tempfile::tempdir().unwrap();
+    let (mut diverged, _) = open(diverged_dir.path());
+    diverged
+        .blocking_append([membership(0, 0, &[1, 2]), write(0, 1, 1)])
+        .await
+        .unwrap();
+    let err = diverged
+        .blocking_append(replicated[2..].to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("offset"), "{err}");
+}
+
+#[tokio::test]
+async fn applying_moves_the_high_watermark_and_answers_per_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut state_machine) = open(dir.path());
+    let entries = [
+        membership(0, 0, &[1]),
+        entry(1, 1, EntryPayload::Blank),
+        write(1, 2, 3),
+        write(1, 3, 2),
+    ];
+    store.blocking_append(entries).await.unwrap();
+    let committed = store.get_log_entries(0..4).await.unwrap();
+    let replies = state_machine.apply(committed).await.unwrap();
+    let applied = |base_offset, high_watermark| Applied {
+        base_offset,
+        high_watermark,
+    };
+    assert_eq!(
+        replies,
+        [applied(0, 0), applied(0, 0), applied(0, 3), applied(3, 5)]
+    );
+    assert_eq!(state_machine.high_watermark(), 5);
+    let (last_applied, last_membership) = state_machine.applied_state().await.unwrap();
+    assert_eq!(last_applied, Some(log_id(1, 3)));
+    assert_eq!(last_membership.log_id(), &Some(log_id(0, 0)));
+}
+
+#[tokio::test]
+async fn the_snapshot_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = {
+        let (mut store, mut state_machine) = open(dir.path());
+        store
+            .blocking_append([membership(0, 0, &[1, 2]), write(1, 1, 4)])
+            .await
+            .unwrap();
+        let committed = store.get_log_entries(0..2).await.unwrap();
+        state_machine.apply(committed).await.unwrap();
+        let mut builder = state_machine.get_snapshot_builder().await;
+        builder.build_snapshot().await.unwrap()
+    };
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 1)));
+
+    let (_, mut state_machine) = open(dir.path());
+    assert_eq!(state_machine.high_watermark(), 4);
+    assert_eq!(
+        state_machine.applied_state().await.unwrap(),
+        (Some(log_id(1, 1)), built.meta.last_membership.clone())
+    );
+    let current = state_machine.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+
+    // Installed on another partition directory, it replaces that state machine's state.
+    let other = tempfile::tempdir().unwrap();
+    let (_, mut follower) = open(other.path());
+    let mut data = follower.begin_receiving_snapshot().await.unwrap();
+    *data = *state_machine
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .unwrap()
+        .snapshot;
+    follower.install_snapshot(&built.meta, data).await.unwrap();
+    assert_eq!(follower.high_watermark(), 4);
+    let (_, mut reopened) = open(other.path());
+    assert_eq!(
+        reopened.applied_state().await.unwrap().0,
+        Some(log_id(1, 1))
+    );
+}
+
+#[tokio::test]
+async fn a_log_purged_past_its_end_restarts_empty_and_continues_after_the_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut store, _) = open(dir.path());
+        store
+            .blocking_append([membership(0, 0, &[1]), write(1, 1, 2)])
+            .await
+            .unwrap();
+        store.purge(log_id(3, 7)).await.unwrap();
+        // An entry at or below the purge point is already covered by a snapshot: skipped.
+        store.blocking_append([write(1, 2, 1)]).await.unwrap();
+    }
+    let (mut store, _) = open(dir.path());
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(3, 7)));
+    assert_eq!(state.last_log_id, Some(log_id(3, 7)));
+    assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
+
+    store.blocking_append([write(3, 8, 1)]).await.unwrap();
+    let read = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(log_ids(&read), [log_id(3, 8)]);
+    assert_eq!(offsets(&read), [(2, 3)]);
+}
+
+#[tokio::test]
+async fn entries_spanning_many_segments_truncate_purge_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    };
+    let open_small = || {
+        let log = Log::open(Arc::new(FileStorage), dir.path(), config()).unwrap();
+        PartitionLogStore::new(Arc::new(log))
+    };
+    let mut store = open_small();
+    store
+        .blocking_append([membership(1, 0, &[1])])
+        .await
+        .unwrap();
+    for index in 1..=60 {
+        let entry = if index % 7 == 0 {
+            entry(1, index, EntryPayload::Blank)
+        } else {
+            write(1, index, 3)
+        };
+        store.blocking_append([entry]).await.unwrap();
+    }
+    assert!(store.log().state().segment_count > 5);
+    let all = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(all.len(), 61);
+
+    store.truncate(log_id(1, 23)).await.unwrap();
+    store.blocking_append([write(2, 23, 1)]).await.unwrap();
+    store.purge(log_id(1, 9)).await.unwrap();
+    let kept = offsets(&all[10..23]);
+    let end = kept.last().unwrap().1;
+    let expected = [kept, vec![(end, end + 1)]].concat();
+    drop(store);
+
+    let mut store = open_small();
+    let read = store.try_get_log_entries(..).await.unwrap();
+    assert_eq!(log_ids(&read).first(), Some(&log_id(1, 10)));
+    assert_eq!(log_ids(&read).last(), Some(&log_id(2, 23)));
+    assert_eq!(offsets(&read), expected);
+    let dense = offsets(&read).windows(2).all(|w| w[0].1 == w[1].0);
+    assert!(dense, "offsets are not dense: {:?}", offsets(&read));
+}
