@@ -43,7 +43,7 @@ use crate::batch::{self, BatchHeader, HEADER_LEN, RaftLogId};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::meta_file::RaftVote;
 use crate::segment::Segment;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use durability::Durability;
 
 /// A partition's durable, segmented log of record batches.
@@ -102,6 +102,8 @@ struct Shared {
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     state: RwLock<LogState>,
     durability: Durability,
+    /// Segments sealed without a sync (fsync `never`), synced by the next [`Log::sync`].
+    unsynced: Mutex<Vec<Arc<dyn StorageFile>>>,
     vote: RwLock<Option<RaftVote>>,
     committed: RwLock<Option<RaftLogId>>,
 }
@@ -358,8 +360,16 @@ impl Shared {
     }
 
     fn sync_through(&self, seq: u64) -> Result<(), SyncError> {
-        self.durability
-            .wait(seq, || self.active().file().sync_data())
+        self.durability.wait(seq, || {
+            let sealed = std::mem::take(&mut *lock(&self.unsynced));
+            for file in &sealed {
+                file.sync_data()?;
+            }
+            if !sealed.is_empty() {
+                self.storage.sync_dir(&self.dir)?;
+            }
+            self.active().file().sync_data()
+        })
     }
 
     fn roll_due(&self, active: &Segment, incoming: u32) -> bool {
@@ -401,6 +411,8 @@ impl Shared {
         if sync {
             self.storage.sync_dir(&self.dir).map_err(at(&self.dir))?;
             self.durability.synced_through(seq);
+        } else {
+            lock(&self.unsynced).push(active.file().clone());
         }
         let mut segments = write(&self.segments);
         let mut list = Vec::clone(&segments);

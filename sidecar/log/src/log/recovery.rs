@@ -135,6 +135,7 @@ pub(super) fn open(
         segments: RwLock::new(Arc::new(segments)),
         state: RwLock::new(state),
         durability: Durability::default(),
+        unsynced: Mutex::new(Vec::new()),
         vote: RwLock::new(vote),
         committed: RwLock::new(committed),
     })
@@ -186,16 +187,29 @@ fn open_segments(
                 now,
             )
             .map_err(io)?;
-            if let Some(damage) = damage {
-                if !is_last && config.fsync != FsyncPolicy::Never {
-                    return Err(damage.into_open_error(path));
+            // Under `never`, a sealed segment may also have lost its tail whole: it then ends
+            // before the next segment begins, and the log is cut there too.
+            let short = bases
+                .get(i + 1)
+                .is_some_and(|&next| segment.meta().next_offset != next);
+            let never = config.fsync == FsyncPolicy::Never;
+            if damage.is_some() || (short && never) {
+                if let Some(damage) = damage {
+                    if !is_last && !never {
+                        return Err(damage.into_open_error(path));
+                    }
+                    tracing::warn!(
+                        segment = %path.display(),
+                        position = damage.position,
+                        reason = %damage.reason,
+                        "cutting the log at a torn or corrupt batch"
+                    );
+                } else {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        "cutting the log where an unsynced segment ends short"
+                    );
                 }
-                tracing::warn!(
-                    segment = %path.display(),
-                    position = damage.position,
-                    reason = %damage.reason,
-                    "cutting the log at a torn or corrupt batch"
-                );
                 segment.file().set_len(segment.size()).map_err(io)?;
                 segment.file().sync_data().map_err(io)?;
                 segment::remove_indexes(storage, dir, base).map_err(io)?;

@@ -103,12 +103,27 @@ impl FaultStorage {
     /// file's unsynced tail as `tail` says (applied to files whose live image extends the
     /// durable one).
     pub(crate) fn crash(&self, tail: impl Fn(&Path) -> Tail) -> FaultStorage {
+        self.crash_with_entries(false, tail)
+    }
+
+    /// As [`FaultStorage::crash`]; with `live_entries`, every directory entry survives, synced
+    /// or not (as a journaling file system often keeps them).
+    pub(crate) fn crash_with_entries(
+        &self,
+        live_entries: bool,
+        tail: impl Fn(&Path) -> Tail,
+    ) -> FaultStorage {
         let state = self.state.lock().unwrap();
         let mut dirs = Dirs {
             directories: state.directories.clone(),
             ..Dirs::default()
         };
-        for (path, node) in &state.durable {
+        let entries = if live_entries {
+            &state.live
+        } else {
+            &state.durable
+        };
+        for (path, node) in entries {
             let images = node.images.lock().unwrap();
             let mut image = images.durable.clone();
             let extends = images.live.len() > image.len() && images.live.starts_with(&image);

@@ -40,11 +40,12 @@ struct Workload {
 
 fn run_workload(
     storage: &Arc<FaultStorage>,
+    fsync: FsyncPolicy,
     fail_after: u64,
     seed: u64,
     segment_bytes: u64,
 ) -> Workload {
-    let cfg = config(FsyncPolicy::Always, segment_bytes);
+    let cfg = config(fsync, segment_bytes);
     let Ok(log) = Log::open(storage.clone(), Path::new("/p/orders-0"), cfg) else {
         return Workload {
             appended: Vec::new(),
@@ -69,7 +70,9 @@ fn run_workload(
             if log.wait_durable(&a).is_err() {
                 break;
             }
-            durable = appended.len();
+            if fsync == FsyncPolicy::Always {
+                durable = appended.len();
+            }
         }
         if (rng >> 25).is_multiple_of(11) && log.roll().is_err() {
             break;
@@ -78,9 +81,15 @@ fn run_workload(
     Workload { appended, durable }
 }
 
-fn check_recovered(storage: &Arc<FaultStorage>, work: &Workload, tail: Tail) {
-    let crashed = Arc::new(storage.crash(|_| tail));
-    let cfg = config(FsyncPolicy::Always, 1_000);
+fn check_recovered(
+    storage: &Arc<FaultStorage>,
+    fsync: FsyncPolicy,
+    work: &Workload,
+    live_entries: bool,
+    tail: Tail,
+) {
+    let crashed = Arc::new(storage.crash_with_entries(live_entries, |_| tail));
+    let cfg = config(fsync, 1_000);
     let log = open(&crashed, &cfg);
     let served = all_batches(&log);
     assert!(
@@ -110,12 +119,17 @@ proptest! {
         kept in 0usize..600,
         zeroed in any::<bool>(),
         small in any::<bool>(),
+        never in prop::bool::weighted(0.25),
+        live_entries in any::<bool>(),
     ) {
+        // Under `always` every append reported durable must survive; under `never` nothing is
+        // promised, but what is served must still be a prefix of what was appended.
+        let fsync = if never { FsyncPolicy::Never } else { FsyncPolicy::Always };
         let storage = Arc::new(FaultStorage::new());
-        let work = run_workload(&storage, fail_after, seed, if small { 700 } else { 5_000 });
+        let work = run_workload(&storage, fsync, fail_after, seed, if small { 700 } else { 5_000 });
         let tail = if zeroed { Tail::Zeroed(kept) } else { Tail::Kept(kept) };
-        check_recovered(&storage, &work, tail);
-        check_recovered(&storage, &work, Tail::Lost);
+        check_recovered(&storage, fsync, &work, live_entries, tail);
+        check_recovered(&storage, fsync, &work, live_entries, Tail::Lost);
     }
 }
 
