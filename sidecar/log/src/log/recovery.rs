@@ -35,21 +35,7 @@ pub(super) fn open(
     dir: PathBuf,
     config: LogConfig,
 ) -> Result<Shared, OpenError> {
-    if config.segment_bytes == 0 || config.segment_bytes > MAX_SEGMENT_BYTES {
-        return Err(OpenError::InvalidConfig(
-            "segment_bytes must be between 1 and 4 GiB minus the largest batch",
-        ));
-    }
-    if config.max_batch_bytes > MAX_BATCH_BYTES {
-        return Err(OpenError::InvalidConfig(
-            "max_batch_bytes must be at most 256 MiB",
-        ));
-    }
-    if config.index_interval_bytes == 0 {
-        return Err(OpenError::InvalidConfig(
-            "index_interval_bytes must be positive",
-        ));
-    }
+    validate(&config)?;
     let io_at = |path: &Path| {
         let path = path.to_path_buf();
         move |source| OpenError::Io { path, source }
@@ -139,6 +125,25 @@ pub(super) fn open(
         vote: RwLock::new(vote),
         committed: RwLock::new(committed),
     })
+}
+
+fn validate(config: &LogConfig) -> Result<(), OpenError> {
+    if config.segment_bytes == 0 || config.segment_bytes > MAX_SEGMENT_BYTES {
+        return Err(OpenError::InvalidConfig(
+            "segment_bytes must be between 1 and 4 GiB minus the largest batch",
+        ));
+    }
+    if config.max_batch_bytes > MAX_BATCH_BYTES {
+        return Err(OpenError::InvalidConfig(
+            "max_batch_bytes must be at most 256 MiB",
+        ));
+    }
+    if config.index_interval_bytes == 0 {
+        return Err(OpenError::InvalidConfig(
+            "index_interval_bytes must be positive",
+        ));
+    }
+    Ok(())
 }
 
 fn open_segments(
