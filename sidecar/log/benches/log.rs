@@ -2,7 +2,7 @@
 //! each fsync policy, group commit and sequential reads.
 //!
 //! ```text
-//! cargo bench -p sidestream-log --bench log                  # everything (~4 min)
+//! cargo bench -p sidestream-log --bench log                  # everything (~2 min)
 //! cargo bench -p sidestream-log --bench log -- append/       # one group
 //! cargo bench -p sidestream-log --bench log -- 'append/batch_1MiB/never'
 //! SIDESTREAM_BENCH_READ_MB=256 cargo bench -p sidestream-log --bench log -- read_sequential
@@ -99,21 +99,25 @@ fn bench_crc32c(c: &mut Criterion) {
 /// of the sparse offset index, then a positional read and a scan to the batch.
 fn bench_index_lookup(c: &mut Criterion) {
     const BATCHES: u64 = 100_000;
-    let dir = temp_dir();
-    let log = open_log(&dir, FsyncPolicy::Never, LogConfig::default().segment_bytes);
-    let one = encoded(1);
-    for _ in 0..BATCHES {
-        log.append(&one).unwrap();
-    }
-    log.sync().unwrap();
-    assert_eq!(log.state().segment_count, 1);
-    let end = log.state().next_offset;
-
     let mut group = c.benchmark_group("index_lookup");
     quick(&mut group);
     group.throughput(Throughput::Elements(1));
+    // Built on first use, so that runs filtered to other groups skip it.
+    let mut built: Option<(Log, TempDir)> = None;
+    let mut rng = Prng(42);
     group.bench_function(BenchmarkId::from_parameter(BATCHES), |b| {
-        let mut rng = Prng(42);
+        let (log, _) = built.get_or_insert_with(|| {
+            let dir = temp_dir();
+            let log = open_log(&dir, FsyncPolicy::Never, LogConfig::default().segment_bytes);
+            let one = encoded(1);
+            for _ in 0..BATCHES {
+                log.append(&one).unwrap();
+            }
+            log.sync().unwrap();
+            assert_eq!(log.state().segment_count, 1);
+            (log, dir)
+        });
+        let end = log.state().next_offset;
         b.iter(|| {
             let fetched = log.read(rng.below(end), 1).unwrap();
             assert_eq!(fetched.batches.len(), 1);
@@ -176,49 +180,61 @@ fn bench_append(c: &mut Criterion) {
     group.finish();
 }
 
-/// `FsyncPolicy::Always` with 1 and 8 appender threads, each appending 100-record batches and
-/// waiting for each to be durable; concurrent waiters share one `fdatasync`.
+/// `FsyncPolicy::Always` with concurrent appender threads, each appending a batch and waiting
+/// for it to be durable; concurrent waiters share one `fdatasync` (group commit). Two shapes:
+/// 100-record batches (throughput in records) with 1 and 8 appenders, and ~1 MiB batches
+/// (throughput in bytes) with 1, 2 and 4 appenders.
 fn bench_group_commit(c: &mut Criterion) {
     const RECORDS: usize = 100;
-    const BATCHES_PER_ITER: usize = 400;
-    let batch = encoded(RECORDS);
+    let small = encoded(RECORDS);
+    let big = encoded(records_per_mib());
     let mut group = c.benchmark_group("group_commit");
     group
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    group.throughput(Throughput::Elements(
-        u64::try_from(BATCHES_PER_ITER * RECORDS).unwrap(),
-    ));
-    for threads in [1, 8] {
-        let mut rig = Rig::new(FsyncPolicy::Always);
-        let per_thread = BATCHES_PER_ITER / threads;
-        group.bench_function(BenchmarkId::new("appenders", threads), |b| {
-            b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let log = rig.log();
-                    let ready = Barrier::new(threads + 1);
-                    let start = std::thread::scope(|scope| {
-                        for _ in 0..threads {
-                            scope.spawn(|| {
-                                ready.wait();
-                                for _ in 0..per_thread {
-                                    let appended = log.append(&batch).unwrap();
-                                    log.wait_durable(&appended).unwrap();
-                                }
-                            });
-                        }
-                        ready.wait();
-                        Instant::now()
-                    });
-                    elapsed += start.elapsed();
-                    rig.wrote(u64::try_from(BATCHES_PER_ITER).unwrap() * len_u64(&batch));
-                }
-                elapsed
-            });
+    let cases = [
+        ("100x100B", &small, 400, [1, 8].as_slice()),
+        ("1MiB", &big, 32, [1, 2, 4].as_slice()),
+    ];
+    for (shape, batch, batches_per_iter, thread_counts) in cases {
+        let per_iter = u64::try_from(batches_per_iter).unwrap();
+        group.throughput(if shape == "1MiB" {
+            Throughput::Bytes(per_iter * len_u64(batch))
+        } else {
+            Throughput::Elements(per_iter * u64::try_from(RECORDS).unwrap())
         });
+        for &threads in thread_counts {
+            let mut rig = Rig::new(FsyncPolicy::Always);
+            let per_thread = batches_per_iter / threads;
+            let id = BenchmarkId::new(format!("{shape}/appenders"), threads);
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let log = rig.log();
+                        let ready = Barrier::new(threads + 1);
+                        let start = std::thread::scope(|scope| {
+                            for _ in 0..threads {
+                                scope.spawn(|| {
+                                    ready.wait();
+                                    for _ in 0..per_thread {
+                                        let appended = log.append(batch).unwrap();
+                                        log.wait_durable(&appended).unwrap();
+                                    }
+                                });
+                            }
+                            ready.wait();
+                            Instant::now()
+                        });
+                        elapsed += start.elapsed();
+                        rig.wrote(per_iter * len_u64(batch));
+                    }
+                    elapsed
+                });
+            });
+        }
     }
     group.finish();
 }
@@ -231,16 +247,8 @@ fn bench_read_sequential(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
-    let dir = temp_dir();
-    let log = open_log(&dir, FsyncPolicy::Never, 2 << 30);
     let big = encoded(records_per_mib());
-    for _ in 0..mb {
-        log.append(&big).unwrap();
-    }
-    log.sync().unwrap();
-    let state = log.state();
-    let total = state.size_bytes;
-
+    let total = mb * len_u64(&big);
     let mut group = c.benchmark_group("read_sequential");
     group
         .sampling_mode(SamplingMode::Flat)
@@ -248,10 +256,22 @@ fn bench_read_sequential(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(6));
     group.throughput(Throughput::Bytes(total));
+    // Built on first use, so that runs filtered to other groups skip it.
+    let mut built: Option<(Log, TempDir)> = None;
     group.bench_function(BenchmarkId::from_parameter(format!("{mb}MiB")), |b| {
+        let (log, _) = built.get_or_insert_with(|| {
+            let dir = temp_dir();
+            let log = open_log(&dir, FsyncPolicy::Never, 2 << 30);
+            for _ in 0..mb {
+                log.append(&big).unwrap();
+            }
+            log.sync().unwrap();
+            (log, dir)
+        });
+        let end = log.state().next_offset;
         b.iter(|| {
             let (mut offset, mut read) = (0, 0);
-            while offset < state.next_offset {
+            while offset < end {
                 let fetched = log.read(offset, MIB).unwrap();
                 read += fetched.batches.iter().map(len_u64).sum::<u64>();
                 offset = fetched.next_offset;

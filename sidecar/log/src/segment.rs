@@ -355,6 +355,7 @@ impl Segment {
         offset: Offset,
         max_bytes: usize,
         at_least_one: bool,
+        index_interval: u64,
     ) -> Result<Vec<Located>, Damage> {
         let _shared = self
             .truncation
@@ -362,7 +363,9 @@ impl Segment {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let end = self.size();
         let mut pos = self.meta().offsets.position_for_offset(offset);
-        let mut window = Window::with_chunk(max_bytes);
+        // From the index entry, up to one interval of batches precedes the wanted one.
+        let slack = usize::try_from(index_interval).unwrap_or(usize::MAX);
+        let mut window = Window::with_chunk(max_bytes.saturating_add(slack + HEADER_LEN));
         let mut found: Vec<Located> = Vec::new();
         let mut total = 0;
         while pos < end {
@@ -552,7 +555,7 @@ struct Window {
 impl Window {
     fn with_chunk(hint: usize) -> Self {
         Self {
-            chunk: hint.clamp(MIN_CHUNK, MAX_CHUNK),
+            chunk: hint.clamp(MIN_READ_CHUNK, MAX_CHUNK),
             ..Self::default()
         }
     }
@@ -567,7 +570,12 @@ impl Window {
     ) -> Result<Bytes, Damage> {
         let have = pos >= self.start && pos + len as u64 <= self.start + self.data.len() as u64;
         if !have {
-            let want = len.max(self.chunk.max(MIN_CHUNK));
+            let chunk = if self.chunk == 0 {
+                SCAN_CHUNK
+            } else {
+                self.chunk
+            };
+            let want = len.max(chunk);
             let avail = usize::try_from(end - pos).unwrap_or(usize::MAX);
             let n = want.min(avail).max(len);
             let mut buf = vec![0; n];
@@ -644,5 +652,8 @@ fn read_batch(
 
 /// Batches up to this size are written with their header in one call.
 const SMALL_BATCH: usize = 64 * 1024;
-const MIN_CHUNK: usize = 64 * 1024;
+/// Reads of a few batches fetch at least this much.
+const MIN_READ_CHUNK: usize = 4 * 1024;
+/// Scans (recovery, Raft reads, timestamp lookups) read this much at a time.
+const SCAN_CHUNK: usize = 64 * 1024;
 const MAX_CHUNK: usize = 8 * 1024 * 1024;

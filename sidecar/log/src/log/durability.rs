@@ -12,11 +12,21 @@
 //! ```
 //!
 //! The syncer notes the highest appended number *before* it syncs, so the sync covers it; it
-//! releases the lock while the disk works. A failed sync poisons the log: every waiter and every
-//! later append gets an error until the log is reopened (after a failed fsync the kernel may
-//! have dropped the dirty pages, so retrying could report data durable that is not).
+//! releases the lock while the disk works.
+//!
+//! **Commit delay.** When a sync ends, all its waiters wake at once; the first to get the lock
+//! would start the next sync before the others have appended their next batch, so groups
+//! alternate large and small. A new syncer therefore waits until as many appends are pending
+//! as the previous sync covered, but no longer than a quarter of the previous sync's duration
+//! (and at most [`MAX_COMMIT_DELAY`]). A lone appender never waits: its one append is all the
+//! previous sync covered. (PostgreSQL's `commit_delay` is the same idea, with a fixed delay.)
+//!
+//! A failed sync poisons the log: every waiter and every later append gets an error until the
+//! log is reopened (after a failed fsync the kernel may have dropped the dirty pages, so
+//! retrying could report data durable that is not).
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::error::SyncError;
 
@@ -24,6 +34,7 @@ use super::error::SyncError;
 pub(crate) struct Durability {
     state: Mutex<SyncState>,
     synced: Condvar,
+    appended: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +43,12 @@ struct SyncState {
     durable: u64,
     syncing: bool,
     poisoned: bool,
+    /// Appends the last sync covered.
+    last_group: u64,
+    /// How long the last sync took.
+    last_sync: Duration,
+    /// A syncer is waiting for more appends (so `appended` must signal).
+    delaying: bool,
 }
 
 impl Durability {
@@ -41,7 +58,11 @@ impl Durability {
 
     /// Records that append number `seq` is written (called in append order).
     pub(crate) fn appended(&self, seq: u64) {
-        self.lock().appended = seq;
+        let mut state = self.lock();
+        state.appended = seq;
+        if state.delaying {
+            self.appended.notify_one();
+        }
     }
 
     pub(crate) fn appended_seq(&self) -> u64 {
@@ -87,13 +108,21 @@ impl Durability {
                 continue;
             }
             state.syncing = true;
+            state = self.commit_delay(state);
             let target = state.appended;
+            let covered = target.saturating_sub(state.durable);
             drop(state);
+            let started = Instant::now();
             let result = sync();
+            let took = started.elapsed();
             state = self.lock();
             state.syncing = false;
             match result {
-                Ok(()) => state.durable = state.durable.max(target),
+                Ok(()) => {
+                    state.durable = state.durable.max(target);
+                    state.last_group = covered;
+                    state.last_sync = took;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "fsync failed; the log refuses writes until reopened");
                     state.poisoned = true;
@@ -102,4 +131,29 @@ impl Durability {
             self.synced.notify_all();
         }
     }
+
+    /// Waits (bounded) for as many pending appends as the last sync covered.
+    fn commit_delay<'a>(&self, mut state: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        let want = state.last_group;
+        if state.appended.saturating_sub(state.durable) >= want {
+            return state;
+        }
+        let deadline = Instant::now() + (state.last_sync / 4).min(MAX_COMMIT_DELAY);
+        state.delaying = true;
+        while state.appended.saturating_sub(state.durable) < want {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state = self
+                .appended
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.delaying = false;
+        state
+    }
 }
+
+/// The longest a syncer waits for more appends to join its sync.
+const MAX_COMMIT_DELAY: Duration = Duration::from_micros(200);

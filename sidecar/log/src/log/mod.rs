@@ -286,6 +286,7 @@ impl Log {
                     fetched.next_offset,
                     max_bytes.saturating_sub(total),
                     fetched.batches.is_empty(),
+                    self.shared.config.index_interval_bytes,
                 )
                 .map_err(|d| d.into_read_error(segment.path().to_path_buf()))?;
             for batch in found {
