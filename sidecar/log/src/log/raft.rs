@@ -75,36 +75,29 @@ impl Log {
             Some(b) => (b.position, b.header.base_offset),
             None => (target.size(), target.meta().next_offset),
         };
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| WriteError::Io { path, source }
+        };
         let result = (|| {
             for s in &segments[keep..] {
                 Segment::remove_files(shared.storage.as_ref(), &shared.dir, s.base_offset())
-                    .map_err(|e| (s.path().to_path_buf(), e))?;
+                    .map_err(io(s.path()))?;
             }
             segment::remove_indexes(shared.storage.as_ref(), &shared.dir, target.base_offset())
-                .map_err(|e| (shared.dir.clone(), e))?;
+                .map_err(io(&shared.dir))?;
             target
                 .truncate(position, shared.config.index_interval_bytes)
-                .map_err(|d| {
-                    (
-                        target.path().to_path_buf(),
-                        std::io::Error::other(d.reason.to_string()),
-                    )
-                })?;
+                .map_err(|d| d.into_write_error(target.path().to_path_buf()))?;
             if shared.config.fsync != FsyncPolicy::Never {
-                target
-                    .file()
-                    .sync_data()
-                    .map_err(|e| (target.path().to_path_buf(), e))?;
-                shared
-                    .storage
-                    .sync_dir(&shared.dir)
-                    .map_err(|e| (shared.dir.clone(), e))?;
+                target.file().sync_data().map_err(io(target.path()))?;
+                shared.storage.sync_dir(&shared.dir).map_err(io(&shared.dir))?;
             }
-            Ok::<(), (PathBuf, std::io::Error)>(())
+            Ok(())
         })();
-        if let Err((path, source)) = result {
+        if let Err(e) = result {
             shared.durability.poison();
-            return Err(WriteError::Io { path, source });
+            return Err(e);
         }
         let kept: Vec<Arc<Segment>> = segments[..keep].to_vec();
         let last = kept
