@@ -91,7 +91,10 @@ impl Log {
                 .map_err(|d| d.into_write_error(target.path().to_path_buf()))?;
             if shared.config.fsync != FsyncPolicy::Never {
                 target.file().sync_data().map_err(io(target.path()))?;
-                shared.storage.sync_dir(&shared.dir).map_err(io(&shared.dir))?;
+                shared
+                    .storage
+                    .sync_dir(&shared.dir)
+                    .map_err(io(&shared.dir))?;
             }
             Ok(())
         })();
