@@ -9,17 +9,7 @@
 //!    log-start  raft-vote  raft-committed              small files, replaced atomically
 //! ```
 //!
-//! [`Log`]'s methods come in families, each safe to call from any thread:
-//! - writing, serialized by one writer lock: [`Log::append`] / [`Log::append_entry`], then
-//!   [`Log::wait_durable`] (group commit) or [`Log::sync`]; [`Log::truncate_from`],
-//!   [`Log::purge_through`], [`Log::reset`], [`Log::roll`], [`Log::apply_retention`];
-//! - reading, which never waits for the writer: [`Log::read`], [`Log::read_entries`],
-//!   [`Log::offset_for_timestamp`], [`Log::state`];
-//! - Raft's small state: [`Log::save_vote`] / [`Log::vote`], [`Log::save_committed`] /
-//!   [`Log::committed`].
-//!
-//! Call order: [`Log::open`] (recovers the tail), then any of the above, then
-//! [`Log::close`] (syncs) or drop (does not).
+//! [`Log`] documents its method families and their order.
 
 mod durability;
 mod error;
@@ -48,7 +38,17 @@ use durability::Durability;
 
 /// A partition's durable, segmented log of record batches.
 ///
-/// See the [module documentation](self) for the method families and their order.
+/// [`Log`]'s methods come in families, each safe to call from any thread:
+/// - writing, serialized by one writer lock: [`Log::append`] / [`Log::append_entry`], then
+///   [`Log::wait_durable`] (group commit) or [`Log::sync`]; [`Log::truncate_from`],
+///   [`Log::purge_through`], [`Log::reset`], [`Log::roll`], [`Log::apply_retention`];
+/// - reading, which never waits for the writer: [`Log::read`], [`Log::read_entries`],
+///   [`Log::offset_for_timestamp`], [`Log::state`];
+/// - Raft's small state: [`Log::save_vote`] / [`Log::vote`], [`Log::save_committed`] /
+///   [`Log::committed`].
+///
+/// Call order: [`Log::open`] (recovers the tail), then any of the above, then
+/// [`Log::close`] (syncs) or drop (does not).
 #[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
