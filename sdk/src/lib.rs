@@ -29,6 +29,9 @@
 //! assert_eq!(order.key().unwrap().as_bytes(), b"o-17");
 //! ```
 //!
+//! The [`transport`] module holds the QUIC and mutual-TLS client side, and finds the sidecar's
+//! development certificates.
+//!
 //! The SDK does not store or replicate anything itself, nor does it pick partition leaders:
 //! it talks to the sidecar on its own node, which does. The `Client` (QUIC with mutual TLS,
 //! ALPN `sidestream/1`), the batching `Publisher` and typed `Subscription`s arrive with the
@@ -36,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod event;
+pub mod transport;
 
 pub use event::{Event, EventKey, headers};
 pub use sidestream_derive::Event;

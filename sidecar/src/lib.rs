@@ -5,7 +5,8 @@
 //! partition's segment log from `sidestream-log` (one Raft entry is one record batch). Beside
 //! it will come `server` (QUIC listener, request handlers, routing to partition leaders),
 //! `groups` (consumer groups), `admin` (HTTP health, metrics and admin API) and `cli` (the
-//! `sidestream` subcommands).
+//! `sidestream` subcommands). `tls` holds the sidecar's side of mutual TLS and the
+//! development certificates it creates on first start.
 //!
 //! What it deliberately does not do: the on-disk log format, recovery and retention (that is
 //! `sidestream-log`, which knows nothing of openraft), or Raft itself (that is openraft; the
@@ -40,8 +41,13 @@
 //! ```
 
 mod cluster;
+mod tls;
 
 pub use cluster::{
     Applied, LoadSnapshotError, NodeId, PartitionEntry, PartitionLogStore, PartitionRaft,
     PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite,
+};
+pub use tls::{
+    ClientIdentity, DEV_CLIENT_IDENTITY, DevCertificates, DevCertificatesError, IdentityError,
+    ServerTls,
 };
