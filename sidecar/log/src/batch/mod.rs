@@ -14,11 +14,13 @@
 //!  \________ written by the sidecar _______/      \______________ covered by the CRC ________/
 //! ```
 
+mod builder;
 mod header;
 mod record;
 
 use bytes::Bytes;
 
+pub use builder::BatchBuilder;
 pub use header::{
     BatchHeader, CRC_START, Compression, HEADER_LEN, MAGIC, ProducerState, RaftLogId,
 };

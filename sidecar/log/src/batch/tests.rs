@@ -188,6 +188,38 @@ mod proptests {
 
     proptest! {
         #[test]
+        fn builder_writes_what_encode_writes(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            (id, epoch, seq) in any::<(i64, i16, i32)>(),
+        ) {
+            let producer = ProducerState { producer_id: id, producer_epoch: epoch, base_sequence: seq };
+            let mut builder = BatchBuilder::with_capacity(64);
+            let mut expected = Vec::new();
+            for (delta, (_, mut record)) in (0u32..).zip(records) {
+                let headers: Vec<(&str, &[u8])> =
+                    record.headers.iter().map(|h| (h.key.as_str(), &h.value[..])).collect();
+                let before = builder.size();
+                builder
+                    .push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &headers)
+                    .unwrap();
+                let bound = BatchBuilder::record_size_bound(
+                    record.key.as_deref(), record.value.as_deref(), &headers);
+                prop_assert!(builder.size() - before <= bound);
+                record.offset_delta = delta;
+                expected.push(record);
+            }
+            builder.set_producer(producer);
+            let batch = RecordBatch {
+                base_offset: 0,
+                raft: RaftLogId::default(),
+                compression: Compression::None,
+                producer,
+                body: BatchBody::Records(expected),
+            };
+            prop_assert_eq!(builder.finish().unwrap(), batch.encode().unwrap());
+        }
+
+        #[test]
         fn decode_inverts_encode(batch in arb_batch()) {
             let bytes = Bytes::from(batch.encode().unwrap());
             prop_assert!(validate(&bytes).is_ok());

@@ -302,6 +302,47 @@ impl Log {
         Ok(fetched)
     }
 
+    /// Like [`Log::read`], but returns only batches that end at or below `end` (a high
+    /// watermark, always on a batch boundary): what a consumer may see. An `offset` past `end`
+    /// is out of range, with `end` as the range's end.
+    pub fn read_committed(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        end: Offset,
+    ) -> Result<Fetched, ReadError> {
+        let start = self.state().start_offset;
+        if offset > end || offset < start {
+            return Err(ReadError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset == end {
+            return Ok(Fetched {
+                batches: Vec::new(),
+                next_offset: offset,
+            });
+        }
+        let mut fetched = self.read(offset, max_bytes)?;
+        if fetched.next_offset > end {
+            let mut next = offset;
+            let keep = fetched
+                .batches
+                .iter()
+                .take_while(|batch| {
+                    BatchHeader::parse(batch).is_ok_and(|header| {
+                        let fits = header.next_offset() <= end;
+                        if fits {
+                            next = header.next_offset();
+                        }
+                        fits
+                    })
+                })
+                .count();
+            fetched.batches.truncate(keep);
+            fetched.next_offset = next;
+        }
+        Ok(fetched)
+    }
+
     /// The offset of the first record whose timestamp is at or after `timestamp` (ms), or
     /// `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<Offset>, ReadError> {

@@ -73,6 +73,32 @@ fn read_returns_at_least_one_batch_and_respects_max_bytes() {
 }
 
 #[test]
+fn read_committed_stops_at_the_high_watermark() {
+    let storage = Arc::new(FaultStorage::new());
+    let log = open(&storage, &config(FsyncPolicy::Never, 1 << 20));
+    for i in 0..4 {
+        log.append(&data_batch(2, 50, 0, i)).unwrap();
+    }
+    // Batches end at 2, 4, 6, 8; a high watermark of 4 shows the first two only.
+    let fetched = log.read_committed(0, 1 << 20, 4).unwrap();
+    assert_eq!(fetched.batches.len(), 2);
+    assert_eq!(fetched.next_offset, 4);
+    let fetched = log.read_committed(3, 1 << 20, 4).unwrap();
+    assert_eq!((fetched.batches.len(), fetched.next_offset), (1, 4));
+    let at_end = log.read_committed(4, 1 << 20, 4).unwrap();
+    assert_eq!((at_end.batches.len(), at_end.next_offset), (0, 4));
+    assert!(matches!(
+        log.read_committed(5, 1 << 20, 4),
+        Err(ReadError::OffsetOutOfRange {
+            offset: 5,
+            start: 0,
+            end: 4
+        })
+    ));
+    assert_eq!(log.read_committed(0, 1 << 20, 8).unwrap().next_offset, 8);
+}
+
+#[test]
 fn rolls_by_size_and_reopens_from_indexes_or_rebuilds_them() {
     let storage = Arc::new(FaultStorage::new());
     let cfg = config(FsyncPolicy::Always, 2_000);
