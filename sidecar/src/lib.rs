@@ -40,14 +40,26 @@
 //! # }
 //! ```
 
+mod atomic_file;
+pub mod cli;
 mod cluster;
+mod config;
+mod groups;
+mod server;
 mod tls;
+mod topics;
 
 pub use cluster::{
     Applied, LoadSnapshotError, NodeId, PartitionEntry, PartitionLogStore, PartitionRaft,
     PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite,
 };
+pub use config::{DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
+pub use groups::OpenGroupsError;
+pub use server::{RunningSidecar, SidecarError, run};
 pub use tls::{
     ClientIdentity, DEV_CLIENT_IDENTITY, DevCertificates, DevCertificatesError, IdentityError,
     ServerTls,
+};
+pub use topics::{
+    Cleanup, InvalidTopicConfig, LogSettings, MAX_PARTITIONS, TopicDefaults, TopicSpec, TopicsError,
 };

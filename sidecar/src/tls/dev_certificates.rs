@@ -9,9 +9,9 @@ use sidestream::transport::{
 };
 use time::OffsetDateTime;
 
-use super::atomic_file::write_atomically;
 use super::dev_ca::{self, Leaf};
 use super::leaf_check::{normalized, parse, reissue_reason};
+use crate::atomic_file::write_atomically;
 
 /// The development certificates in a data directory's `tls/` folder: a CA, the sidecar's
 /// certificate and a client certificate for services, all created on first use.

@@ -39,7 +39,6 @@
 //! Central types: [`DevCertificates`], [`ServerTls`] (the rustls and quinn server
 //! configurations, and [`bind`](ServerTls::bind)) and [`ClientIdentity`].
 
-mod atomic_file;
 mod client_identity;
 mod dev_ca;
 mod dev_certificates;

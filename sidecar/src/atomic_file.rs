@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// Writes `contents` to `path` atomically: into a temporary file beside it (created with
 /// `mode` on Unix, so a private key is never readable by others, not even briefly), synced,
 /// renamed over `path`, and the directory synced so the rename survives a crash.
-pub(super) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let tmp = tmp_path(path);
     let result = write_and_rename(&tmp, path, contents, mode);
     if result.is_err() {
@@ -52,11 +52,11 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }

@@ -1,0 +1,322 @@
+//! Consumer groups: who consumes a topic in a group, and where the group stands in each
+//! partition.
+//!
+//! Committed offsets are kept in a log of their own (`groups/offsets/` in the data directory,
+//! the same segment format as a partition, fsync `always`): each commit appends one record
+//! whose key names group, topic and partition and whose value is the offset. Opening reads
+//! the log once to rebuild the table in memory, the way Kafka rebuilds its group coordinator
+//! from `__consumer_offsets`.
+//!
+//! Membership: one member per group and topic. A new member takes the partitions over (the
+//! old one is told to stop), so a restarted service does not wait for its old connection to
+//! time out; each takeover starts a new generation, and a commit from an older generation is
+//! refused. Multi-member assignment with cooperative rebalancing is a later step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sidestream_log::batch::{BatchBuilder, RecordIter, validate};
+use sidestream_log::{
+    AppendError, FileStorage, FsyncPolicy, Log, LogConfig, OpenError, ReadError, SyncError,
+};
+use tokio::sync::watch;
+
+/// Why a group operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GroupError {
+    #[error(
+        "group {group:?} is not consuming topic {topic:?} in generation {given}; generation {current} took it over"
+    )]
+    StaleGeneration {
+        group: String,
+        topic: String,
+        given: u64,
+        current: u64,
+    },
+    #[error("cannot store the committed offset: {0}")]
+    Append(#[from] AppendError),
+    #[error("cannot store the committed offset: {0}")]
+    Sync(#[from] SyncError),
+    #[error("the offsets store failed: {0}")]
+    Task(String),
+}
+
+/// Why the offsets log cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenGroupsError {
+    /// The log itself.
+    #[error("group offsets log: {0}")]
+    Open(#[from] OpenError),
+    /// A batch of it.
+    #[error("group offsets log: {0}")]
+    Read(#[from] ReadError),
+}
+
+type GroupTopic = (String, String);
+
+#[derive(Debug)]
+struct Member {
+    generation: u64,
+    evict: watch::Sender<bool>,
+}
+
+/// A member's place in its group.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub(crate) generation: u64,
+    /// Becomes `true` when a newer member takes the group's partitions over.
+    pub(crate) evicted: watch::Receiver<bool>,
+}
+
+/// Committed offsets and members of every group.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    log: Arc<Log>,
+    offsets: Mutex<HashMap<GroupTopic, BTreeMap<u32, u64>>>,
+    members: Mutex<HashMap<GroupTopic, Member>>,
+    next_generation: Mutex<u64>,
+}
+
+impl Groups {
+    /// Opens (or creates) the offsets log under `data_dir` and rebuilds the table from it.
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, OpenGroupsError> {
+        let config = LogConfig {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 64 << 20,
+            ..LogConfig::default()
+        };
+        let log = Log::open(
+            Arc::new(FileStorage),
+            data_dir.join("groups").join("offsets"),
+            config,
+        )?;
+        let mut offsets: HashMap<GroupTopic, BTreeMap<u32, u64>> = HashMap::new();
+        let mut at = log.state().start_offset;
+        loop {
+            let fetched = log.read(at, 4 << 20)?;
+            if fetched.batches.is_empty() {
+                break;
+            }
+            for batch in &fetched.batches {
+                let Ok(header) = validate(batch) else {
+                    continue;
+                };
+                let body = &batch[sidestream_log::batch::HEADER_LEN..];
+                for record in RecordIter::new(body, header.record_count).flatten() {
+                    let Some((group, topic, partition)) = record.key.and_then(parse_key) else {
+                        continue;
+                    };
+                    let entry = offsets.entry((group, topic)).or_default();
+                    match record.value.map(<[u8; 8]>::try_from) {
+                        Some(Ok(bytes)) => {
+                            entry.insert(partition, u64::from_le_bytes(bytes));
+                        }
+                        // A tombstone: the topic was deleted.
+                        None => {
+                            entry.remove(&partition);
+                        }
+                        Some(Err(_)) => {}
+                    }
+                }
+            }
+            at = fetched.next_offset;
+        }
+        offsets.retain(|_, partitions| !partitions.is_empty());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(1));
+        Ok(Self {
+            log: Arc::new(log),
+            offsets: Mutex::new(offsets),
+            members: Mutex::new(HashMap::new()),
+            // Generations grow across restarts: they start from the clock.
+            next_generation: Mutex::new(now),
+        })
+    }
+
+    /// Joins `group` for `topic`, taking its partitions over from any earlier member.
+    pub(crate) fn join(&self, group: &str, topic: &str) -> Membership {
+        let generation = {
+            let mut next = lock(&self.next_generation);
+            *next += 1;
+            *next
+        };
+        let (evict, evicted) = watch::channel(false);
+        let old = lock(&self.members).insert(
+            (group.to_owned(), topic.to_owned()),
+            Member { generation, evict },
+        );
+        if let Some(old) = old {
+            old.evict.send_replace(true);
+        }
+        Membership {
+            generation,
+            evicted,
+        }
+    }
+
+    /// Leaves `group` if `generation` is still its member.
+    pub(crate) fn leave(&self, group: &str, topic: &str, generation: u64) {
+        let mut members = lock(&self.members);
+        let key = (group.to_owned(), topic.to_owned());
+        if members
+            .get(&key)
+            .is_some_and(|m| m.generation == generation)
+        {
+            members.remove(&key);
+        }
+    }
+
+    /// The committed offsets of `group` in `topic`, by partition; `None` for a group this
+    /// sidecar has never seen for the topic.
+    pub(crate) fn committed(&self, group: &str, topic: &str) -> Option<BTreeMap<u32, u64>> {
+        let key = (group.to_owned(), topic.to_owned());
+        let offsets = lock(&self.offsets).get(&key).cloned();
+        if offsets.is_none() && lock(&self.members).contains_key(&key) {
+            return Some(BTreeMap::new());
+        }
+        offsets
+    }
+
+    /// Commits `offset` for `group` in a partition, durably.
+    pub(crate) async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        generation: Option<u64>,
+    ) -> Result<(), GroupError> {
+        let key = (group.to_owned(), topic.to_owned());
+        if let Some(given) = generation
+            && let Some(current) = lock(&self.members).get(&key).map(|m| m.generation)
+            && current > given
+        {
+            return Err(GroupError::StaleGeneration {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                given,
+                current,
+            });
+        }
+        self.store(&[(group, topic, partition, Some(offset))])
+            .await?;
+        lock(&self.offsets)
+            .entry(key)
+            .or_default()
+            .insert(partition, offset);
+        Ok(())
+    }
+
+    /// Forgets every group's offsets in a deleted topic, durably (one tombstone per
+    /// partition), so that a new topic of the same name starts without them.
+    pub(crate) async fn forget_topic(&self, topic: &str) -> Result<(), GroupError> {
+        let doomed: Vec<(String, u32)> = lock(&self.offsets)
+            .iter()
+            .filter(|((_, t), _)| t == topic)
+            .flat_map(|((g, _), parts)| parts.keys().map(|p| (g.clone(), *p)))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(&str, &str, u32, Option<u64>)> = doomed
+            .iter()
+            .map(|(group, partition)| (group.as_str(), topic, *partition, None))
+            .collect();
+        self.store(&records).await?;
+        lock(&self.offsets).retain(|(_, t), _| t != topic);
+        Ok(())
+    }
+
+    /// Appends one record per entry (`None`: a tombstone) and waits until it is durable.
+    async fn store(&self, entries: &[(&str, &str, u32, Option<u64>)]) -> Result<(), GroupError> {
+        let mut builder = BatchBuilder::with_capacity(128 * entries.len());
+        let timestamp = now_ms();
+        for &(group, topic, partition, offset) in entries {
+            let key = format!("{group}\0{topic}\0{partition}");
+            let value = offset.map(u64::to_le_bytes);
+            builder
+                .push(
+                    timestamp,
+                    Some(key.as_bytes()),
+                    value.as_ref().map(|v| &v[..]),
+                    &[],
+                )
+                .map_err(|e| GroupError::Task(e.to_string()))?;
+        }
+        let batch = builder
+            .finish()
+            .map_err(|e| GroupError::Task(e.to_string()))?;
+        let log = Arc::clone(&self.log);
+        tokio::task::spawn_blocking(move || -> Result<(), GroupError> {
+            let appended = log.append(&batch)?;
+            log.wait_durable(&appended)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| GroupError::Task(e.to_string()))?
+    }
+
+    pub(crate) fn sync(&self) {
+        if let Err(error) = self.log.sync() {
+            tracing::error!(%error, "final sync of the group offsets failed");
+        }
+    }
+}
+
+fn parse_key(key: &[u8]) -> Option<(String, String, u32)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let mut parts = text.split('\0');
+    let group = parts.next()?.to_owned();
+    let topic = parts.next()?.to_owned();
+    let partition = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((group, topic, partition))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn offsets_survive_reopen_and_stale_generations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Groups::open(dir.path()).unwrap();
+        assert_eq!(groups.committed("g", "t"), None);
+        let first = groups.join("g", "t");
+        groups
+            .commit("g", "t", 0, 10, Some(first.generation))
+            .await
+            .unwrap();
+        groups.commit("g", "t", 1, 5, None).await.unwrap();
+        let second = groups.join("g", "t");
+        assert!(*first.evicted.borrow());
+        assert!(second.generation > first.generation);
+        let stale = groups.commit("g", "t", 0, 11, Some(first.generation)).await;
+        assert!(matches!(stale, Err(GroupError::StaleGeneration { .. })));
+        groups
+            .commit("g", "t", 0, 12, Some(second.generation))
+            .await
+            .unwrap();
+        drop(groups);
+
+        let groups = Groups::open(dir.path()).unwrap();
+        let committed = groups.committed("g", "t").unwrap();
+        assert_eq!(committed.into_iter().collect::<Vec<_>>(), [(0, 12), (1, 5)]);
+        groups.forget_topic("t").await.unwrap();
+        drop(groups);
+        let groups = Groups::open(dir.path()).unwrap();
+        assert_eq!(groups.committed("g", "t"), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading request frames from, and writing response frames to, QUIC streams.
+
+use bytes::{Buf, BytesMut};
+use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
+use sidestream_proto::v1::ErrorCode;
+use sidestream_proto::{FrameCodec, FrameError, Request, Response};
+
+/// Why no request could be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadFrameError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream: {0}")]
+    Stream(#[from] ReadError),
+}
+
+/// Reads the next request frame; `None` when the client finished the stream between frames.
+///
+/// The length prefix is checked against the codec's limit as soon as it arrives, and the
+/// buffer grows to the frame's size at once so a large publish is copied only once.
+pub(super) async fn read_request(
+    recv: &mut RecvStream,
+    codec: &FrameCodec<Request>,
+    buf: &mut BytesMut,
+) -> Result<Option<Request>, ReadFrameError> {
+    loop {
+        if let Some(request) = codec.decode(buf)? {
+            return Ok(Some(request));
+        }
+        if buf.len() >= 4 {
+            let size = (&buf[..4]).get_u32_le() as usize + 4;
+            buf.reserve(size.saturating_sub(buf.len()));
+        }
+        match recv.read_chunk(usize::MAX, true).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => return Ok(codec.decode_eof(buf)?),
+        }
+    }
+}
+
+/// The error code a reading failure is answered with.
+pub(super) fn read_error_code(error: &ReadFrameError) -> ErrorCode {
+    match error {
+        ReadFrameError::Frame(frame) => ErrorCode::from(frame),
+        ReadFrameError::Stream(_) => ErrorCode::MalformedFrame,
+    }
+}
+
+/// Writes one response frame.
+pub(super) async fn write_response(
+    send: &mut SendStream,
+    codec: &FrameCodec<Response>,
+    response: &Response,
+) -> Result<(), WriteError> {
+    match codec.encode_to_bytes(response) {
+        Ok(frame) => send.write_chunk(frame).await,
+        Err(error) => {
+            // Only a response over the frame limit fails to encode; send its error instead.
+            tracing::error!(%error, "response does not fit a frame");
+            let fallback = Response::error(
+                ErrorCode::InternalError,
+                format!("the response does not fit a frame: {error}"),
+            );
+            let frame = codec
+                .encode_to_bytes(&fallback)
+                .map_err(|_| WriteError::ClosedStream)?;
+            send.write_chunk(frame).await
+        }
+    }
+}
+
+/// The QUIC application error code of `code`.
+pub(super) fn quic_code(code: ErrorCode) -> VarInt {
+    VarInt::from_u32(u32::try_from(i32::from(code)).unwrap_or(0))
+}

@@ -1,0 +1,364 @@
+//! One request, one response: every request kind except `subscribe`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sidestream_log::batch::validate;
+use sidestream_log::{AppendError, ReadError};
+use sidestream_proto::v1::{
+    self, Acks, ErrorCode, PartitionDescription, TopicDescription, TopicSummary, response,
+};
+use sidestream_proto::{Response, TopicName};
+use tokio::time::Instant;
+
+use super::Shared;
+use crate::groups::GroupError;
+use crate::topics::{Partition, PublishError, Topic, TopicSpec, TopicsError};
+
+/// Longest a fetch waits for new batches, whatever it asks for.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// Bytes of batches a fetch or subscription frame returns when it names no limit.
+pub(super) const DEFAULT_MAX_BYTES: usize = 1 << 20;
+/// The most bytes of batches in one answer, so that it fits the default frame limit.
+pub(super) const MAX_BYTES_CAP: usize = 16 << 20;
+
+/// A handler's result: the body of an `OK` response, or an error response.
+pub(super) type Answer = Result<response::Body, Box<Response>>;
+
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Box<Response> {
+    Box::new(Response::error(code, message))
+}
+
+/// Looks a topic up by name, answering bad and unknown names.
+pub(super) fn find_topic(shared: &Shared, name: &str) -> Result<Arc<Topic>, Box<Response>> {
+    let name = checked_name(name)?;
+    shared.topics.get(name.as_str()).ok_or_else(|| {
+        error(
+            ErrorCode::UnknownTopic,
+            format!("topic {:?} does not exist", name.as_str()),
+        )
+    })
+}
+
+pub(super) fn find_partition(topic: &Topic, number: u32) -> Result<Arc<Partition>, Box<Response>> {
+    topic.partition(number).cloned().ok_or_else(|| {
+        error(
+            ErrorCode::UnknownPartition,
+            format!(
+                "topic {:?} has no partition {number}; it has {} (0 to {})",
+                topic.spec().name,
+                topic.partitions().len(),
+                topic.partitions().len().saturating_sub(1)
+            ),
+        )
+    })
+}
+
+pub(super) fn checked_name(name: &str) -> Result<TopicName, Box<Response>> {
+    name.parse::<TopicName>()
+        .map_err(|e| error(ErrorCode::from(&e), e.to_string()))
+}
+
+/// Group names follow the topic naming rules.
+pub(super) fn checked_group(group: &str) -> Result<(), Box<Response>> {
+    group.parse::<TopicName>().map(drop).map_err(|e| {
+        error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "group name: {}",
+                e.to_string().replacen("topic name", "name", 1)
+            ),
+        )
+    })
+}
+
+pub(super) async fn create_topic(shared: &Shared, request: v1::CreateTopic) -> Answer {
+    let name = checked_name(&request.name)?;
+    let spec = TopicSpec::from_request(
+        name.into_string(),
+        &request,
+        &shared.config.topic_defaults,
+        1,
+    )
+    .map_err(|e| error(ErrorCode::InvalidTopicConfig, e.0))?;
+    match shared.topics.create(spec).await {
+        Ok(topic) => {
+            tracing::info!(topic = %topic.spec().name, partitions = topic.spec().partitions, "topic created");
+            Ok(response::Body::CreateTopic(v1::CreateTopicResult {
+                topic: Some(describe(shared, &topic)),
+            }))
+        }
+        Err(TopicsError::AlreadyExists(name)) => Err(error(
+            ErrorCode::TopicAlreadyExists,
+            format!("topic {name:?} already exists"),
+        )),
+        Err(e) => Err(error(ErrorCode::StorageError, e.to_string())),
+    }
+}
+
+pub(super) async fn delete_topic(shared: &Shared, request: v1::DeleteTopic) -> Answer {
+    let name = checked_name(&request.name)?;
+    match shared.topics.delete(name.as_str()).await {
+        Ok(()) => {
+            if let Err(e) = shared.groups.forget_topic(name.as_str()).await {
+                tracing::error!(topic = name.as_str(), error = %e, "cannot forget the deleted topic's group offsets");
+            }
+            tracing::info!(topic = name.as_str(), "topic deleted");
+            Ok(response::Body::DeleteTopic(v1::DeleteTopicResult {}))
+        }
+        Err(TopicsError::Unknown(name)) => Err(error(
+            ErrorCode::UnknownTopic,
+            format!("topic {name:?} does not exist"),
+        )),
+        Err(e) => Err(error(ErrorCode::StorageError, e.to_string())),
+    }
+}
+
+pub(super) fn list_topics(shared: &Shared) -> response::Body {
+    let topics = shared
+        .topics
+        .all()
+        .iter()
+        .map(|topic| TopicSummary {
+            name: topic.spec().name.clone(),
+            partitions: topic.spec().partitions,
+            replication_factor: topic.spec().replication_factor,
+        })
+        .collect();
+    response::Body::ListTopics(v1::ListTopicsResult { topics })
+}
+
+pub(super) fn describe_topic(shared: &Shared, request: &v1::DescribeTopic) -> Answer {
+    let topic = find_topic(shared, &request.name)?;
+    Ok(response::Body::DescribeTopic(v1::DescribeTopicResult {
+        topic: Some(describe(shared, &topic)),
+    }))
+}
+
+pub(super) fn describe(shared: &Shared, topic: &Topic) -> TopicDescription {
+    let node = shared.config.node_id;
+    TopicDescription {
+        name: topic.spec().name.clone(),
+        partitions: topic
+            .partitions()
+            .iter()
+            .map(|p| PartitionDescription {
+                partition: p.number(),
+                leader: Some(node),
+                log_start_offset: p.log().state().start_offset,
+                high_watermark: p.high_watermark(),
+                replicas: vec![node],
+                in_sync_replicas: vec![node],
+            })
+            .collect(),
+        replication_factor: topic.spec().replication_factor,
+        config: Some(topic.spec().to_proto()),
+    }
+}
+
+pub(super) fn metadata(shared: &Shared) -> response::Body {
+    let topics = shared
+        .topics
+        .all()
+        .iter()
+        .map(|topic| describe(shared, topic))
+        .collect();
+    response::Body::Metadata(v1::MetadataResult {
+        node_id: shared.config.node_id,
+        nodes: vec![v1::Node {
+            id: shared.config.node_id,
+            client_address: shared.advertised.clone(),
+            peer_address: String::new(),
+        }],
+        topics,
+    })
+}
+
+pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
+    let topic = find_topic(shared, &request.topic)?;
+    let partition = find_partition(&topic, request.partition)?;
+    let acks = Acks::try_from(request.acks).map_err(|_| {
+        error(
+            ErrorCode::UnsupportedVersion,
+            format!("acks value {} is unknown to this sidecar", request.acks),
+        )
+    })?;
+    let batch: Bytes = request.batch;
+    if batch.is_empty() {
+        return Err(error(ErrorCode::InvalidRequest, "publish carries no batch"));
+    }
+    let max = shared.config.log.max_batch_bytes;
+    if batch.len() > max {
+        return Err(error(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "batch of {} bytes is larger than the limit of {max} bytes",
+                batch.len()
+            ),
+        ));
+    }
+    let header = validate(&batch).map_err(|e| {
+        error(
+            ErrorCode::CorruptBatch,
+            format!("batch for {}/{}: {e}", request.topic, request.partition),
+        )
+    })?;
+    if header.control {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "control batches are written by the sidecar, not by clients",
+        ));
+    }
+    let timeout = match request.timeout_ms {
+        0 => shared.config.publish_timeout,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let wait_commit = matches!(acks, Acks::All | Acks::Unspecified);
+    let outcome = partition
+        .publish(&batch, &header, wait_commit, Instant::now() + timeout)
+        .await
+        .map_err(|e| publish_error(&request.topic, request.partition, &e))?;
+    let (base_offset, next_offset) = match (acks, outcome.offsets) {
+        (Acks::None, _) | (_, None) => (None, None),
+        (_, Some((base, next))) => (Some(base), Some(next)),
+    };
+    Ok(response::Body::Publish(v1::PublishResult {
+        partition: request.partition,
+        base_offset,
+        next_offset,
+        duplicate: outcome.duplicate,
+    }))
+}
+
+fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response> {
+    let code = match e {
+        PublishError::Append(AppendError::TooLarge { .. }) => ErrorCode::BatchTooLarge,
+        PublishError::Append(AppendError::Invalid(_)) => ErrorCode::CorruptBatch,
+        PublishError::Append(AppendError::Poisoned | AppendError::Io { .. })
+        | PublishError::Storage { .. } => ErrorCode::StorageError,
+        PublishError::Append(_) => ErrorCode::InternalError,
+        PublishError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
+        PublishError::Fenced { .. } => ErrorCode::ProducerFenced,
+        PublishError::Timeout { .. } => ErrorCode::Timeout,
+    };
+    if code == ErrorCode::StorageError || code == ErrorCode::InternalError {
+        tracing::error!(topic, partition, error = %e, "publish failed");
+    }
+    error(code, format!("publish to {topic}/{partition}: {e}"))
+}
+
+pub(super) async fn fetch(shared: &Shared, request: v1::Fetch) -> Answer {
+    let topic = find_topic(shared, &request.topic)?;
+    let partition = find_partition(&topic, request.partition)?;
+    let max_bytes = max_bytes(request.max_bytes);
+    let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
+    let mut committed = partition.watch_committed();
+    let deadline = Instant::now() + wait;
+    loop {
+        let result = |batches| v1::FetchResult {
+            high_watermark: partition.high_watermark(),
+            log_start_offset: partition.log().state().start_offset,
+            batches,
+        };
+        match partition.read(request.offset, max_bytes) {
+            Ok(fetched) if !fetched.batches.is_empty() || wait.is_zero() => {
+                return Ok(response::Body::Fetch(result(fetched.batches)));
+            }
+            Ok(_) => {
+                let changed = committed.changed();
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Ok(response::Body::Fetch(result(Vec::new())));
+                }
+            }
+            Err(ReadError::OffsetOutOfRange { offset, start, end }) => {
+                return Err(Box::new(Response {
+                    code: ErrorCode::OffsetOutOfRange.into(),
+                    message: format!(
+                        "offset {offset} of {}/{} is outside {start}..={end}",
+                        request.topic, request.partition
+                    ),
+                    body: Some(response::Body::Fetch(result(Vec::new()))),
+                }));
+            }
+            Err(e) => return Err(read_failure(&request.topic, request.partition, &e)),
+        }
+    }
+}
+
+pub(super) fn read_failure(topic: &str, partition: u32, e: &ReadError) -> Box<Response> {
+    tracing::error!(topic, partition, error = %e, "read failed");
+    let code = match e {
+        ReadError::Corrupt { .. } => ErrorCode::CorruptBatch,
+        _ => ErrorCode::StorageError,
+    };
+    error(code, format!("reading {topic}/{partition}: {e}"))
+}
+
+pub(super) fn max_bytes(asked: u32) -> usize {
+    match asked {
+        0 => DEFAULT_MAX_BYTES,
+        n => usize::try_from(n)
+            .unwrap_or(MAX_BYTES_CAP)
+            .min(MAX_BYTES_CAP),
+    }
+}
+
+pub(super) async fn commit_offset(shared: &Shared, request: v1::CommitOffset) -> Answer {
+    checked_group(&request.group)?;
+    let topic = find_topic(shared, &request.topic)?;
+    let partition = find_partition(&topic, request.partition)?;
+    let high_watermark = partition.high_watermark();
+    if request.offset > high_watermark {
+        return Err(error(
+            ErrorCode::OffsetOutOfRange,
+            format!(
+                "offset {} of {}/{} is past the high watermark {high_watermark}",
+                request.offset, request.topic, request.partition
+            ),
+        ));
+    }
+    shared
+        .groups
+        .commit(
+            &request.group,
+            &request.topic,
+            request.partition,
+            request.offset,
+            request.generation,
+        )
+        .await
+        .map_err(|e| match e {
+            GroupError::StaleGeneration { .. } => error(ErrorCode::StaleGeneration, e.to_string()),
+            e => error(ErrorCode::StorageError, e.to_string()),
+        })?;
+    Ok(response::Body::CommitOffset(v1::CommitOffsetResult {}))
+}
+
+pub(super) fn fetch_committed_offsets(
+    shared: &Shared,
+    request: &v1::FetchCommittedOffsets,
+) -> Answer {
+    checked_group(&request.group)?;
+    checked_name(&request.topic)?;
+    let offsets = shared
+        .groups
+        .committed(&request.group, &request.topic)
+        .ok_or_else(|| {
+            error(
+                ErrorCode::UnknownGroup,
+                format!(
+                    "group {:?} has no member and no committed offsets in topic {:?}",
+                    request.group, request.topic
+                ),
+            )
+        })?;
+    Ok(response::Body::FetchCommittedOffsets(
+        v1::FetchCommittedOffsetsResult {
+            offsets: offsets
+                .into_iter()
+                .map(|(partition, offset)| v1::CommittedOffset { partition, offset })
+                .collect(),
+        },
+    ))
+}

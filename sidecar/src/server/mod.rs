@@ -1,0 +1,350 @@
+//! The client-facing QUIC server: the listener, one task per connection, one task per stream.
+//!
+//! Every stream carries one request (`docs/PROTOCOL.md`): the task reads its frame, answers it
+//! and finishes, or, for `subscribe`, keeps pushing batches until the subscription ends. A
+//! connection keeps as many requests in flight as QUIC lets it open streams.
+//!
+//! Shutdown: stop accepting, end subscriptions with `UNAVAILABLE`, let requests in progress
+//! finish (up to the grace period), close the endpoint, then sync every log.
+
+mod frames;
+mod handlers;
+mod subscription;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
+use sidestream::transport::BindError;
+use sidestream_proto::v1::{ErrorCode, request};
+use sidestream_proto::{FrameCodec, Request, Response};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{SidecarConfig, TlsSource};
+use crate::groups::{Groups, OpenGroupsError};
+use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, ServerTls};
+use crate::topics::{Topics, TopicsError};
+use frames::{quic_code, read_error_code, read_request, write_response};
+
+/// Why a sidecar could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    /// The data directory cannot be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The development certificates cannot be created or read.
+    #[error(transparent)]
+    DevCertificates(#[from] DevCertificatesError),
+    /// The TLS files are unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] sidestream::transport::TlsError),
+    /// The client address cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The topics cannot be opened.
+    #[error(transparent)]
+    Topics(#[from] TopicsError),
+    /// The group offsets cannot be opened.
+    #[error(transparent)]
+    Groups(#[from] OpenGroupsError),
+    /// The server task failed.
+    #[error("sidecar task: {0}")]
+    Task(String),
+}
+
+/// State every connection shares.
+#[derive(Debug)]
+struct Shared {
+    config: SidecarConfig,
+    advertised: String,
+    topics: Arc<Topics>,
+    groups: Groups,
+    shutdown: watch::Receiver<bool>,
+    requests: FrameCodec<Request>,
+    responses: FrameCodec<Response>,
+    /// Every connection and stream task holds a clone; shutdown waits until all are gone.
+    alive: mpsc::Sender<()>,
+}
+
+/// A sidecar running in this process.
+#[derive(Debug)]
+pub struct RunningSidecar {
+    local_addr: SocketAddr,
+    tls_dir: PathBuf,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningSidecar {
+    /// Starts a sidecar: opens (or creates) its data directory, its certificates and its
+    /// topics, and binds the client address. Must be called inside a tokio runtime.
+    pub async fn start(config: SidecarConfig) -> Result<Self, SidecarError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| SidecarError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let (tls, tls_dir) = match &config.tls {
+            TlsSource::Dev { extra_names } => {
+                let certificates = DevCertificates::ensure(&data_dir, extra_names)?;
+                (
+                    ServerTls::from_dev(&certificates)?,
+                    certificates.dir().to_path_buf(),
+                )
+            }
+            TlsSource::Files { ca, cert, key } => (
+                ServerTls::from_paths(ca, cert, key)?,
+                ca.parent().map(PathBuf::from).unwrap_or_default(),
+            ),
+        };
+        let (topics, groups) = {
+            let settings = config.log.clone();
+            let dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, SidecarError> {
+                Ok((Topics::open(&dir, settings)?, Groups::open(&dir)?))
+            })
+            .await
+            .map_err(|e| SidecarError::Task(e.to_string()))??
+        };
+        let endpoint = tls.bind(config.listen, &config.quic)?;
+        let local_addr = endpoint.local_addr().map_err(|source| {
+            SidecarError::Bind(BindError::Io {
+                addr: config.listen,
+                source,
+            })
+        })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (alive, all_gone) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            advertised: config
+                .advertised_address
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+            requests: FrameCodec::new(config.max_frame_size),
+            responses: FrameCodec::new(u32::MAX),
+            config,
+            topics: Arc::new(topics),
+            groups,
+            shutdown: shutdown_rx,
+            alive,
+        });
+        tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
+        let task = tokio::spawn(serve(shared, endpoint, all_gone));
+        Ok(Self {
+            local_addr,
+            tls_dir,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The bound client address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Where clients find the CA certificate and, with development certificates, a client
+    /// certificate.
+    pub fn tls_dir(&self) -> &std::path::Path {
+        &self.tls_dir
+    }
+
+    /// Shuts down gracefully and waits until every log is synced.
+    pub async fn shutdown(self) -> Result<(), SidecarError> {
+        self.shutdown.send_replace(true);
+        self.task
+            .await
+            .map_err(|e| SidecarError::Task(e.to_string()))
+    }
+}
+
+/// Runs a sidecar until `shutdown` completes, then stops it gracefully.
+pub async fn run(
+    config: SidecarConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SidecarError> {
+    let sidecar = RunningSidecar::start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    sidecar.shutdown().await
+}
+
+async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Receiver<()>) {
+    let retention = tokio::spawn(retention_loop(Arc::clone(&shared)));
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    tokio::spawn(connection(Arc::clone(&shared), incoming, shared.alive.clone()));
+                }
+                None => break,
+            },
+            () = shutting_down(&mut shutdown) => break,
+        }
+    }
+    retention.abort();
+    // Refuse new connections; the open ones finish what they are doing.
+    endpoint.set_server_config(None);
+    let grace = shared.config.shutdown_grace;
+    let (topics, groups_synced) = {
+        let topics = Arc::clone(&shared.topics);
+        // Drop our own `alive` sender by dropping `shared` once the tasks are done.
+        let shared_weak = Arc::downgrade(&shared);
+        drop(shared);
+        if tokio::time::timeout(grace, all_gone.recv()).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "requests still in progress at the end of the grace period"
+            );
+        }
+        (topics, shared_weak)
+    };
+    endpoint.close(quic_code(ErrorCode::Ok), b"sidecar shutting down");
+    let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        topics.sync_all();
+        if let Some(shared) = groups_synced.upgrade() {
+            shared.groups.sync();
+        }
+    })
+    .await;
+    tracing::info!("sidecar stopped");
+}
+
+/// Returns once shutdown begins (or its sender is gone).
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
+async fn retention_loop(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(shared.config.retention_interval);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let topics = Arc::clone(&shared.topics);
+        if let Ok(deleted) = tokio::task::spawn_blocking(move || topics.apply_retention()).await
+            && deleted > 0
+        {
+            tracing::info!(segments = deleted, "retention deleted segments");
+        }
+    }
+}
+
+async fn connection(shared: Arc<Shared>, incoming: Incoming, alive: mpsc::Sender<()>) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::debug!(%remote, %error, "handshake failed");
+            return;
+        }
+    };
+    let identity = match ClientIdentity::of(&connection) {
+        Ok(identity) => identity,
+        Err(error) => {
+            tracing::warn!(%remote, %error, "client certificate has no usable identity");
+            connection.close(
+                quic_code(ErrorCode::NotAuthorized),
+                b"client certificate has no usable identity",
+            );
+            return;
+        }
+    };
+    tracing::debug!(%remote, identity = identity.as_str(), "client connected");
+    streams(&shared, &connection, &alive).await;
+    drop(alive);
+    tracing::debug!(%remote, "client disconnected");
+}
+
+async fn streams(shared: &Arc<Shared>, connection: &Connection, alive: &mpsc::Sender<()>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            stream = connection.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    tokio::spawn(stream_task(Arc::clone(shared), send, recv, alive.clone()));
+                }
+                Err(_) => return,
+            },
+            () = shutting_down(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn stream_task(
+    shared: Arc<Shared>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    _alive: mpsc::Sender<()>,
+) {
+    let mut buf = BytesMut::new();
+    let request = match read_request(&mut recv, &shared.requests, &mut buf).await {
+        Ok(Some(request)) => request,
+        Ok(None) => {
+            let answer = Response::error(
+                ErrorCode::MalformedFrame,
+                "the stream ended before a request frame",
+            );
+            finish(&shared, &mut send, &answer).await;
+            return;
+        }
+        Err(e) => {
+            let code = read_error_code(&e);
+            tracing::debug!(error = %e, "unreadable request frame");
+            let _ = recv.stop(quic_code(code));
+            finish(&shared, &mut send, &Response::error(code, e.to_string())).await;
+            return;
+        }
+    };
+    let Some(body) = request.body else {
+        let answer = Response::error(
+            ErrorCode::UnsupportedVersion,
+            "the request has no body this sidecar knows (sent by a newer client?)",
+        );
+        finish(&shared, &mut send, &answer).await;
+        return;
+    };
+    let answer = match body {
+        request::Body::Subscribe(subscribe) => {
+            subscription::serve(Arc::clone(&shared), subscribe, send, recv).await;
+            return;
+        }
+        request::Body::Publish(publish) => handlers::publish(&shared, publish).await,
+        request::Body::Fetch(fetch) => handlers::fetch(&shared, fetch).await,
+        request::Body::CreateTopic(create) => handlers::create_topic(&shared, create).await,
+        request::Body::DeleteTopic(delete) => handlers::delete_topic(&shared, delete).await,
+        request::Body::ListTopics(_) => Ok(handlers::list_topics(&shared)),
+        request::Body::DescribeTopic(describe) => handlers::describe_topic(&shared, &describe),
+        request::Body::CommitOffset(commit) => handlers::commit_offset(&shared, commit).await,
+        request::Body::FetchCommittedOffsets(fetch) => {
+            handlers::fetch_committed_offsets(&shared, &fetch)
+        }
+        request::Body::Metadata(_) => Ok(handlers::metadata(&shared)),
+    };
+    let response = match answer {
+        Ok(body) => Response::ok(body),
+        Err(response) => *response,
+    };
+    finish(&shared, &mut send, &response).await;
+}
+
+async fn finish(shared: &Shared, send: &mut SendStream, response: &Response) {
+    if write_response(send, &shared.responses, response)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}

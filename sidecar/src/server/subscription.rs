@@ -1,0 +1,320 @@
+//! Subscriptions: one long-lived stream on which the sidecar pushes committed batches.
+//!
+//! One reader task per assigned partition reads the log from the partition's position and
+//! waits on its high watermark when it has caught up; the frames go through a small channel
+//! to the one task that writes the stream. QUIC flow control stops the writer when the client
+//! reads slowly, the channel fills, and the readers stop: a slow consumer slows only itself.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use quinn::{RecvStream, SendStream};
+use sidestream_log::ReadError;
+use sidestream_proto::v1::{self, ErrorCode, response, subscribe};
+use sidestream_proto::{FrameCodec, Response};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::Shared;
+use super::frames::{quic_code, write_response};
+use super::handlers::{checked_group, error, find_partition, find_topic, max_bytes, read_failure};
+use crate::groups::Membership;
+use crate::topics::{Partition, Topic};
+
+/// Frames waiting for the writer, per subscription.
+const FRAMES_QUEUED: usize = 4;
+
+/// Serves one subscription until the client finishes the stream, the sidecar shuts down, the
+/// topic is deleted, or a newer group member takes over.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    request: v1::Subscribe,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let codec = FrameCodec::<Response>::new(u32::MAX);
+    let start = match start(&shared, &request) {
+        Ok(start) => start,
+        Err(answer) => {
+            let _ = write_response(&mut send, &codec, &answer).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let Start {
+        topic,
+        assigned,
+        membership,
+    } = start;
+    let generation = membership.as_ref().map_or(0, |m| m.generation);
+    let assignment = v1::Assignment {
+        generation,
+        partitions: assigned
+            .iter()
+            .map(|(p, offset)| v1::AssignedPartition {
+                partition: p.number(),
+                offset: *offset,
+            })
+            .collect(),
+    };
+    tracing::debug!(topic = %topic.spec().name, group = request.group.as_deref(), partitions = assigned.len(), "subscription started");
+    let end = if write_response(
+        &mut send,
+        &codec,
+        &Response::ok(response::Body::Assignment(assignment)),
+    )
+    .await
+    .is_err()
+    {
+        None
+    } else {
+        push(
+            &shared,
+            &topic,
+            assigned,
+            membership.as_ref(),
+            request.max_bytes,
+            &mut send,
+            &mut recv,
+            &codec,
+        )
+        .await
+    };
+    if let (Some(group), Some(m)) = (&request.group, &membership) {
+        shared.groups.leave(group, &topic.spec().name, m.generation);
+    }
+    if let Some(end) = end {
+        let _ = write_response(&mut send, &codec, &end).await;
+    }
+    let _ = send.finish();
+    let _ = recv.stop(quic_code(ErrorCode::Ok));
+}
+
+struct Start {
+    topic: Arc<Topic>,
+    assigned: Vec<(Arc<Partition>, u64)>,
+    membership: Option<Membership>,
+}
+
+fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response>> {
+    let topic = find_topic(shared, &request.topic)?;
+    let partitions: Vec<Arc<Partition>> = if request.partitions.is_empty() {
+        topic.partitions().to_vec()
+    } else {
+        if request.group.is_some() {
+            return Err(error(
+                ErrorCode::InvalidRequest,
+                "partitions must be empty in a group subscription: the group assigns them",
+            ));
+        }
+        let mut chosen = Vec::new();
+        for &number in &request.partitions {
+            let partition = find_partition(&topic, number)?;
+            if !chosen.iter().any(|p: &Arc<Partition>| p.number() == number) {
+                chosen.push(partition);
+            }
+        }
+        chosen.sort_by_key(|p| p.number());
+        chosen
+    };
+    let committed = match &request.group {
+        Some(group) => {
+            checked_group(group)?;
+            shared
+                .groups
+                .committed(group, &request.topic)
+                .unwrap_or_default()
+        }
+        None => std::collections::BTreeMap::default(),
+    };
+    let mut assigned = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let state = partition.log().state();
+        let high_watermark = partition.high_watermark();
+        let offset = match committed.get(&partition.number()) {
+            // A committed offset that retention has passed restarts at the log start.
+            Some(&offset) => offset.clamp(state.start_offset, high_watermark),
+            None => start_offset(&topic, &partition, request)?,
+        };
+        assigned.push((partition, offset));
+    }
+    // Join last, so that a refused subscription does not evict the current member.
+    let membership = request
+        .group
+        .as_ref()
+        .map(|group| shared.groups.join(group, &request.topic));
+    Ok(Start {
+        topic,
+        assigned,
+        membership,
+    })
+}
+
+fn start_offset(
+    topic: &Topic,
+    partition: &Partition,
+    request: &v1::Subscribe,
+) -> Result<u64, Box<Response>> {
+    let log_start = partition.log().state().start_offset;
+    let high_watermark = partition.high_watermark();
+    match &request.start {
+        // Without a start, a group begins at the earliest offset (it must not miss events
+        // published before its first member came up); a lone subscription at the latest.
+        Some(subscribe::Start::Earliest(_)) => Ok(log_start),
+        None if request.group.is_some() => Ok(log_start),
+        Some(subscribe::Start::Latest(_)) | None => Ok(high_watermark),
+        Some(subscribe::Start::Offset(offset)) => {
+            if (log_start..=high_watermark).contains(offset) {
+                Ok(*offset)
+            } else {
+                Err(error(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "offset {offset} of {}/{} is outside {log_start}..={high_watermark}",
+                        topic.spec().name,
+                        partition.number()
+                    ),
+                ))
+            }
+        }
+        Some(subscribe::Start::TimestampMs(ms)) => {
+            match partition.log().offset_for_timestamp(*ms) {
+                Ok(found) => Ok(found.map_or(high_watermark, |o| o.min(high_watermark))),
+                Err(e) => Err(read_failure(&topic.spec().name, partition.number(), &e)),
+            }
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, all of it the subscription's state"
+)]
+async fn push(
+    shared: &Shared,
+    topic: &Arc<Topic>,
+    assigned: Vec<(Arc<Partition>, u64)>,
+    membership: Option<&Membership>,
+    max_bytes_asked: u32,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    codec: &FrameCodec<Response>,
+) -> Option<Box<Response>> {
+    let (frames_tx, mut frames) = mpsc::channel::<Response>(FRAMES_QUEUED);
+    let mut readers = JoinSet::new();
+    let max_bytes = max_bytes(max_bytes_asked);
+    for (partition, offset) in assigned {
+        let frames = frames_tx.clone();
+        let name = topic.spec().name.clone();
+        readers.spawn(read_partition(name, partition, offset, max_bytes, frames));
+    }
+    drop(frames_tx);
+    let mut shutdown = shared.shutdown.clone();
+    let mut deleted = topic.watch_deleted();
+    let mut evicted = membership.map_or_else(|| watch::channel(false).1, |m| m.evicted.clone());
+    let mut client = BytesMut::new();
+    let name = &topic.spec().name;
+    loop {
+        tokio::select! {
+            frame = frames.recv() => {
+                let frame = frame?;
+                let last = frame.code != i32::from(ErrorCode::Ok);
+                if write_response(send, codec, &frame).await.is_err() {
+                    return None;
+                }
+                if last {
+                    return None;
+                }
+            }
+            chunk = recv.read_chunk(1024, true) => match chunk {
+                // Version 1 clients write nothing after Subscribe; anything else is ignored.
+                Ok(Some(chunk)) => client.extend_from_slice(&chunk.bytes),
+                // The client finished (unsubscribed) or reset the stream.
+                Ok(None) | Err(_) => return None,
+            },
+            () = super::shutting_down(&mut shutdown) => {
+                return Some(error(ErrorCode::Unavailable, "the sidecar is shutting down"));
+            }
+            () = became_true(&mut deleted) => {
+                return Some(error(ErrorCode::UnknownTopic, format!("topic {name:?} was deleted")));
+            }
+            () = became_true(&mut evicted) => {
+                return Some(error(
+                    ErrorCode::StaleGeneration,
+                    format!("a newer member of the group took topic {name:?} over"),
+                ));
+            }
+        }
+        client.clear();
+    }
+}
+
+/// Waits until the flag is set; forever if its sender is gone while it is unset.
+async fn became_true(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Reads one partition from `offset` on and queues its frames; ends when the subscription
+/// does, or after queueing a final error.
+async fn read_partition(
+    topic: String,
+    partition: Arc<Partition>,
+    mut offset: u64,
+    max_bytes: usize,
+    frames: mpsc::Sender<Response>,
+) {
+    let mut committed = partition.watch_committed();
+    loop {
+        committed.borrow_and_update();
+        match partition.read(offset, max_bytes) {
+            Ok(fetched) if fetched.batches.is_empty() => {
+                if committed.changed().await.is_err() {
+                    return;
+                }
+                let failed = committed.borrow().failed.clone();
+                if let Some(reason) = failed {
+                    let _ = frames
+                        .send(*error(
+                            ErrorCode::StorageError,
+                            format!("{topic}/{}: {reason}", partition.number()),
+                        ))
+                        .await;
+                    return;
+                }
+            }
+            Ok(fetched) => {
+                offset = fetched.next_offset;
+                let frame = Response::ok(response::Body::SubscriptionBatches(
+                    v1::SubscriptionBatches {
+                        partition: partition.number(),
+                        high_watermark: partition.high_watermark(),
+                        batches: fetched.batches,
+                    },
+                ));
+                if frames.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            Err(ReadError::OffsetOutOfRange { offset, start, end }) => {
+                let _ = frames
+                    .send(*error(
+                        ErrorCode::OffsetOutOfRange,
+                        format!(
+                            "{topic}/{}: offset {offset} is outside {start}..={end} (retention removed it)",
+                            partition.number()
+                        ),
+                    ))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = frames
+                    .send(*read_failure(&topic, partition.number(), &e))
+                    .await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The topics this sidecar holds: their settings, their partitions' logs, and the files that
+//! make both survive a restart.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! topics/<name>/topic.json        the TopicSpec, written last when a topic is created
+//! topics/<name>/<partition>/      the partition's log (segments and indexes)
+//! trash/                          deleted topics on their way out
+//! ```
+//!
+//! A topic exists once its `topic.json` does: a directory without one is what a crash during
+//! creation leaves, and opening removes it. Deleting renames the topic's directory into
+//! `trash/` first, so a crash never leaves half a topic behind.
+
+mod partition;
+mod producers;
+mod spec;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use sidestream_log::{FileStorage, Log, LogConfig, OpenError, Storage};
+use tokio::sync::watch;
+
+use crate::atomic_file::{sync_dir, write_atomically};
+pub(crate) use partition::{Partition, PublishError};
+pub use spec::{Cleanup, InvalidTopicConfig, MAX_PARTITIONS, TopicDefaults, TopicSpec};
+
+const SPEC_FILE: &str = "topic.json";
+
+/// One topic: its settings and partitions.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    spec: TopicSpec,
+    partitions: Vec<Arc<Partition>>,
+    deleted: watch::Sender<bool>,
+}
+
+impl Topic {
+    pub(crate) fn spec(&self) -> &TopicSpec {
+        &self.spec
+    }
+
+    pub(crate) fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    pub(crate) fn partition(&self, number: u32) -> Option<&Arc<Partition>> {
+        self.partitions.get(usize::try_from(number).ok()?)
+    }
+
+    /// Becomes `true` when the topic is deleted.
+    pub(crate) fn watch_deleted(&self) -> watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+}
+
+/// Why the topics could not be opened or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    /// A file or directory operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A topic's `topic.json` cannot be read.
+    #[error("topic settings {path} are not valid: {reason}")]
+    BadSpec {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A partition's log cannot be opened.
+    #[error("partition log of topic {topic:?} partition {partition}: {source}")]
+    Log {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The error.
+        source: OpenError,
+    },
+    /// A topic of that name exists.
+    #[error("topic {0:?} already exists")]
+    AlreadyExists(String),
+    /// No topic of that name exists.
+    #[error("topic {0:?} does not exist")]
+    Unknown(String),
+}
+
+/// The sidecar-wide settings every partition log gets.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Roll segments at this size.
+    pub segment_bytes: u64,
+    /// Largest batch a partition accepts.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            segment_bytes: log.segment_bytes,
+            max_batch_bytes: log.max_batch_bytes,
+        }
+    }
+}
+
+/// Every topic of this sidecar.
+#[derive(Debug)]
+pub(crate) struct Topics {
+    root: PathBuf,
+    trash: PathBuf,
+    settings: LogSettings,
+    storage: Arc<dyn Storage>,
+    by_name: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes creations and deletions (lookups never wait for it).
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Topics {
+    /// Opens every topic under `data_dir`, recovering each partition's log.
+    pub(crate) fn open(data_dir: &Path, settings: LogSettings) -> Result<Self, TopicsError> {
+        let root = data_dir.join("topics");
+        let trash = data_dir.join("trash");
+        for dir in [&root, &trash] {
+            fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        }
+        empty_trash(&trash);
+        let storage: Arc<dyn Storage> = Arc::new(FileStorage);
+        let mut by_name = BTreeMap::new();
+        for entry in fs::read_dir(&root).map_err(io_error("list", &root))? {
+            let entry = entry.map_err(io_error("list", &root))?;
+            let dir = entry.path();
+            let spec_path = dir.join(SPEC_FILE);
+            if !spec_path.exists() {
+                tracing::warn!(dir = %dir.display(), "removing a topic directory without topic.json (an interrupted create)");
+                fs::remove_dir_all(&dir).map_err(io_error("remove", &dir))?;
+                continue;
+            }
+            let text = fs::read(&spec_path).map_err(io_error("read", &spec_path))?;
+            let spec: TopicSpec =
+                serde_json::from_slice(&text).map_err(|e| TopicsError::BadSpec {
+                    path: spec_path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let topic = open_topic(&dir, spec, &settings, &storage)?;
+            by_name.insert(topic.spec.name.clone(), Arc::new(topic));
+        }
+        Ok(Self {
+            root,
+            trash,
+            settings,
+            storage,
+            by_name: RwLock::new(by_name),
+            changing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub(crate) fn all(&self) -> Vec<Arc<Topic>> {
+        self.by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a topic: its partition logs, then its `topic.json`.
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        spec: TopicSpec,
+    ) -> Result<Arc<Topic>, TopicsError> {
+        let _changing = self.changing.lock().await;
+        if self.get(&spec.name).is_some() {
+            return Err(TopicsError::AlreadyExists(spec.name));
+        }
+        let this = Arc::clone(self);
+        let topic = tokio::task::spawn_blocking(move || this.create_blocking(spec))
+            .await
+            .map_err(|e| TopicsError::Io {
+                action: "create",
+                path: self.root.clone(),
+                source: io::Error::other(e),
+            })??;
+        let topic = Arc::new(topic);
+        self.by_name
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.spec.name.clone(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    fn create_blocking(&self, spec: TopicSpec) -> Result<Topic, TopicsError> {
+        let dir = self.root.join(&spec.name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_error("remove", &dir))?;
+        }
+        fs::create_dir(&dir).map_err(io_error("create", &dir))?;
+        let topic = open_topic(&dir, spec, &self.settings, &self.storage)?;
+        let spec_path = dir.join(SPEC_FILE);
+        let json = serde_json::to_vec_pretty(&topic.spec).map_err(|e| TopicsError::BadSpec {
+            path: spec_path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomically(&spec_path, &json, 0o644).map_err(io_error("write", &spec_path))?;
+        sync_dir(&self.root).map_err(io_error("sync", &self.root))?;
+        Ok(topic)
+    }
+
+    /// Deletes a topic: it disappears at once, its files soon after.
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), TopicsError> {
+        let _changing = self.changing.lock().await;
+        let topic = self
+            .get(name)
+            .ok_or_else(|| TopicsError::Unknown(name.to_owned()))?;
+        let dir = self.root.join(name);
+        let doomed = self.trash.join(format!("{name}-{}", uuid::Uuid::now_v7()));
+        fs::rename(&dir, &doomed).map_err(io_error("move to trash", &dir))?;
+        sync_dir(&self.root).map_err(io_error("sync", &self.root))?;
+        self.by_name
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        topic.deleted.send_replace(true);
+        drop(topic);
+        let trash = self.trash.clone();
+        tokio::task::spawn_blocking(move || empty_trash(&trash));
+        Ok(())
+    }
+
+    /// Syncs every partition log (on shutdown).
+    pub(crate) fn sync_all(&self) {
+        for topic in self.all() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.log().sync() {
+                    tracing::error!(topic = %topic.spec.name, partition = partition.number(), %error, "final sync failed");
+                }
+            }
+        }
+    }
+
+    /// Applies retention to every partition; returns the segments deleted.
+    pub(crate) fn apply_retention(&self) -> usize {
+        let mut deleted = 0;
+        for topic in self.all() {
+            for partition in topic.partitions() {
+                match partition.log().apply_retention() {
+                    Ok(report) => deleted += report.segments,
+                    Err(error) => {
+                        tracing::error!(topic = %topic.spec.name, partition = partition.number(), %error, "retention failed");
+                    }
+                }
+            }
+        }
+        deleted
+    }
+}
+
+fn open_topic(
+    dir: &Path,
+    spec: TopicSpec,
+    settings: &LogSettings,
+    storage: &Arc<dyn Storage>,
+) -> Result<Topic, TopicsError> {
+    let config = LogConfig {
+        segment_bytes: settings.segment_bytes,
+        max_batch_bytes: settings.max_batch_bytes,
+        fsync: spec.fsync,
+        retention_ms: (spec.retention_ms > 0).then_some(spec.retention_ms),
+        retention_bytes: u64::try_from(spec.retention_bytes).ok().filter(|b| *b > 0),
+        ..LogConfig::default()
+    };
+    let partitions = (0..spec.partitions)
+        .map(|number| {
+            let log = Log::open(
+                Arc::clone(storage),
+                dir.join(number.to_string()),
+                config.clone(),
+            )
+            .map_err(|source| TopicsError::Log {
+                topic: spec.name.clone(),
+                partition: number,
+                source,
+            })?;
+            Ok(Arc::new(Partition::new(number, log)))
+        })
+        .collect::<Result<_, TopicsError>>()?;
+    Ok(Topic {
+        spec,
+        partitions,
+        deleted: watch::Sender::new(false),
+    })
+}
+
+fn empty_trash(trash: &Path) {
+    let Ok(entries) = fs::read_dir(trash) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(error) = fs::remove_dir_all(entry.path()) {
+            tracing::warn!(path = %entry.path().display(), %error, "cannot remove a deleted topic's files");
+        }
+    }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TopicsError {
+    let path = path.to_path_buf();
+    move |source| TopicsError::Io {
+        action,
+        path,
+        source,
+    }
+}

@@ -1,0 +1,161 @@
+//! Idempotent producers: which batch of each producer a partition expects next.
+//!
+//! A producer sets producer id, epoch and base sequence in its batches' headers. The partition
+//! keeps, per producer, the epoch, the next sequence it expects and the offsets of the last
+//! few batches it appended, so that a batch that arrives early waits for its predecessor
+//! and a batch that arrives twice is answered with the offsets of its first append.
+//!
+//! The table lives in memory: after a sidecar restart a producer is new again, and its first
+//! batch is taken whatever its sequence (the SDK resends unacknowledged batches one at a time
+//! after a reconnect, so the first one it sends is the oldest).
+
+use std::collections::{HashMap, VecDeque};
+
+use sidestream_log::batch::ProducerState;
+
+/// Batches remembered per producer for duplicate answers (Kafka keeps five).
+const REMEMBERED: usize = 8;
+
+/// What the table says about a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sequence {
+    /// Not idempotent (producer id -1) or the expected batch: append it.
+    Append,
+    /// Appended before, at these offsets (if still remembered).
+    Duplicate(Option<(u64, u64)>),
+    /// A batch before it has not arrived yet.
+    Early { expected: i32 },
+    /// An older epoch of a producer that has a newer one.
+    Fenced { current: i16 },
+}
+
+#[derive(Debug)]
+struct Producer {
+    epoch: i16,
+    next_sequence: i32,
+    /// (base sequence, record count, base offset, next offset) of recent batches.
+    recent: VecDeque<(i32, u32, u64, u64)>,
+}
+
+/// Per-partition state of idempotent producers.
+#[derive(Debug, Default)]
+pub(crate) struct Producers {
+    by_id: HashMap<i64, Producer>,
+}
+
+impl Producers {
+    /// Where a batch from `producer` with `count` records stands.
+    pub(crate) fn check(&self, producer: ProducerState) -> Sequence {
+        if producer.producer_id < 0 {
+            return Sequence::Append;
+        }
+        let Some(known) = self.by_id.get(&producer.producer_id) else {
+            return Sequence::Append;
+        };
+        if producer.producer_epoch < known.epoch {
+            return Sequence::Fenced {
+                current: known.epoch,
+            };
+        }
+        if producer.producer_epoch > known.epoch || producer.base_sequence == known.next_sequence {
+            return Sequence::Append;
+        }
+        if is_before(producer.base_sequence, known.next_sequence) {
+            let offsets = known
+                .recent
+                .iter()
+                .find(|(base, ..)| *base == producer.base_sequence)
+                .map(|&(_, _, base, next)| (base, next));
+            return Sequence::Duplicate(offsets);
+        }
+        Sequence::Early {
+            expected: known.next_sequence,
+        }
+    }
+
+    /// Records that a batch checked as [`Sequence::Append`] was appended.
+    pub(crate) fn appended(&mut self, producer: ProducerState, count: u32, offsets: (u64, u64)) {
+        if producer.producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .by_id
+            .entry(producer.producer_id)
+            .or_insert_with(|| Producer {
+                epoch: producer.producer_epoch,
+                next_sequence: producer.base_sequence,
+                recent: VecDeque::new(),
+            });
+        if producer.producer_epoch != entry.epoch {
+            entry.epoch = producer.producer_epoch;
+            entry.recent.clear();
+        }
+        #[expect(
+            clippy::cast_possible_wrap,
+            reason = "sequences wrap around at i32::MAX, as Kafka's do"
+        )]
+        let next = producer.base_sequence.wrapping_add(count as i32);
+        entry.next_sequence = next & i32::MAX;
+        if entry.recent.len() == REMEMBERED {
+            entry.recent.pop_front();
+        }
+        entry
+            .recent
+            .push_back((producer.base_sequence, count, offsets.0, offsets.1));
+    }
+}
+
+/// Whether sequence `a` comes before `b`, with wrap-around at `i32::MAX` (the distance is
+/// taken the short way round).
+fn is_before(a: i32, b: i32) -> bool {
+    let distance = b.wrapping_sub(a) & i32::MAX;
+    distance != 0 && distance < (1 << 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer(id: i64, epoch: i16, seq: i32) -> ProducerState {
+        ProducerState {
+            producer_id: id,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        }
+    }
+
+    #[test]
+    fn sequences_must_follow_on() {
+        let mut table = Producers::default();
+        assert_eq!(table.check(producer(-1, -1, -1)), Sequence::Append);
+        assert_eq!(table.check(producer(7, 0, 5)), Sequence::Append);
+        table.appended(producer(7, 0, 5), 3, (0, 3));
+        assert_eq!(table.check(producer(7, 0, 8)), Sequence::Append);
+        assert_eq!(
+            table.check(producer(7, 0, 9)),
+            Sequence::Early { expected: 8 }
+        );
+        assert_eq!(
+            table.check(producer(7, 0, 5)),
+            Sequence::Duplicate(Some((0, 3)))
+        );
+        assert_eq!(table.check(producer(7, 0, 2)), Sequence::Duplicate(None));
+        table.appended(producer(7, 1, 0), 1, (3, 4));
+        assert_eq!(
+            table.check(producer(7, 0, 1)),
+            Sequence::Fenced { current: 1 }
+        );
+        assert_eq!(table.check(producer(7, 1, 1)), Sequence::Append);
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut table = Producers::default();
+        table.appended(producer(1, 0, i32::MAX - 1), 3, (0, 3));
+        assert_eq!(table.check(producer(1, 0, 1)), Sequence::Append);
+        assert_eq!(
+            table.check(producer(1, 0, i32::MAX - 1)),
+            Sequence::Duplicate(Some((0, 3)))
+        );
+    }
+}
