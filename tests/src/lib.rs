@@ -1,10 +1,228 @@
-//! Sidestream's multi-process integration and fault tests.
+//! Sidestream's multi-process integration and fault tests, and the harness they share.
 //!
-//! This crate will hold one test binary per suite (`tests/<suite>/main.rs`): several real
-//! sidecar processes on `127.0.0.x` ports, faults injected by killing processes and by an
-//! in-process UDP fault proxy between peers, and a Jepsen-style checker (no acknowledged event
-//! lost, no reordering within a partition, no duplicates with idempotence on).
+//! One test binary per suite (`tests/<suite>/main.rs`). Each starts real `sidestream sidecar`
+//! processes (this package's `sidestream-under-test` binary: the same command line, built here
+//! because Cargo gives tests the paths of their own package's binaries only) on `127.0.0.1`
+//! ports, talks to them with the SDK and the CLI, and injects faults by killing processes.
+//! Every process is killed when its handle drops, so a failing test leaves none behind.
 //!
-//! The suites arrive with the sidecar and replication issues; until then this crate is
-//! intentionally empty. The partition log's own property, crash-consistency and openraft suite
-//! tests live beside the code they test (`sidestream-log`, `sidestream-sidecar`).
+//! Suites: `single_sidecar` (one sidecar end to end: typed publish and subscribe, groups,
+//! crash safety, bad input, the CLI, the example services). The cluster fault suites arrive
+//! with replication.
+
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "a test harness fails the test that uses it by panicking"
+)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a sidecar may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path of the `sidestream` command line under test: `SIDESTREAM_CLI` if set, else this
+/// package's `sidestream-under-test` binary, which Cargo builds before the integration tests
+/// and puts one directory above them (`target/<profile>/`, the tests being in `deps/`).
+pub fn cli_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("SIDESTREAM_CLI") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    profile_dir.join(format!(
+        "sidestream-under-test{}",
+        std::env::consts::EXE_SUFFIX
+    ))
+}
+
+/// A `sidestream` command aimed at `sidecar`'s address and data directory.
+pub fn cli(sidecar: &SidecarProcess) -> Command {
+    let mut command = Command::new(cli_path());
+    command
+        .env("SIDESTREAM_SIDECAR", sidecar.addr().to_string())
+        .env("SIDESTREAM_DATA_DIR", sidecar.data_dir())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A `sidestream sidecar` child process; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct SidecarProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    extra_args: Vec<String>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl SidecarProcess {
+    /// Starts a sidecar with its data in `data_dir` on a free port of 127.0.0.1.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, SocketAddr::from(([127, 0, 0, 1], 0)), &[])
+    }
+
+    /// Starts a sidecar on `addr` with more flags.
+    pub fn start_with(data_dir: &Path, addr: SocketAddr, extra_args: &[&str]) -> Self {
+        let mut child = Command::new(cli_path())
+            .arg("sidecar")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sidestream binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            text
+        });
+        let (ready_tx, ready) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("sidestream sidecar listening on ") {
+                    let _ = ready_tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let mut process = Self {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            stderr: Some(stderr),
+        };
+        let Ok(bound) = ready.recv_timeout(START_TIMEOUT) else {
+            let log = process.kill_and_collect();
+            panic!("the sidecar did not become ready within {START_TIMEOUT:?}; its log:\n{log}");
+        };
+        process.addr = bound.parse().expect("the ready line names an address");
+        process
+    }
+
+    /// The client address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The directory of the development certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// A connected SDK client for `service`.
+    pub async fn client(&self, service: &str) -> sidestream::Client {
+        sidestream::Client::builder(service)
+            .sidecar(self.addr.to_string())
+            .tls_dir(self.tls_dir())
+            .connect()
+            .await
+            .expect("the client connects")
+    }
+
+    /// Kills the process with SIGKILL and returns its log.
+    pub fn kill(&mut self) -> String {
+        self.kill_and_collect()
+    }
+
+    /// Stops the process with SIGTERM, waits for it (at most `timeout`, then SIGKILL), and
+    /// returns whether it exited successfully, and its log.
+    pub fn terminate(&mut self, timeout: Duration) -> (bool, String) {
+        let Some(mut child) = self.child.take() else {
+            return (false, String::new());
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        let success = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+            }
+        };
+        (success, self.collect_log())
+    }
+
+    /// Starts the sidecar again on the same address and data directory.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill_and_collect();
+        }
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let fresh = Self::start_with(&self.data_dir, self.addr, &args);
+        let old = std::mem::replace(self, fresh);
+        drop(old);
+    }
+
+    fn kill_and_collect(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.collect_log()
+    }
+
+    fn collect_log(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `check` every 20 ms until it returns `Some`, for at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -4,7 +4,13 @@
 //! Every command has `--help`. Errors go to stderr, name what was wrong, and exit non-zero
 //! (2 for a wrong flag, 1 for everything else).
 
+mod bench;
+mod connect;
+mod consume;
+mod demo;
+mod produce;
 mod sidecar;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -23,12 +29,27 @@ struct Cli {
 enum Command {
     /// Run the sidecar daemon in the foreground until SIGTERM or Ctrl-C.
     Sidecar(sidecar::SidecarArgs),
+    /// Create, list, describe and delete topics.
+    Topic(topic::TopicArgs),
+    /// Publish one event per line of standard input.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's events as they arrive.
+    Consume(consume::ConsumeArgs),
+    /// Measure throughput and latency through the SDK.
+    Bench(bench::BenchArgs),
+    /// Run the shop example end to end: a local sidecar, the order and payment services.
+    Demo(demo::DemoArgs),
 }
 
 /// Runs the `sidestream` command line and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The daemon logs what it does; the tools and the demo print results, and log only
+    // warnings unless RUST_LOG says otherwise.
+    init_tracing(match cli.command {
+        Command::Sidecar(_) => "info",
+        _ => "warn",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,6 +60,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sidecar(args) => sidecar::run(args).await,
+            Command::Topic(args) => topic::run(args).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {
@@ -58,9 +84,19 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs to stderr at `info` (or what `RUST_LOG` says).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Writes command output to stdout; a closed stdout (a pipe whose reader left) is not an
+/// error worth a panic.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// Logs to stderr at `default` (or what `RUST_LOG` says).
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

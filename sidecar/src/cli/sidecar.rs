@@ -42,7 +42,7 @@ pub(super) struct SidecarArgs {
     /// Partitions of a topic created without a count.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_PARTITIONS)))]
     default_partitions: u32,
-    /// fsync policy of a topic created without one: always, interval:<ms> or never.
+    /// fsync policy of a topic created without one: always, `interval:<ms>` or never.
     #[arg(long, default_value = "always")]
     default_fsync: FsyncPolicy,
 }
@@ -73,7 +73,18 @@ impl SidecarArgs {
 
 pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    crate::run(config, shutdown_signal()).await?;
+    let sidecar = crate::RunningSidecar::start(config).await?;
+    // One line on stdout, for scripts and tests that start the sidecar on port 0.
+    #[expect(
+        clippy::print_stdout,
+        reason = "the ready line is the command's output"
+    )]
+    {
+        println!("sidestream sidecar listening on {}", sidecar.local_addr());
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    sidecar.shutdown().await?;
     Ok(())
 }
 

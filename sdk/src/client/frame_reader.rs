@@ -1,0 +1,72 @@
+//! Reading `Response` frames from a QUIC receive stream.
+
+use bytes::BytesMut;
+use quinn::{ReadError, RecvStream};
+use sidestream_proto::{FRAME_HEADER_SIZE, FrameCodec, Response};
+
+use crate::Error;
+use crate::error::TransportError;
+
+/// Reads the frames of one stream: keeps what arrived past the current frame for the next
+/// call.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+    codec: FrameCodec<Response>,
+}
+
+impl FrameReader {
+    /// The next frame; `None` when the stream ended cleanly between frames.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Frame`] for bytes that are not a frame (or a stream that ends inside one),
+    /// [`Error::Transport`] when the stream or connection fails, [`Error::Closed`] when this
+    /// client closed the connection.
+    pub(crate) async fn next(&mut self, recv: &mut RecvStream) -> Result<Option<Response>, Error> {
+        loop {
+            if let Some(response) = self.codec.decode(&mut self.buf).map_err(Error::Frame)? {
+                return Ok(Some(response));
+            }
+            self.reserve_frame();
+            match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return self.codec.decode_eof(&mut self.buf).map_err(Error::Frame),
+                Err(error) => return Err(read_error(error)),
+            }
+        }
+    }
+
+    /// Once the length prefix is in, reserves room for the whole frame at once (the codec
+    /// has already checked it against the limit), so a large frame is not copied again at
+    /// every doubling.
+    fn reserve_frame(&mut self) {
+        if let Some(prefix) = self.buf.first_chunk::<FRAME_HEADER_SIZE>() {
+            let length = u32::from_le_bytes(*prefix) as usize;
+            let needed = (FRAME_HEADER_SIZE + length).saturating_sub(self.buf.len());
+            self.buf.reserve(needed);
+        }
+    }
+}
+
+/// The SDK error for a failed read.
+pub(crate) fn read_error(error: ReadError) -> Error {
+    match error {
+        ReadError::Reset(code) => Error::Transport(TransportError::StreamReset {
+            code: code.into_inner(),
+        }),
+        ReadError::ConnectionLost(error) => connection_error(error),
+        ReadError::ClosedStream | ReadError::IllegalOrderedRead | ReadError::ZeroRttRejected => {
+            Error::Transport(TransportError::NoAnswer)
+        }
+    }
+}
+
+/// The SDK error for a connection that failed or was closed.
+///
+/// A connection this client closed is a lost connection too: it may have been abandoned for
+/// not answering, and the next attempt reconnects. If the client itself was closed, that
+/// attempt fails with [`Error::Closed`].
+pub(crate) fn connection_error(error: quinn::ConnectionError) -> Error {
+    Error::Transport(TransportError::ConnectionLost(error))
+}

@@ -1,0 +1,510 @@
+//! One partition's batches on their way: the open batch being filled, sealed batches in
+//! sequence order, and the idempotent producer's sequence numbers. A pure state machine; the
+//! [`Accumulator`](super::accumulator::Accumulator) owns one per partition.
+//!
+//! ```text
+//!  append ──▶ open batch ──seal──▶ Queued ──send──▶ Outstanding ──ack──▶ done (receipts)
+//!              (full, idle,          ▲                 │
+//!               linger, flush)       └── Backoff ◀─────┘ retriable error
+//!                                                      └──────────▶ failed (receipts)
+//! ```
+//!
+//! Order: batches get their base sequence when sealed, and the sidecar appends a producer's
+//! batches only in sequence order. Normally up to `max_in_flight` batches are outstanding at
+//! once (pipelining). After a retriable error the partition is *recovering*: it sends one
+//! batch at a time, the earliest unacknowledged one, until one is acknowledged, then pipelines
+//! again. A batch that fails for good leaves a hole in the sequence, so once nothing is
+//! outstanding the partition takes a new producer id and renumbers its remaining batches from
+//! sequence 0 (re-stamping their headers and CRC).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sidestream_log::batch::{BatchBuilder, CRC_START, ProducerState};
+
+use super::accumulator::{BatchConfig, PartitionRef, Transmit};
+use super::receipt::BatchCompletion;
+use super::standard_headers::Header;
+use crate::{Acks, Error};
+
+/// The fields of one record, borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct RecordParts<'a> {
+    pub(crate) timestamp: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    pub(crate) headers: &'a [Header<'a>],
+}
+
+/// What sealing a batch needs from the accumulator: the rules, and the batch id counter.
+pub(crate) struct Sealing<'a> {
+    pub(crate) config: &'a BatchConfig,
+    pub(crate) batch_id: &'a mut u64,
+}
+
+/// What the sender reports about one publish attempt.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Appended (or a duplicate of an earlier append); the base offset if the sidecar gave one.
+    Acked(Option<u64>),
+    /// Failed in a way that a later attempt may fix.
+    Retry(Error),
+    /// Failed for good.
+    Fail(Error),
+}
+
+/// Effects of a call on the queue that its owner acts on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Effects {
+    /// Buffer bytes given back (finished batches).
+    pub(crate) released: usize,
+    /// An open batch was sealed (the sticky partition moves on).
+    pub(crate) sealed: bool,
+    /// The earliest time the queue wants to be polled again.
+    pub(crate) timer: Option<Instant>,
+}
+
+impl Effects {
+    fn wake_at(&mut self, at: Instant) {
+        self.timer = Some(self.timer.map_or(at, |timer| timer.min(at)));
+    }
+}
+
+pub(crate) struct PartitionQueue {
+    topic: Arc<str>,
+    number: u32,
+    producer_id: i64,
+    next_sequence: i32,
+    open: Option<OpenBatch>,
+    batches: VecDeque<SealedBatch>,
+    outstanding: usize,
+    recovering: bool,
+    rotate: bool,
+    /// Whether the owner has this queue on its list to poll.
+    pub(crate) dirty: bool,
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    completion: Arc<BatchCompletion>,
+    acks: Acks,
+    opened: Instant,
+    reserved: usize,
+}
+
+struct SealedBatch {
+    id: u64,
+    bytes: Bytes,
+    records: u32,
+    completion: Arc<BatchCompletion>,
+    acks: Acks,
+    reserved: usize,
+    deadline: Instant,
+    state: BatchState,
+    attempts: u32,
+    /// Sent alone while recovering: its acknowledgement ends the recovery.
+    probe: bool,
+    last_error: Option<Error>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchState {
+    Queued,
+    Outstanding,
+    Backoff(Instant),
+}
+
+impl PartitionQueue {
+    pub(crate) fn new(topic: Arc<str>, number: u32, producer_id: i64) -> Self {
+        Self {
+            topic,
+            number,
+            producer_id,
+            next_sequence: 0,
+            open: None,
+            batches: VecDeque::new(),
+            outstanding: 0,
+            recovering: false,
+            rotate: false,
+            dirty: false,
+        }
+    }
+
+    /// Appends one record with `reserved` buffer bytes; returns the batch it went into, the
+    /// record's index in it, and whether the queue needs polling now (a batch was opened or
+    /// sealed).
+    pub(crate) fn append(
+        &mut self,
+        record: RecordParts<'_>,
+        acks: Acks,
+        reserved: usize,
+        now: Instant,
+        ctx: &mut Sealing<'_>,
+    ) -> Result<(Arc<BatchCompletion>, u32, bool, Effects), Error> {
+        let mut effects = Effects::default();
+        let mut wake = false;
+        if let Some(open) = &self.open {
+            let full = open.builder.size().saturating_add(reserved) > ctx.config.batch_bytes;
+            if open.acks != acks || full {
+                self.seal(now, ctx, &mut effects);
+                wake = true;
+            }
+        }
+        if self.open.is_none() {
+            wake = true;
+        }
+        let open = self.open.get_or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::with_capacity(
+                ctx.config.batch_bytes.min(INITIAL_BATCH_CAPACITY),
+            ),
+            completion: Arc::new(BatchCompletion::new(Arc::clone(&self.topic), self.number)),
+            acks,
+            opened: now,
+            reserved: 0,
+        });
+        open.builder
+            .push(record.timestamp, record.key, record.value, record.headers)
+            .map_err(|source| Error::Encode {
+                topic: self.topic.to_string(),
+                source,
+            })?;
+        open.reserved += reserved;
+        let index = open.builder.record_count() - 1;
+        let completion = Arc::clone(&open.completion);
+        if open.builder.size() >= ctx.config.batch_bytes {
+            self.seal(now, ctx, &mut effects);
+            wake = true;
+        }
+        Ok((completion, index, wake, effects))
+    }
+
+    /// Seals the open batch now (flush, close), and adds every unfinished batch's completion
+    /// to `completions`.
+    pub(crate) fn flush(
+        &mut self,
+        now: Instant,
+        ctx: &mut Sealing<'_>,
+        completions: &mut Vec<Arc<BatchCompletion>>,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        self.seal(now, ctx, &mut effects);
+        completions.extend(self.batches.iter().map(|b| Arc::clone(&b.completion)));
+        effects
+    }
+
+    /// Seals what is due and sends what may be sent, into `out`. `force` seals the open batch
+    /// whatever the rules (closing).
+    pub(crate) fn poll(
+        &mut self,
+        at: PartitionRef,
+        now: Instant,
+        force: bool,
+        ctx: &mut Sealing<'_>,
+        new_producer_id: &mut dyn FnMut() -> i64,
+        out: &mut Vec<Transmit>,
+    ) -> Effects {
+        let config = ctx.config;
+        let mut effects = Effects::default();
+        if let Some(open) = &self.open {
+            let due = if force {
+                true
+            } else if config.linger.is_zero() {
+                self.outstanding == 0 && self.batches.is_empty()
+            } else {
+                now >= open.opened + config.linger
+            };
+            if due {
+                self.seal(now, ctx, &mut effects);
+            } else if !config.linger.is_zero() {
+                effects.wake_at(open.opened + config.linger);
+            }
+        }
+        if self.rotate {
+            if self.outstanding > 0 {
+                return effects;
+            }
+            self.rotate_producer(new_producer_id());
+        }
+        if self.batches.is_empty() {
+            self.recovering = false;
+        }
+        let limit = if self.recovering {
+            1
+        } else {
+            config.max_in_flight.max(1)
+        };
+        let mut i = 0;
+        while i < self.batches.len() && self.outstanding < limit {
+            let batch = &mut self.batches[i];
+            match batch.state {
+                BatchState::Outstanding => {
+                    i += 1;
+                    continue;
+                }
+                BatchState::Backoff(until) if until > now => {
+                    effects.wake_at(until);
+                    break;
+                }
+                BatchState::Queued | BatchState::Backoff(_) => {}
+            }
+            if now >= batch.deadline {
+                let error = timeout(&self.topic, self.number, config, batch.last_error.take());
+                self.fail_at(i, error, &mut effects);
+                continue;
+            }
+            batch.state = BatchState::Outstanding;
+            batch.attempts += 1;
+            batch.probe = self.recovering;
+            self.outstanding += 1;
+            if batch.attempts > 1 {
+                tracing::debug!(
+                    topic = %self.topic,
+                    partition = self.number,
+                    attempt = batch.attempts,
+                    recovering = self.recovering,
+                    "resending record batch"
+                );
+            }
+            out.push(Transmit {
+                at,
+                id: batch.id,
+                topic: Arc::clone(&self.topic),
+                partition: self.number,
+                acks: batch.acks,
+                bytes: batch.bytes.clone(),
+                deadline: batch.deadline,
+            });
+            i += 1;
+        }
+        effects
+    }
+
+    /// Applies the outcome of sending batch `id`.
+    pub(crate) fn handle_outcome(
+        &mut self,
+        id: u64,
+        outcome: Outcome,
+        now: Instant,
+        config: &BatchConfig,
+    ) -> Effects {
+        let mut effects = Effects::default();
+        let Some(i) = self.batches.iter().position(|b| b.id == id) else {
+            return effects;
+        };
+        if self.batches[i].state != BatchState::Outstanding {
+            return effects;
+        }
+        self.outstanding -= 1;
+        self.batches[i].state = BatchState::Queued;
+        match outcome {
+            Outcome::Acked(base_offset) => {
+                if let Some(batch) = self.batches.remove(i) {
+                    if batch.probe {
+                        self.recovering = false;
+                    }
+                    effects.released += batch.reserved;
+                    batch.completion.complete(Ok(base_offset));
+                }
+            }
+            Outcome::Retry(error) => {
+                let batch = &mut self.batches[i];
+                if now >= batch.deadline {
+                    let error = timeout(&self.topic, self.number, config, Some(error));
+                    self.fail_at(i, error, &mut effects);
+                } else {
+                    let until = now + backoff(config, batch.attempts);
+                    tracing::debug!(
+                        topic = %self.topic,
+                        partition = self.number,
+                        attempt = batch.attempts,
+                        %error,
+                        backoff = ?until.saturating_duration_since(now),
+                        "publish failed, will retry"
+                    );
+                    batch.state = BatchState::Backoff(until);
+                    batch.last_error = Some(error);
+                    self.recovering = true;
+                    effects.wake_at(until);
+                }
+            }
+            Outcome::Fail(error) => self.fail_at(i, error, &mut effects),
+        }
+        effects
+    }
+
+    /// Whether nothing is buffered or on its way.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.open.is_none() && self.batches.is_empty()
+    }
+
+    fn seal(&mut self, now: Instant, ctx: &mut Sealing<'_>, effects: &mut Effects) {
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        let records = open.builder.record_count();
+        open.builder.set_producer(ProducerState {
+            producer_id: self.producer_id,
+            producer_epoch: 0,
+            base_sequence: self.next_sequence,
+        });
+        effects.sealed = true;
+        match open.builder.finish() {
+            Ok(bytes) => {
+                self.next_sequence = next_sequence(self.next_sequence, records);
+                *ctx.batch_id += 1;
+                self.batches.push_back(SealedBatch {
+                    id: *ctx.batch_id,
+                    bytes: Bytes::from(bytes),
+                    records,
+                    completion: open.completion,
+                    acks: open.acks,
+                    reserved: open.reserved,
+                    deadline: now + ctx.config.request_timeout,
+                    state: BatchState::Queued,
+                    attempts: 0,
+                    probe: false,
+                    last_error: None,
+                });
+            }
+            Err(source) => {
+                effects.released += open.reserved;
+                open.completion.complete(Err(Error::Encode {
+                    topic: self.topic.to_string(),
+                    source,
+                }));
+            }
+        }
+    }
+
+    /// Fails batch `i` for good: its receipts get `error`, and the sequence has a hole, so the
+    /// producer id is rotated once nothing is outstanding.
+    fn fail_at(&mut self, i: usize, error: Error, effects: &mut Effects) {
+        if let Some(batch) = self.batches.remove(i) {
+            if batch.state == BatchState::Outstanding {
+                self.outstanding -= 1;
+            }
+            tracing::debug!(
+                topic = %self.topic,
+                partition = self.number,
+                %error,
+                "record batch failed"
+            );
+            effects.released += batch.reserved;
+            batch.completion.complete(Err(error));
+            self.rotate = true;
+            self.recovering = true;
+        }
+    }
+
+    /// Takes producer id `id` and renumbers the remaining batches from sequence 0.
+    fn rotate_producer(&mut self, id: i64) {
+        tracing::debug!(
+            topic = %self.topic,
+            partition = self.number,
+            old = self.producer_id,
+            new = id,
+            batches = self.batches.len(),
+            "new producer id after a failed batch"
+        );
+        self.producer_id = id;
+        self.next_sequence = 0;
+        for batch in &mut self.batches {
+            let producer = ProducerState {
+                producer_id: id,
+                producer_epoch: 0,
+                base_sequence: self.next_sequence,
+            };
+            batch.bytes = restamp(&batch.bytes, producer);
+            batch.state = BatchState::Queued;
+            self.next_sequence = next_sequence(self.next_sequence, batch.records);
+        }
+        self.rotate = false;
+        self.recovering = true;
+    }
+}
+
+/// The most bytes one record adds to a batch: `BatchBuilder::record_size_bound` computed from
+/// the value's length alone (the value is encoded only once there is room for it).
+pub(crate) fn record_bound(
+    key: Option<&[u8]>,
+    value_len: Option<usize>,
+    headers: &[Header<'_>],
+) -> usize {
+    let nullable = |len: Option<usize>| match len {
+        None => 1,
+        Some(len) => varint_len(2 * len as u64) + len,
+    };
+    let headers_len: usize = headers
+        .iter()
+        .map(|(name, value)| {
+            varint_len(name.len() as u64)
+                + name.len()
+                + varint_len(value.len() as u64)
+                + value.len()
+        })
+        .sum();
+    // attributes, timestamp delta (at most 10 bytes), offset delta (at most 5 bytes)
+    let body = 1
+        + 10
+        + 5
+        + nullable(key.map(<[u8]>::len))
+        + nullable(value_len)
+        + varint_len(headers.len() as u64)
+        + headers_len;
+    varint_len(body as u64) + body
+}
+
+/// The sequence number after `count` records from `sequence`, wrapping from `i32::MAX` to 0
+/// as Kafka's producers do.
+pub(crate) fn next_sequence(sequence: i32, count: u32) -> i32 {
+    let next = (i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1);
+    i32::try_from(next).unwrap_or(0)
+}
+
+/// A copy of `batch` with other producer fields, and its CRC computed again (the producer
+/// fields lie inside the CRC's range; docs/STORAGE.md has the offsets).
+pub(crate) fn restamp(batch: &[u8], producer: ProducerState) -> Bytes {
+    let mut bytes = batch.to_vec();
+    if bytes.len() >= PRODUCER_END {
+        bytes[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]
+            .copy_from_slice(&producer.producer_id.to_le_bytes());
+        bytes[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+            .copy_from_slice(&producer.producer_epoch.to_le_bytes());
+        bytes[BASE_SEQUENCE_AT..PRODUCER_END]
+            .copy_from_slice(&producer.base_sequence.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_START..]);
+        bytes[CRC_AT..CRC_START].copy_from_slice(&crc.to_le_bytes());
+    }
+    Bytes::from(bytes)
+}
+
+fn timeout(topic: &str, partition: u32, config: &BatchConfig, last: Option<Error>) -> Error {
+    Error::Timeout {
+        operation: format!("publish to topic {topic:?} partition {partition}"),
+        after: config.request_timeout,
+        last_error: last.map(|error| error.to_string()),
+    }
+}
+
+fn backoff(config: &BatchConfig, attempts: u32) -> Duration {
+    let factor = 1_u32 << attempts.saturating_sub(1).min(16);
+    config
+        .retry_backoff
+        .saturating_mul(factor)
+        .min(config.max_retry_backoff)
+}
+
+fn varint_len(value: u64) -> usize {
+    let bits = 64 - value.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+/// The open batch's buffer starts this large (or at the batch size, if smaller) and grows.
+const INITIAL_BATCH_CAPACITY: usize = 16 * 1024;
+const CRC_AT: usize = 29;
+const PRODUCER_ID_AT: usize = 55;
+const PRODUCER_EPOCH_AT: usize = 63;
+const BASE_SEQUENCE_AT: usize = 65;
+const PRODUCER_END: usize = 69;

@@ -1,0 +1,299 @@
+//! The publishing half of a client: the shared [`Accumulator`], the buffer-space semaphore,
+//! and the entry points `publish`, `flush` and `close` that callers run on their own tasks.
+//!
+//! Concurrency: callers and the sender task share the accumulator behind one
+//! `std::sync::Mutex`, held only for in-memory work (never across an `.await`). Buffer space
+//! is a semaphore of bytes: a caller takes its event's bytes before appending, waiting while
+//! the buffer is full, and the sender gives a batch's bytes back when the batch is finished.
+//! A caller that opened or sealed a batch wakes the sender through a `Notify`.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sidestream_log::batch::HEADER_LEN;
+use sidestream_proto::TopicName;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
+
+use super::accumulator::{AppendError, Route};
+use super::partition_queue::{RecordParts, record_bound};
+use super::standard_headers::{Header, StandardHeaders};
+use super::{Acks, PendingReceipt, RawEvent};
+use crate::client::{Link, describe_topic};
+use crate::partitioner::murmur2;
+use crate::{Error, Event, headers, random};
+
+pub(crate) use super::accumulator::{Accumulator, BatchConfig};
+
+pub(crate) struct Producer {
+    accumulator: Mutex<Accumulator>,
+    pub(crate) wake: Notify,
+    space: Semaphore,
+    /// The largest event (in batch bytes, header included) that may be published.
+    max_event: usize,
+    pub(crate) link: Arc<Link>,
+    source: String,
+    acks: Acks,
+    request_timeout: Duration,
+    describing: tokio::sync::Mutex<()>,
+}
+
+impl Producer {
+    /// A producer over `link`, with a buffer of `buffer_bytes` and batches of at most
+    /// `max_batch` bytes.
+    pub(crate) fn new(
+        link: Arc<Link>,
+        config: BatchConfig,
+        acks: Acks,
+        buffer_bytes: usize,
+        max_batch: usize,
+    ) -> Self {
+        let request_timeout = config.request_timeout;
+        let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            accumulator: Mutex::new(Accumulator::new(
+                config,
+                random::producer_id(),
+                random::producer_id,
+            )),
+            wake: Notify::new(),
+            space: Semaphore::new(buffer_bytes),
+            max_event: max_batch.min(buffer_bytes),
+            source: link.client_id().to_owned(),
+            link,
+            acks,
+            request_timeout,
+            describing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The client's default acknowledgement.
+    pub(crate) fn default_acks(&self) -> Acks {
+        self.acks
+    }
+
+    /// Buffers a typed event.
+    pub(crate) async fn publish<E: Event>(
+        &self,
+        event: &E,
+        acks: Acks,
+    ) -> Result<PendingReceipt, Error> {
+        let standard = StandardHeaders::now();
+        let pairs = standard.pairs(E::TYPE_NAME, &self.source);
+        let key = event.key();
+        let key = key.as_ref().map(crate::EventKey::as_bytes);
+        self.append(
+            E::TOPIC,
+            key,
+            event.encoded_len(),
+            |buf: &mut Vec<u8>| event.encode_raw(buf),
+            standard.timestamp_ms,
+            &pairs,
+            acks,
+        )
+        .await
+    }
+
+    /// Buffers an event given as bytes.
+    pub(crate) async fn publish_raw(
+        &self,
+        topic: &str,
+        event: &RawEvent,
+        acks: Acks,
+    ) -> Result<PendingReceipt, Error> {
+        if let Err(error) = topic.parse::<TopicName>() {
+            return Err(Error::InvalidTopicName {
+                topic: topic.to_owned(),
+                reason: error.to_string(),
+            });
+        }
+        let standard = StandardHeaders::now();
+        let ours = standard.untyped_pairs(&self.source);
+        // The standard headers first, in their order, the event's own value where it has one;
+        // then the event's other headers in their order.
+        let mut taken = [None::<usize>; 5];
+        let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + event.headers.len());
+        for (slot, &name) in headers::ALL.iter().enumerate() {
+            if let Some(i) = event.headers.iter().position(|(header, _)| header == name) {
+                taken[slot] = Some(i);
+                pairs.push((name, &event.headers[i].1[..]));
+            } else if let Some(&pair) = ours.iter().find(|(header, _)| *header == name) {
+                pairs.push(pair);
+            }
+        }
+        pairs.extend(
+            (0..)
+                .zip(&event.headers)
+                .filter(|(i, _)| !taken.contains(&Some(*i)))
+                .map(|(_, (name, value))| (name.as_str(), &value[..])),
+        );
+        let value = &event.value[..];
+        self.append(
+            topic,
+            event.key.as_deref(),
+            value.len(),
+            |buf: &mut Vec<u8>| buf.extend_from_slice(value),
+            standard.timestamp_ms,
+            &pairs,
+            acks,
+        )
+        .await
+    }
+
+    /// Seals every open batch and waits until every batch buffered now is finished.
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        let completions = self.lock().flush(Instant::now());
+        self.wake.notify_one();
+        let mut first_error = None;
+        for completion in completions {
+            if let Err(error) = completion.wait().await {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops taking events; the sender sends what is buffered, then ends.
+    pub(crate) fn close(&self) {
+        self.lock().close();
+        self.space.close();
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Accumulator> {
+        self.accumulator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives `bytes` of buffer space back.
+    pub(crate) fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.space.add_permits(bytes);
+        }
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one record, kept borrowed"
+    )]
+    async fn append<F>(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value_len: usize,
+        encode: F,
+        timestamp: i64,
+        headers: &[Header<'_>],
+        acks: Acks,
+    ) -> Result<PendingReceipt, Error>
+    where
+        F: Fn(&mut Vec<u8>) + Send + Sync,
+    {
+        let reserved = record_bound(key, Some(value_len), headers);
+        let size = reserved.saturating_add(HEADER_LEN);
+        if size > self.max_event {
+            return Err(Error::EventTooLarge {
+                topic: topic.to_owned(),
+                size,
+                max: self.max_event,
+            });
+        }
+        self.reserve(reserved).await?;
+        let route = key.map_or(Route::Sticky, |key| Route::Hash(murmur2(key)));
+        let mut described = false;
+        loop {
+            let result = SCRATCH.with_borrow_mut(|buf| {
+                buf.clear();
+                encode(buf);
+                let record = RecordParts {
+                    timestamp,
+                    key,
+                    value: Some(buf),
+                    headers,
+                };
+                let result =
+                    self.lock()
+                        .append(topic, route, record, acks, reserved, Instant::now());
+                if buf.capacity() > SCRATCH_KEEP {
+                    *buf = Vec::new();
+                }
+                result
+            });
+            let error = match result {
+                Ok(appended) => {
+                    self.release(appended.released);
+                    if appended.wake {
+                        self.wake.notify_one();
+                    }
+                    return Ok(appended.receipt);
+                }
+                Err(AppendError::UnknownTopic) if !described => {
+                    described = true;
+                    match self.describe(topic).await {
+                        Ok(()) => continue,
+                        Err(error) => error,
+                    }
+                }
+                Err(AppendError::UnknownTopic) => Error::Protocol {
+                    message: format!("topic {topic:?} was described without partitions"),
+                },
+                Err(AppendError::Failed(error)) => error,
+            };
+            self.release(reserved);
+            return Err(error);
+        }
+    }
+
+    /// Takes `bytes` of buffer space, waiting while the buffer is full.
+    async fn reserve(&self, bytes: usize) -> Result<(), Error> {
+        let permits = u32::try_from(bytes).map_err(|_| Error::EventTooLarge {
+            topic: String::new(),
+            size: bytes,
+            max: self.max_event,
+        })?;
+        match self.space.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => self
+                .space
+                .acquire_many(permits)
+                .await
+                .map_err(|_| Error::Closed)?
+                .forget(),
+        }
+        Ok(())
+    }
+
+    /// Learns the partition count of `topic` (once, however many callers ask at once).
+    async fn describe(&self, topic: &str) -> Result<(), Error> {
+        let _single_flight = self.describing.lock().await;
+        if self.lock().partition_count(topic).is_some() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        let description = describe_topic(&self.link, topic, deadline).await?;
+        let partitions = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
+        if partitions == 0 {
+            return Err(Error::Protocol {
+                message: format!("topic {topic:?} was described without partitions"),
+            });
+        }
+        tracing::debug!(topic, partitions, "described topic for publishing");
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "any 32 random bits will do"
+        )]
+        let sticky_start = random::random_u64() as u32;
+        self.lock().set_topic(topic, partitions, sticky_start);
+        Ok(())
+    }
+}
+
+/// Encoded values larger than this are not kept in the scratch buffer between events.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// Where each thread encodes an event's value before it is copied into its batch.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}

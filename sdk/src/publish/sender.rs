@@ -1,0 +1,155 @@
+//! The sender task: the IO driver of the [`Accumulator`](super::accumulator::Accumulator).
+//!
+//! One per client. It loops: poll the accumulator for batches due now, start one `Publish`
+//! request per batch (each on a stream of its own, so many are in flight), then wait for
+//! whichever comes first: an answer, a wake from a publishing caller, or the next timer
+//! (linger, retry backoff). Answers go back into the accumulator, which completes receipts
+//! and frees buffer space. After `close`, it ends once everything buffered is answered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sidestream_proto::v1::{Publish, request, response};
+use tokio::task::{Id, JoinSet};
+
+use super::accumulator::{PartitionRef, Transmit};
+use super::partition_queue::Outcome;
+use super::producer::Producer;
+use crate::Error;
+use crate::client::Link;
+use crate::error::TransportError;
+
+/// Runs until the producer is closed and drained.
+pub(crate) async fn run(producer: Arc<Producer>) {
+    let mut sends: JoinSet<(PartitionRef, u64, Outcome)> = JoinSet::new();
+    let mut started: HashMap<Id, (PartitionRef, u64)> = HashMap::new();
+    let mut transmits = Vec::new();
+    loop {
+        let (timeout, finished) = {
+            let mut accumulator = producer.lock();
+            let released = accumulator.poll_transmit(Instant::now(), &mut transmits);
+            producer.release(released);
+            (
+                accumulator.next_timeout(),
+                accumulator.is_closing() && accumulator.is_drained(),
+            )
+        };
+        for transmit in transmits.drain(..) {
+            let key = (transmit.at, transmit.id);
+            let handle = sends.spawn(send(Arc::clone(&producer.link), transmit));
+            started.insert(handle.id(), key);
+        }
+        if finished && sends.is_empty() {
+            break;
+        }
+        let sleep = async {
+            match timeout {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            Some(joined) = sends.join_next_with_id(), if !sends.is_empty() => {
+                let mut outcomes = vec![settle(joined, &mut started)];
+                while let Some(joined) = sends.try_join_next_with_id() {
+                    outcomes.push(settle(joined, &mut started));
+                }
+                let now = Instant::now();
+                let mut accumulator = producer.lock();
+                let released: usize = outcomes
+                    .into_iter()
+                    .flatten()
+                    .map(|(at, id, outcome)| accumulator.handle_outcome(at, id, outcome, now))
+                    .sum();
+                drop(accumulator);
+                producer.release(released);
+            }
+            () = producer.wake.notified() => {}
+            () = sleep => {}
+        }
+    }
+    tracing::debug!("publish sender finished");
+}
+
+/// The outcome of a finished send task; a task that panicked counts as a lost connection,
+/// so its batch is retried.
+fn settle(
+    joined: Result<(Id, (PartitionRef, u64, Outcome)), tokio::task::JoinError>,
+    started: &mut HashMap<Id, (PartitionRef, u64)>,
+) -> Option<(PartitionRef, u64, Outcome)> {
+    match joined {
+        Ok((id, outcome)) => {
+            started.remove(&id);
+            Some(outcome)
+        }
+        Err(error) => {
+            let (at, batch) = started.remove(&error.id())?;
+            tracing::debug!(%error, "publish task failed");
+            Some((
+                at,
+                batch,
+                Outcome::Retry(Error::Transport(TransportError::NoAnswer)),
+            ))
+        }
+    }
+}
+
+/// Sends one batch, one attempt, and classifies the answer.
+async fn send(link: Arc<Link>, transmit: Transmit) -> (PartitionRef, u64, Outcome) {
+    let Transmit {
+        at,
+        id,
+        topic,
+        partition,
+        acks,
+        bytes,
+        deadline,
+    } = transmit;
+    let body = request::Body::Publish(Publish {
+        topic: topic.to_string(),
+        partition,
+        acks: acks.wire().into(),
+        batch: bytes,
+        // The link sets it to the attempt's window.
+        timeout_ms: 0,
+    });
+    let outcome = match link.call(body, deadline).await {
+        Ok(Some(response::Body::Publish(result))) => {
+            if result.duplicate {
+                tracing::debug!(%topic, partition, "batch was a duplicate of an earlier append");
+            }
+            Outcome::Acked(result.base_offset)
+        }
+        Ok(other) => Outcome::Fail(Error::Protocol {
+            message: format!(
+                "publish to topic {topic:?} partition {partition} answered with {}",
+                body_name(other.as_ref())
+            ),
+        }),
+        Err(error) if error.is_retriable() => {
+            Outcome::Retry(error.into_error(Some(&topic), Some(partition)))
+        }
+        Err(error) => Outcome::Fail(error.into_error(Some(&topic), Some(partition))),
+    };
+    (at, id, outcome)
+}
+
+/// Names a response body for error messages.
+pub(crate) fn body_name(body: Option<&response::Body>) -> &'static str {
+    match body {
+        None => "no body",
+        Some(response::Body::CreateTopic(_)) => "create_topic",
+        Some(response::Body::DeleteTopic(_)) => "delete_topic",
+        Some(response::Body::ListTopics(_)) => "list_topics",
+        Some(response::Body::DescribeTopic(_)) => "describe_topic",
+        Some(response::Body::Publish(_)) => "publish",
+        Some(response::Body::Fetch(_)) => "fetch",
+        Some(response::Body::Assignment(_)) => "assignment",
+        Some(response::Body::CommitOffset(_)) => "commit_offset",
+        Some(response::Body::FetchCommittedOffsets(_)) => "fetch_committed_offsets",
+        Some(response::Body::Metadata(_)) => "metadata",
+        Some(response::Body::SubscriptionBatches(_)) => "subscription_batches",
+    }
+}

@@ -1,0 +1,591 @@
+//! Tests of the publish path's state machine: batching rules, partitioning, sequence numbers,
+//! retries and failures, fed with events and a virtual clock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sidestream_log::batch::{BatchBuilder, ProducerState, validate};
+use sidestream_log::{BatchBody, RecordBatch};
+use sidestream_proto::{ErrorCode, ResponseError};
+
+use super::accumulator::{Accumulator, AppendError, BatchConfig, Route, Transmit};
+use super::partition_queue::{Outcome, RecordParts, next_sequence, record_bound, restamp};
+use super::{Acks, PendingReceipt, Receipt};
+use crate::Error;
+use crate::partitioner::{murmur2, partition_for_key};
+
+const PRODUCER: i64 = 4242;
+
+fn config() -> BatchConfig {
+    BatchConfig {
+        batch_bytes: 1024,
+        linger: Duration::ZERO,
+        max_in_flight: 3,
+        request_timeout: Duration::from_secs(30),
+        retry_backoff: Duration::from_millis(10),
+        max_retry_backoff: Duration::from_secs(1),
+    }
+}
+
+fn next_producer() -> i64 {
+    7777
+}
+
+fn accumulator(config: BatchConfig, partitions: u32) -> Accumulator {
+    let mut accumulator = Accumulator::new(config, PRODUCER, next_producer);
+    accumulator.set_topic("orders", partitions, 0);
+    accumulator
+}
+
+/// Appends an event with `value` (and `key`), reserving its bound as the producer does.
+fn append(
+    accumulator: &mut Accumulator,
+    key: Option<&[u8]>,
+    value: &[u8],
+    acks: Acks,
+    now: Instant,
+) -> (PendingReceipt, bool) {
+    let headers = [("type", &b"shop.OrderPlaced.v1"[..])];
+    let reserved = record_bound(key, Some(value.len()), &headers);
+    let route = key.map_or(Route::Sticky, |key| Route::Hash(murmur2(key)));
+    let record = RecordParts {
+        timestamp: 1_700_000_000_000,
+        key,
+        value: Some(value),
+        headers: &headers,
+    };
+    let appended = accumulator
+        .append("orders", route, record, acks, reserved, now)
+        .unwrap();
+    (appended.receipt, appended.wake)
+}
+
+fn poll(accumulator: &mut Accumulator, now: Instant) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    accumulator.poll_transmit(now, &mut out);
+    out
+}
+
+fn decode(transmit: &Transmit) -> RecordBatch {
+    RecordBatch::decode(&transmit.bytes).unwrap()
+}
+
+fn values(transmit: &Transmit) -> Vec<Bytes> {
+    match decode(transmit).body {
+        BatchBody::Records(records) => records.into_iter().filter_map(|r| r.value).collect(),
+        BatchBody::Control(_) => Vec::new(),
+    }
+}
+
+fn resolved(receipt: &mut PendingReceipt) -> Option<Result<Receipt, Error>> {
+    match Pin::new(receipt).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(result) => Some(result),
+        Poll::Pending => None,
+    }
+}
+
+fn refused(code: ErrorCode) -> Error {
+    Error::from_response(
+        &ResponseError::new(code, "refused"),
+        Some("orders"),
+        Some(0),
+    )
+}
+
+#[test]
+fn record_bound_matches_the_batch_builder() {
+    let headers = [
+        ("id", &[b'x'; 36][..]),
+        ("type", &b"shop.OrderPlaced.v1"[..]),
+        ("source", &b"order-service"[..]),
+    ];
+    for key in [
+        None,
+        Some(&b""[..]),
+        Some(&b"order-17"[..]),
+        Some(&[7u8; 300][..]),
+    ] {
+        for value_len in [0, 1, 63, 64, 100, 8191, 8192, 100_000] {
+            let value = vec![1u8; value_len];
+            assert_eq!(
+                record_bound(key, Some(value_len), &headers),
+                BatchBuilder::record_size_bound(key, Some(&value), &headers),
+                "key {key:?} value {value_len}"
+            );
+        }
+    }
+    assert_eq!(
+        record_bound(None, None, &[]),
+        BatchBuilder::record_size_bound(None, None, &[])
+    );
+}
+
+#[test]
+fn an_idle_partition_sends_its_first_event_at_once() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let (mut first, wake) = append(&mut acc, None, b"a", Acks::All, now);
+    assert!(wake, "a new batch wakes the sender");
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(values(&sent[0]), [Bytes::from("a")]);
+    assert_eq!(sent[0].acks, Acks::All);
+
+    // While it is in flight, events accumulate (Nagle): nothing more is sent.
+    let (mut second, wake) = append(&mut acc, None, b"b", Acks::All, now);
+    assert!(wake, "opening the next batch wakes the sender once");
+    let (mut third, wake) = append(&mut acc, None, b"c", Acks::All, now);
+    assert!(!wake, "filling an open batch does not");
+    assert!(poll(&mut acc, now).is_empty());
+    assert!(resolved(&mut first).is_none());
+
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(40)), now);
+    let Some(Ok(receipt)) = resolved(&mut first) else {
+        panic!("acked");
+    };
+    assert_eq!((receipt.partition, receipt.offset), (0, Some(40)));
+    let sent = poll(&mut acc, now);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the partition is idle again: the open batch goes"
+    );
+    assert_eq!(values(&sent[0]), [Bytes::from("b"), Bytes::from("c")]);
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(41)), now);
+    assert_eq!(resolved(&mut second).unwrap().unwrap().offset, Some(41));
+    assert_eq!(resolved(&mut third).unwrap().unwrap().offset, Some(42));
+    assert!(acc.is_drained());
+}
+
+#[test]
+fn full_batches_are_pipelined_up_to_the_in_flight_limit() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let value = [9u8; 100];
+    let mut receipts = Vec::new();
+    for _ in 0..60 {
+        receipts.push(append(&mut acc, None, &value, Acks::All, now).0);
+    }
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 3, "max_in_flight batches at once");
+    for transmit in &sent {
+        assert!(
+            transmit.bytes.len() <= 1024,
+            "{} bytes",
+            transmit.bytes.len()
+        );
+        assert!(transmit.bytes.len() > 1024 - 200, "batches are filled");
+    }
+    assert!(poll(&mut acc, now).is_empty());
+    acc.handle_outcome(sent[1].at, sent[1].id, Outcome::Acked(Some(100)), now);
+    let more = poll(&mut acc, now);
+    assert_eq!(more.len(), 1, "one slot freed, one batch sent");
+}
+
+#[test]
+fn a_single_large_event_gets_a_batch_of_its_own() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let _ = append(&mut acc, None, b"small", Acks::All, now);
+    let big = vec![1u8; 5000];
+    let _ = append(&mut acc, None, &big, Acks::All, now);
+    let _ = append(&mut acc, None, b"after", Acks::All, now);
+    let mut sizes = Vec::new();
+    let mut sent = poll(&mut acc, now);
+    while !sent.is_empty() {
+        for transmit in &sent {
+            sizes.push(values(transmit).iter().map(Bytes::len).collect::<Vec<_>>());
+            acc.handle_outcome(transmit.at, transmit.id, Outcome::Acked(Some(0)), now);
+        }
+        sent = poll(&mut acc, now);
+    }
+    assert_eq!(sizes, [vec![5], vec![5000], vec![5]]);
+}
+
+#[test]
+fn linger_holds_a_batch_until_it_expires() {
+    let now = Instant::now();
+    let mut config = config();
+    config.linger = Duration::from_millis(5);
+    let mut acc = accumulator(config, 1);
+    let _ = append(&mut acc, None, b"a", Acks::All, now);
+    assert!(poll(&mut acc, now).is_empty(), "lingering even though idle");
+    assert_eq!(acc.next_timeout(), Some(now + Duration::from_millis(5)));
+    let _ = append(
+        &mut acc,
+        None,
+        b"b",
+        Acks::All,
+        now + Duration::from_millis(1),
+    );
+    assert!(poll(&mut acc, now + Duration::from_millis(4)).is_empty());
+    let sent = poll(&mut acc, now + Duration::from_millis(5));
+    assert_eq!(values(&sent[0]), [Bytes::from("a"), Bytes::from("b")]);
+}
+
+#[test]
+fn flush_sends_a_lingering_batch_now() {
+    let now = Instant::now();
+    let mut config = config();
+    config.linger = Duration::from_secs(60);
+    let mut acc = accumulator(config, 2);
+    let (mut receipt, _) = append(&mut acc, Some(b"k"), b"a", Acks::All, now);
+    let completions = acc.flush(now);
+    assert_eq!(completions.len(), 1);
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 1);
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(3)), now);
+    assert!(resolved(&mut receipt).unwrap().is_ok());
+    assert!(acc.flush(now).is_empty(), "nothing left to wait for");
+}
+
+#[test]
+fn keyed_events_go_to_kafkas_partition_and_unkeyed_ones_stick() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 5);
+    for key in ["order-1", "order-2", "21", "foobar", ""] {
+        let (receipt, _) = append(&mut acc, Some(key.as_bytes()), b"v", Acks::All, now);
+        assert_eq!(
+            receipt.partition(),
+            partition_for_key(key.as_bytes(), 5),
+            "{key:?}"
+        );
+    }
+
+    let mut acc = accumulator(config(), 3);
+    let (first, _) = append(&mut acc, None, b"v", Acks::All, now);
+    let (second, _) = append(&mut acc, None, b"v", Acks::All, now);
+    assert_eq!(
+        first.partition(),
+        second.partition(),
+        "sticky until the batch is sent"
+    );
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 1);
+    let (third, _) = append(&mut acc, None, b"v", Acks::All, now);
+    assert_eq!(
+        third.partition(),
+        (first.partition() + 1) % 3,
+        "then the next partition"
+    );
+}
+
+#[test]
+fn batches_carry_the_producer_and_advancing_sequences() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let mut sequences = Vec::new();
+    for round in 0..3 {
+        for _ in 0..=round {
+            let _ = append(&mut acc, None, b"v", Acks::All, now);
+        }
+        let flushed = acc.flush(now);
+        assert!(!flushed.is_empty());
+    }
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 3);
+    for transmit in &sent {
+        let header = validate(&transmit.bytes).unwrap();
+        assert_eq!(header.producer.producer_id, PRODUCER);
+        assert_eq!(header.producer.producer_epoch, 0);
+        sequences.push((header.producer.base_sequence, header.record_count));
+    }
+    assert_eq!(sequences, [(0, 1), (1, 2), (3, 3)]);
+}
+
+#[test]
+fn sequences_wrap_like_kafkas() {
+    assert_eq!(next_sequence(0, 5), 5);
+    assert_eq!(next_sequence(i32::MAX, 1), 0);
+    assert_eq!(next_sequence(i32::MAX - 1, 3), 1);
+}
+
+#[test]
+fn restamping_keeps_the_batch_valid() {
+    let mut builder = BatchBuilder::new();
+    builder
+        .push(1, Some(b"k"), Some(b"v"), &[("type", b"t")])
+        .unwrap();
+    builder.push(2, None, Some(b"w"), &[]).unwrap();
+    builder.set_producer(ProducerState {
+        producer_id: 1,
+        producer_epoch: 0,
+        base_sequence: 40,
+    });
+    let original = Bytes::from(builder.finish().unwrap());
+    let producer = ProducerState {
+        producer_id: 99,
+        producer_epoch: 0,
+        base_sequence: 0,
+    };
+    let restamped = restamp(&original, producer);
+    let header = validate(&restamped).unwrap();
+    assert_eq!(header.producer, producer);
+    let (mut before, after) = (
+        RecordBatch::decode(&original).unwrap(),
+        RecordBatch::decode(&restamped).unwrap(),
+    );
+    before.producer = producer;
+    assert_eq!(before, after, "only the producer fields changed");
+}
+
+#[test]
+fn an_early_batch_waits_for_its_predecessors_then_goes_alone() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let mut receipts = Vec::new();
+    for round in 0..3 {
+        receipts.push(append(&mut acc, None, &[round; 4], Acks::All, now).0);
+        acc.flush(now);
+    }
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 3);
+    let (first, second, third) = (&sent[0], &sent[1], &sent[2]);
+
+    // The second overtook the first on the wire.
+    let ooo = || Outcome::Retry(refused(ErrorCode::OutOfOrderSequence));
+    acc.handle_outcome(second.at, second.id, ooo(), now);
+    acc.handle_outcome(third.at, third.id, ooo(), now);
+    let later = now + Duration::from_millis(50);
+    assert!(
+        poll(&mut acc, later).is_empty(),
+        "the first is still outstanding"
+    );
+    acc.handle_outcome(first.at, first.id, Outcome::Acked(Some(0)), later);
+
+    let resent = poll(&mut acc, later);
+    assert_eq!(resent.len(), 1, "recovering: one batch at a time");
+    assert_eq!(resent[0].id, second.id);
+    assert_eq!(resent[0].bytes, second.bytes, "resent unchanged");
+    assert!(poll(&mut acc, later).is_empty());
+    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(Some(1)), later);
+
+    let resent = poll(&mut acc, later);
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].id, third.id);
+    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(Some(2)), later);
+    let offsets: Vec<Option<u64>> = receipts
+        .iter_mut()
+        .map(|receipt| resolved(receipt).unwrap().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, [Some(0), Some(1), Some(2)]);
+}
+
+#[test]
+fn retries_back_off_and_pipelining_resumes_after_recovery() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let _ = append(&mut acc, None, b"a", Acks::All, now);
+    let sent = poll(&mut acc, now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Retry(refused(ErrorCode::Unavailable)),
+        now,
+    );
+    assert!(poll(&mut acc, now).is_empty(), "backing off");
+    assert_eq!(acc.next_timeout(), Some(now + Duration::from_millis(10)));
+    for _ in 0..40 {
+        let _ = append(&mut acc, None, &[0u8; 100], Acks::All, now);
+    }
+    let retry_at = now + Duration::from_millis(10);
+    let resent = poll(&mut acc, retry_at);
+    assert_eq!(resent.len(), 1, "the failed batch alone");
+    assert_eq!(resent[0].id, sent[0].id);
+    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(None), retry_at);
+    assert_eq!(poll(&mut acc, retry_at).len(), 3, "pipelining again");
+}
+
+#[test]
+fn a_failed_batch_fails_its_receipts_and_renumbers_the_rest() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let (mut doomed, _) = append(&mut acc, None, b"a", Acks::All, now);
+    acc.flush(now);
+    let (mut survivor, _) = append(&mut acc, None, b"b", Acks::All, now);
+    acc.flush(now);
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(validate(&sent[1].bytes).unwrap().producer.base_sequence, 1);
+
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Fail(refused(ErrorCode::NotAuthorized)),
+        now,
+    );
+    let Some(Err(error)) = resolved(&mut doomed) else {
+        panic!("failed");
+    };
+    assert!(
+        matches!(
+            &error,
+            Error::Sidecar { code: Some(ErrorCode::NotAuthorized), topic: Some(t), partition: Some(0), .. } if t == "orders"
+        ),
+        "{error:?}"
+    );
+    assert!(
+        poll(&mut acc, now).is_empty(),
+        "waits for the outstanding batch"
+    );
+    acc.handle_outcome(
+        sent[1].at,
+        sent[1].id,
+        Outcome::Retry(refused(ErrorCode::OutOfOrderSequence)),
+        now,
+    );
+    let resent = poll(&mut acc, now + Duration::from_millis(10));
+    assert_eq!(resent.len(), 1);
+    let header = validate(&resent[0].bytes).unwrap();
+    assert_eq!(
+        (header.producer.producer_id, header.producer.base_sequence),
+        (7777, 0),
+        "a new producer id, numbered from 0"
+    );
+    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(Some(9)), now);
+    assert_eq!(resolved(&mut survivor).unwrap().unwrap().offset, Some(9));
+}
+
+#[test]
+fn retries_stop_at_the_request_timeout() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let (mut receipt, _) = append(&mut acc, None, b"a", Acks::All, now);
+    let sent = poll(&mut acc, now);
+    let late = now + Duration::from_secs(31);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Retry(refused(ErrorCode::LeaderNotAvailable)),
+        late,
+    );
+    let Some(Err(Error::Timeout {
+        operation,
+        after,
+        last_error,
+    })) = resolved(&mut receipt)
+    else {
+        panic!("timed out");
+    };
+    assert_eq!(operation, "publish to topic \"orders\" partition 0");
+    assert_eq!(after, Duration::from_secs(30));
+    assert!(last_error.unwrap().contains("leader_not_available"));
+}
+
+#[test]
+fn acks_none_receipts_have_no_offset_and_acks_split_batches() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let _ = append(&mut acc, None, b"block", Acks::All, now);
+    let blocking = poll(&mut acc, now);
+    let (mut none, _) = append(&mut acc, None, b"a", Acks::None, now);
+    let (mut leader, _) = append(&mut acc, None, b"b", Acks::Leader, now);
+    acc.handle_outcome(blocking[0].at, blocking[0].id, Outcome::Acked(Some(0)), now);
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 1, "a different acks sealed the first batch");
+    assert_eq!(sent[0].acks, Acks::None);
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(None), now);
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent[0].acks, Acks::Leader);
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(1)), now);
+    assert_eq!(resolved(&mut none).unwrap().unwrap().offset, None);
+    assert_eq!(resolved(&mut leader).unwrap().unwrap().offset, Some(1));
+}
+
+#[test]
+fn unknown_partition_forgets_the_partition_count() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let _ = append(&mut acc, None, b"a", Acks::All, now);
+    let sent = poll(&mut acc, now);
+    let error = Error::from_response(
+        &ResponseError::new(ErrorCode::UnknownPartition, "gone"),
+        Some("orders"),
+        Some(0),
+    );
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Fail(error), now);
+    assert_eq!(acc.partition_count("orders"), None);
+    let headers: [(&str, &[u8]); 0] = [];
+    let record = RecordParts {
+        timestamp: 0,
+        key: None,
+        value: Some(b"x"),
+        headers: &headers,
+    };
+    assert!(matches!(
+        acc.append("orders", Route::Sticky, record, Acks::All, 10, now),
+        Err(AppendError::UnknownTopic)
+    ));
+    acc.set_topic("orders", 2, 0);
+    assert_eq!(acc.partition_count("orders"), Some(2));
+}
+
+#[test]
+fn close_drains_what_is_buffered_and_refuses_more() {
+    let now = Instant::now();
+    let mut config = config();
+    config.linger = Duration::from_secs(60);
+    let mut acc = accumulator(config, 1);
+    let _ = append(&mut acc, None, b"a", Acks::All, now);
+    acc.close();
+    assert!(acc.is_closing());
+    let headers: [(&str, &[u8]); 0] = [];
+    let record = RecordParts {
+        timestamp: 0,
+        key: None,
+        value: None,
+        headers: &headers,
+    };
+    assert!(matches!(
+        acc.append("orders", Route::Sticky, record, Acks::All, 10, now),
+        Err(AppendError::Failed(Error::Closed))
+    ));
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 1, "closing seals at once");
+    assert!(!acc.is_drained());
+    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(0)), now);
+    assert!(acc.is_drained());
+}
+
+#[test]
+fn released_bytes_add_up_to_what_was_reserved() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 2);
+    let headers = [("type", &b"t"[..])];
+    let mut reserved = 0;
+    for i in 0u8..50 {
+        let key = [i];
+        let value = [i; 30];
+        let bound = record_bound(Some(&key), Some(value.len()), &headers);
+        reserved += bound;
+        let record = RecordParts {
+            timestamp: 0,
+            key: Some(&key),
+            value: Some(&value),
+            headers: &headers,
+        };
+        acc.append(
+            "orders",
+            Route::Hash(murmur2(&key)),
+            record,
+            Acks::All,
+            bound,
+            now,
+        )
+        .unwrap();
+    }
+    let mut released = 0;
+    let mut out = Vec::new();
+    released += acc.poll_transmit(now, &mut out);
+    while !out.is_empty() {
+        for transmit in out.drain(..) {
+            released += acc.handle_outcome(transmit.at, transmit.id, Outcome::Acked(Some(0)), now);
+        }
+        released += acc.poll_transmit(now, &mut out);
+    }
+    assert!(acc.is_drained());
+    assert_eq!(released, reserved);
+}

@@ -1,0 +1,340 @@
+//! What a subscription hands out: a [`Delivery`] of a typed event (or of a [`RawEvent`]),
+//! its [`Headers`], and its ack.
+
+use std::fmt;
+use std::future::{Ready, ready};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+
+use super::positions::Positions;
+use crate::{Error, Event, RawEvent, headers};
+
+/// One event received by a subscription, with where it was in its partition.
+///
+/// Call [`ack`](Self::ack) once it is handled: in a group, acknowledged offsets are committed
+/// in the background, so the group resumes after them. Unacknowledged deliveries are
+/// delivered again after a restart or rebalance (at-least-once).
+#[non_exhaustive]
+pub struct Delivery<T> {
+    /// The event.
+    pub event: T,
+    /// The partition it was read from.
+    pub partition: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Its partitioning key, if it has one.
+    pub key: Option<Bytes>,
+    topic: Arc<str>,
+    headers: Headers,
+    acker: Acker,
+}
+
+impl<T> Delivery<T> {
+    /// The topic it was read from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Its headers (`id`, `type`, `source`, `time`, `traceparent`, and any others).
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// Marks the delivery as handled. Its offset (and those before it, once they are
+    /// acknowledged too) is committed at the group's next commit; without a group this only
+    /// moves the subscription's own position. Acknowledging twice, or after the partition was
+    /// reassigned, does nothing.
+    ///
+    /// # Errors
+    ///
+    /// None in this version; the `Result` leaves room for acknowledgements that wait for
+    /// their commit.
+    pub fn ack(&self) -> Ready<Result<(), Error>> {
+        self.acker.ack(self.partition, self.offset);
+        ready(Ok(()))
+    }
+
+    /// A handle that acknowledges this delivery later, for when the event moves on (to
+    /// another task, into a batch) before it is handled.
+    pub fn ack_handle(&self) -> AckHandle {
+        AckHandle {
+            acker: self.acker.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
+    /// The event, dropping the rest.
+    pub fn into_event(self) -> T {
+        self.event
+    }
+
+    pub(crate) fn new(
+        event: T,
+        at: RecordAt<'_>,
+        key: Option<Bytes>,
+        headers: Headers,
+        acker: Acker,
+    ) -> Self {
+        Self {
+            event,
+            partition: at.partition,
+            offset: at.offset,
+            timestamp: at.timestamp,
+            key,
+            topic: Arc::clone(at.topic),
+            headers,
+            acker,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key)
+            .field("headers", &self.headers)
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Acknowledges one delivery, from anywhere: see [`Delivery::ack_handle`].
+#[derive(Clone)]
+pub struct AckHandle {
+    acker: Acker,
+    partition: u32,
+    offset: u64,
+}
+
+impl AckHandle {
+    /// Marks the delivery as handled, as [`Delivery::ack`] does.
+    pub fn ack(&self) {
+        self.acker.ack(self.partition, self.offset);
+    }
+
+    /// The delivery's partition.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The delivery's offset.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl fmt::Debug for AckHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AckHandle")
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The headers of a delivered event, in their order on the wire.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Names (UTF-8, checked when the record was read) and values, sharing the batch's bytes.
+    entries: Vec<(Bytes, Bytes)>,
+}
+
+impl Headers {
+    /// The value of the first header named `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(header, _)| header == name.as_bytes())
+            .map(|(_, value)| &value[..])
+    }
+
+    /// The value of the first header named `name`, if it is UTF-8 text.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// Every header in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.entries.iter().filter_map(|(name, value)| {
+            std::str::from_utf8(name)
+                .ok()
+                .map(|name| (name, &value[..]))
+        })
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The [`id`](headers::ID) header: the event's UUID v7.
+    pub fn id(&self) -> Option<&str> {
+        self.get_str(headers::ID)
+    }
+
+    /// The [`type`](headers::TYPE) header: the event's versioned type name.
+    pub fn type_name(&self) -> Option<&str> {
+        self.get_str(headers::TYPE)
+    }
+
+    /// The [`source`](headers::SOURCE) header: the publishing service.
+    pub fn source(&self) -> Option<&str> {
+        self.get_str(headers::SOURCE)
+    }
+
+    /// The [`time`](headers::TIME) header: when it was published, RFC 3339.
+    pub fn time(&self) -> Option<&str> {
+        self.get_str(headers::TIME)
+    }
+
+    /// The [`traceparent`](headers::TRACEPARENT) header: the publisher's W3C trace context.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.get_str(headers::TRACEPARENT)
+    }
+
+    pub(crate) fn from_entries(entries: Vec<(Bytes, Bytes)>) -> Self {
+        Self { entries }
+    }
+
+    fn to_vec(&self) -> Vec<(String, Bytes)> {
+        self.entries
+            .iter()
+            .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.clone()))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
+            )
+            .finish()
+    }
+}
+
+/// What a subscription can deliver: any [`Event`] type, or [`RawEvent`] for bytes.
+///
+/// Sealed: implemented by the SDK only.
+pub trait Payload: sealed::FromRecord + Send + 'static {}
+
+impl<E: Event> Payload for E {}
+impl Payload for RawEvent {}
+
+/// Where a record was.
+#[derive(Clone, Copy)]
+pub(crate) struct RecordAt<'a> {
+    pub(crate) topic: &'a Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) timestamp: i64,
+}
+
+pub(crate) mod sealed {
+    use bytes::Bytes;
+
+    use super::Headers;
+    use crate::{Error, Event, RawEvent, headers};
+
+    /// Builds a delivered payload from a record's parts.
+    pub trait FromRecord: Sized {
+        /// The payload of the record at `offset` of `partition` in `topic`.
+        fn from_record(
+            topic: &str,
+            partition: u32,
+            offset: u64,
+            key: Option<&Bytes>,
+            value: Option<Bytes>,
+            headers: &Headers,
+        ) -> Result<Self, Error>;
+    }
+
+    impl<E: Event> FromRecord for E {
+        /// Checks the `type` header first, then decodes: an event of another type is
+        /// reported, never decoded as this one.
+        fn from_record(
+            topic: &str,
+            partition: u32,
+            offset: u64,
+            _key: Option<&Bytes>,
+            value: Option<Bytes>,
+            headers: &Headers,
+        ) -> Result<Self, Error> {
+            let found = headers.get(headers::TYPE);
+            if found != Some(E::TYPE_NAME.as_bytes()) {
+                return Err(Error::TypeMismatch {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    expected: E::TYPE_NAME,
+                    found: found.map(|found| String::from_utf8_lossy(found).into_owned()),
+                });
+            }
+            let value = value.ok_or_else(|| Error::MissingValue {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+            })?;
+            E::decode(value).map_err(|source| Error::Decode {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                type_name: E::TYPE_NAME,
+                source,
+            })
+        }
+    }
+
+    impl FromRecord for RawEvent {
+        fn from_record(
+            _topic: &str,
+            _partition: u32,
+            _offset: u64,
+            key: Option<&Bytes>,
+            value: Option<Bytes>,
+            headers: &Headers,
+        ) -> Result<Self, Error> {
+            Ok(Self {
+                key: key.cloned(),
+                value: value.unwrap_or_default(),
+                headers: headers.to_vec(),
+            })
+        }
+    }
+}
+
+/// Acknowledges deliveries of one partition, in one assignment of it.
+#[derive(Clone)]
+pub(crate) struct Acker {
+    positions: Arc<Mutex<Positions>>,
+    epoch: u64,
+}
+
+impl Acker {
+    pub(crate) fn new(positions: Arc<Mutex<Positions>>, epoch: u64) -> Self {
+        Self { positions, epoch }
+    }
+
+    fn ack(&self, partition: u32, offset: u64) {
+        self.positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ack(partition, self.epoch, offset);
+    }
+}

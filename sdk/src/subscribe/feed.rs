@@ -1,0 +1,156 @@
+//! The subscription's side of its queue: frames in, delivery items out. A pure state machine
+//! (no IO, no async); [`Subscription`](super::Subscription) feeds it the frames the reader
+//! queued.
+//!
+//! Call order: [`next_item`](Feed::next_item) until it returns `None`, then give it the next
+//! frame with [`handle_frame`](Feed::handle_frame), and so on. Batches are decoded one at a
+//! time, when the previous one has been handed out, so at most one batch is decoded but not
+//! yet delivered; the frame (and its share of the read budget) is let go once its last batch
+//! is handed out.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::batch_decoder::{BatchSource, Item, decode_batch};
+use super::delivery::{Acker, Delivery, Payload};
+use super::positions::Positions;
+use super::reader::Frame;
+use crate::Error;
+
+pub(crate) struct Feed<T> {
+    topic: Arc<str>,
+    /// A group's assignments replace the partition set; otherwise they add to it.
+    replace_assignments: bool,
+    positions: Arc<Mutex<Positions>>,
+    frame: Option<FrameInProgress>,
+    ready: VecDeque<Item<T>>,
+    /// The partition and epoch of the items in `ready`.
+    ready_at: (u32, u64),
+    broken: bool,
+}
+
+/// The batches of one frame not decoded yet.
+struct FrameInProgress {
+    partition: u32,
+    batches: std::vec::IntoIter<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<T: Payload> Feed<T> {
+    pub(crate) fn new(
+        topic: Arc<str>,
+        replace_assignments: bool,
+        positions: Arc<Mutex<Positions>>,
+    ) -> Self {
+        Self {
+            topic,
+            replace_assignments,
+            positions,
+            frame: None,
+            ready: VecDeque::new(),
+            ready_at: (0, 0),
+            broken: false,
+        }
+    }
+
+    /// The next item to hand out, or `None` when a new frame is needed.
+    ///
+    /// After an [`Error::CorruptBatch`] the feed is broken: it yields nothing more.
+    pub(crate) fn next_item(&mut self) -> Option<Result<Delivery<T>, Error>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                let (partition, epoch) = self.ready_at;
+                let mut positions = self.positions();
+                match item {
+                    Item::Deliver(delivery) => {
+                        positions.delivered(partition, epoch, delivery.offset, false);
+                        return Some(Ok(delivery));
+                    }
+                    Item::Fail(error, offset) => {
+                        positions.delivered(partition, epoch, offset, true);
+                        return Some(Err(error));
+                    }
+                    Item::Advance(offset) => {
+                        positions.advance(partition, epoch, offset);
+                        continue;
+                    }
+                }
+            }
+            let frame = self.frame.as_mut()?;
+            let partition = frame.partition;
+            let Some(batch) = frame.batches.next() else {
+                self.frame = None;
+                return None;
+            };
+            let Some((next, epoch)) = self.positions().next_offset(partition) else {
+                // Not (or no longer) assigned: its batches are not delivered.
+                self.frame = None;
+                return None;
+            };
+            self.ready_at = (partition, epoch);
+            let acker = Acker::new(Arc::clone(&self.positions), epoch);
+            let source = BatchSource {
+                topic: &self.topic,
+                partition,
+                next,
+                acker: &acker,
+            };
+            if let Err(error) = decode_batch(&source, &batch, &mut self.ready) {
+                self.broken = true;
+                self.frame = None;
+                self.ready.clear();
+                return Some(Err(error));
+            }
+        }
+    }
+
+    /// Takes the next frame from the queue; returns the error of a final frame.
+    pub(crate) fn handle_frame(&mut self, frame: Frame) -> Option<Error> {
+        if self.broken {
+            return None;
+        }
+        match frame {
+            Frame::Batches {
+                partition,
+                high_watermark,
+                batches,
+                permit,
+            } => {
+                self.positions()
+                    .set_high_watermark(partition, high_watermark);
+                self.frame = Some(FrameInProgress {
+                    partition,
+                    batches: batches.into_iter(),
+                    _permit: permit,
+                });
+                None
+            }
+            Frame::Assignment(assignment) => {
+                tracing::debug!(
+                    topic = %self.topic,
+                    generation = assignment.generation,
+                    partitions = ?assignment.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+                    "new assignment"
+                );
+                self.positions()
+                    .assign(&assignment, self.replace_assignments);
+                None
+            }
+            Frame::End(error) => Some(error),
+        }
+    }
+
+    /// Whether a corrupt batch ended the feed.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    fn positions(&self) -> MutexGuard<'_, Positions> {
+        self.positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

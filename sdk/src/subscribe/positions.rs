@@ -1,0 +1,377 @@
+//! Where a subscription stands in each partition: the next offset to deliver, the deliveries
+//! not yet acknowledged, and what to commit. A pure state machine shared (behind a mutex) by
+//! the subscription, its deliveries' acks and the committer.
+//!
+//! Method families, in order:
+//!
+//! 1. assignments: [`assign`](Positions::assign) for each `Assignment` frame, in stream
+//!    order;
+//! 2. delivering: [`next_offset`](Positions::next_offset) to skip what was delivered
+//!    already, then [`delivered`](Positions::delivered) and
+//!    [`advance`](Positions::advance) as items are handed out;
+//! 3. acking: [`ack`](Positions::ack);
+//! 4. committing: [`commits_due`](Positions::commits_due), then
+//!    [`committed`](Positions::committed) for each commit the sidecar accepted.
+//!
+//! The committable offset of a partition is the first delivered offset not yet acknowledged,
+//! or, when every delivery is acknowledged, the next offset to deliver. So acks that arrive out
+//! of order commit only the contiguous prefix, and offsets that carry no delivery (records
+//! skipped, control batches, gaps left by compaction) never hold a commit back.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use sidestream_proto::v1::Assignment;
+
+/// A commit to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Commit {
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) generation: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    generation: u64,
+    partitions: BTreeMap<u32, PartitionPosition>,
+    revoked: Vec<Commit>,
+    epochs: u64,
+}
+
+#[derive(Debug)]
+struct PartitionPosition {
+    /// Changes each time the partition is (re)assigned; acks of older deliveries are ignored.
+    epoch: u64,
+    /// The next offset to deliver.
+    next: u64,
+    /// Delivered offsets in order, with whether each is acknowledged; the acknowledged prefix
+    /// is removed eagerly.
+    pending: VecDeque<(u64, bool)>,
+    /// The last committed offset (initially where the assignment started).
+    committed: u64,
+    high_watermark: u64,
+}
+
+impl PartitionPosition {
+    fn committable(&self) -> u64 {
+        self.pending
+            .front()
+            .map_or(self.next, |&(offset, _)| offset)
+    }
+}
+
+impl Positions {
+    /// Applies an assignment. With `replace` (a group), it replaces the partition set:
+    /// partitions missing from it are dropped and their committable offsets owed as commits
+    /// with the new generation. Without, it adds to the set (a subscription of its own
+    /// resubscribing partition by partition).
+    ///
+    /// A partition that stays keeps its position unless the assignment starts further on:
+    /// what was delivered already is not delivered again.
+    pub(crate) fn assign(&mut self, assignment: &Assignment, replace: bool) {
+        self.generation = assignment.generation;
+        if replace {
+            let kept: Vec<u32> = assignment.partitions.iter().map(|p| p.partition).collect();
+            let generation = self.generation;
+            let revoked: Vec<u32> = self
+                .partitions
+                .keys()
+                .copied()
+                .filter(|p| !kept.contains(p))
+                .collect();
+            for partition in revoked {
+                if let Some(position) = self.partitions.remove(&partition) {
+                    let offset = position.committable();
+                    if offset != position.committed {
+                        self.revoked.push(Commit {
+                            partition,
+                            offset,
+                            generation,
+                        });
+                    }
+                }
+            }
+        }
+        for assigned in &assignment.partitions {
+            if let Some(position) = self.partitions.get_mut(&assigned.partition) {
+                if assigned.offset > position.next {
+                    position.next = assigned.offset;
+                    position.pending.clear();
+                }
+            } else {
+                self.epochs += 1;
+                self.partitions.insert(
+                    assigned.partition,
+                    PartitionPosition {
+                        epoch: self.epochs,
+                        next: assigned.offset,
+                        pending: VecDeque::new(),
+                        committed: assigned.offset,
+                        high_watermark: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The next offset to deliver in `partition` and the partition's epoch; `None` if it is
+    /// not assigned.
+    pub(crate) fn next_offset(&self, partition: u32) -> Option<(u64, u64)> {
+        self.partitions
+            .get(&partition)
+            .map(|position| (position.next, position.epoch))
+    }
+
+    /// Records that the item at `offset` was handed out; `handled` for an item that needs no
+    /// ack (an error the subscriber was told of).
+    pub(crate) fn delivered(&mut self, partition: u32, epoch: u64, offset: u64, handled: bool) {
+        let Some(position) = self.current(partition, epoch) else {
+            return;
+        };
+        if offset < position.next {
+            return;
+        }
+        position.next = offset.saturating_add(1);
+        if !handled || !position.pending.is_empty() {
+            position.pending.push_back((offset, handled));
+            drain_acked(position);
+        }
+    }
+
+    /// Records that everything below `offset` has been dealt with (the end of a batch: records
+    /// skipped, control batches).
+    pub(crate) fn advance(&mut self, partition: u32, epoch: u64, offset: u64) {
+        if let Some(position) = self.current(partition, epoch) {
+            position.next = position.next.max(offset);
+        }
+    }
+
+    /// Marks the delivery at `offset` as handled.
+    pub(crate) fn ack(&mut self, partition: u32, epoch: u64, offset: u64) {
+        let Some(position) = self.current(partition, epoch) else {
+            return;
+        };
+        if let Ok(i) = position
+            .pending
+            .binary_search_by_key(&offset, |&(pending, _)| pending)
+            && let Some(entry) = position.pending.get_mut(i)
+        {
+            entry.1 = true;
+        }
+        drain_acked(position);
+    }
+
+    /// Records the high watermark a frame of `partition` reported.
+    pub(crate) fn set_high_watermark(&mut self, partition: u32, high_watermark: u64) {
+        if let Some(position) = self.partitions.get_mut(&partition) {
+            position.high_watermark = position.high_watermark.max(high_watermark);
+        }
+    }
+
+    /// The commits owed now: partitions taken away, and partitions whose committable offset
+    /// moved since their last commit.
+    pub(crate) fn commits_due(&mut self) -> Vec<Commit> {
+        let mut due = std::mem::take(&mut self.revoked);
+        due.extend(self.partitions.iter().filter_map(|(&partition, position)| {
+            let offset = position.committable();
+            (offset != position.committed).then_some(Commit {
+                partition,
+                offset,
+                generation: self.generation,
+            })
+        }));
+        due
+    }
+
+    /// Records a commit the sidecar accepted (or refused for good).
+    pub(crate) fn committed(&mut self, commit: &Commit) {
+        if commit.generation == self.generation
+            && let Some(position) = self.partitions.get_mut(&commit.partition)
+        {
+            position.committed = position.committed.max(commit.offset);
+        }
+    }
+
+    /// The group generation of the current assignment (0 without a group).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The assigned partitions with their next offset to deliver and last known high
+    /// watermark.
+    pub(crate) fn snapshot(&self) -> Vec<(u32, u64, u64)> {
+        self.partitions
+            .iter()
+            .map(|(&partition, position)| (partition, position.next, position.high_watermark))
+            .collect()
+    }
+
+    fn current(&mut self, partition: u32, epoch: u64) -> Option<&mut PartitionPosition> {
+        self.partitions
+            .get_mut(&partition)
+            .filter(|position| position.epoch == epoch)
+    }
+}
+
+fn drain_acked(position: &mut PartitionPosition) {
+    while position.pending.front().is_some_and(|&(_, acked)| acked) {
+        position.pending.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sidestream_proto::v1::AssignedPartition;
+
+    use super::*;
+
+    fn assignment(generation: u64, partitions: &[(u32, u64)]) -> Assignment {
+        Assignment {
+            generation,
+            partitions: partitions
+                .iter()
+                .map(|&(partition, offset)| AssignedPartition { partition, offset })
+                .collect(),
+        }
+    }
+
+    fn commit(partition: u32, offset: u64, generation: u64) -> Commit {
+        Commit {
+            partition,
+            offset,
+            generation,
+        }
+    }
+
+    #[test]
+    fn nothing_to_commit_until_something_is_acked() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(3, &[(0, 10), (1, 0)]), true);
+        assert_eq!(positions.commits_due(), []);
+        let (next, epoch) = positions.next_offset(0).unwrap();
+        assert_eq!(next, 10);
+        positions.delivered(0, epoch, 10, false);
+        positions.delivered(0, epoch, 11, false);
+        assert_eq!(positions.commits_due(), [], "delivered is not handled");
+        positions.ack(0, epoch, 10);
+        assert_eq!(positions.commits_due(), [commit(0, 11, 3)]);
+        positions.committed(&commit(0, 11, 3));
+        assert_eq!(positions.commits_due(), []);
+        positions.ack(0, epoch, 11);
+        assert_eq!(positions.commits_due(), [commit(0, 12, 3)]);
+    }
+
+    #[test]
+    fn out_of_order_acks_commit_only_the_contiguous_prefix() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(1, &[(0, 0)]), true);
+        let (_, epoch) = positions.next_offset(0).unwrap();
+        for offset in 0..4 {
+            positions.delivered(0, epoch, offset, false);
+        }
+        positions.ack(0, epoch, 2);
+        positions.ack(0, epoch, 3);
+        assert_eq!(positions.commits_due(), [], "offset 0 is not acked");
+        positions.ack(0, epoch, 0);
+        assert_eq!(positions.commits_due(), [commit(0, 1, 1)]);
+        positions.ack(0, epoch, 1);
+        assert_eq!(positions.commits_due(), [commit(0, 4, 1)]);
+        positions.ack(0, epoch, 1);
+        positions.ack(0, epoch, 99);
+        assert_eq!(
+            positions.commits_due(),
+            [commit(0, 4, 1)],
+            "repeated and unknown acks change nothing"
+        );
+    }
+
+    #[test]
+    fn gaps_skips_and_errors_do_not_hold_commits_back() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(1, &[(0, 0)]), true);
+        let (_, epoch) = positions.next_offset(0).unwrap();
+        positions.delivered(0, epoch, 0, false);
+        positions.delivered(0, epoch, 1, true); // a type mismatch, reported
+        positions.delivered(0, epoch, 5, false); // compaction left a gap
+        positions.advance(0, epoch, 9); // a control batch or skipped records up to 9
+        positions.ack(0, epoch, 0);
+        assert_eq!(positions.commits_due(), [commit(0, 5, 1)]);
+        positions.ack(0, epoch, 5);
+        assert_eq!(positions.commits_due(), [commit(0, 9, 1)]);
+        assert_eq!(positions.next_offset(0).unwrap().0, 9);
+    }
+
+    #[test]
+    fn an_assignment_replaces_the_partitions_of_a_group() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(1, &[(0, 0), (1, 0)]), true);
+        let (_, epoch0) = positions.next_offset(0).unwrap();
+        let (_, epoch1) = positions.next_offset(1).unwrap();
+        positions.delivered(0, epoch0, 0, false);
+        positions.ack(0, epoch0, 0);
+        positions.delivered(1, epoch1, 0, false);
+
+        positions.assign(&assignment(2, &[(1, 0), (2, 7)]), true);
+        assert_eq!(positions.generation(), 2);
+        assert_eq!(positions.next_offset(0), None, "partition 0 is dropped");
+        assert_eq!(
+            positions.next_offset(1).unwrap().0,
+            1,
+            "partition 1 keeps its place"
+        );
+        assert_eq!(positions.next_offset(2).unwrap().0, 7);
+        assert_eq!(
+            positions.commits_due(),
+            [commit(0, 1, 2)],
+            "the revoked partition's offset is committed with the new generation"
+        );
+        positions.ack(0, epoch0, 0);
+        positions.ack(1, epoch1, 0);
+        assert_eq!(positions.commits_due(), [commit(1, 1, 2)]);
+
+        positions.assign(&assignment(3, &[(0, 1), (1, 0), (2, 7)]), true);
+        let (_, epoch0_again) = positions.next_offset(0).unwrap();
+        assert_ne!(
+            epoch0_again, epoch0,
+            "a reassigned partition starts a new epoch"
+        );
+        positions.delivered(0, epoch0, 1, false);
+        assert_eq!(
+            positions.next_offset(0).unwrap().0,
+            1,
+            "stale deliveries are ignored"
+        );
+    }
+
+    #[test]
+    fn resubscribing_skips_what_was_delivered_and_jumps_ahead_if_told() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(0, &[(0, 0), (1, 0)]), false);
+        let (_, epoch) = positions.next_offset(0).unwrap();
+        for offset in 0..5 {
+            positions.delivered(0, epoch, offset, false);
+        }
+        // The sidecar resumes at the last committed offset, below what was delivered.
+        positions.assign(&assignment(0, &[(0, 2)]), false);
+        assert_eq!(positions.next_offset(0), Some((5, epoch)));
+        assert!(
+            positions.next_offset(1).is_some(),
+            "merging keeps other partitions"
+        );
+        // Another member moved the group on while this one was away.
+        positions.assign(&assignment(0, &[(0, 20)]), false);
+        assert_eq!(positions.next_offset(0), Some((20, epoch)));
+        positions.ack(0, epoch, 3);
+        assert_eq!(positions.commits_due(), [commit(0, 20, 0)]);
+    }
+
+    #[test]
+    fn high_watermarks_are_kept_for_lag() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(0, &[(4, 3)]), false);
+        positions.set_high_watermark(4, 10);
+        positions.set_high_watermark(4, 8);
+        positions.set_high_watermark(9, 8);
+        assert_eq!(positions.snapshot(), [(4, 3, 10)]);
+    }
+}

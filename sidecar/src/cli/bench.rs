@@ -1,0 +1,524 @@
+//! `sidestream bench produce|consume|e2e`: throughput and latency through the SDK, against a
+//! running sidecar or one started in this process (`--embedded`).
+//!
+//! Every run creates a topic of its own (`bench-<uuid>`) with the partitions and fsync policy
+//! asked for, and deletes it at the end. Payloads are `--size` bytes; the first 8 carry the
+//! publish time for the end-to-end latency. While it runs, a progress line goes to stderr
+//! once a second; at the end a summary goes to stdout, and with `--json` one JSON object on
+//! the last line.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use sidestream::{Acks, Client, Fsync, RawEvent, StartAt, TopicSettings};
+use tokio::sync::mpsc;
+
+use super::connect::ConnectArgs;
+use super::produce::AcksArg;
+use crate::{RunningSidecar, SidecarConfig};
+
+/// `sidestream bench …`.
+#[derive(Debug, Args)]
+pub(super) struct BenchArgs {
+    /// What to measure: publishing, catching up, or both at once with end-to-end latency.
+    #[arg(value_enum)]
+    workload: Workload,
+    /// Events to publish (in total, over all producers).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Payload bytes per event (at least 8).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(8..=(4 << 20)))]
+    size: u64,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    partitions: u32,
+    /// Producing clients, each with its own connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    producers: u64,
+    /// Largest record batch the SDK builds, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    batch_bytes: usize,
+    /// How long a batch may wait for more events, in milliseconds (0: only while the
+    /// partition has a batch in flight).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
+    /// When the sidecar acknowledges.
+    #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
+    acks: AcksArg,
+    /// fsync policy of the benchmark topic: always, `interval:<ms>` or never.
+    #[arg(long, default_value = "interval:1000")]
+    fsync: Fsync,
+    /// Events in flight per producer (1 measures one-at-a-time latency).
+    #[arg(long, default_value_t = 1 << 20)]
+    in_flight: u64,
+    /// Start a sidecar in this process, with its data in a temporary directory.
+    #[arg(long)]
+    embedded: bool,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Publish as fast as acknowledgements allow.
+    Produce,
+    /// Publish (untimed), then read everything back from the start.
+    Consume,
+    /// Publish and subscribe at once; measures publish-to-delivery latency.
+    E2e,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Produce => "produce",
+            Self::Consume => "consume",
+            Self::E2e => "e2e",
+        }
+    }
+}
+
+/// Where the benchmark's sidecar is.
+struct Target {
+    embedded: Option<(RunningSidecar, tempfile::TempDir)>,
+    connect: ConnectArgs,
+}
+
+impl Target {
+    async fn new(args: &BenchArgs) -> anyhow::Result<Self> {
+        let mut connect = args.connect.clone();
+        let embedded = if args.embedded {
+            let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+            let mut config = SidecarConfig::new(dir.path());
+            config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            let sidecar = RunningSidecar::start(config).await?;
+            connect.sidecar = sidecar.local_addr();
+            connect.data_dir = Some(dir.path().to_path_buf());
+            connect.tls_ca = None;
+            Some((sidecar, dir))
+        } else {
+            None
+        };
+        Ok(Self { embedded, connect })
+    }
+
+    async fn client(&self, args: &BenchArgs, name: &str) -> anyhow::Result<Client> {
+        self.connect
+            .connect_with(name, |builder| {
+                builder
+                    .acks(args.acks.into())
+                    .batch_bytes(args.batch_bytes)
+                    .linger(Duration::from_millis(args.linger_ms))
+            })
+            .await
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        if let Some((sidecar, _dir)) = self.embedded {
+            sidecar.shutdown().await?;
+        }
+        Ok(())
+    }
+}
+
+/// What one run measured.
+struct Outcome {
+    events: u64,
+    bytes: u64,
+    seconds: f64,
+    publish_ack: Option<Histogram<u64>>,
+    end_to_end: Option<Histogram<u64>>,
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let target = Target::new(&args).await?;
+    let admin = target.client(&args, "sidestream-bench").await?;
+    let topic = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    admin
+        .create_topic(
+            &topic,
+            TopicSettings::new()
+                .partitions(args.partitions)
+                .fsync(args.fsync),
+        )
+        .await
+        .with_context(|| format!("cannot create the benchmark topic {topic}"))?;
+    let result = match args.workload {
+        Workload::Produce => produce(&target, &args, &topic, Instant::now(), true).await,
+        Workload::Consume => {
+            produce(&target, &args, &topic, Instant::now(), false).await?;
+            consume(&admin, &args, &topic).await
+        }
+        Workload::E2e => e2e(&target, &args, &topic).await,
+    };
+    if let Err(error) = admin.delete_topic(&topic).await {
+        tracing::warn!(%topic, %error, "cannot delete the benchmark topic");
+    }
+    let closed = admin.close().await;
+    target.stop().await?;
+    closed?;
+    report(&args, &result?);
+    Ok(())
+}
+
+/// A latency histogram in microseconds: 1 µs to 100 s, 3 significant digits.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).context("cannot create a latency histogram")
+}
+
+/// A payload of `size` bytes whose first 8 are the nanoseconds since `epoch`.
+fn payload(size: usize, epoch: Instant, filler: &[u8]) -> Bytes {
+    let mut value = Vec::with_capacity(size);
+    let nanos = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    value.extend_from_slice(&nanos.to_le_bytes());
+    value.extend_from_slice(&filler[..size - 8]);
+    Bytes::from(value)
+}
+
+/// Publishes `args.events` events over `args.producers` clients.
+async fn produce(
+    target: &Target,
+    args: &BenchArgs,
+    topic: &str,
+    epoch: Instant,
+    show_progress: bool,
+) -> anyhow::Result<Outcome> {
+    let size = usize::try_from(args.size).context("--size does not fit this machine")?;
+    let filler: Arc<[u8]> = b"abcdefghijklmnopqrstuvwxyz"
+        .iter()
+        .copied()
+        .cycle()
+        .take(size)
+        .collect();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let progress =
+        show_progress.then(|| spawn_progress(Arc::clone(&acknowledged), args.size, "published"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for producer in 0..args.producers {
+        let client = target
+            .client(args, &format!("sidestream-bench-{producer}"))
+            .await?;
+        let count =
+            args.events / args.producers + u64::from(producer < args.events % args.producers);
+        let topic = topic.to_owned();
+        let filler = Arc::clone(&filler);
+        let acknowledged = Arc::clone(&acknowledged);
+        let acks: Acks = args.acks.into();
+        let in_flight = usize::try_from(args.in_flight.max(1)).unwrap_or(usize::MAX);
+        tasks.spawn(async move {
+            let latency = if in_flight == 1 {
+                publish_one_at_a_time(
+                    &client,
+                    &topic,
+                    count,
+                    acks,
+                    size,
+                    epoch,
+                    &filler,
+                    &acknowledged,
+                )
+                .await?
+            } else {
+                publish_pipelined(
+                    &client,
+                    &topic,
+                    count,
+                    acks,
+                    in_flight,
+                    size,
+                    epoch,
+                    &filler,
+                    acknowledged,
+                )
+                .await?
+            };
+            client.close().await?;
+            Ok::<_, anyhow::Error>(latency)
+        });
+    }
+    let mut latency = histogram()?;
+    while let Some(done) = tasks.join_next().await {
+        latency
+            .add(done.context("producer task")??)
+            .context("merging histograms")?;
+    }
+    let seconds = epoch.elapsed().as_secs_f64();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    Ok(Outcome {
+        events: args.events,
+        bytes: args.events * args.size,
+        seconds,
+        publish_ack: Some(latency),
+        end_to_end: None,
+    })
+}
+
+/// Publishes `count` events, waiting for each receipt before the next publish.
+#[expect(clippy::too_many_arguments, reason = "a producer task's whole setup")]
+async fn publish_one_at_a_time(
+    client: &Client,
+    topic: &str,
+    count: u64,
+    acks: Acks,
+    size: usize,
+    epoch: Instant,
+    filler: &[u8],
+    acknowledged: &AtomicU64,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut latency = histogram()?;
+    for _ in 0..count {
+        let event = RawEvent {
+            key: None,
+            value: payload(size, epoch, filler),
+            headers: Vec::new(),
+        };
+        let sent = Instant::now();
+        client.publish_raw_nowait(topic, event, acks).await?.await?;
+        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        latency.saturating_record(micros.max(1));
+        acknowledged.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(latency)
+}
+
+/// Publishes `count` events with up to `in_flight` receipts outstanding; a second task
+/// awaits the receipts in publish order.
+#[expect(clippy::too_many_arguments, reason = "a producer task's whole setup")]
+async fn publish_pipelined(
+    client: &Client,
+    topic: &str,
+    count: u64,
+    acks: Acks,
+    in_flight: usize,
+    size: usize,
+    epoch: Instant,
+    filler: &[u8],
+    acknowledged: Arc<AtomicU64>,
+) -> anyhow::Result<Histogram<u64>> {
+    let (pending_tx, mut pending) =
+        mpsc::channel::<(Instant, sidestream::PendingReceipt)>(in_flight.min(1 << 16));
+    let mut latency = histogram()?;
+    let waiter = tokio::spawn(async move {
+        while let Some((sent, receipt)) = pending.recv().await {
+            receipt.await?;
+            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            latency.saturating_record(micros.max(1));
+            acknowledged.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok::<_, sidestream::Error>(latency)
+    });
+    for _ in 0..count {
+        let event = RawEvent {
+            key: None,
+            value: payload(size, epoch, filler),
+            headers: Vec::new(),
+        };
+        let sent = Instant::now();
+        let receipt = client.publish_raw_nowait(topic, event, acks).await?;
+        if pending_tx.send((sent, receipt)).await.is_err() {
+            break;
+        }
+    }
+    drop(pending_tx);
+    Ok(waiter.await.context("receipt task")??)
+}
+
+/// Reads the topic from the start until every event arrived.
+async fn consume(client: &Client, args: &BenchArgs, topic: &str) -> anyhow::Result<Outcome> {
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress(Arc::clone(&received), args.size, "consumed");
+    let started = Instant::now();
+    let mut subscription = client
+        .subscribe_raw(topic)
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .context("cannot subscribe")?;
+    let mut seen = 0;
+    while seen < args.events {
+        match tokio::time::timeout(Duration::from_secs(30), subscription.next()).await {
+            Ok(Some(delivery)) => {
+                delivery?;
+                seen += 1;
+                received.store(seen, Ordering::Relaxed);
+            }
+            Ok(None) => anyhow::bail!(
+                "the subscription ended after {seen} of {} events",
+                args.events
+            ),
+            Err(_) => anyhow::bail!("no event for 30 s after {seen} of {} events", args.events),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.abort();
+    subscription.close().await?;
+    Ok(Outcome {
+        events: seen,
+        bytes: seen * args.size,
+        seconds,
+        publish_ack: None,
+        end_to_end: None,
+    })
+}
+
+/// Publishes and subscribes at once; the payload's first 8 bytes give the latency.
+async fn e2e(target: &Target, args: &BenchArgs, topic: &str) -> anyhow::Result<Outcome> {
+    let client = target.client(args, "sidestream-bench-consumer").await?;
+    let mut subscription = client
+        .subscribe_raw(topic)
+        .from(StartAt::Latest)
+        .start()
+        .await
+        .context("cannot subscribe")?;
+    let epoch = Instant::now();
+    let events = args.events;
+    let consumer = tokio::spawn(async move {
+        let mut latency = histogram()?;
+        let mut seen = 0;
+        while seen < events {
+            match tokio::time::timeout(Duration::from_secs(30), subscription.next()).await {
+                Ok(Some(delivery)) => {
+                    let delivery = delivery?;
+                    let sent = delivery
+                        .event
+                        .value
+                        .get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map_or(0, u64::from_le_bytes);
+                    let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    latency.saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                    seen += 1;
+                }
+                Ok(None) => anyhow::bail!("the subscription ended after {seen} of {events} events"),
+                Err(_) => anyhow::bail!("no event for 30 s after {seen} of {events} events"),
+            }
+        }
+        subscription.close().await?;
+        Ok(latency)
+    });
+    // Payload times count from the consumer's epoch.
+    let mut outcome = produce(target, args, topic, epoch, true).await?;
+    let end_to_end = consumer.await.context("consumer task")??;
+    outcome.seconds = epoch.elapsed().as_secs_f64();
+    outcome.end_to_end = Some(end_to_end);
+    client.close().await?;
+    Ok(outcome)
+}
+
+/// Prints a progress line to stderr once a second until aborted.
+fn spawn_progress(
+    count: Arc<AtomicU64>,
+    size: u64,
+    verb: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let events = count.load(Ordering::Relaxed);
+            let seconds = started.elapsed().as_secs_f64();
+            #[expect(clippy::print_stderr, reason = "the progress line goes to stderr")]
+            {
+                eprintln!(
+                    "  {verb} {events} events in {seconds:.0} s: {:.0} events/s, {:.1} MB/s",
+                    rate(events, seconds),
+                    rate(events * size, seconds) / 1e6
+                );
+            }
+        }
+    })
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "rates are reported to a few digits"
+)]
+fn rate(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn percentiles(histogram: Option<&Histogram<u64>>) -> serde_json::Value {
+    match histogram {
+        Some(h) if !h.is_empty() => serde_json::json!({
+            "p50": h.value_at_quantile(0.50),
+            "p99": h.value_at_quantile(0.99),
+            "p999": h.value_at_quantile(0.999),
+            "max": h.max(),
+        }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+fn report(args: &BenchArgs, outcome: &Outcome) {
+    let events_per_sec = rate(outcome.events, outcome.seconds);
+    let mb_per_sec = rate(outcome.bytes, outcome.seconds) / 1e6;
+    let mut text = format!(
+        "{}: {} events of {} B in {:.2} s: {:.0} events/s, {:.1} MB/s (payload)\n\
+         partitions {}, producers {}, acks {:?}, fsync {}, batch {} B, linger {} ms\n",
+        args.workload.name(),
+        outcome.events,
+        args.size,
+        outcome.seconds,
+        events_per_sec,
+        mb_per_sec,
+        args.partitions,
+        args.producers,
+        args.acks,
+        args.fsync,
+        args.batch_bytes,
+        args.linger_ms,
+    );
+    for (name, histogram) in [
+        ("publish-ack", outcome.publish_ack.as_ref()),
+        ("end-to-end", outcome.end_to_end.as_ref()),
+    ] {
+        if let Some(h) = histogram.filter(|h| !h.is_empty()) {
+            let _ = writeln!(
+                text,
+                "{name} latency: p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                h.value_at_quantile(0.50),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            );
+        }
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "workload": args.workload.name(),
+            "events": outcome.events,
+            "bytes": outcome.bytes,
+            "seconds": outcome.seconds,
+            "events_per_sec": events_per_sec,
+            "mb_per_sec": mb_per_sec,
+            "size": args.size,
+            "partitions": args.partitions,
+            "producers": args.producers,
+            "acks": format!("{:?}", args.acks).to_lowercase(),
+            "fsync": args.fsync.to_string(),
+            "publish_ack_us": percentiles(outcome.publish_ack.as_ref()),
+            "end_to_end_us": percentiles(outcome.end_to_end.as_ref()),
+        });
+        text.push_str(&json.to_string());
+        text.push('\n');
+    }
+    super::out(&text);
+}

@@ -1,0 +1,202 @@
+//! The `sidestream` command line against a sidecar process: topics, produce, consume, and
+//! its errors on stderr.
+
+use std::io::Write as _;
+use std::process::{Output, Stdio};
+
+use sidestream_tests::cli;
+
+use crate::sidecar;
+
+fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the CLI starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin)
+        .expect("stdin takes the input");
+    child.wait_with_output().expect("the CLI ends")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn topics_produce_and_consume_through_the_cli() {
+    let (_dir, sidecar) = sidecar();
+    let created = run(
+        cli(&sidecar).args(["topic", "create", "lines", "--partitions", "3"]),
+        b"",
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(
+        text(&created.stdout).contains("partitions:         3"),
+        "{}",
+        text(&created.stdout)
+    );
+
+    let listed = run(cli(&sidecar).args(["topic", "list"]), b"");
+    assert!(
+        text(&listed.stdout).contains("lines"),
+        "{}",
+        text(&listed.stdout)
+    );
+
+    let produced = run(
+        cli(&sidecar).args(["produce", "lines", "--key-separator", ":"]),
+        b"k1:first\nk2:second\nk1:third\n",
+    );
+    assert!(produced.status.success(), "{}", text(&produced.stderr));
+    assert!(
+        text(&produced.stderr).contains("produced 3 events"),
+        "{}",
+        text(&produced.stderr)
+    );
+
+    let consumed = run(
+        cli(&sidecar).args([
+            "consume",
+            "lines",
+            "--max",
+            "3",
+            "--timeout",
+            "20",
+            "--format",
+            "json",
+        ]),
+        b"",
+    );
+    assert!(consumed.status.success(), "{}", text(&consumed.stderr));
+    let events: Vec<serde_json::Value> = text(&consumed.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.len(), 3);
+    let mut values: Vec<&str> = events
+        .iter()
+        .map(|e| e["value"].as_str().expect("UTF-8 value"))
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, ["first", "second", "third"]);
+    for event in &events {
+        assert_eq!(event["topic"], "lines");
+        assert!(
+            event["offset"].is_u64() && event["partition"].is_u64() && event["timestamp"].is_i64()
+        );
+        assert!(event["headers"]["id"].is_string());
+    }
+    // Same key, same partition, in order.
+    let k1: Vec<&serde_json::Value> = events.iter().filter(|e| e["key"] == "k1").collect();
+    assert_eq!(k1[0]["partition"], k1[1]["partition"]);
+    assert_eq!(k1[0]["value"], "first");
+
+    let described = run(cli(&sidecar).args(["topic", "describe", "lines"]), b"");
+    assert!(
+        text(&described.stdout).contains("HIGH WATERMARK"),
+        "{}",
+        text(&described.stdout)
+    );
+    let deleted = run(cli(&sidecar).args(["topic", "delete", "lines"]), b"");
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+}
+
+#[test]
+fn the_cli_names_bad_input_on_stderr() {
+    let (_dir, sidecar) = sidecar();
+    let bad_name = run(cli(&sidecar).args(["topic", "create", "orders/eu"]), b"");
+    assert!(!bad_name.status.success());
+    assert!(
+        text(&bad_name.stderr).contains("'/'"),
+        "{}",
+        text(&bad_name.stderr)
+    );
+
+    let unknown = run(
+        cli(&sidecar).args(["consume", "missing", "--timeout", "5"]),
+        b"",
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("missing"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    let negative = run(
+        cli(&sidecar).args(["consume", "missing", "--from", "-1"]),
+        b"",
+    );
+    assert_eq!(negative.status.code(), Some(2));
+    assert!(
+        text(&negative.stderr).contains("-1"),
+        "{}",
+        text(&negative.stderr)
+    );
+
+    let created = run(cli(&sidecar).args(["topic", "create", "lines"]), b"");
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let too_long = run(
+        cli(&sidecar).args(["produce", "lines", "--max-line-bytes", "10"]),
+        b"short\nthis line is longer than ten bytes\n",
+    );
+    assert!(!too_long.status.success());
+    let stderr = text(&too_long.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("10 bytes"),
+        "{stderr}"
+    );
+
+    let wrong_flag = run(
+        cli(&sidecar).args(["topic", "create", "x", "--fsync", "sometimes"]),
+        b"",
+    );
+    assert_eq!(wrong_flag.status.code(), Some(2));
+    assert!(
+        text(&wrong_flag.stderr).contains("sometimes"),
+        "{}",
+        text(&wrong_flag.stderr)
+    );
+}
+
+#[test]
+fn the_demo_runs_the_example_services_end_to_end() {
+    let output = std::process::Command::new(sidestream_tests::cli_path())
+        .args(["demo", "--orders", "12"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the demo runs");
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
+    let count = |label: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|line| {
+                line.split_once(label)
+                    .and_then(|(_, n)| n.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("the summary has {label:?}:\n{stdout}"))
+    };
+    assert_eq!(count("orders placed"), 12);
+    assert_eq!(
+        count("paid") + count("failed"),
+        12,
+        "every order settles:\n{stdout}"
+    );
+    assert!(
+        count("failed") > 0 && count("paid") > 0,
+        "both outcomes occur:\n{stdout}"
+    );
+    assert!(stdout.contains("end to end"), "{stdout}");
+}

@@ -1,0 +1,74 @@
+//! Group offsets: a group resumes where it committed, after a client restart and after a
+//! sidecar restart.
+
+use std::time::Duration;
+
+use sidestream::StartAt;
+use tokio::time::timeout;
+
+use crate::events::OrderPlaced;
+use crate::{PATIENCE, create_topic, sidecar};
+
+/// Takes `count` deliveries of the group, acking each; returns their sequences.
+async fn take(client: &sidestream::Client, count: usize) -> Vec<u64> {
+    let mut subscription = client
+        .subscribe::<OrderPlaced>()
+        .group("payments")
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let mut sequences = Vec::new();
+    while sequences.len() < count {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the subscription goes on")
+            .expect("a valid event");
+        sequences.push(delivery.event.sequence);
+        delivery.ack().await.expect("acked");
+    }
+    subscription
+        .close()
+        .await
+        .expect("offsets committed on close");
+    sequences
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_survive_a_client_restart_and_a_sidecar_restart() {
+    let (_dir, mut sidecar) = sidecar();
+    let publisher = sidecar.client("order-service").await;
+    // One partition, so the group's order is the publish order.
+    create_topic(&publisher, "orders", 1).await;
+    for sequence in 0..30 {
+        publisher
+            .publish(&OrderPlaced {
+                order_id: format!("o-{sequence}"),
+                sequence,
+            })
+            .await
+            .expect("published");
+    }
+    publisher.close().await.expect("the client closes cleanly");
+
+    let first = sidecar.client("payment-service").await;
+    assert_eq!(take(&first, 10).await, (0..10).collect::<Vec<_>>());
+    first.close().await.expect("the client closes cleanly");
+
+    // A new client (a restarted service) continues after the committed offset.
+    let second = sidecar.client("payment-service").await;
+    assert_eq!(take(&second, 10).await, (10..20).collect::<Vec<_>>());
+    second.close().await.expect("the client closes cleanly");
+
+    // The sidecar restarts (gracefully); the group still continues where it was.
+    let (clean, log) = sidecar.terminate(Duration::from_secs(20));
+    assert!(
+        clean,
+        "the sidecar stops cleanly on SIGTERM; its log:\n{log}"
+    );
+    sidecar.restart();
+    let third = sidecar.client("payment-service").await;
+    assert_eq!(take(&third, 10).await, (20..30).collect::<Vec<_>>());
+    third.close().await.expect("the client closes cleanly");
+}
