@@ -95,3 +95,120 @@ async fn sigkill_during_a_publish_burst_loses_no_acknowledged_event() {
     client.close().await.expect("the client closes cleanly");
     reader.close().await.expect("the client closes cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_carries_on_across_a_sidecar_restart() {
+    let (_dir, mut sidecar) = sidecar();
+    let publisher = sidecar.client("publisher").await;
+    create_topic(&publisher, "orders", 2).await;
+    let consumer = sidecar.client("consumer").await;
+    let mut subscription = consumer
+        .subscribe::<OrderPlaced>()
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let publish = |from: u64| {
+        let publisher = publisher.clone();
+        async move {
+            for sequence in from..from + 10 {
+                publisher
+                    .publish(&OrderPlaced {
+                        order_id: format!("o-{sequence}"),
+                        sequence,
+                    })
+                    .await
+                    .expect("published and acknowledged");
+            }
+        }
+    };
+    let mut seen = Vec::new();
+    publish(0).await;
+    while seen.len() < 10 {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("in time")
+            .expect("the subscription goes on")
+            .expect("an event");
+        seen.push(delivery.event.sequence);
+    }
+    sidecar.kill();
+    sidecar.restart();
+    publish(10).await;
+    while seen.len() < 20 {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("in time")
+            .expect("the subscription survives the restart")
+            .expect("an event");
+        seen.push(delivery.event.sequence);
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..20).collect::<Vec<_>>(),
+        "each event once, none lost"
+    );
+    publisher.close().await.expect("the client closes cleanly");
+    consumer.close().await.expect("the client closes cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sidecar_is_left_for_a_new_connection_without_losing_events() {
+    let (_dir, sidecar) = sidecar();
+    let client = sidestream::Client::builder("order-service")
+        .sidecar(sidecar.addr().to_string())
+        .tls_dir(sidecar.tls_dir())
+        .answer_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connected");
+    create_topic(&client, "orders", 1).await;
+    let burst = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for sequence in 0..200u64 {
+                let order = OrderPlaced {
+                    order_id: format!("o-{sequence}"),
+                    sequence,
+                };
+                receipts.push(client.publish_nowait(&order).await.expect("buffered"));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut offsets = Vec::new();
+            for receipt in receipts {
+                offsets.push(receipt.await.expect("acknowledged in the end").offset);
+            }
+            offsets
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The sidecar stops answering for longer than the client's answer timeout.
+    sidecar.pause();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sidecar.resume();
+    let offsets = timeout(PATIENCE, burst)
+        .await
+        .expect("the burst completes")
+        .expect("no publish failed");
+    assert_eq!(offsets.len(), 200);
+    let reader = sidecar.client("checker").await;
+    let mut subscription = reader
+        .subscribe::<OrderPlaced>()
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let mut sequences = std::collections::BTreeSet::new();
+    while sequences.len() < 200 {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("every event arrives in time")
+            .expect("the subscription goes on")
+            .expect("an event");
+        sequences.insert(delivery.event.sequence);
+    }
+    client.close().await.expect("the client closes cleanly");
+    reader.close().await.expect("the client closes cleanly");
+}

@@ -147,6 +147,25 @@ impl SidecarProcess {
             .expect("the client connects")
     }
 
+    /// Stops the process with SIGSTOP: it holds its connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {} failed", self.pid());
+    }
+
     /// Kills the process with SIGKILL and returns its log.
     pub fn kill(&mut self) -> String {
         self.kill_and_collect()

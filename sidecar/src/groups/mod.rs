@@ -74,10 +74,25 @@ pub(crate) struct Membership {
 #[derive(Debug)]
 pub(crate) struct Groups {
     log: Arc<Log>,
-    offsets: Mutex<HashMap<GroupTopic, BTreeMap<u32, u64>>>,
-    members: Mutex<HashMap<GroupTopic, Member>>,
-    next_generation: Mutex<u64>,
+    state: Mutex<State>,
 }
+
+#[derive(Debug)]
+struct State {
+    offsets: HashMap<GroupTopic, BTreeMap<u32, u64>>,
+    members: HashMap<GroupTopic, Member>,
+    /// The latest generation ever given per group and topic (kept when its member leaves,
+    /// so that an older member's late commit is still refused).
+    generations: HashMap<GroupTopic, u64>,
+    next_generation: u64,
+    /// Writes to the offsets log are numbered in log order; a write updates the table only
+    /// if no later write of the same key has already done so.
+    writes: u64,
+    applied: HashMap<(GroupTopic, u32), u64>,
+}
+
+/// One record to store: group, topic, partition, and the offset (`None`: a tombstone).
+type Entry<'a> = (&'a str, &'a str, u32, Option<u64>);
 
 impl Groups {
     /// Opens (or creates) the offsets log under `data_dir` and rebuilds the table from it.
@@ -92,63 +107,33 @@ impl Groups {
             data_dir.join("groups").join("offsets"),
             config,
         )?;
-        let mut offsets: HashMap<GroupTopic, BTreeMap<u32, u64>> = HashMap::new();
-        let mut at = log.state().start_offset;
-        loop {
-            let fetched = log.read(at, 4 << 20)?;
-            if fetched.batches.is_empty() {
-                break;
-            }
-            for batch in &fetched.batches {
-                let Ok(header) = validate(batch) else {
-                    continue;
-                };
-                let body = &batch[sidestream_log::batch::HEADER_LEN..];
-                for record in RecordIter::new(body, header.record_count).flatten() {
-                    let Some((group, topic, partition)) = record.key.and_then(parse_key) else {
-                        continue;
-                    };
-                    let entry = offsets.entry((group, topic)).or_default();
-                    match record.value.map(<[u8; 8]>::try_from) {
-                        Some(Ok(bytes)) => {
-                            entry.insert(partition, u64::from_le_bytes(bytes));
-                        }
-                        // A tombstone: the topic was deleted.
-                        None => {
-                            entry.remove(&partition);
-                        }
-                        Some(Err(_)) => {}
-                    }
-                }
-            }
-            at = fetched.next_offset;
-        }
-        offsets.retain(|_, partitions| !partitions.is_empty());
+        let offsets = rebuild(&log)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(1));
         Ok(Self {
             log: Arc::new(log),
-            offsets: Mutex::new(offsets),
-            members: Mutex::new(HashMap::new()),
-            // Generations grow across restarts: they start from the clock.
-            next_generation: Mutex::new(now),
+            state: Mutex::new(State {
+                offsets,
+                members: HashMap::new(),
+                generations: HashMap::new(),
+                // Generations grow across restarts: they start from the clock.
+                next_generation: now,
+                writes: 0,
+                applied: HashMap::new(),
+            }),
         })
     }
 
     /// Joins `group` for `topic`, taking its partitions over from any earlier member.
     pub(crate) fn join(&self, group: &str, topic: &str) -> Membership {
-        let generation = {
-            let mut next = lock(&self.next_generation);
-            *next += 1;
-            *next
-        };
+        let key = (group.to_owned(), topic.to_owned());
         let (evict, evicted) = watch::channel(false);
-        let old = lock(&self.members).insert(
-            (group.to_owned(), topic.to_owned()),
-            Member { generation, evict },
-        );
-        if let Some(old) = old {
+        let mut state = lock(&self.state);
+        state.next_generation += 1;
+        let generation = state.next_generation;
+        state.generations.insert(key.clone(), generation);
+        if let Some(old) = state.members.insert(key, Member { generation, evict }) {
             old.evict.send_replace(true);
         }
         Membership {
@@ -159,13 +144,14 @@ impl Groups {
 
     /// Leaves `group` if `generation` is still its member.
     pub(crate) fn leave(&self, group: &str, topic: &str, generation: u64) {
-        let mut members = lock(&self.members);
+        let mut state = lock(&self.state);
         let key = (group.to_owned(), topic.to_owned());
-        if members
+        if state
+            .members
             .get(&key)
             .is_some_and(|m| m.generation == generation)
         {
-            members.remove(&key);
+            state.members.remove(&key);
         }
     }
 
@@ -173,14 +159,16 @@ impl Groups {
     /// sidecar has never seen for the topic.
     pub(crate) fn committed(&self, group: &str, topic: &str) -> Option<BTreeMap<u32, u64>> {
         let key = (group.to_owned(), topic.to_owned());
-        let offsets = lock(&self.offsets).get(&key).cloned();
-        if offsets.is_none() && lock(&self.members).contains_key(&key) {
-            return Some(BTreeMap::new());
+        let state = lock(&self.state);
+        match state.offsets.get(&key) {
+            Some(offsets) => Some(offsets.clone()),
+            None if state.members.contains_key(&key) => Some(BTreeMap::new()),
+            None => None,
         }
-        offsets
     }
 
-    /// Commits `offset` for `group` in a partition, durably.
+    /// Commits `offset` for `group` in a partition, durably. A commit that names a
+    /// generation older than the group's latest is refused.
     pub(crate) async fn commit(
         &self,
         group: &str,
@@ -189,49 +177,60 @@ impl Groups {
         offset: u64,
         generation: Option<u64>,
     ) -> Result<(), GroupError> {
-        let key = (group.to_owned(), topic.to_owned());
-        if let Some(given) = generation
-            && let Some(current) = lock(&self.members).get(&key).map(|m| m.generation)
-            && current > given
-        {
-            return Err(GroupError::StaleGeneration {
-                group: group.to_owned(),
-                topic: topic.to_owned(),
-                given,
-                current,
-            });
-        }
-        self.store(&[(group, topic, partition, Some(offset))])
-            .await?;
-        lock(&self.offsets)
-            .entry(key)
-            .or_default()
-            .insert(partition, offset);
-        Ok(())
+        self.store(&[(group, topic, partition, Some(offset))], generation)
+            .await
     }
 
-    /// Forgets every group's offsets in a deleted topic, durably (one tombstone per
-    /// partition), so that a new topic of the same name starts without them.
+    /// Forgets every group's offsets in a topic, durably (one tombstone per partition), so
+    /// that a new topic of the same name starts without them.
     pub(crate) async fn forget_topic(&self, topic: &str) -> Result<(), GroupError> {
-        let doomed: Vec<(String, u32)> = lock(&self.offsets)
+        self.forget(|t| t == topic).await
+    }
+
+    /// Forgets one partition's offset of a group (a commit that raced with its topic's
+    /// deletion).
+    pub(crate) async fn forget_partition(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), GroupError> {
+        self.store(&[(group, topic, partition, None)], None).await
+    }
+
+    /// Forgets the offsets of every topic that `exists` says is gone (a crash between a
+    /// topic's deletion and its tombstones leaves some).
+    pub(crate) async fn forget_missing(
+        &self,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), GroupError> {
+        self.forget(|t| !exists(t)).await
+    }
+
+    async fn forget(&self, doomed: impl Fn(&str) -> bool) -> Result<(), GroupError> {
+        let keys: Vec<(String, String, u32)> = lock(&self.state)
+            .offsets
             .iter()
-            .filter(|((_, t), _)| t == topic)
-            .flat_map(|((g, _), parts)| parts.keys().map(|p| (g.clone(), *p)))
+            .filter(|((_, t), _)| doomed(t))
+            .flat_map(|((g, t), parts)| parts.keys().map(|p| (g.clone(), t.clone(), *p)))
             .collect();
-        if doomed.is_empty() {
+        if keys.is_empty() {
             return Ok(());
         }
-        let records: Vec<(&str, &str, u32, Option<u64>)> = doomed
+        let entries: Vec<Entry<'_>> = keys
             .iter()
-            .map(|(group, partition)| (group.as_str(), topic, *partition, None))
+            .map(|(group, topic, partition)| (group.as_str(), topic.as_str(), *partition, None))
             .collect();
-        self.store(&records).await?;
-        lock(&self.offsets).retain(|(_, t), _| t != topic);
-        Ok(())
+        self.store(&entries, None).await
     }
 
-    /// Appends one record per entry (`None`: a tombstone) and waits until it is durable.
-    async fn store(&self, entries: &[(&str, &str, u32, Option<u64>)]) -> Result<(), GroupError> {
+    /// Appends one record per entry, waits until it is durable, then updates the table
+    /// (unless a later write of the same key got there first).
+    async fn store(
+        &self,
+        entries: &[Entry<'_>],
+        generation: Option<u64>,
+    ) -> Result<(), GroupError> {
         let mut builder = BatchBuilder::with_capacity(128 * entries.len());
         let timestamp = now_ms();
         for &(group, topic, partition, offset) in entries {
@@ -249,14 +248,62 @@ impl Groups {
         let batch = builder
             .finish()
             .map_err(|e| GroupError::Task(e.to_string()))?;
+        let (appended, write) = {
+            let mut state = lock(&self.state);
+            if let Some(given) = generation {
+                for &(group, topic, ..) in entries {
+                    let key = (group.to_owned(), topic.to_owned());
+                    if let Some(&current) = state.generations.get(&key)
+                        && current > given
+                    {
+                        return Err(GroupError::StaleGeneration {
+                            group: group.to_owned(),
+                            topic: topic.to_owned(),
+                            given,
+                            current,
+                        });
+                    }
+                }
+            }
+            // Appended under the lock, so log order is write-number order.
+            let appended = self.log.append(&batch)?;
+            state.writes += 1;
+            (appended, state.writes)
+        };
         let log = Arc::clone(&self.log);
-        tokio::task::spawn_blocking(move || -> Result<(), GroupError> {
-            let appended = log.append(&batch)?;
-            log.wait_durable(&appended)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| GroupError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || log.wait_durable(&appended))
+            .await
+            .map_err(|e| GroupError::Task(e.to_string()))??;
+        let mut state = lock(&self.state);
+        for &(group, topic, partition, offset) in entries {
+            let key = (group.to_owned(), topic.to_owned());
+            let newest = state
+                .applied
+                .get(&(key.clone(), partition))
+                .is_none_or(|&applied| applied < write);
+            if !newest {
+                continue;
+            }
+            state.applied.insert((key.clone(), partition), write);
+            match offset {
+                Some(offset) => {
+                    state
+                        .offsets
+                        .entry(key)
+                        .or_default()
+                        .insert(partition, offset);
+                }
+                None => {
+                    if let Some(partitions) = state.offsets.get_mut(&key) {
+                        partitions.remove(&partition);
+                        if partitions.is_empty() {
+                            state.offsets.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn sync(&self) {
@@ -264,6 +311,43 @@ impl Groups {
             tracing::error!(%error, "final sync of the group offsets failed");
         }
     }
+}
+
+/// Reads the whole offsets log: the last record of each key wins.
+fn rebuild(log: &Log) -> Result<HashMap<GroupTopic, BTreeMap<u32, u64>>, OpenGroupsError> {
+    let mut offsets: HashMap<GroupTopic, BTreeMap<u32, u64>> = HashMap::new();
+    let mut at = log.state().start_offset;
+    loop {
+        let fetched = log.read(at, 4 << 20)?;
+        if fetched.batches.is_empty() {
+            break;
+        }
+        for batch in &fetched.batches {
+            let Ok(header) = validate(batch) else {
+                continue;
+            };
+            let body = &batch[sidestream_log::batch::HEADER_LEN..];
+            for record in RecordIter::new(body, header.record_count).flatten() {
+                let Some((group, topic, partition)) = record.key.and_then(parse_key) else {
+                    continue;
+                };
+                let entry = offsets.entry((group, topic)).or_default();
+                match record.value.map(<[u8; 8]>::try_from) {
+                    Some(Ok(bytes)) => {
+                        entry.insert(partition, u64::from_le_bytes(bytes));
+                    }
+                    // A tombstone: the topic was deleted.
+                    None => {
+                        entry.remove(&partition);
+                    }
+                    Some(Err(_)) => {}
+                }
+            }
+        }
+        at = fetched.next_offset;
+    }
+    offsets.retain(|_, partitions| !partitions.is_empty());
+    Ok(offsets)
 }
 
 fn parse_key(key: &[u8]) -> Option<(String, String, u32)> {

@@ -5,6 +5,9 @@ use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use sidestream_proto::v1::ErrorCode;
 use sidestream_proto::{FrameCodec, FrameError, Request, Response};
 
+/// Most bytes reserved beyond what has arrived.
+const RESERVE_AHEAD: usize = 1 << 20;
+
 /// Why no request could be read.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ReadFrameError {
@@ -16,8 +19,9 @@ pub(super) enum ReadFrameError {
 
 /// Reads the next request frame; `None` when the client finished the stream between frames.
 ///
-/// The length prefix is checked against the codec's limit as soon as it arrives, and the
-/// buffer grows to the frame's size at once so a large publish is copied only once.
+/// The length prefix is checked against the codec's limit as soon as it arrives. The buffer
+/// grows ahead of the data by at most `RESERVE_AHEAD`, so a length prefix alone cannot make
+/// the sidecar allocate a whole frame.
 pub(super) async fn read_request(
     recv: &mut RecvStream,
     codec: &FrameCodec<Request>,
@@ -29,7 +33,7 @@ pub(super) async fn read_request(
         }
         if buf.len() >= 4 {
             let size = (&buf[..4]).get_u32_le() as usize + 4;
-            buf.reserve(size.saturating_sub(buf.len()));
+            buf.reserve(size.saturating_sub(buf.len()).min(RESERVE_AHEAD));
         }
         match recv.read_chunk(usize::MAX, true).await? {
             Some(chunk) => buf.extend_from_slice(&chunk.bytes),

@@ -99,11 +99,16 @@ pub(super) async fn create_topic(shared: &Shared, request: v1::CreateTopic) -> A
 
 pub(super) async fn delete_topic(shared: &Shared, request: v1::DeleteTopic) -> Answer {
     let name = checked_name(&request.name)?;
+    find_topic(shared, name.as_str())?;
+    // Tombstones first: a crash after them and before the deletion leaves a topic without
+    // group offsets, never group offsets without their topic.
+    shared
+        .groups
+        .forget_topic(name.as_str())
+        .await
+        .map_err(|e| error(ErrorCode::StorageError, e.to_string()))?;
     match shared.topics.delete(name.as_str()).await {
         Ok(()) => {
-            if let Err(e) = shared.groups.forget_topic(name.as_str()).await {
-                tracing::error!(topic = name.as_str(), error = %e, "cannot forget the deleted topic's group offsets");
-            }
             tracing::info!(topic = name.as_str(), "topic deleted");
             Ok(response::Body::DeleteTopic(v1::DeleteTopicResult {}))
         }
@@ -332,6 +337,25 @@ pub(super) async fn commit_offset(shared: &Shared, request: v1::CommitOffset) ->
             GroupError::StaleGeneration { .. } => error(ErrorCode::StaleGeneration, e.to_string()),
             e => error(ErrorCode::StorageError, e.to_string()),
         })?;
+    // The topic was deleted (and maybe created again) while the commit was on its way: the
+    // offset belongs to a topic that is gone.
+    let same = shared
+        .topics
+        .get(&request.topic)
+        .is_some_and(|now| Arc::ptr_eq(&now, &topic));
+    if !same {
+        if let Err(e) = shared
+            .groups
+            .forget_partition(&request.group, &request.topic, request.partition)
+            .await
+        {
+            tracing::error!(error = %e, "cannot withdraw a commit for a deleted topic");
+        }
+        return Err(error(
+            ErrorCode::UnknownTopic,
+            format!("topic {:?} was deleted", request.topic),
+        ));
+    }
     Ok(response::Body::CommitOffset(v1::CommitOffsetResult {}))
 }
 

@@ -17,12 +17,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 use sidestream::transport::BindError;
 use sidestream_proto::v1::{ErrorCode, request};
-use sidestream_proto::{FrameCodec, Request, Response};
+use sidestream_proto::{DEFAULT_MAX_FRAME_SIZE, FrameCodec, Request, Response};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -117,6 +118,11 @@ impl RunningSidecar {
             .await
             .map_err(|e| SidecarError::Task(e.to_string()))??
         };
+        // Offsets of topics deleted just before a crash (before their tombstones).
+        groups
+            .forget_missing(|topic| topics.get(topic).is_some())
+            .await
+            .map_err(|e| SidecarError::Task(e.to_string()))?;
         let endpoint = tls.bind(config.listen, &config.quic)?;
         let local_addr = endpoint.local_addr().map_err(|source| {
             SidecarError::Bind(BindError::Io {
@@ -132,7 +138,7 @@ impl RunningSidecar {
                 .clone()
                 .unwrap_or_else(|| local_addr.to_string()),
             requests: FrameCodec::new(config.max_frame_size),
-            responses: FrameCodec::new(u32::MAX),
+            responses: FrameCodec::new(DEFAULT_MAX_FRAME_SIZE),
             config,
             topics: Arc::new(topics),
             groups,
@@ -229,7 +235,8 @@ async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
 }
 
 async fn retention_loop(shared: Arc<Shared>) {
-    let mut every = tokio::time::interval(shared.config.retention_interval);
+    let every = shared.config.retention_interval.max(Duration::from_secs(1));
+    let mut every = tokio::time::interval(every);
     every.tick().await;
     loop {
         every.tick().await;
@@ -313,6 +320,7 @@ async fn stream_task(
             ErrorCode::UnsupportedVersion,
             "the request has no body this sidecar knows (sent by a newer client?)",
         );
+        let _ = recv.stop(quic_code(ErrorCode::UnsupportedVersion));
         finish(&shared, &mut send, &answer).await;
         return;
     };

@@ -11,8 +11,8 @@ use bytes::BytesMut;
 use quinn::{RecvStream, SendStream};
 use sidestream_log::ReadError;
 use sidestream_proto::v1::{self, ErrorCode, response, subscribe};
-use sidestream_proto::{FrameCodec, Response};
-use tokio::sync::{mpsc, watch};
+use sidestream_proto::{DEFAULT_MAX_FRAME_SIZE, FrameCodec, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::Shared;
@@ -21,8 +21,18 @@ use super::handlers::{checked_group, error, find_partition, find_topic, max_byte
 use crate::groups::Membership;
 use crate::topics::{Partition, Topic};
 
+/// Longest the final frame of a subscription waits for the client's flow control.
+const END_FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Frames waiting for the writer, per subscription.
 const FRAMES_QUEUED: usize = 4;
+
+/// Frames' worth of bytes (of the subscription's frame size) that may be read and not yet
+/// written, whatever the number of partitions.
+const BUDGET_FRAMES: usize = 2;
+
+/// A frame for the writer, with the budget its bytes hold until they are written.
+type Frame = (Response, Option<OwnedSemaphorePermit>);
 
 /// Serves one subscription until the client finishes the stream, the sidecar shuts down, the
 /// topic is deleted, or a newer group member takes over.
@@ -32,7 +42,7 @@ pub(super) async fn serve(
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let codec = FrameCodec::<Response>::new(u32::MAX);
+    let codec = FrameCodec::<Response>::new(DEFAULT_MAX_FRAME_SIZE);
     let start = match start(&shared, &request) {
         Ok(start) => start,
         Err(answer) => {
@@ -84,7 +94,8 @@ pub(super) async fn serve(
         shared.groups.leave(group, &topic.spec().name, m.generation);
     }
     if let Some(end) = end {
-        let _ = write_response(&mut send, &codec, &end).await;
+        // A client that reads nothing cannot hold the end (or a shutdown) up for long.
+        let _ = tokio::time::timeout(END_FRAME_WAIT, write_response(&mut send, &codec, &end)).await;
     }
     let _ = send.finish();
     let _ = recv.stop(quic_code(ErrorCode::Ok));
@@ -107,15 +118,17 @@ fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response
                 "partitions must be empty in a group subscription: the group assigns them",
             ));
         }
-        let mut chosen = Vec::new();
+        let mut wanted = vec![false; topic.partitions().len()];
         for &number in &request.partitions {
-            let partition = find_partition(&topic, number)?;
-            if !chosen.iter().any(|p: &Arc<Partition>| p.number() == number) {
-                chosen.push(partition);
-            }
+            find_partition(&topic, number)?;
+            wanted[number as usize] = true;
         }
-        chosen.sort_by_key(|p| p.number());
-        chosen
+        topic
+            .partitions()
+            .iter()
+            .filter(|p| wanted[p.number() as usize])
+            .cloned()
+            .collect()
     };
     let committed = match &request.group {
         Some(group) => {
@@ -133,7 +146,7 @@ fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response
         let high_watermark = partition.high_watermark();
         let offset = match committed.get(&partition.number()) {
             // A committed offset that retention has passed restarts at the log start.
-            Some(&offset) => offset.clamp(state.start_offset, high_watermark),
+            Some(&offset) => offset.max(state.start_offset).min(high_watermark),
             None => start_offset(&topic, &partition, request)?,
         };
         assigned.push((partition, offset));
@@ -200,27 +213,43 @@ async fn push(
     recv: &mut RecvStream,
     codec: &FrameCodec<Response>,
 ) -> Option<Box<Response>> {
-    let (frames_tx, mut frames) = mpsc::channel::<Response>(FRAMES_QUEUED);
+    let (frames_tx, mut frames) = mpsc::channel::<Frame>(FRAMES_QUEUED);
     let mut readers = JoinSet::new();
     let max_bytes = max_bytes(max_bytes_asked);
+    // Bytes read and not yet written, over all partitions: what a stalled consumer can pin.
+    let budget = Arc::new(Semaphore::new(BUDGET_FRAMES * max_bytes));
     for (partition, offset) in assigned {
         let frames = frames_tx.clone();
         let name = topic.spec().name.clone();
-        readers.spawn(read_partition(name, partition, offset, max_bytes, frames));
+        let budget = Arc::clone(&budget);
+        readers.spawn(read_partition(
+            name, partition, offset, max_bytes, budget, frames,
+        ));
     }
     drop(frames_tx);
-    let mut shutdown = shared.shutdown.clone();
-    let mut deleted = topic.watch_deleted();
-    let mut evicted = membership.map_or_else(|| watch::channel(false).1, |m| m.evicted.clone());
+    let evicted = membership.map_or_else(|| watch::channel(false).1, |m| m.evicted.clone());
+    let stop = stop_signal(
+        shared.shutdown.clone(),
+        topic.watch_deleted(),
+        evicted,
+        topic.spec().name.clone(),
+    );
+    tokio::pin!(stop);
     let mut client = BytesMut::new();
-    let name = &topic.spec().name;
     loop {
         tokio::select! {
             frame = frames.recv() => {
-                let frame = frame?;
+                let (frame, _permit) = frame?;
                 let last = frame.code != i32::from(ErrorCode::Ok);
-                if write_response(send, codec, &frame).await.is_err() {
-                    return None;
+                // A write waits for the client's flow control; the end of the subscription
+                // must not.
+                tokio::select! {
+                    written = write_response(send, codec, &frame) => {
+                        if written.is_err() {
+                            return None;
+                        }
+                    }
+                    end = &mut stop => return Some(end),
                 }
                 if last {
                     return None;
@@ -232,20 +261,31 @@ async fn push(
                 // The client finished (unsubscribed) or reset the stream.
                 Ok(None) | Err(_) => return None,
             },
-            () = super::shutting_down(&mut shutdown) => {
-                return Some(error(ErrorCode::Unavailable, "the sidecar is shutting down"));
-            }
-            () = became_true(&mut deleted) => {
-                return Some(error(ErrorCode::UnknownTopic, format!("topic {name:?} was deleted")));
-            }
-            () = became_true(&mut evicted) => {
-                return Some(error(
-                    ErrorCode::StaleGeneration,
-                    format!("a newer member of the group took topic {name:?} over"),
-                ));
-            }
+            end = &mut stop => return Some(end),
         }
         client.clear();
+    }
+}
+
+/// Resolves to the final frame when the sidecar shuts down, the topic is deleted or a newer
+/// group member takes the topic over.
+async fn stop_signal(
+    mut shutdown: watch::Receiver<bool>,
+    mut deleted: watch::Receiver<bool>,
+    mut evicted: watch::Receiver<bool>,
+    name: String,
+) -> Box<Response> {
+    tokio::select! {
+        () = super::shutting_down(&mut shutdown) => {
+            error(ErrorCode::Unavailable, "the sidecar is shutting down")
+        }
+        () = became_true(&mut deleted) => {
+            error(ErrorCode::UnknownTopic, format!("topic {name:?} was deleted"))
+        }
+        () = became_true(&mut evicted) => error(
+            ErrorCode::StaleGeneration,
+            format!("a newer member of the group took topic {name:?} over"),
+        ),
     }
 }
 
@@ -263,27 +303,42 @@ async fn read_partition(
     partition: Arc<Partition>,
     mut offset: u64,
     max_bytes: usize,
-    frames: mpsc::Sender<Response>,
+    budget: Arc<Semaphore>,
+    frames: mpsc::Sender<Frame>,
 ) {
     let mut committed = partition.watch_committed();
+    let wanted = u32::try_from(max_bytes).unwrap_or(u32::MAX);
     loop {
-        committed.borrow_and_update();
-        match partition.read(offset, max_bytes) {
-            Ok(fetched) if fetched.batches.is_empty() => {
+        // Wait, holding no budget, until there is something to read.
+        let failed = {
+            let state = committed.borrow_and_update();
+            if state.high_watermark <= offset && state.failed.is_none() {
+                None
+            } else {
+                Some(state.failed.clone())
+            }
+        };
+        match failed {
+            None => {
                 if committed.changed().await.is_err() {
                     return;
                 }
-                let failed = committed.borrow().failed.clone();
-                if let Some(reason) = failed {
-                    let _ = frames
-                        .send(*error(
-                            ErrorCode::StorageError,
-                            format!("{topic}/{}: {reason}", partition.number()),
-                        ))
-                        .await;
-                    return;
-                }
+                continue;
             }
+            Some(Some(reason)) if partition.high_watermark() <= offset => {
+                let message = format!("{topic}/{}: {reason}", partition.number());
+                let _ = frames
+                    .send((*error(ErrorCode::StorageError, message), None))
+                    .await;
+                return;
+            }
+            Some(_) => {}
+        }
+        let Ok(permit) = Arc::clone(&budget).acquire_many_owned(wanted).await else {
+            return;
+        };
+        match partition.read(offset, max_bytes) {
+            Ok(fetched) if fetched.batches.is_empty() => {}
             Ok(fetched) => {
                 offset = fetched.next_offset;
                 let frame = Response::ok(response::Body::SubscriptionBatches(
@@ -293,25 +348,24 @@ async fn read_partition(
                         batches: fetched.batches,
                     },
                 ));
-                if frames.send(frame).await.is_err() {
+                // The permit travels with the frame until it is written.
+                if frames.send((frame, Some(permit))).await.is_err() {
                     return;
                 }
             }
             Err(ReadError::OffsetOutOfRange { offset, start, end }) => {
+                let message = format!(
+                    "{topic}/{}: offset {offset} is outside {start}..={end} (retention removed it)",
+                    partition.number()
+                );
                 let _ = frames
-                    .send(*error(
-                        ErrorCode::OffsetOutOfRange,
-                        format!(
-                            "{topic}/{}: offset {offset} is outside {start}..={end} (retention removed it)",
-                            partition.number()
-                        ),
-                    ))
+                    .send((*error(ErrorCode::OffsetOutOfRange, message), None))
                     .await;
                 return;
             }
             Err(e) => {
                 let _ = frames
-                    .send(*read_failure(&topic, partition.number(), &e))
+                    .send((*read_failure(&topic, partition.number(), &e), None))
                     .await;
                 return;
             }

@@ -269,5 +269,14 @@ async fn a_subscription_receives_committed_batches_as_they_arrive() {
     assert_eq!(code(&deleted), ErrorCode::Ok);
     let end = next().await;
     assert_eq!(code(&end), ErrorCode::UnknownTopic);
+    // A topic created again under the name starts empty, in files of its own.
+    assert_eq!(code(&h.call(create("s", 1)).await), ErrorCode::Ok);
+    let again = h
+        .call(publish("s", 0, batch(&["new"], ProducerState::NONE)))
+        .await;
+    let Some(response::Body::Publish(result)) = again.body else {
+        panic!("{again:?}")
+    };
+    assert_eq!(result.base_offset, Some(0));
     h.stop().await;
 }

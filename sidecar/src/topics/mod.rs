@@ -4,13 +4,16 @@
 //! Layout under the data directory:
 //!
 //! ```text
-//! topics/<name>/topic.json        the TopicSpec, written last when a topic is created
-//! topics/<name>/<partition>/      the partition's log (segments and indexes)
+//! topics/<name>-<id>/topic.json   the TopicSpec, written last when a topic is created
+//! topics/<name>-<id>/<partition>/ the partition's log (segments and indexes)
 //! trash/                          deleted topics on their way out
 //! ```
 //!
-//! A topic exists once its `topic.json` does: a directory without one is what a crash during
-//! creation leaves, and opening removes it. Deleting renames the topic's directory into
+//! Each topic instance has a directory of its own (`<id>` is a UUID v7 in 32 hex digits), so
+//! a topic deleted and created again under the same name never shares files with its
+//! predecessor, whose logs may still be held by requests in progress. `topic.json` names the
+//! topic. A topic exists once its `topic.json` does: a directory without one is what a crash
+//! during creation leaves, and opening removes it. Deleting renames the topic's directory into
 //! `trash/` first, so a crash never leaves half a topic behind.
 
 mod partition;
@@ -35,6 +38,7 @@ const SPEC_FILE: &str = "topic.json";
 /// One topic: its settings and partitions.
 #[derive(Debug)]
 pub(crate) struct Topic {
+    dir: PathBuf,
     spec: TopicSpec,
     partitions: Vec<Arc<Partition>>,
     deleted: watch::Sender<bool>,
@@ -156,6 +160,17 @@ impl Topics {
                     reason: e.to_string(),
                 })?;
             let topic = open_topic(&dir, spec, &settings, &storage)?;
+            if let Some(other) = by_name.get(&topic.spec.name) {
+                let other: &Arc<Topic> = other;
+                return Err(TopicsError::BadSpec {
+                    path: spec_path,
+                    reason: format!(
+                        "{} also holds topic {:?}; remove the stale one",
+                        other.dir.display(),
+                        topic.spec.name
+                    ),
+                });
+            }
             by_name.insert(topic.spec.name.clone(), Arc::new(topic));
         }
         Ok(Self {
@@ -212,10 +227,9 @@ impl Topics {
     }
 
     fn create_blocking(&self, spec: TopicSpec) -> Result<Topic, TopicsError> {
-        let dir = self.root.join(&spec.name);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_error("remove", &dir))?;
-        }
+        let dir = self
+            .root
+            .join(format!("{}-{}", spec.name, uuid::Uuid::now_v7().simple()));
         fs::create_dir(&dir).map_err(io_error("create", &dir))?;
         let topic = open_topic(&dir, spec, &self.settings, &self.storage)?;
         let spec_path = dir.join(SPEC_FILE);
@@ -234,9 +248,11 @@ impl Topics {
         let topic = self
             .get(name)
             .ok_or_else(|| TopicsError::Unknown(name.to_owned()))?;
-        let dir = self.root.join(name);
-        let doomed = self.trash.join(format!("{name}-{}", uuid::Uuid::now_v7()));
-        fs::rename(&dir, &doomed).map_err(io_error("move to trash", &dir))?;
+        let dir = &topic.dir;
+        let doomed = self
+            .trash
+            .join(dir.file_name().unwrap_or(std::ffi::OsStr::new(name)));
+        fs::rename(dir, &doomed).map_err(io_error("move to trash", dir))?;
         sync_dir(&self.root).map_err(io_error("sync", &self.root))?;
         self.by_name
             .write()
@@ -265,7 +281,7 @@ impl Topics {
         let mut deleted = 0;
         for topic in self.all() {
             for partition in topic.partitions() {
-                match partition.log().apply_retention() {
+                match partition.log().apply_retention(partition.high_watermark()) {
                     Ok(report) => deleted += report.segments,
                     Err(error) => {
                         tracing::error!(topic = %topic.spec.name, partition = partition.number(), %error, "retention failed");
@@ -307,6 +323,7 @@ fn open_topic(
         })
         .collect::<Result<_, TopicsError>>()?;
     Ok(Topic {
+        dir: dir.to_path_buf(),
         spec,
         partitions,
         deleted: watch::Sender::new(false),

@@ -66,8 +66,11 @@ pub(crate) enum PublishError {
 
 enum Attempt {
     Appended(Appended),
-    Done(PublishOutcome),
-    Early { expected: i32 },
+    /// A repeat of a batch appended before.
+    Duplicate(PublishOutcome),
+    Early {
+        expected: i32,
+    },
 }
 
 /// One partition: the log and what the sidecar tracks beside it.
@@ -122,10 +125,31 @@ impl Partition {
         self.committed.subscribe()
     }
 
-    /// Reads committed batches from `offset`.
+    /// Reads committed batches from `offset`: at most `max_bytes` as they travel in a
+    /// `repeated bytes` field (each with a tag byte and a length varint), and at least one.
     pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetched, ReadError> {
-        self.log
-            .read_committed(offset, max_bytes, self.high_watermark())
+        let mut fetched = self
+            .log
+            .read_committed(offset, max_bytes, self.high_watermark())?;
+        let mut total = 0;
+        let mut keep = 0;
+        for batch in &fetched.batches {
+            let cost = batch.len() + 1 + varint_len(batch.len());
+            if keep > 0 && total + cost > max_bytes {
+                break;
+            }
+            total += cost;
+            keep += 1;
+        }
+        if keep < fetched.batches.len() {
+            fetched.batches.truncate(keep);
+            if let Some(last) = fetched.batches.last()
+                && let Ok(header) = BatchHeader::parse(last)
+            {
+                fetched.next_offset = header.next_offset();
+            }
+        }
+        Ok(fetched)
     }
 
     /// Appends a validated data batch, keeping each idempotent producer's batches in sequence
@@ -143,12 +167,23 @@ impl Partition {
             let mut notified = pin!(self.appended.notified());
             let expected = match self.try_append(batch, header)? {
                 Attempt::Appended(appended) => break appended,
-                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Duplicate(outcome) => {
+                    // The earlier copy may still be waiting for its sync: a duplicate is
+                    // acknowledged no earlier than the original would be.
+                    if wait_commit {
+                        let through = outcome
+                            .offsets
+                            .map_or_else(|| self.log.state().next_offset, |(_, next)| next);
+                        let base = outcome.offsets.map_or(through, |(base, _)| base);
+                        self.wait_committed(through, deadline, base).await?;
+                    }
+                    return Ok(outcome);
+                }
                 Attempt::Early { expected } => expected,
             };
             notified.as_mut().enable();
             // An append may have happened between the check and `enable`: check again first.
-            if let Attempt::Early { .. } = self.peek(header)
+            if self.still_early(header)
                 && tokio::time::timeout_at(early_deadline, notified)
                     .await
                     .is_err()
@@ -188,7 +223,7 @@ impl Partition {
                 self.appended.notify_waiters();
                 Ok(Attempt::Appended(appended))
             }
-            Sequence::Duplicate(offsets) => Ok(Attempt::Done(PublishOutcome {
+            Sequence::Duplicate(offsets) => Ok(Attempt::Duplicate(PublishOutcome {
                 offsets,
                 duplicate: true,
             })),
@@ -201,14 +236,11 @@ impl Partition {
         }
     }
 
-    fn peek(&self, header: &BatchHeader) -> Attempt {
-        match lock(&self.producers).check(header.producer) {
-            Sequence::Early { expected } => Attempt::Early { expected },
-            _ => Attempt::Done(PublishOutcome {
-                offsets: None,
-                duplicate: false,
-            }),
-        }
+    fn still_early(&self, header: &BatchHeader) -> bool {
+        matches!(
+            lock(&self.producers).check(header.producer),
+            Sequence::Early { .. }
+        )
     }
 
     fn after_append(self: &Arc<Self>, appended: Appended) {
@@ -296,6 +328,12 @@ impl Partition {
             }),
         }
     }
+}
+
+/// Bytes of a protobuf varint holding `n`.
+fn varint_len(n: usize) -> usize {
+    let bits = usize::BITS - (n | 1).leading_zeros();
+    bits.div_ceil(7) as usize
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

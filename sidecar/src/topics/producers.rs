@@ -16,6 +16,10 @@ use sidestream_log::batch::ProducerState;
 /// Batches remembered per producer for duplicate answers (Kafka keeps five).
 const REMEMBERED: usize = 8;
 
+/// Producers remembered per partition; past it the one idle longest is forgotten (it is new
+/// again if it comes back, as after a restart).
+const MAX_PRODUCERS: usize = 10_000;
+
 /// What the table says about a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sequence {
@@ -31,6 +35,8 @@ pub(crate) enum Sequence {
 
 #[derive(Debug)]
 struct Producer {
+    /// When it last appended, in appends of this partition.
+    last_used: u64,
     epoch: i16,
     next_sequence: i32,
     /// (base sequence, record count, base offset, next offset) of recent batches.
@@ -41,6 +47,7 @@ struct Producer {
 #[derive(Debug, Default)]
 pub(crate) struct Producers {
     by_id: HashMap<i64, Producer>,
+    appends: u64,
 }
 
 impl Producers {
@@ -78,14 +85,28 @@ impl Producers {
         if producer.producer_id < 0 {
             return;
         }
+        self.appends += 1;
+        if self.by_id.len() >= MAX_PRODUCERS && !self.by_id.contains_key(&producer.producer_id) {
+            let idlest = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, p)| p.last_used)
+                .map(|(id, _)| *id);
+            if let Some(id) = idlest {
+                self.by_id.remove(&id);
+            }
+        }
+        let now = self.appends;
         let entry = self
             .by_id
             .entry(producer.producer_id)
             .or_insert_with(|| Producer {
+                last_used: now,
                 epoch: producer.producer_epoch,
                 next_sequence: producer.base_sequence,
                 recent: VecDeque::new(),
             });
+        entry.last_used = now;
         if producer.producer_epoch != entry.epoch {
             entry.epoch = producer.producer_epoch;
             entry.recent.clear();
@@ -146,6 +167,20 @@ mod tests {
             Sequence::Fenced { current: 1 }
         );
         assert_eq!(table.check(producer(7, 1, 1)), Sequence::Append);
+    }
+
+    #[test]
+    fn the_idlest_producer_is_forgotten_past_the_limit() {
+        let mut table = Producers::default();
+        for id in 0..i64::try_from(MAX_PRODUCERS).unwrap() {
+            table.appended(producer(id, 0, 0), 1, (0, 1));
+        }
+        table.appended(producer(0, 0, 1), 1, (1, 2));
+        table.appended(producer(-5, 0, 0), 1, (2, 3));
+        table.appended(producer(99_999, 0, 0), 1, (3, 4));
+        assert_eq!(table.by_id.len(), MAX_PRODUCERS);
+        assert!(!table.by_id.contains_key(&1), "producer 1 was idle longest");
+        assert!(table.by_id.contains_key(&0) && table.by_id.contains_key(&99_999));
     }
 
     #[test]

@@ -275,6 +275,15 @@ impl Log {
         let first = segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
+        // Retention may have removed the segment between the state and the segment list.
+        if segments.get(first).is_none_or(|s| s.base_offset() > offset) {
+            let state = self.state();
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                start: state.start_offset,
+                end: state.next_offset,
+            });
+        }
         let mut fetched = Fetched {
             batches: Vec::new(),
             next_offset: offset,

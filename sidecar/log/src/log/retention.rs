@@ -2,6 +2,7 @@
 
 use super::error::WriteError;
 use super::{Log, lock, read};
+use crate::Offset;
 use crate::meta_file::LogStart;
 
 /// What a retention pass removed.
@@ -18,7 +19,10 @@ impl Log {
     /// `retention_ms` (its newest record is older than now minus the limit) or while the log
     /// without it would still hold at least `retention_bytes`. The active segment always stays.
     /// The log start then moves to the first remaining offset.
-    pub fn apply_retention(&self) -> Result<RetentionReport, WriteError> {
+    ///
+    /// Only segments that end at or below `committed` (the high watermark) are deleted, so the
+    /// log start never passes what consumers may read up to.
+    pub fn apply_retention(&self, committed: Offset) -> Result<RetentionReport, WriteError> {
         let shared = &*self.shared;
         let _writer = lock(&shared.writer);
         if shared.durability.is_poisoned() {
@@ -41,7 +45,7 @@ impl Log {
                 .config
                 .retention_bytes
                 .is_some_and(|limit| total.saturating_sub(size) >= limit);
-            if !(too_old || too_big) {
+            if !(too_old || too_big) || meta.next_offset > committed {
                 break;
             }
             total -= size;
