@@ -31,6 +31,11 @@ impl TopicName {
     }
 
     /// Checks `name` against the rules.
+    /// Checks `name` against the naming rules without copying it.
+    pub fn check(name: &str) -> Result<(), TopicNameError> {
+        Self::validate(name)
+    }
+
     fn validate(name: &str) -> Result<(), TopicNameError> {
         if name.is_empty() {
             return Err(TopicNameError::Empty);

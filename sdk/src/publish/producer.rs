@@ -101,7 +101,7 @@ impl Producer {
         event: &RawEvent,
         acks: Acks,
     ) -> Result<PendingReceipt, Error> {
-        if let Err(error) = topic.parse::<TopicName>() {
+        if let Err(error) = TopicName::check(topic) {
             return Err(Error::InvalidTopicName {
                 topic: topic.to_owned(),
                 reason: error.to_string(),
@@ -109,6 +109,21 @@ impl Producer {
         }
         let standard = StandardHeaders::now();
         let ours = standard.untyped_pairs(&self.source);
+        let value = &event.value[..];
+        if event.headers.is_empty() {
+            // The common case: only the standard headers, already in their order.
+            return self
+                .append(
+                    topic,
+                    event.key.as_deref(),
+                    value.len(),
+                    |buf: &mut Vec<u8>| buf.extend_from_slice(value),
+                    standard.timestamp_ms,
+                    &ours,
+                    acks,
+                )
+                .await;
+        }
         // The standard headers first, in their order, the event's own value where it has one;
         // then the event's other headers in their order.
         let mut taken = [None::<usize>; 5];
@@ -127,7 +142,6 @@ impl Producer {
                 .filter(|(i, _)| !taken.contains(&Some(*i)))
                 .map(|(_, (name, value))| (name.as_str(), &value[..])),
         );
-        let value = &event.value[..];
         self.append(
             topic,
             event.key.as_deref(),

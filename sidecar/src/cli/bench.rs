@@ -176,10 +176,10 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 100_000_000, 3).context("cannot create a latency histogram")
 }
 
-/// A payload of `size` bytes whose first 8 are the nanoseconds since `epoch`.
-fn payload(size: usize, epoch: Instant, filler: &[u8]) -> Bytes {
+/// A payload of `size` bytes whose first 8 are the nanoseconds from `epoch` to `now`.
+fn payload(size: usize, epoch: Instant, now: Instant, filler: &[u8]) -> Bytes {
     let mut value = Vec::with_capacity(size);
-    let nanos = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let nanos = u64::try_from(now.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
     value.extend_from_slice(&nanos.to_le_bytes());
     value.extend_from_slice(&filler[..size - 8]);
     Bytes::from(value)
@@ -279,12 +279,12 @@ async fn publish_one_at_a_time(
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latency = histogram()?;
     for _ in 0..count {
+        let sent = Instant::now();
         let event = RawEvent {
             key: None,
-            value: payload(size, epoch, filler),
+            value: payload(size, epoch, sent, filler),
             headers: Vec::new(),
         };
-        let sent = Instant::now();
         client.publish_raw_nowait(topic, event, acks).await?.await?;
         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         latency.saturating_record(micros.max(1));
@@ -320,12 +320,12 @@ async fn publish_pipelined(
         Ok::<_, sidestream::Error>(latency)
     });
     for _ in 0..count {
+        let sent = Instant::now();
         let event = RawEvent {
             key: None,
-            value: payload(size, epoch, filler),
+            value: payload(size, epoch, sent, filler),
             headers: Vec::new(),
         };
-        let sent = Instant::now();
         let receipt = client.publish_raw_nowait(topic, event, acks).await?;
         if pending_tx.send((sent, receipt)).await.is_err() {
             break;

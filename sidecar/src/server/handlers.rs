@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sidestream_log::batch::validate;
+use sidestream_log::batch::ValidBatch;
 use sidestream_log::{AppendError, ReadError};
 use sidestream_proto::v1::{
     self, Acks, ErrorCode, PartitionDescription, TopicDescription, TopicSummary, response,
@@ -203,13 +203,13 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
             ),
         ));
     }
-    let header = validate(&batch).map_err(|e| {
+    let valid = ValidBatch::new(&batch).map_err(|e| {
         error(
             ErrorCode::CorruptBatch,
             format!("batch for {}/{}: {e}", request.topic, request.partition),
         )
     })?;
-    if header.control {
+    if valid.header().control {
         return Err(error(
             ErrorCode::InvalidRequest,
             "control batches are written by the sidecar, not by clients",
@@ -221,7 +221,7 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
     };
     let wait_commit = matches!(acks, Acks::All | Acks::Unspecified);
     let outcome = partition
-        .publish(&batch, &header, wait_commit, Instant::now() + timeout)
+        .publish(&valid, wait_commit, Instant::now() + timeout)
         .await
         .map_err(|e| publish_error(&request.topic, request.partition, &e))?;
     let (base_offset, next_offset) = match (acks, outcome.offsets) {

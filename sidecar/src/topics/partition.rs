@@ -9,8 +9,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use sidestream_log::batch::BatchHeader;
+use sidestream_log::batch::{BatchHeader, ValidBatch};
 use sidestream_log::{AppendError, Appended, Fetched, FsyncPolicy, Log, ReadError};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -156,16 +155,16 @@ impl Partition {
     /// order, and waits for its commitment when `wait_commit` is set.
     pub(crate) async fn publish(
         self: &Arc<Self>,
-        batch: &Bytes,
-        header: &BatchHeader,
+        batch: &ValidBatch<'_>,
         wait_commit: bool,
         deadline: Instant,
     ) -> Result<PublishOutcome, PublishError> {
+        let header = batch.header();
         let producer = header.producer;
         let early_deadline = deadline.min(Instant::now() + EARLY_BATCH_WAIT);
         let appended = loop {
             let mut notified = pin!(self.appended.notified());
-            let expected = match self.try_append(batch, header)? {
+            let expected = match self.try_append(batch)? {
                 Attempt::Appended(appended) => break appended,
                 Attempt::Duplicate(outcome) => {
                     // The earlier copy may still be waiting for its sync: a duplicate is
@@ -208,12 +207,13 @@ impl Partition {
     }
 
     /// Appends the batch if it is its producer's next one, all under the producers' lock.
-    fn try_append(&self, batch: &Bytes, header: &BatchHeader) -> Result<Attempt, PublishError> {
+    fn try_append(&self, batch: &ValidBatch<'_>) -> Result<Attempt, PublishError> {
+        let header = batch.header();
         let producer = header.producer;
         let mut producers = lock(&self.producers);
         match producers.check(producer) {
             Sequence::Append => {
-                let appended = self.log.append(batch)?;
+                let appended = self.log.append_valid(batch)?;
                 producers.appended(
                     producer,
                     header.record_count,

@@ -305,6 +305,32 @@ impl RecordBatch {
     }
 }
 
+/// A batch that [`validate`] accepted: its bytes and its header. Appending one skips the
+/// checks a second time ([`Log::append_valid`](crate::Log::append_valid)).
+#[derive(Debug, Clone, Copy)]
+pub struct ValidBatch<'a> {
+    bytes: &'a [u8],
+    header: BatchHeader,
+}
+
+impl<'a> ValidBatch<'a> {
+    /// Validates `bytes` as one whole batch (see [`validate`]).
+    pub fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let header = validate(bytes)?;
+        Ok(Self { bytes, header })
+    }
+
+    /// The batch's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
 /// Checks that `batch` is exactly one well-formed batch (header, CRC, and every record or the
 /// control payload) without allocating, and returns its header.
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {

@@ -29,7 +29,7 @@ pub use error::{AppendError, Corruption, OpenError, ReadError, SyncError, WriteE
 pub use retention::RetentionReport;
 
 use crate::Offset;
-use crate::batch::{self, BatchHeader, HEADER_LEN, RaftLogId};
+use crate::batch::{BatchHeader, HEADER_LEN, RaftLogId, ValidBatch};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::meta_file::RaftVote;
 use crate::segment::Segment;
@@ -151,24 +151,42 @@ impl Log {
     /// offset. The batch is visible to readers when this returns; with `FsyncPolicy::Always`,
     /// call [`Log::wait_durable`] before reporting it durable.
     pub fn append(&self, batch: &[u8]) -> Result<Appended, AppendError> {
+        self.check_size(batch)?;
+        self.append_inner(&ValidBatch::new(batch)?, None)
+    }
+
+    /// [`Log::append`] for a batch already validated, which is not checked again.
+    pub fn append_valid(&self, batch: &ValidBatch<'_>) -> Result<Appended, AppendError> {
+        self.check_size(batch.bytes())?;
         self.append_inner(batch, None)
+    }
+
+    fn check_size(&self, batch: &[u8]) -> Result<(), AppendError> {
+        let max = self.shared.config.max_batch_bytes;
+        if batch.len() > max {
+            return Err(AppendError::TooLarge {
+                size: batch.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Appends an encoded batch as the Raft entry `raft`, which must follow the log's last
     /// entry (or its last purged one) and not lower the term.
     pub fn append_entry(&self, batch: &[u8], raft: RaftLogId) -> Result<Appended, AppendError> {
-        self.append_inner(batch, Some(raft))
+        self.check_size(batch)?;
+        self.append_inner(&ValidBatch::new(batch)?, Some(raft))
     }
 
-    fn append_inner(&self, batch: &[u8], raft: Option<RaftLogId>) -> Result<Appended, AppendError> {
+    fn append_inner(
+        &self,
+        valid: &ValidBatch<'_>,
+        raft: Option<RaftLogId>,
+    ) -> Result<Appended, AppendError> {
         let shared = &*self.shared;
-        if batch.len() > shared.config.max_batch_bytes {
-            return Err(AppendError::TooLarge {
-                size: batch.len(),
-                max: shared.config.max_batch_bytes,
-            });
-        }
-        let mut header = batch::validate(batch)?;
+        let batch = valid.bytes();
+        let mut header = *valid.header();
         let mut writer = lock(&shared.writer);
         if shared.durability.is_poisoned() {
             return Err(AppendError::Poisoned);
