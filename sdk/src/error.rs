@@ -176,7 +176,7 @@ pub enum Error {
         message: String,
     },
     /// The connection to the sidecar failed underneath a request.
-    #[error("connection to the sidecar failed")]
+    #[error("connection to the sidecar failed: {0}")]
     Transport(#[source] TransportError),
     /// An event on the topic has another type than the subscription's.
     #[error(
@@ -321,6 +321,10 @@ pub enum TransportError {
     /// The stream ended before the sidecar's answer was complete.
     #[error("the stream ended without an answer")]
     NoAnswer,
+    /// The connection was replaced before the request was sent: a request that may only be
+    /// pipelined on the connection its predecessors went on is sent again, alone.
+    #[error("the connection to the sidecar was replaced")]
+    Reconnected,
     /// The sidecar reset the stream; `code` is an error code number.
     #[error("the sidecar reset the stream with code {}", CodeName(i32::try_from(*code).unwrap_or(i32::MAX)))]
     StreamReset {
@@ -335,7 +339,7 @@ impl TransportError {
     /// retriable one.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::ConnectionLost(_) | Self::NoAnswer => true,
+            Self::ConnectionLost(_) | Self::NoAnswer | Self::Reconnected => true,
             Self::StreamReset { code } => i32::try_from(*code)
                 .ok()
                 .and_then(|code| ErrorCode::try_from(code).ok())

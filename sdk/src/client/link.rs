@@ -153,10 +153,36 @@ impl Link {
     /// flow control before that is load, not death, and is bounded by `deadline` only.
     pub(crate) async fn call(
         &self,
-        mut body: request::Body,
+        body: request::Body,
         deadline: Instant,
     ) -> Result<Option<response::Body>, CallError> {
+        self.call_on(body, deadline, None)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// The [`stable_id`](Connection::stable_id) of the live connection, if there is one.
+    pub(crate) fn current_connection(&self) -> Option<usize> {
+        self.live().map(|connection| connection.stable_id())
+    }
+
+    /// [`call`](Self::call), sent only on the connection `only_on` (when given): a request
+    /// that would go on another connection fails with the retriable
+    /// [`TransportError::Reconnected`] without being sent. Returns the answer and the id of
+    /// the connection it came on.
+    pub(crate) async fn call_on(
+        &self,
+        mut body: request::Body,
+        deadline: Instant,
+        only_on: Option<usize>,
+    ) -> Result<(Option<response::Body>, usize), CallError> {
         let connection = self.connection(deadline).await.map_err(CallError::Failed)?;
+        let connection_id = connection.stable_id();
+        if only_on.is_some_and(|id| id != connection_id) {
+            return Err(CallError::Failed(Error::Transport(
+                TransportError::Reconnected,
+            )));
+        }
         let window = deadline
             .saturating_duration_since(Instant::now())
             .min(self.config.answer_timeout);
@@ -183,11 +209,18 @@ impl Link {
         let limit = Instant::now() + window + grace;
         let mut reader = FrameReader::default();
         let Ok(answer) = tokio::time::timeout_at(limit.into(), reader.next(&mut recv)).await else {
-            self.abandon(&connection);
+            // Only a full answer window without an answer says the connection is dead; a
+            // window cut short by the request's deadline says nothing about it.
+            if window >= self.config.answer_timeout {
+                self.abandon(&connection);
+            }
             return Err(timed_out(window + grace));
         };
         match answer.map_err(CallError::Failed)? {
-            Some(response) => response.into_result().map_err(CallError::Refused),
+            Some(response) => response
+                .into_result()
+                .map(|answer| (answer, connection_id))
+                .map_err(CallError::Refused),
             None => Err(CallError::Failed(Error::Transport(
                 TransportError::NoAnswer,
             ))),
@@ -267,7 +300,15 @@ impl Link {
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
-        let _single_flight = self.reconnecting.lock().await;
+        let Ok(_single_flight) =
+            tokio::time::timeout_at(deadline.into(), self.reconnecting.lock()).await
+        else {
+            return Err(Error::Timeout {
+                operation: "reconnecting to the sidecar".into(),
+                after: self.config.tuning.handshake_timeout,
+                last_error: None,
+            });
+        };
         if let Some(connection) = self.live() {
             return Ok(connection);
         }
@@ -293,8 +334,15 @@ impl Link {
                 .await
             {
                 Ok(connection) => {
+                    let mut slot = self.slot();
+                    // A close that happened during the handshake wins.
+                    if self.closed.load(Ordering::Acquire) {
+                        drop(slot);
+                        connection.close(VarInt::from_u32(0), b"client closed");
+                        return Err(Error::Closed);
+                    }
                     tracing::debug!(addr = %self.config.addr, attempt, "reconnected to the sidecar");
-                    *self.slot() = Some(connection.clone());
+                    *slot = Some(connection.clone());
                     return Ok(connection);
                 }
                 Err(error) => error,
@@ -326,8 +374,11 @@ impl Link {
 
     /// Closes the connection (code 0) and waits, briefly, for the sidecar to learn of it.
     pub(crate) async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        let connection = self.slot().take();
+        let connection = {
+            let mut slot = self.slot();
+            self.closed.store(true, Ordering::Release);
+            slot.take()
+        };
         if let Some(connection) = connection {
             connection.close(VarInt::from_u32(0), b"client closed");
         }

@@ -63,6 +63,8 @@ pub(crate) struct Transmit {
     pub(crate) acks: Acks,
     pub(crate) bytes: Bytes,
     pub(crate) deadline: Instant,
+    /// Send only on this connection (a pipelined batch), or on any (a batch sent alone).
+    pub(crate) only_on: Option<usize>,
 }
 
 /// Where an event goes.
@@ -103,6 +105,8 @@ pub(crate) struct Accumulator {
     timers: BinaryHeap<Reverse<(Instant, PartitionRef)>>,
     batch_id: u64,
     closing: bool,
+    /// The client's live connection, as the sender last saw it.
+    connection: Option<usize>,
 }
 
 struct TopicQueues {
@@ -127,6 +131,7 @@ impl Accumulator {
             timers: BinaryHeap::new(),
             batch_id: 0,
             closing: false,
+            connection: None,
         }
     }
 
@@ -204,6 +209,7 @@ impl Accumulator {
                 &mut Sealing {
                     config: &self.config,
                     batch_id: &mut self.batch_id,
+                    connection: self.connection,
                 },
             )
             .map_err(AppendError::Failed)?;
@@ -226,6 +232,37 @@ impl Accumulator {
 
     /// Seals what is due and collects the batches to send now into `out`; returns the buffer
     /// bytes of batches that failed meanwhile (their deadline passed before they could go).
+    /// Tells which connection the client has now (`None`: none is live). A partition's
+    /// batches are pipelined only on the connection its last acknowledged batch came on.
+    pub(crate) fn set_connection(&mut self, connection: Option<usize>) {
+        if self.connection != connection {
+            self.connection = connection;
+            // Every queue may have to change its in-flight limit.
+            for (topic, queues) in self.topics.iter_mut().enumerate() {
+                for (partition, queue) in queues.partitions.iter_mut().enumerate() {
+                    if !queue.is_idle() && !queue.dirty {
+                        queue.dirty = true;
+                        self.dirty.push(PartitionRef {
+                            topic,
+                            partition: u32::try_from(partition).unwrap_or(u32::MAX),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tests: every partition behaves as if its producer had a batch acknowledged on
+    /// `connection` already.
+    #[cfg(test)]
+    pub(crate) fn assume_established(&mut self, connection: usize) {
+        for queues in &mut self.topics {
+            for queue in &mut queues.partitions {
+                queue.assume_established(connection);
+            }
+        }
+    }
+
     pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<Transmit>) -> usize {
         while let Some(&Reverse((at, partition))) = self.timers.peek() {
             if at > now {
@@ -252,6 +289,7 @@ impl Accumulator {
                 &mut Sealing {
                     config: &self.config,
                     batch_id: &mut self.batch_id,
+                    connection: self.connection,
                 },
                 &mut self.new_producer_id,
                 out,
@@ -320,6 +358,7 @@ impl Accumulator {
                 let mut ctx = Sealing {
                     config: &self.config,
                     batch_id: &mut self.batch_id,
+                    connection: self.connection,
                 };
                 let effects = queue.flush(now, &mut ctx, &mut completions);
                 if effects.sealed {

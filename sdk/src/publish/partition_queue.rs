@@ -42,13 +42,16 @@ pub(crate) struct RecordParts<'a> {
 pub(crate) struct Sealing<'a> {
     pub(crate) config: &'a BatchConfig,
     pub(crate) batch_id: &'a mut u64,
+    /// The client's live connection, if it has one.
+    pub(crate) connection: Option<usize>,
 }
 
 /// What the sender reports about one publish attempt.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Appended (or a duplicate of an earlier append); the base offset if the sidecar gave one.
-    Acked(Option<u64>),
+    /// Appended (or a duplicate of an earlier append); the base offset if the sidecar gave one,
+    /// and the connection the answer came on.
+    Acked(Option<u64>, usize),
     /// Failed in a way that a later attempt may fix.
     Retry(Error),
     /// Failed for good.
@@ -81,6 +84,11 @@ pub(crate) struct PartitionQueue {
     batches: VecDeque<SealedBatch>,
     outstanding: usize,
     recovering: bool,
+    /// The connection this queue's producer id last had a batch acknowledged on. Batches are
+    /// pipelined only there: on any other connection (a new one, after a sidecar restart
+    /// that forgot the producer) the first batch goes alone, so the sidecar meets the
+    /// producer's batches in sequence order.
+    acked_on: Option<usize>,
     rotate: bool,
     /// Whether the owner has this queue on its list to poll.
     pub(crate) dirty: bool,
@@ -127,6 +135,7 @@ impl PartitionQueue {
             batches: VecDeque::new(),
             outstanding: 0,
             recovering: false,
+            acked_on: None,
             rotate: false,
             dirty: false,
         }
@@ -230,7 +239,8 @@ impl PartitionQueue {
         if self.batches.is_empty() {
             self.recovering = false;
         }
-        let limit = if self.recovering {
+        let established = ctx.connection.is_some() && ctx.connection == self.acked_on;
+        let limit = if self.recovering || !established {
             1
         } else {
             config.max_in_flight.max(1)
@@ -256,7 +266,7 @@ impl PartitionQueue {
             }
             batch.state = BatchState::Outstanding;
             batch.attempts += 1;
-            batch.probe = self.recovering;
+            batch.probe = self.recovering || !established;
             self.outstanding += 1;
             if batch.attempts > 1 {
                 tracing::debug!(
@@ -275,6 +285,7 @@ impl PartitionQueue {
                 acks: batch.acks,
                 bytes: batch.bytes.clone(),
                 deadline: batch.deadline,
+                only_on: if batch.probe { None } else { self.acked_on },
             });
             i += 1;
         }
@@ -299,10 +310,11 @@ impl PartitionQueue {
         self.outstanding -= 1;
         self.batches[i].state = BatchState::Queued;
         match outcome {
-            Outcome::Acked(base_offset) => {
+            Outcome::Acked(base_offset, connection) => {
                 if let Some(batch) = self.batches.remove(i) {
                     if batch.probe {
                         self.recovering = false;
+                        self.acked_on = Some(connection);
                     }
                     effects.released += batch.reserved;
                     batch.completion.complete(Ok(base_offset));
@@ -332,6 +344,11 @@ impl PartitionQueue {
             Outcome::Fail(error) => self.fail_at(i, error, &mut effects),
         }
         effects
+    }
+
+    #[cfg(test)]
+    pub(crate) fn assume_established(&mut self, connection: usize) {
+        self.acked_on = Some(connection);
     }
 
     /// Whether nothing is buffered or on its way.
@@ -422,6 +439,7 @@ impl PartitionQueue {
         }
         self.rotate = false;
         self.recovering = true;
+        self.acked_on = None;
     }
 }
 

@@ -213,7 +213,9 @@ impl Producer {
                 max: self.max_event,
             });
         }
-        self.reserve(reserved).await?;
+        // Given back if this future is dropped (a caller's timeout) or fails before the event
+        // is in a batch; the batch gives it back once it is finished.
+        let reservation = self.reserve(reserved).await?;
         let route = key.map_or(Route::Sticky, |key| Route::Hash(murmur2(key)));
         let mut described = false;
         loop {
@@ -236,6 +238,7 @@ impl Producer {
             });
             let error = match result {
                 Ok(appended) => {
+                    reservation.keep();
                     self.release(appended.released);
                     if appended.wake {
                         self.wake.notify_one();
@@ -254,13 +257,12 @@ impl Producer {
                 },
                 Err(AppendError::Failed(error)) => error,
             };
-            self.release(reserved);
             return Err(error);
         }
     }
 
     /// Takes `bytes` of buffer space, waiting while the buffer is full.
-    async fn reserve(&self, bytes: usize) -> Result<(), Error> {
+    async fn reserve(&self, bytes: usize) -> Result<Reservation<'_>, Error> {
         let permits = u32::try_from(bytes).map_err(|_| Error::EventTooLarge {
             topic: String::new(),
             size: bytes,
@@ -276,7 +278,10 @@ impl Producer {
                 .map_err(|_| Error::Closed)?
                 .forget(),
         }
-        Ok(())
+        Ok(Reservation {
+            producer: self,
+            bytes,
+        })
     }
 
     /// Learns the partition count of `topic` (once, however many callers ask at once).
@@ -310,4 +315,23 @@ const SCRATCH_KEEP: usize = 1 << 20;
 thread_local! {
     /// Where each thread encodes an event's value before it is copied into its batch.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffer space taken for one event: given back on drop unless [`keep`](Self::keep) hands it
+/// to the batch the event went into.
+struct Reservation<'a> {
+    producer: &'a Producer,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.producer.release(self.bytes);
+    }
 }

@@ -28,6 +28,7 @@ pub(crate) async fn run(producer: Arc<Producer>) {
     loop {
         let (timeout, finished) = {
             let mut accumulator = producer.lock();
+            accumulator.set_connection(producer.link.current_connection());
             let released = accumulator.poll_transmit(Instant::now(), &mut transmits);
             producer.release(released);
             (
@@ -106,6 +107,7 @@ async fn send(link: Arc<Link>, transmit: Transmit) -> (PartitionRef, u64, Outcom
         acks,
         bytes,
         deadline,
+        only_on,
     } = transmit;
     let body = request::Body::Publish(Publish {
         topic: topic.to_string(),
@@ -115,14 +117,14 @@ async fn send(link: Arc<Link>, transmit: Transmit) -> (PartitionRef, u64, Outcom
         // The link sets it to the attempt's window.
         timeout_ms: 0,
     });
-    let outcome = match link.call(body, deadline).await {
-        Ok(Some(response::Body::Publish(result))) => {
+    let outcome = match link.call_on(body, deadline, only_on).await {
+        Ok((Some(response::Body::Publish(result)), connection)) => {
             if result.duplicate {
                 tracing::debug!(%topic, partition, "batch was a duplicate of an earlier append");
             }
-            Outcome::Acked(result.base_offset)
+            Outcome::Acked(result.base_offset, connection)
         }
-        Ok(other) => Outcome::Fail(Error::Protocol {
+        Ok((other, _)) => Outcome::Fail(Error::Protocol {
             message: format!(
                 "publish to topic {topic:?} partition {partition} answered with {}",
                 body_name(other.as_ref())

@@ -19,6 +19,9 @@ use crate::partitioner::{murmur2, partition_for_key};
 
 const PRODUCER: i64 = 4242;
 
+/// The id of the connection the tests' batches are acknowledged on.
+const CONNECTION: usize = 1;
+
 fn config() -> BatchConfig {
     BatchConfig {
         batch_bytes: 1024,
@@ -37,6 +40,7 @@ fn next_producer() -> i64 {
 fn accumulator(config: BatchConfig, partitions: u32) -> Accumulator {
     let mut accumulator = Accumulator::new(config, PRODUCER, next_producer);
     accumulator.set_topic("orders", partitions, 0);
+    accumulator.set_connection(Some(CONNECTION));
     accumulator
 }
 
@@ -142,7 +146,12 @@ fn an_idle_partition_sends_its_first_event_at_once() {
     assert!(poll(&mut acc, now).is_empty());
     assert!(resolved(&mut first).is_none());
 
-    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(40)), now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Acked(Some(40), CONNECTION),
+        now,
+    );
     let Some(Ok(receipt)) = resolved(&mut first) else {
         panic!("acked");
     };
@@ -154,7 +163,12 @@ fn an_idle_partition_sends_its_first_event_at_once() {
         "the partition is idle again: the open batch goes"
     );
     assert_eq!(values(&sent[0]), [Bytes::from("b"), Bytes::from("c")]);
-    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(41)), now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Acked(Some(41), CONNECTION),
+        now,
+    );
     assert_eq!(resolved(&mut second).unwrap().unwrap().offset, Some(41));
     assert_eq!(resolved(&mut third).unwrap().unwrap().offset, Some(42));
     assert!(acc.is_drained());
@@ -169,8 +183,21 @@ fn full_batches_are_pipelined_up_to_the_in_flight_limit() {
     for _ in 0..60 {
         receipts.push(append(&mut acc, None, &value, Acks::All, now).0);
     }
+    let first = poll(&mut acc, now);
+    assert_eq!(first.len(), 1, "a new producer's first batch goes alone");
+    assert_eq!(first[0].only_on, None);
+    acc.handle_outcome(
+        first[0].at,
+        first[0].id,
+        Outcome::Acked(Some(0), CONNECTION),
+        now,
+    );
     let sent = poll(&mut acc, now);
-    assert_eq!(sent.len(), 3, "max_in_flight batches at once");
+    assert_eq!(sent.len(), 3, "then max_in_flight batches at once");
+    assert!(
+        sent.iter().all(|t| t.only_on == Some(CONNECTION)),
+        "pipelined on that connection only"
+    );
     for transmit in &sent {
         assert!(
             transmit.bytes.len() <= 1024,
@@ -180,9 +207,60 @@ fn full_batches_are_pipelined_up_to_the_in_flight_limit() {
         assert!(transmit.bytes.len() > 1024 - 200, "batches are filled");
     }
     assert!(poll(&mut acc, now).is_empty());
-    acc.handle_outcome(sent[1].at, sent[1].id, Outcome::Acked(Some(100)), now);
+    acc.handle_outcome(
+        sent[1].at,
+        sent[1].id,
+        Outcome::Acked(Some(100), CONNECTION),
+        now,
+    );
     let more = poll(&mut acc, now);
     assert_eq!(more.len(), 1, "one slot freed, one batch sent");
+}
+
+#[test]
+fn on_a_new_connection_the_first_batch_goes_alone() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    let value = [9u8; 100];
+    for _ in 0..60 {
+        let _ = append(&mut acc, None, &value, Acks::All, now);
+    }
+    let first = poll(&mut acc, now);
+    acc.handle_outcome(
+        first[0].at,
+        first[0].id,
+        Outcome::Acked(Some(0), CONNECTION),
+        now,
+    );
+    let pipelined = poll(&mut acc, now);
+    assert_eq!(pipelined.len(), 3);
+    for transmit in &pipelined {
+        acc.handle_outcome(
+            transmit.at,
+            transmit.id,
+            Outcome::Acked(Some(0), CONNECTION),
+            now,
+        );
+    }
+    // The sidecar restarted: the client has another connection, where the producer is new.
+    acc.set_connection(Some(CONNECTION + 1));
+    let probe = poll(&mut acc, now);
+    assert_eq!(
+        probe.len(),
+        1,
+        "one batch until the sidecar acknowledged one"
+    );
+    assert_eq!(probe[0].only_on, None);
+    assert!(poll(&mut acc, now).is_empty());
+    acc.handle_outcome(
+        probe[0].at,
+        probe[0].id,
+        Outcome::Acked(Some(0), CONNECTION + 1),
+        now,
+    );
+    let again = poll(&mut acc, now);
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|t| t.only_on == Some(CONNECTION + 1)));
 }
 
 #[test]
@@ -198,7 +276,12 @@ fn a_single_large_event_gets_a_batch_of_its_own() {
     while !sent.is_empty() {
         for transmit in &sent {
             sizes.push(values(transmit).iter().map(Bytes::len).collect::<Vec<_>>());
-            acc.handle_outcome(transmit.at, transmit.id, Outcome::Acked(Some(0)), now);
+            acc.handle_outcome(
+                transmit.at,
+                transmit.id,
+                Outcome::Acked(Some(0), CONNECTION),
+                now,
+            );
         }
         sent = poll(&mut acc, now);
     }
@@ -237,7 +320,12 @@ fn flush_sends_a_lingering_batch_now() {
     assert_eq!(completions.len(), 1);
     let sent = poll(&mut acc, now);
     assert_eq!(sent.len(), 1);
-    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(3)), now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Acked(Some(3), CONNECTION),
+        now,
+    );
     assert!(resolved(&mut receipt).unwrap().is_ok());
     assert!(acc.flush(now).is_empty(), "nothing left to wait for");
 }
@@ -277,6 +365,7 @@ fn keyed_events_go_to_kafkas_partition_and_unkeyed_ones_stick() {
 fn batches_carry_the_producer_and_advancing_sequences() {
     let now = Instant::now();
     let mut acc = accumulator(config(), 1);
+    acc.assume_established(CONNECTION);
     let mut sequences = Vec::new();
     for round in 0..3 {
         for _ in 0..=round {
@@ -336,6 +425,7 @@ fn restamping_keeps_the_batch_valid() {
 fn an_early_batch_waits_for_its_predecessors_then_goes_alone() {
     let now = Instant::now();
     let mut acc = accumulator(config(), 1);
+    acc.assume_established(CONNECTION);
     let mut receipts = Vec::new();
     for round in 0..3 {
         receipts.push(append(&mut acc, None, &[round; 4], Acks::All, now).0);
@@ -354,19 +444,34 @@ fn an_early_batch_waits_for_its_predecessors_then_goes_alone() {
         poll(&mut acc, later).is_empty(),
         "the first is still outstanding"
     );
-    acc.handle_outcome(first.at, first.id, Outcome::Acked(Some(0)), later);
+    acc.handle_outcome(
+        first.at,
+        first.id,
+        Outcome::Acked(Some(0), CONNECTION),
+        later,
+    );
 
     let resent = poll(&mut acc, later);
     assert_eq!(resent.len(), 1, "recovering: one batch at a time");
     assert_eq!(resent[0].id, second.id);
     assert_eq!(resent[0].bytes, second.bytes, "resent unchanged");
     assert!(poll(&mut acc, later).is_empty());
-    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(Some(1)), later);
+    acc.handle_outcome(
+        resent[0].at,
+        resent[0].id,
+        Outcome::Acked(Some(1), CONNECTION),
+        later,
+    );
 
     let resent = poll(&mut acc, later);
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].id, third.id);
-    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(Some(2)), later);
+    acc.handle_outcome(
+        resent[0].at,
+        resent[0].id,
+        Outcome::Acked(Some(2), CONNECTION),
+        later,
+    );
     let offsets: Vec<Option<u64>> = receipts
         .iter_mut()
         .map(|receipt| resolved(receipt).unwrap().unwrap().offset)
@@ -395,7 +500,12 @@ fn retries_back_off_and_pipelining_resumes_after_recovery() {
     let resent = poll(&mut acc, retry_at);
     assert_eq!(resent.len(), 1, "the failed batch alone");
     assert_eq!(resent[0].id, sent[0].id);
-    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(None), retry_at);
+    acc.handle_outcome(
+        resent[0].at,
+        resent[0].id,
+        Outcome::Acked(None, CONNECTION),
+        retry_at,
+    );
     assert_eq!(poll(&mut acc, retry_at).len(), 3, "pipelining again");
 }
 
@@ -403,6 +513,7 @@ fn retries_back_off_and_pipelining_resumes_after_recovery() {
 fn a_failed_batch_fails_its_receipts_and_renumbers_the_rest() {
     let now = Instant::now();
     let mut acc = accumulator(config(), 1);
+    acc.assume_established(CONNECTION);
     let (mut doomed, _) = append(&mut acc, None, b"a", Acks::All, now);
     acc.flush(now);
     let (mut survivor, _) = append(&mut acc, None, b"b", Acks::All, now);
@@ -445,7 +556,12 @@ fn a_failed_batch_fails_its_receipts_and_renumbers_the_rest() {
         (7777, 0),
         "a new producer id, numbered from 0"
     );
-    acc.handle_outcome(resent[0].at, resent[0].id, Outcome::Acked(Some(9)), now);
+    acc.handle_outcome(
+        resent[0].at,
+        resent[0].id,
+        Outcome::Acked(Some(9), CONNECTION),
+        now,
+    );
     assert_eq!(resolved(&mut survivor).unwrap().unwrap().offset, Some(9));
 }
 
@@ -483,14 +599,29 @@ fn acks_none_receipts_have_no_offset_and_acks_split_batches() {
     let blocking = poll(&mut acc, now);
     let (mut none, _) = append(&mut acc, None, b"a", Acks::None, now);
     let (mut leader, _) = append(&mut acc, None, b"b", Acks::Leader, now);
-    acc.handle_outcome(blocking[0].at, blocking[0].id, Outcome::Acked(Some(0)), now);
+    acc.handle_outcome(
+        blocking[0].at,
+        blocking[0].id,
+        Outcome::Acked(Some(0), CONNECTION),
+        now,
+    );
     let sent = poll(&mut acc, now);
     assert_eq!(sent.len(), 1, "a different acks sealed the first batch");
     assert_eq!(sent[0].acks, Acks::None);
-    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(None), now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Acked(None, CONNECTION),
+        now,
+    );
     let sent = poll(&mut acc, now);
     assert_eq!(sent[0].acks, Acks::Leader);
-    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(1)), now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Acked(Some(1), CONNECTION),
+        now,
+    );
     assert_eq!(resolved(&mut none).unwrap().unwrap().offset, None);
     assert_eq!(resolved(&mut leader).unwrap().unwrap().offset, Some(1));
 }
@@ -546,7 +677,12 @@ fn close_drains_what_is_buffered_and_refuses_more() {
     let sent = poll(&mut acc, now);
     assert_eq!(sent.len(), 1, "closing seals at once");
     assert!(!acc.is_drained());
-    acc.handle_outcome(sent[0].at, sent[0].id, Outcome::Acked(Some(0)), now);
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Acked(Some(0), CONNECTION),
+        now,
+    );
     assert!(acc.is_drained());
 }
 
@@ -582,7 +718,12 @@ fn released_bytes_add_up_to_what_was_reserved() {
     released += acc.poll_transmit(now, &mut out);
     while !out.is_empty() {
         for transmit in out.drain(..) {
-            released += acc.handle_outcome(transmit.at, transmit.id, Outcome::Acked(Some(0)), now);
+            released += acc.handle_outcome(
+                transmit.at,
+                transmit.id,
+                Outcome::Acked(Some(0), CONNECTION),
+                now,
+            );
         }
         released += acc.poll_transmit(now, &mut out);
     }

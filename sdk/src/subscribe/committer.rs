@@ -62,8 +62,10 @@ impl Committer {
                     self.positions().committed(&commit);
                 }
                 Err(error) if error.code() == Some(ErrorCode::StaleGeneration) => {
-                    tracing::debug!(topic = %self.topic, partition = commit.partition, %error, "commit refused: partition moved on");
-                    self.positions().committed(&commit);
+                    // Stays due: after a resubscribe the new assignment's generation is
+                    // applied soon and the commit goes again with it; a partition that
+                    // moved to another member leaves the due list with its assignment.
+                    tracing::debug!(topic = %self.topic, partition = commit.partition, %error, "commit refused: older generation");
                 }
                 Ok(other) => {
                     first_error.get_or_insert(Error::Protocol {

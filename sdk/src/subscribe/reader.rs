@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
 use sidestream_log::batch::BatchHeader;
-use sidestream_proto::v1::{Assignment, Subscribe, request, response, subscribe};
+use sidestream_proto::v1::{Assignment, Earliest, Subscribe, request, response, subscribe};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -65,6 +65,19 @@ impl SubscribeRequest {
             group: self.group.clone(),
             partitions: self.partitions.clone(),
             start: Some(self.start.wire()),
+            max_bytes: self.max_bytes,
+        })
+    }
+
+    /// The request to join the group again after a lost stream: from the earliest offset
+    /// where the group has committed nothing, so that nothing published while the stream
+    /// was down is skipped (what was delivered already is filtered out by position).
+    fn rejoin(&self) -> request::Body {
+        request::Body::Subscribe(Subscribe {
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            partitions: Vec::new(),
+            start: Some(subscribe::Start::Earliest(Earliest {})),
             max_bytes: self.max_bytes,
         })
     }
@@ -205,6 +218,8 @@ impl Reader {
         let mut pumps = JoinSet::new();
         self.record_assignment(&first.assignment);
         pumps.spawn(Arc::clone(&self).pump(first, stop.clone()));
+        let mut resubscribes = 0u32;
+        let mut last_resubscribe = Instant::now();
         loop {
             let ended = tokio::select! {
                 () = stopped(&mut stop) => break,
@@ -223,9 +238,22 @@ impl Reader {
                     break;
                 }
                 StreamEnd::Retry { error, partitions } => {
-                    tracing::debug!(topic = %self.request.topic, %error, ?partitions, "subscription stream lost, resubscribing");
+                    // Streams that fail right after they open must not spin: back off more
+                    // the more often it happens in a row.
+                    resubscribes = if last_resubscribe.elapsed() < RESUBSCRIBE_CALM {
+                        resubscribes + 1
+                    } else {
+                        1
+                    };
+                    last_resubscribe = Instant::now();
+                    let wait = self.link.backoff(resubscribes);
+                    tracing::debug!(topic = %self.request.topic, %error, ?partitions, ?wait, "subscription stream lost, resubscribing");
+                    tokio::select! {
+                        () = stopped(&mut stop) => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                     let bodies = if self.request.group.is_some() {
-                        vec![self.request.body()]
+                        vec![self.request.rejoin()]
                     } else {
                         let read_up_to = self
                             .read_up_to
@@ -396,3 +424,6 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// How long a stopping reader waits for its streams to finish.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Resubscribes closer together than this count as one run, backing off more each time.
+const RESUBSCRIBE_CALM: std::time::Duration = std::time::Duration::from_secs(5);

@@ -244,6 +244,7 @@ fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response>
         | PublishError::Storage { .. } => ErrorCode::StorageError,
         PublishError::Append(_) => ErrorCode::InternalError,
         PublishError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
+        PublishError::Stale { .. } => ErrorCode::InvalidRequest,
         PublishError::Fenced { .. } => ErrorCode::ProducerFenced,
         PublishError::Timeout { .. } => ErrorCode::Timeout,
     };

@@ -51,6 +51,14 @@ pub(crate) enum PublishError {
         expected: i32,
         got: i32,
     },
+    #[error(
+        "producer {producer_id} sent sequence {got}, before its next sequence {expected} and not one of its recent batches"
+    )]
+    Stale {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("producer {producer_id} epoch {got} is fenced by epoch {current}")]
     Fenced {
         producer_id: i64,
@@ -224,9 +232,14 @@ impl Partition {
                 Ok(Attempt::Appended(appended))
             }
             Sequence::Duplicate(offsets) => Ok(Attempt::Duplicate(PublishOutcome {
-                offsets,
+                offsets: Some(offsets),
                 duplicate: true,
             })),
+            Sequence::Stale { expected } => Err(PublishError::Stale {
+                producer_id: producer.producer_id,
+                expected,
+                got: producer.base_sequence,
+            }),
             Sequence::Fenced { current } => Err(PublishError::Fenced {
                 producer_id: producer.producer_id,
                 got: producer.producer_epoch,

@@ -25,8 +25,11 @@ const MAX_PRODUCERS: usize = 10_000;
 pub(crate) enum Sequence {
     /// Not idempotent (producer id -1) or the expected batch: append it.
     Append,
-    /// Appended before, at these offsets (if still remembered).
-    Duplicate(Option<(u64, u64)>),
+    /// Appended before, at these offsets.
+    Duplicate((u64, u64)),
+    /// Before the next expected sequence but not one of the batches remembered: too old to
+    /// tell, or a producer that reused its sequences.
+    Stale { expected: i32 },
     /// A batch before it has not arrived yet.
     Early { expected: i32 },
     /// An older epoch of a producer that has a newer one.
@@ -68,12 +71,16 @@ impl Producers {
             return Sequence::Append;
         }
         if is_before(producer.base_sequence, known.next_sequence) {
-            let offsets = known
+            return known
                 .recent
                 .iter()
                 .find(|(base, ..)| *base == producer.base_sequence)
-                .map(|&(_, _, base, next)| (base, next));
-            return Sequence::Duplicate(offsets);
+                .map_or(
+                    Sequence::Stale {
+                        expected: known.next_sequence,
+                    },
+                    |&(_, _, base, next)| Sequence::Duplicate((base, next)),
+                );
         }
         Sequence::Early {
             expected: known.next_sequence,
@@ -156,11 +163,11 @@ mod tests {
             table.check(producer(7, 0, 9)),
             Sequence::Early { expected: 8 }
         );
+        assert_eq!(table.check(producer(7, 0, 5)), Sequence::Duplicate((0, 3)));
         assert_eq!(
-            table.check(producer(7, 0, 5)),
-            Sequence::Duplicate(Some((0, 3)))
+            table.check(producer(7, 0, 2)),
+            Sequence::Stale { expected: 8 }
         );
-        assert_eq!(table.check(producer(7, 0, 2)), Sequence::Duplicate(None));
         table.appended(producer(7, 1, 0), 1, (3, 4));
         assert_eq!(
             table.check(producer(7, 0, 1)),
@@ -190,7 +197,7 @@ mod tests {
         assert_eq!(table.check(producer(1, 0, 1)), Sequence::Append);
         assert_eq!(
             table.check(producer(1, 0, i32::MAX - 1)),
-            Sequence::Duplicate(Some((0, 3)))
+            Sequence::Duplicate((0, 3))
         );
     }
 }
