@@ -72,3 +72,59 @@ async fn group_offsets_survive_a_client_restart_and_a_sidecar_restart() {
     assert_eq!(take(&third, 10).await, (20..30).collect::<Vec<_>>());
     third.close().await.expect("the client closes cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_skips_nothing_published_while_its_sidecar_restarts() {
+    let (_dir, mut sidecar) = sidecar();
+    let publisher = sidecar.client("order-service").await;
+    create_topic(&publisher, "orders", 2).await;
+    let consumer = sidecar.client("payment-service").await;
+    // From the latest offset, and nothing committed (nothing is acked) when the sidecar
+    // goes away.
+    let mut subscription = consumer
+        .subscribe::<OrderPlaced>()
+        .group("payments")
+        .from(StartAt::Latest)
+        .start()
+        .await
+        .expect("subscribed");
+    let publish = |range: std::ops::Range<u64>| {
+        let publisher = publisher.clone();
+        async move {
+            for sequence in range {
+                publisher
+                    .publish(&OrderPlaced {
+                        order_id: format!("o-{sequence}"),
+                        sequence,
+                    })
+                    .await
+                    .expect("published");
+            }
+        }
+    };
+    publish(0..5).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 5 {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("in time")
+            .expect("the subscription goes on")
+            .expect("an event");
+        seen.insert(delivery.event.sequence);
+    }
+    sidecar.kill();
+    sidecar.restart();
+    // Published before the consumer has resubscribed.
+    publish(5..25).await;
+    while seen.len() < 25 {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("every event arrives in time")
+            .expect("the subscription survives the restart")
+            .expect("an event");
+        seen.insert(delivery.event.sequence);
+    }
+    assert_eq!(seen, (0..25).collect(), "nothing skipped");
+    publisher.close().await.expect("the client closes cleanly");
+    consumer.close().await.expect("the client closes cleanly");
+}
