@@ -101,12 +101,6 @@ impl Producer {
         event: &RawEvent,
         acks: Acks,
     ) -> Result<PendingReceipt, Error> {
-        if let Err(error) = TopicName::check(topic) {
-            return Err(Error::InvalidTopicName {
-                topic: topic.to_owned(),
-                reason: error.to_string(),
-            });
-        }
         let standard = StandardHeaders::now();
         let ours = standard.untyped_pairs(&self.source);
         let value = &event.value[..];
@@ -247,6 +241,14 @@ impl Producer {
                 }
                 Err(AppendError::UnknownTopic) if !described => {
                     described = true;
+                    // A topic is checked once, before it is first described; the buffer
+                    // knows only topics that passed.
+                    if let Err(error) = TopicName::check(topic) {
+                        return Err(Error::InvalidTopicName {
+                            topic: topic.to_owned(),
+                            reason: error.to_string(),
+                        });
+                    }
                     match self.describe(topic).await {
                         Ok(()) => continue,
                         Err(error) => error,
