@@ -107,6 +107,8 @@ pub(crate) struct Accumulator {
     closing: bool,
     /// The client's live connection, as the sender last saw it.
     connection: Option<usize>,
+    /// The index of the topic the last event went to.
+    last_topic: Option<usize>,
 }
 
 struct TopicQueues {
@@ -132,6 +134,7 @@ impl Accumulator {
             batch_id: 0,
             closing: false,
             connection: None,
+            last_topic: None,
         }
     }
 
@@ -186,8 +189,16 @@ impl Accumulator {
         if self.closing {
             return Err(AppendError::Failed(Error::Closed));
         }
-        let Some(&index) = self.by_name.get(topic) else {
-            return Err(AppendError::UnknownTopic);
+        // Most publishes go to the topic of the one before: a string compare, not a hash.
+        let index = match self.last_topic {
+            Some(last) if self.topics.get(last).is_some_and(|q| &*q.name == topic) => last,
+            _ => {
+                let Some(&index) = self.by_name.get(topic) else {
+                    return Err(AppendError::UnknownTopic);
+                };
+                self.last_topic = Some(index);
+                index
+            }
         };
         let queues = &mut self.topics[index];
         let Some(count) = queues.partition_count.filter(|&count| count > 0) else {
