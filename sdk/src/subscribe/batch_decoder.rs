@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sidestream_log::batch::{HEADER_LEN, RecordIter, validate};
+use sidestream_log::batch::{BatchHeader, HEADER_LEN, RecordIter};
 
 use super::delivery::{Acker, Delivery, Headers, Payload, RecordAt};
 use crate::Error;
@@ -48,7 +48,10 @@ pub(crate) fn decode_batch<T: Payload>(
         partition: source.partition,
         source: error,
     };
-    let header = validate(batch).map_err(corrupt)?;
+    // Header and CRC here; the records are checked as they are read below (a bad one drops
+    // the whole batch), so the batch is parsed once, not twice as `validate` would.
+    let header = BatchHeader::parse(batch).map_err(corrupt)?;
+    header.verify_crc(batch).map_err(corrupt)?;
     if !header.control {
         let body = batch.get(HEADER_LEN..).unwrap_or_default();
         let start = out.len();
