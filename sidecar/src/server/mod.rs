@@ -70,7 +70,7 @@ struct Shared {
     config: SidecarConfig,
     advertised: String,
     topics: Arc<Topics>,
-    groups: Groups,
+    groups: Arc<Groups>,
     shutdown: watch::Receiver<bool>,
     requests: FrameCodec<Request>,
     responses: FrameCodec<Response>,
@@ -141,7 +141,7 @@ impl RunningSidecar {
             responses: FrameCodec::new(DEFAULT_MAX_FRAME_SIZE),
             config,
             topics: Arc::new(topics),
-            groups,
+            groups: Arc::new(groups),
             shutdown: shutdown_rx,
             alive,
         });
@@ -204,26 +204,21 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
     // Refuse new connections; the open ones finish what they are doing.
     endpoint.set_server_config(None);
     let grace = shared.config.shutdown_grace;
-    let (topics, groups_synced) = {
-        let topics = Arc::clone(&shared.topics);
-        // Drop our own `alive` sender by dropping `shared` once the tasks are done.
-        let shared_weak = Arc::downgrade(&shared);
-        drop(shared);
-        if tokio::time::timeout(grace, all_gone.recv()).await.is_err() {
-            tracing::warn!(
-                ?grace,
-                "requests still in progress at the end of the grace period"
-            );
-        }
-        (topics, shared_weak)
-    };
+    let topics = Arc::clone(&shared.topics);
+    let groups = Arc::clone(&shared.groups);
+    // `shared` holds an `alive` sender too: drop it, then wait until every task has.
+    drop(shared);
+    if tokio::time::timeout(grace, all_gone.recv()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "requests still in progress at the end of the grace period"
+        );
+    }
     endpoint.close(quic_code(ErrorCode::Ok), b"sidecar shutting down");
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
     let _ = tokio::task::spawn_blocking(move || {
         topics.sync_all();
-        if let Some(shared) = groups_synced.upgrade() {
-            shared.groups.sync();
-        }
+        groups.sync();
     })
     .await;
     tracing::info!("sidecar stopped");
