@@ -19,7 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sidestream_log::batch::{BatchBuilder, RecordIter, validate};
 use sidestream_log::{
-    AppendError, FileStorage, FsyncPolicy, Log, LogConfig, OpenError, ReadError, SyncError,
+    AppendError, Clock as _, FileStorage, FsyncPolicy, Log, LogConfig, OpenError, ReadError,
+    SyncError, SystemClock,
 };
 use tokio::sync::watch;
 
@@ -232,7 +233,7 @@ impl Groups {
         generation: Option<u64>,
     ) -> Result<(), GroupError> {
         let mut builder = BatchBuilder::with_capacity(128 * entries.len());
-        let timestamp = now_ms();
+        let timestamp = SystemClock.now_ms();
         for &(group, topic, partition, offset) in entries {
             let key = format!("{group}\0{topic}\0{partition}");
             let value = offset.map(u64::to_le_bytes);
@@ -357,12 +358,6 @@ fn parse_key(key: &[u8]) -> Option<(String, String, u32)> {
     let topic = parts.next()?.to_owned();
     let partition = parts.next()?.parse().ok()?;
     parts.next().is_none().then_some((group, topic, partition))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
