@@ -81,11 +81,11 @@ pub use client::{
     SIDECAR_ENV, TopicSettings,
 };
 pub use error::{Error, TransportError};
-pub use event::{Event, EventKey, headers};
+pub use event::{Event, EventKey, Headers, headers};
 pub use publish::{Acks, ParseAcksError, PendingReceipt, RawEvent, Receipt};
 pub use sidestream_derive::Event;
 pub use subscribe::{
-    AckHandle, Delivery, Headers, PartitionState, Payload, StartAt, SubscribeBuilder, Subscription,
+    AckHandle, Delivery, PartitionState, Payload, StartAt, SubscribeBuilder, Subscription,
 };
 
 /// The prost version the SDK is built on; [`Event`] requires [`prost::Message`].

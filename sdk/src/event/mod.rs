@@ -3,8 +3,10 @@
 
 pub mod headers;
 mod key;
+mod record_headers;
 
 pub use key::{EventKey, KeyField};
+pub use record_headers::Headers;
 
 /// A typed event: a prost message that knows its topic, its versioned type name and its key.
 ///

@@ -33,6 +33,8 @@ use std::str::FromStr;
 use bytes::Bytes;
 use sidestream_proto::v1;
 
+use crate::Headers;
+
 pub(crate) use accumulator::BatchConfig;
 pub(crate) use producer::Producer;
 pub use receipt::{PendingReceipt, Receipt};
@@ -109,7 +111,7 @@ pub struct RawEvent {
     /// The value (empty for a record without one, such as a tombstone).
     pub value: Bytes,
     /// Headers, in order.
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Headers,
 }
 
 impl RawEvent {
@@ -118,7 +120,7 @@ impl RawEvent {
         Self {
             key: None,
             value: value.into(),
-            headers: Vec::new(),
+            headers: Headers::new(),
         }
     }
 
@@ -131,16 +133,13 @@ impl RawEvent {
 
     /// The same event with one more header.
     #[must_use]
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    pub fn with_header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push(name, value);
         self
     }
 
     /// The value of the first header named `name`.
-    pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers
-            .iter()
-            .find(|(header, _)| header == name)
-            .map(|(_, value)| value)
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name)
     }
 }

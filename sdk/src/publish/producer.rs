@@ -120,21 +120,22 @@ impl Producer {
         }
         // The standard headers first, in their order, the event's own value where it has one;
         // then the event's other headers in their order.
+        let own: Vec<Header<'_>> = event.headers.iter().collect();
         let mut taken = [None::<usize>; 5];
-        let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + event.headers.len());
+        let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + own.len());
         for (slot, &name) in headers::ALL.iter().enumerate() {
-            if let Some(i) = event.headers.iter().position(|(header, _)| header == name) {
+            if let Some(i) = own.iter().position(|(header, _)| *header == name) {
                 taken[slot] = Some(i);
-                pairs.push((name, &event.headers[i].1[..]));
+                pairs.push(own[i]);
             } else if let Some(&pair) = ours.iter().find(|(header, _)| *header == name) {
                 pairs.push(pair);
             }
         }
         pairs.extend(
             (0..)
-                .zip(&event.headers)
+                .zip(&own)
                 .filter(|(i, _)| !taken.contains(&Some(*i)))
-                .map(|(_, (name, value))| (name.as_str(), &value[..])),
+                .map(|(_, &pair)| pair),
         );
         self.append(
             topic,

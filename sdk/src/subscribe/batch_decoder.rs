@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sidestream_log::batch::{BatchHeader, HEADER_LEN, RecordIter};
 
-use super::delivery::{Acker, Delivery, Headers, Payload, RecordAt};
-use crate::Error;
+use super::delivery::{Acker, Delivery, Payload, RecordAt};
+use crate::{Error, Headers};
 
 /// One item of a batch, in offset order.
 #[derive(Debug)]
@@ -69,11 +69,10 @@ pub(crate) fn decode_batch<T: Payload>(
             if offset < source.next {
                 continue;
             }
-            let headers = Headers::from_entries(
-                record
-                    .headers()
-                    .map(|(name, value)| (batch.slice_ref(name.as_bytes()), batch.slice_ref(value)))
-                    .collect(),
+            let headers = Headers::from_wire(
+                batch.slice_ref(record.header_wire()),
+                // A record's headers take two bytes each at least: far fewer than 2^32 fit.
+                u32::try_from(record.header_count()).unwrap_or(u32::MAX),
             );
             let key = record.key.map(|key| batch.slice_ref(key));
             let value = record.value.map(|value| batch.slice_ref(value));

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 use super::positions::Positions;
-use crate::{Error, Event, RawEvent, headers};
+use crate::{Error, Event, Headers, RawEvent};
 
 /// One event received by a subscription, with where it was in its partition.
 ///
@@ -140,95 +140,6 @@ impl fmt::Debug for AckHandle {
     }
 }
 
-/// The headers of a delivered event, in their order on the wire.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers {
-    /// Names (UTF-8, checked when the record was read) and values, sharing the batch's bytes.
-    entries: Vec<(Bytes, Bytes)>,
-}
-
-impl Headers {
-    /// The value of the first header named `name`.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|(header, _)| header == name.as_bytes())
-            .map(|(_, value)| &value[..])
-    }
-
-    /// The value of the first header named `name`, if it is UTF-8 text.
-    pub fn get_str(&self, name: &str) -> Option<&str> {
-        self.get(name)
-            .and_then(|value| std::str::from_utf8(value).ok())
-    }
-
-    /// Every header in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        self.entries.iter().filter_map(|(name, value)| {
-            std::str::from_utf8(name)
-                .ok()
-                .map(|name| (name, &value[..]))
-        })
-    }
-
-    /// How many headers there are.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The [`id`](headers::ID) header: the event's UUID v7.
-    pub fn id(&self) -> Option<&str> {
-        self.get_str(headers::ID)
-    }
-
-    /// The [`type`](headers::TYPE) header: the event's versioned type name.
-    pub fn type_name(&self) -> Option<&str> {
-        self.get_str(headers::TYPE)
-    }
-
-    /// The [`source`](headers::SOURCE) header: the publishing service.
-    pub fn source(&self) -> Option<&str> {
-        self.get_str(headers::SOURCE)
-    }
-
-    /// The [`time`](headers::TIME) header: when it was published, RFC 3339.
-    pub fn time(&self) -> Option<&str> {
-        self.get_str(headers::TIME)
-    }
-
-    /// The [`traceparent`](headers::TRACEPARENT) header: the publisher's W3C trace context.
-    pub fn traceparent(&self) -> Option<&str> {
-        self.get_str(headers::TRACEPARENT)
-    }
-
-    pub(crate) fn from_entries(entries: Vec<(Bytes, Bytes)>) -> Self {
-        Self { entries }
-    }
-
-    fn to_vec(&self) -> Vec<(String, Bytes)> {
-        self.entries
-            .iter()
-            .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.clone()))
-            .collect()
-    }
-}
-
-impl fmt::Debug for Headers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(
-                self.iter()
-                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
-            )
-            .finish()
-    }
-}
-
 /// What a subscription can deliver: any [`Event`] type, or [`RawEvent`] for bytes.
 ///
 /// Sealed: implemented by the SDK only.
@@ -249,8 +160,7 @@ pub(crate) struct RecordAt<'a> {
 pub(crate) mod sealed {
     use bytes::Bytes;
 
-    use super::Headers;
-    use crate::{Error, Event, RawEvent, headers};
+    use crate::{Error, Event, Headers, RawEvent, headers};
 
     /// Builds a delivered payload from a record's parts.
     pub trait FromRecord: Sized {
@@ -313,7 +223,7 @@ pub(crate) mod sealed {
             Ok(Self {
                 key: key.cloned(),
                 value: value.unwrap_or_default(),
-                headers: headers.to_vec(),
+                headers: headers.clone(),
             })
         }
     }

@@ -32,7 +32,7 @@ use std::time::Instant;
 use sidestream_proto::v1::{Earliest, Latest, subscribe};
 use tokio::sync::{mpsc, watch};
 
-pub use delivery::{AckHandle, Delivery, Headers, Payload};
+pub use delivery::{AckHandle, Delivery, Payload};
 pub use subscription::{PartitionState, Subscription};
 
 use crate::client::valid_name;
@@ -188,7 +188,11 @@ impl<T: Payload> SubscribeBuilder<T> {
             "subscribed"
         );
 
-        let mut positions = Positions::default();
+        let mut positions = if self.group.is_some() {
+            Positions::default()
+        } else {
+            Positions::without_commits()
+        };
         positions.assign(&first.assignment, self.group.is_some());
         let positions = Arc::new(Mutex::new(positions));
         let (queue_in, queue) = mpsc::unbounded_channel();

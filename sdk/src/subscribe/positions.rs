@@ -36,6 +36,9 @@ pub(crate) struct Positions {
     partitions: BTreeMap<u32, PartitionPosition>,
     revoked: Vec<Commit>,
     epochs: u64,
+    /// A subscription without a group commits nothing, so it keeps no deliveries waiting for
+    /// their ack (a lone subscriber that never acks must not grow without bound).
+    no_commits: bool,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,15 @@ impl PartitionPosition {
 }
 
 impl Positions {
+    /// Positions of a subscription without a group: deliveries are not kept for acks, and
+    /// nothing is ever committable but the next offset.
+    pub(crate) fn without_commits() -> Self {
+        Self {
+            no_commits: true,
+            ..Self::default()
+        }
+    }
+
     /// Applies an assignment. With `replace` (a group), it replaces the partition set:
     /// partitions missing from it are dropped and their committable offsets owed as commits
     /// with the new generation. Without, it adds to the set (a subscription of its own
@@ -125,6 +137,7 @@ impl Positions {
     /// Records that the item at `offset` was handed out; `handled` for an item that needs no
     /// ack (an error the subscriber was told of).
     pub(crate) fn delivered(&mut self, partition: u32, epoch: u64, offset: u64, handled: bool) {
+        let keep = !self.no_commits;
         let Some(position) = self.current(partition, epoch) else {
             return;
         };
@@ -132,7 +145,7 @@ impl Positions {
             return;
         }
         position.next = offset.saturating_add(1);
-        if !handled || !position.pending.is_empty() {
+        if keep && (!handled || !position.pending.is_empty()) {
             position.pending.push_back((offset, handled));
             drain_acked(position);
         }
@@ -363,6 +376,20 @@ mod tests {
         assert_eq!(positions.next_offset(0), Some((20, epoch)));
         positions.ack(0, epoch, 3);
         assert_eq!(positions.commits_due(), [commit(0, 20, 0)]);
+    }
+
+    #[test]
+    fn without_a_group_nothing_waits_for_an_ack() {
+        let mut positions = Positions::without_commits();
+        positions.assign(&assignment(0, &[(0, 5)]), false);
+        for offset in 5..1005 {
+            positions.delivered(0, 1, offset, false);
+        }
+        let position = &positions.partitions[&0];
+        assert!(position.pending.is_empty());
+        assert_eq!(position.next, 1005);
+        positions.ack(0, 1, 7);
+        assert_eq!(positions.snapshot(), vec![(0, 1005, 0)]);
     }
 
     #[test]

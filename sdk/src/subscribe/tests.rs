@@ -92,7 +92,11 @@ fn frame(partition: u32, batches: Vec<Bytes>) -> Frame {
 }
 
 fn new_feed<T: Payload>(group: bool, first: &Assignment) -> (Feed<T>, Arc<Mutex<Positions>>) {
-    let mut positions = Positions::default();
+    let mut positions = if group {
+        Positions::default()
+    } else {
+        Positions::without_commits()
+    };
     positions.assign(first, group);
     let positions = Arc::new(Mutex::new(positions));
     (
@@ -356,12 +360,7 @@ fn raw_deliveries_keep_every_header_in_order() {
     assert_eq!(first.offset, 7);
     assert_eq!(first.event.key.as_deref(), Some(&b"k"[..]));
     assert_eq!(&first.event.value[..], b"hello");
-    let names: Vec<&str> = first
-        .event
-        .headers
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect();
+    let names: Vec<&str> = first.event.headers.iter().map(|(name, _)| name).collect();
     assert_eq!(names, ["id", "type", "source"]);
     assert_eq!(
         first.event.header("type").map(|v| &v[..]),

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use sidestream::{Acks, Client, Fsync, RawEvent, StartAt, TopicSettings};
+use sidestream::{Acks, Client, Fsync, Headers, RawEvent, StartAt, TopicSettings};
 use tokio::sync::mpsc;
 
 use super::connect::ConnectArgs;
@@ -287,7 +287,7 @@ async fn publish_one_at_a_time(
         let event = RawEvent {
             key: None,
             value: payload(size, epoch, sent, filler),
-            headers: Vec::new(),
+            headers: Headers::new(),
         };
         client.publish_raw_nowait(topic, event, acks).await?.await?;
         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -331,7 +331,7 @@ async fn publish_pipelined(
         let event = RawEvent {
             key: None,
             value: payload(size, epoch, sent, filler),
-            headers: Vec::new(),
+            headers: Headers::new(),
         };
         let receipt = client.publish_raw_nowait(topic, event, acks).await?;
         if i % LATENCY_SAMPLE == 0 && pending_tx.send((sent, receipt)).await.is_err() {

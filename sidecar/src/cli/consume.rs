@@ -140,7 +140,7 @@ fn render(delivery: &Delivery<RawEvent>, topic: &str, format: Format) -> String 
             let headers: serde_json::Map<String, serde_json::Value> = event
                 .headers
                 .iter()
-                .map(|(name, value)| (name.clone(), bytes(value)))
+                .map(|(name, value)| (name.to_owned(), bytes(value)))
                 .collect();
             serde_json::json!({
                 "topic": topic,

@@ -143,11 +143,7 @@ async fn produce(client: &sidestream::Client, args: &ProduceArgs) -> (u64, anyho
         let event = RawEvent {
             key,
             value,
-            headers: args
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), Bytes::from(v.clone())))
-                .collect(),
+            headers: args.headers.iter().map(|(n, v)| (n, v)).collect(),
         };
         match client
             .publish_raw_nowait(&args.topic, event, args.acks.into())

@@ -1,5 +1,6 @@
 //! Building a data batch record by record, straight into its wire bytes.
 
+use crate::batch::record::{header_len, put_header};
 use crate::batch::{
     BatchHeader, CRC_START, Compression, EncodeError, HEADER_LEN, ProducerState, RaftLogId,
 };
@@ -112,10 +113,7 @@ impl BatchBuilder {
         put_nullable(out, value);
         varint::put_u64(out, headers.len() as u64);
         for (name, value) in headers {
-            varint::put_u64(out, name.len() as u64);
-            out.extend_from_slice(name.as_bytes());
-            varint::put_u64(out, value.len() as u64);
-            out.extend_from_slice(value);
+            put_header(out, name, value);
         }
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp);
@@ -162,12 +160,7 @@ fn body_len(
     };
     let headers_len: usize = headers
         .iter()
-        .map(|(name, value)| {
-            varint::len_u64(name.len() as u64)
-                + name.len()
-                + varint::len_u64(value.len() as u64)
-                + value.len()
-        })
+        .map(|(name, value)| header_len(name, value))
         .sum();
     1 + varint::len_i64(timestamp_delta)
         + varint::len_u64(offset_delta)

@@ -24,7 +24,7 @@ pub use builder::BatchBuilder;
 pub use header::{
     BatchHeader, CRC_START, Compression, HEADER_LEN, MAGIC, ProducerState, RaftLogId,
 };
-pub use record::{Record, RecordHeader, RecordIter, RecordRef};
+pub use record::{HeaderIter, Record, RecordHeader, RecordIter, RecordRef, header_len, put_header};
 
 use crate::Offset;
 

@@ -46,10 +46,74 @@ pub struct RecordRef<'a> {
 
 impl<'a> RecordRef<'a> {
     /// The record's headers, already checked to be well formed.
-    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let mut reader = Reader::new(self.headers);
-        (0..self.header_count).map_while(move |_| read_header(&mut reader).ok())
+    pub fn headers(&self) -> HeaderIter<'a> {
+        HeaderIter::new(self.headers, self.header_count)
     }
+
+    /// The record's headers in their wire form (each a varint name length, the UTF-8 name, a
+    /// varint value length and the value), for keeping them without parsing them now; read
+    /// them back with [`HeaderIter::new`] and [`header_count`](Self::header_count).
+    pub fn header_wire(&self) -> &'a [u8] {
+        self.headers
+    }
+
+    /// How many headers the record has.
+    pub fn header_count(&self) -> u64 {
+        self.header_count
+    }
+}
+
+/// The headers of one record, read from their wire form.
+///
+/// Ends at the first header that is not well formed (headers that came through
+/// [`RecordIter`] or were written by [`put_header`] always are).
+#[derive(Debug, Clone)]
+pub struct HeaderIter<'a> {
+    reader: Reader<'a>,
+    remaining: u64,
+}
+
+impl<'a> HeaderIter<'a> {
+    /// Iterates over the first `count` headers in `wire`.
+    pub fn new(wire: &'a [u8], count: u64) -> Self {
+        Self {
+            reader: Reader::new(wire),
+            remaining: count,
+        }
+    }
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let header = read_header(&mut self.reader).ok();
+        if header.is_none() {
+            self.remaining = 0;
+        }
+        header
+    }
+}
+
+/// Appends one header in its wire form: a varint name length, the name, a varint value
+/// length, the value.
+pub fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    varint::put_u64(out, name.len() as u64);
+    out.extend_from_slice(name.as_bytes());
+    varint::put_u64(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+/// How many bytes [`put_header`] writes.
+pub fn header_len(name: &str, value: &[u8]) -> usize {
+    varint::len_u64(name.len() as u64)
+        + name.len()
+        + varint::len_u64(value.len() as u64)
+        + value.len()
 }
 
 /// Iterates over the records of a data batch's body, checking each one.
@@ -158,10 +222,7 @@ pub(crate) fn encode_record(out: &mut Vec<u8>, record: &Record, first_timestamp:
     put_nullable(out, record.value.as_deref());
     varint::put_u64(out, record.headers.len() as u64);
     for header in &record.headers {
-        varint::put_u64(out, header.key.len() as u64);
-        out.extend_from_slice(header.key.as_bytes());
-        varint::put_u64(out, header.value.len() as u64);
-        out.extend_from_slice(&header.value);
+        put_header(out, &header.key, &header.value);
     }
 }
 
@@ -179,12 +240,7 @@ fn body_len(record: &Record, timestamp_delta: i64) -> usize {
     let headers: usize = record
         .headers
         .iter()
-        .map(|h| {
-            varint::len_u64(h.key.len() as u64)
-                + h.key.len()
-                + varint::len_u64(h.value.len() as u64)
-                + h.value.len()
-        })
+        .map(|h| header_len(&h.key, &h.value))
         .sum();
     1 + varint::len_i64(timestamp_delta)
         + varint::len_u64(u64::from(record.offset_delta))

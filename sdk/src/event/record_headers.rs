@@ -1,0 +1,184 @@
+//! [`Headers`]: an event's headers, kept in their wire form.
+
+use std::fmt;
+
+use bytes::Bytes;
+use sidestream_log::batch::{HeaderIter, header_len, put_header};
+
+use crate::headers;
+
+/// An event's headers, in order: the ones a subscription delivers (`id`, `type`, `source`,
+/// `time`, `traceparent`, and any others), or the ones a [`RawEvent`](crate::RawEvent) is
+/// published with.
+///
+/// They are kept as the record holds them on the wire, sharing the delivered batch's bytes, and
+/// read when asked for: a delivery costs no allocation for its headers.
+///
+/// ```
+/// use sidestream::Headers;
+///
+/// let headers = Headers::new().with("tenant", "acme").with("retry", "2");
+/// assert_eq!(headers.get_str("tenant"), Some("acme"));
+/// assert_eq!(headers.iter().map(|(name, _)| name).collect::<Vec<_>>(), ["tenant", "retry"]);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Each header as a varint name length, the UTF-8 name, a varint value length and the
+    /// value; well formed (checked when the record was read, or written by `push`).
+    wire: Bytes,
+    count: u32,
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same headers with one more, after the others.
+    #[must_use]
+    pub fn with(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.push(name, value);
+        self
+    }
+
+    /// Adds a header after the others (a name may repeat; [`get`](Self::get) finds the first).
+    ///
+    /// # Panics
+    ///
+    /// If there are already `u32::MAX` headers.
+    pub fn push(&mut self, name: &str, value: impl AsRef<[u8]>) {
+        let value = value.as_ref();
+        let mut wire = Vec::with_capacity(self.wire.len() + header_len(name, value));
+        wire.extend_from_slice(&self.wire);
+        put_header(&mut wire, name, value);
+        self.wire = Bytes::from(wire);
+        self.count = self
+            .count
+            .checked_add(1)
+            .unwrap_or_else(|| panic!("more than {} headers", u32::MAX));
+    }
+
+    /// The value of the first header named `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(header, _)| *header == name)
+            .map(|(_, value)| value)
+    }
+
+    /// The value of the first header named `name`, if it is UTF-8 text.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// Every header in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        HeaderIter::new(&self.wire, u64::from(self.count))
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The [`id`](headers::ID) header: the event's UUID v7.
+    pub fn id(&self) -> Option<&str> {
+        self.get_str(headers::ID)
+    }
+
+    /// The [`type`](headers::TYPE) header: the event's versioned type name.
+    pub fn type_name(&self) -> Option<&str> {
+        self.get_str(headers::TYPE)
+    }
+
+    /// The [`source`](headers::SOURCE) header: the publishing service.
+    pub fn source(&self) -> Option<&str> {
+        self.get_str(headers::SOURCE)
+    }
+
+    /// The [`time`](headers::TIME) header: when it was published, RFC 3339.
+    pub fn time(&self) -> Option<&str> {
+        self.get_str(headers::TIME)
+    }
+
+    /// The [`traceparent`](headers::TRACEPARENT) header: the publisher's W3C trace context.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.get_str(headers::TRACEPARENT)
+    }
+
+    /// Headers in their wire form, `count` of them, already checked to be well formed (a
+    /// record that [`RecordIter`](sidestream_log::batch::RecordIter) read).
+    pub(crate) fn from_wire(wire: Bytes, count: u32) -> Self {
+        Self { wire, count }
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let mut wire = Vec::new();
+        let mut count = 0u32;
+        for (name, value) in pairs {
+            put_header(&mut wire, name.as_ref(), value.as_ref());
+            count = count
+                .checked_add(1)
+                .unwrap_or_else(|| panic!("more than {} headers", u32::MAX));
+        }
+        Self {
+            wire: Bytes::from(wire),
+            count,
+        }
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_keep_their_order_and_find_the_first_of_a_name() {
+        let mut headers: Headers = [("a", &b"1"[..]), ("b", b"\xff"), ("a", b"3")]
+            .into_iter()
+            .collect();
+        headers.push("c", "4");
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers.get("a"), Some(&b"1"[..]));
+        assert_eq!(headers.get_str("b"), None, "not UTF-8");
+        assert_eq!(headers.get("b"), Some(&b"\xff"[..]));
+        assert_eq!(headers.get("z"), None);
+        let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["a", "b", "a", "c"]);
+        assert_eq!(
+            headers,
+            Headers::new()
+                .with("a", "1")
+                .with("b", b"\xff")
+                .with("a", "3")
+                .with("c", "4")
+        );
+    }
+
+    #[test]
+    fn no_headers_is_empty() {
+        let headers = Headers::new();
+        assert!(headers.is_empty());
+        assert_eq!(headers.iter().count(), 0);
+        assert_eq!(format!("{headers:?}"), "{}");
+    }
+}
