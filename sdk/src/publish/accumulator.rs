@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::partition_queue::{Effects, Outcome, PartitionQueue, RecordParts, Sealing};
+use super::partition_queue::{Effects, LazyNow, Outcome, PartitionQueue, RecordParts, Sealing};
 use super::receipt::{BatchCompletion, PendingReceipt};
 use crate::partitioner::{StickyPartition, partition_for_hash};
 use crate::{Acks, Error};
@@ -184,7 +184,7 @@ impl Accumulator {
         record: RecordParts<'_>,
         acks: Acks,
         reserved: usize,
-        now: Instant,
+        now: &mut LazyNow,
     ) -> Result<Appended, AppendError> {
         if self.closing {
             return Err(AppendError::Failed(Error::Closed));

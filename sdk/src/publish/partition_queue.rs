@@ -38,6 +38,28 @@ pub(crate) struct RecordParts<'a> {
     pub(crate) headers: &'a [Header<'a>],
 }
 
+/// The time of an append, read from the clock only if the append needs it (to open or seal a
+/// batch), and then once: most appends only add a record to the open batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    /// Reads the clock when first asked.
+    pub(crate) fn clock() -> Self {
+        Self(None)
+    }
+
+    /// A fixed time (tests).
+    #[cfg(test)]
+    pub(crate) fn at(now: Instant) -> Self {
+        Self(Some(now))
+    }
+
+    pub(crate) fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 /// What sealing a batch needs from the accumulator: the rules, and the batch id counter.
 pub(crate) struct Sealing<'a> {
     pub(crate) config: &'a BatchConfig,
@@ -149,7 +171,7 @@ impl PartitionQueue {
         record: RecordParts<'_>,
         acks: Acks,
         reserved: usize,
-        now: Instant,
+        now: &mut LazyNow,
         ctx: &mut Sealing<'_>,
     ) -> Result<(Arc<BatchCompletion>, u32, bool, Effects), Error> {
         let mut effects = Effects::default();
@@ -157,7 +179,7 @@ impl PartitionQueue {
         if let Some(open) = &self.open {
             let full = open.builder.size().saturating_add(reserved) > ctx.config.batch_bytes;
             if open.acks != acks || full {
-                self.seal(now, ctx, &mut effects);
+                self.seal(now.get(), ctx, &mut effects);
                 wake = true;
             }
         }
@@ -170,7 +192,7 @@ impl PartitionQueue {
             ),
             completion: Arc::new(BatchCompletion::new(Arc::clone(&self.topic), self.number)),
             acks,
-            opened: now,
+            opened: now.get(),
             reserved: 0,
         });
         open.builder
@@ -183,7 +205,7 @@ impl PartitionQueue {
         let index = open.builder.record_count() - 1;
         let completion = Arc::clone(&open.completion);
         if open.builder.size() >= ctx.config.batch_bytes {
-            self.seal(now, ctx, &mut effects);
+            self.seal(now.get(), ctx, &mut effects);
             wake = true;
         }
         Ok((completion, index, wake, effects))

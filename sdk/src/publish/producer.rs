@@ -16,7 +16,7 @@ use sidestream_proto::TopicName;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 
 use super::accumulator::{AppendError, Route};
-use super::partition_queue::{RecordParts, record_bound};
+use super::partition_queue::{LazyNow, RecordParts, record_bound};
 use super::standard_headers::{Header, StandardHeaders};
 use super::{Acks, PendingReceipt, RawEvent};
 use crate::client::{Link, describe_topic};
@@ -225,7 +225,7 @@ impl Producer {
                 };
                 let result =
                     self.lock()
-                        .append(topic, route, record, acks, reserved, Instant::now());
+                        .append(topic, route, record, acks, reserved, &mut LazyNow::clock());
                 if buf.capacity() > SCRATCH_KEEP {
                     *buf = Vec::new();
                 }

@@ -12,7 +12,7 @@ use sidestream_log::{BatchBody, RecordBatch};
 use sidestream_proto::{ErrorCode, ResponseError};
 
 use super::accumulator::{Accumulator, AppendError, BatchConfig, Route, Transmit};
-use super::partition_queue::{Outcome, RecordParts, next_sequence, record_bound, restamp};
+use super::partition_queue::{LazyNow, Outcome, RecordParts, next_sequence, record_bound, restamp};
 use super::{Acks, PendingReceipt, Receipt};
 use crate::Error;
 use crate::partitioner::{murmur2, partition_for_key};
@@ -62,7 +62,14 @@ fn append(
         headers: &headers,
     };
     let appended = accumulator
-        .append("orders", route, record, acks, reserved, now)
+        .append(
+            "orders",
+            route,
+            record,
+            acks,
+            reserved,
+            &mut LazyNow::at(now),
+        )
         .unwrap();
     (appended.receipt, appended.wake)
 }
@@ -647,7 +654,14 @@ fn unknown_partition_forgets_the_partition_count() {
         headers: &headers,
     };
     assert!(matches!(
-        acc.append("orders", Route::Sticky, record, Acks::All, 10, now),
+        acc.append(
+            "orders",
+            Route::Sticky,
+            record,
+            Acks::All,
+            10,
+            &mut LazyNow::at(now)
+        ),
         Err(AppendError::UnknownTopic)
     ));
     acc.set_topic("orders", 2, 0);
@@ -671,7 +685,14 @@ fn close_drains_what_is_buffered_and_refuses_more() {
         headers: &headers,
     };
     assert!(matches!(
-        acc.append("orders", Route::Sticky, record, Acks::All, 10, now),
+        acc.append(
+            "orders",
+            Route::Sticky,
+            record,
+            Acks::All,
+            10,
+            &mut LazyNow::at(now)
+        ),
         Err(AppendError::Failed(Error::Closed))
     ));
     let sent = poll(&mut acc, now);
@@ -709,7 +730,7 @@ fn released_bytes_add_up_to_what_was_reserved() {
             record,
             Acks::All,
             bound,
-            now,
+            &mut LazyNow::at(now),
         )
         .unwrap();
     }

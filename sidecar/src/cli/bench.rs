@@ -180,13 +180,50 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 100_000_000, 3).context("cannot create a latency histogram")
 }
 
-/// A payload of `size` bytes whose first 8 are the nanoseconds from `epoch` to `now`.
-fn payload(size: usize, epoch: Instant, now: Instant, filler: &[u8]) -> Bytes {
-    let mut value = Vec::with_capacity(size);
-    let nanos = u64::try_from(now.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
-    value.extend_from_slice(&nanos.to_le_bytes());
-    value.extend_from_slice(&filler[..size - 8]);
-    Bytes::from(value)
+/// The values producers publish: `size` bytes of filler whose first 8, when the end-to-end
+/// latency is measured, are the nanoseconds from `epoch` to the publish.
+#[derive(Clone)]
+struct Payloads {
+    epoch: Instant,
+    filler: Bytes,
+    stamped: bool,
+}
+
+impl Payloads {
+    fn new(size: usize, epoch: Instant, stamped: bool) -> Self {
+        let filler = b"abcdefghijklmnopqrstuvwxyz"
+            .iter()
+            .copied()
+            .cycle()
+            .take(size)
+            .collect::<Vec<u8>>();
+        Self {
+            epoch,
+            filler: Bytes::from(filler),
+            stamped,
+        }
+    }
+
+    /// Whether each value needs the time of its publish.
+    fn needs_time(&self) -> bool {
+        self.stamped
+    }
+
+    /// The value of an event published at `sent` (given when [`needs_time`](Self::needs_time)):
+    /// the shared filler, or a stamped copy of it.
+    fn value(&self, sent: Option<Instant>) -> Bytes {
+        match sent {
+            Some(sent) if self.stamped => {
+                let nanos =
+                    u64::try_from(sent.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+                let mut value = Vec::with_capacity(self.filler.len());
+                value.extend_from_slice(&nanos.to_le_bytes());
+                value.extend_from_slice(&self.filler[8..]);
+                Bytes::from(value)
+            }
+            _ => self.filler.clone(),
+        }
+    }
 }
 
 /// Publishes `args.events` events over `args.producers` clients.
@@ -198,12 +235,7 @@ async fn produce(
     show_progress: bool,
 ) -> anyhow::Result<Outcome> {
     let size = usize::try_from(args.size).context("--size does not fit this machine")?;
-    let filler: Arc<[u8]> = b"abcdefghijklmnopqrstuvwxyz"
-        .iter()
-        .copied()
-        .cycle()
-        .take(size)
-        .collect();
+    let payloads = Payloads::new(size, epoch, args.workload == Workload::E2e);
     let acknowledged = Arc::new(AtomicU64::new(0));
     let progress =
         show_progress.then(|| spawn_progress(Arc::clone(&acknowledged), args.size, "published"));
@@ -215,23 +247,14 @@ async fn produce(
         let count =
             args.events / args.producers + u64::from(producer < args.events % args.producers);
         let topic = topic.to_owned();
-        let filler = Arc::clone(&filler);
+        let payloads = payloads.clone();
         let acknowledged = Arc::clone(&acknowledged);
         let acks: Acks = args.acks.into();
         let in_flight = usize::try_from(args.in_flight.max(1)).unwrap_or(usize::MAX);
         tasks.spawn(async move {
             let latency = if in_flight == 1 {
-                publish_one_at_a_time(
-                    &client,
-                    &topic,
-                    count,
-                    acks,
-                    size,
-                    epoch,
-                    &filler,
-                    &acknowledged,
-                )
-                .await?
+                publish_one_at_a_time(&client, &topic, count, acks, &payloads, &acknowledged)
+                    .await?
             } else {
                 publish_pipelined(
                     &client,
@@ -239,9 +262,7 @@ async fn produce(
                     count,
                     acks,
                     in_flight,
-                    size,
-                    epoch,
-                    &filler,
+                    &payloads,
                     acknowledged,
                 )
                 .await?
@@ -270,15 +291,12 @@ async fn produce(
 }
 
 /// Publishes `count` events, waiting for each receipt before the next publish.
-#[expect(clippy::too_many_arguments, reason = "a producer task's whole setup")]
 async fn publish_one_at_a_time(
     client: &Client,
     topic: &str,
     count: u64,
     acks: Acks,
-    size: usize,
-    epoch: Instant,
-    filler: &[u8],
+    payloads: &Payloads,
     acknowledged: &AtomicU64,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latency = histogram()?;
@@ -286,7 +304,7 @@ async fn publish_one_at_a_time(
         let sent = Instant::now();
         let event = RawEvent {
             key: None,
-            value: payload(size, epoch, sent, filler),
+            value: payloads.value(Some(sent)),
             headers: Headers::new(),
         };
         client.publish_raw_nowait(topic, event, acks).await?.await?;
@@ -300,16 +318,13 @@ async fn publish_one_at_a_time(
 /// Publishes `count` events with up to `in_flight` events buffered or in flight. One
 /// receipt in [`LATENCY_SAMPLE`] is timed (by a second task, in publish order); the others
 /// are left to the client, and a final flush reports any event that failed.
-#[expect(clippy::too_many_arguments, reason = "a producer task's whole setup")]
 async fn publish_pipelined(
     client: &Client,
     topic: &str,
     count: u64,
     acks: Acks,
     in_flight: usize,
-    size: usize,
-    epoch: Instant,
-    filler: &[u8],
+    payloads: &Payloads,
     acknowledged: Arc<AtomicU64>,
 ) -> anyhow::Result<Histogram<u64>> {
     let sample = usize::try_from(LATENCY_SAMPLE).unwrap_or(1);
@@ -327,14 +342,19 @@ async fn publish_pipelined(
         Ok::<_, sidestream::Error>(latency)
     });
     for i in 0..count {
-        let sent = Instant::now();
+        // The clock is read only for the events that need it: a sampled one, or one whose
+        // value carries its publish time.
+        let timed = i % LATENCY_SAMPLE == 0;
+        let sent = (timed || payloads.needs_time()).then(Instant::now);
         let event = RawEvent {
             key: None,
-            value: payload(size, epoch, sent, filler),
+            value: payloads.value(sent),
             headers: Headers::new(),
         };
         let receipt = client.publish_raw_nowait(topic, event, acks).await?;
-        if i % LATENCY_SAMPLE == 0 && pending_tx.send((sent, receipt)).await.is_err() {
+        if let Some(sent) = sent.filter(|_| timed)
+            && pending_tx.send((sent, receipt)).await.is_err()
+        {
             break;
         }
     }
