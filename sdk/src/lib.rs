@@ -81,7 +81,7 @@ pub use client::{
     SIDECAR_ENV, TopicSettings,
 };
 pub use error::{Error, TransportError};
-pub use event::{Event, EventKey, Headers, headers};
+pub use event::{Event, EventKey, Headers, ParseTraceParentError, TraceParent, headers};
 pub use publish::{Acks, ParseAcksError, PendingReceipt, RawEvent, Receipt};
 pub use sidestream_derive::Event;
 pub use subscribe::{
@@ -90,6 +90,9 @@ pub use subscribe::{
 
 /// The prost version the SDK is built on; [`Event`] requires [`prost::Message`].
 pub use prost;
+
+/// The UUID type of event ids ([`Headers::id`]).
+pub use uuid::Uuid;
 
 /// The wire protocol's crate: the message types some administration calls return
 /// ([`proto::v1::TopicDescription`], …) and [`proto::ErrorCode`].

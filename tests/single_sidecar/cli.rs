@@ -90,7 +90,16 @@ fn topics_produce_and_consume_through_the_cli() {
         assert!(
             event["offset"].is_u64() && event["partition"].is_u64() && event["timestamp"].is_i64()
         );
-        assert!(event["headers"]["id"].is_string());
+        // The standard headers in their text forms, though ids travel in binary.
+        let headers = &event["headers"];
+        let id = headers["id"].as_str().expect("id as text");
+        assert_eq!(id.parse::<sidestream::Uuid>().unwrap().get_version_num(), 7);
+        let trace = headers["traceparent"]
+            .as_str()
+            .expect("traceparent as text");
+        assert!(trace.parse::<sidestream::TraceParent>().is_ok(), "{trace}");
+        assert!(headers["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(headers["source"], "sidestream-cli");
     }
     // Same key, same partition, in order.
     let k1: Vec<&serde_json::Value> = events.iter().filter(|e| e["key"] == "k1").collect();

@@ -141,7 +141,7 @@ mod tests {
     fn raw(type_name: Option<&str>, value: Vec<u8>) -> RawEvent {
         let event = RawEvent::new(value);
         match type_name {
-            Some(name) => event.with_header(sidestream::headers::TYPE, name.as_bytes().to_vec()),
+            Some(name) => event.with_header(sidestream::headers::TYPE, name.as_bytes()),
             None => event,
         }
     }

@@ -4,9 +4,12 @@
 pub mod headers;
 mod key;
 mod record_headers;
+mod rfc3339;
+mod trace_parent;
 
 pub use key::{EventKey, KeyField};
 pub use record_headers::Headers;
+pub use trace_parent::{ParseTraceParentError, TraceParent};
 
 /// A typed event: a prost message that knows its topic, its versioned type name and its key.
 ///

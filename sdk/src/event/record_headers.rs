@@ -4,8 +4,10 @@ use std::fmt;
 
 use bytes::Bytes;
 use sidestream_log::batch::{HeaderIter, header_len, put_header};
+use uuid::Uuid;
 
-use crate::headers;
+use super::rfc3339::rfc3339_millis;
+use crate::{TraceParent, headers};
 
 /// An event's headers, in order: the ones a subscription delivers (`id`, `type`, `source`,
 /// `time`, `traceparent`, and any others), or the ones a [`RawEvent`](crate::RawEvent) is
@@ -27,6 +29,8 @@ pub struct Headers {
     /// value; well formed (checked when the record was read, or written by `push`).
     wire: Bytes,
     count: u32,
+    /// The delivered record's timestamp, which is the event's `time`.
+    timestamp: Option<i64>,
 }
 
 impl Headers {
@@ -87,9 +91,14 @@ impl Headers {
         self.count == 0
     }
 
-    /// The [`id`](headers::ID) header: the event's UUID v7.
-    pub fn id(&self) -> Option<&str> {
-        self.get_str(headers::ID)
+    /// The [`id`](headers::ID) header: the event's UUID v7 (its 16 bytes, or its hyphenated
+    /// text as other tools may write it).
+    pub fn id(&self) -> Option<Uuid> {
+        let value = self.get(headers::ID)?;
+        match value.len() {
+            16 => Uuid::from_slice(value).ok(),
+            _ => Uuid::try_parse_ascii(value).ok(),
+        }
     }
 
     /// The [`type`](headers::TYPE) header: the event's versioned type name.
@@ -102,20 +111,54 @@ impl Headers {
         self.get_str(headers::SOURCE)
     }
 
-    /// The [`time`](headers::TIME) header: when it was published, RFC 3339.
-    pub fn time(&self) -> Option<&str> {
-        self.get_str(headers::TIME)
+    /// When the event was published, as RFC 3339 text in UTC with milliseconds: a
+    /// [`time`](headers::TIME) header if the record has one, otherwise the delivered record's
+    /// timestamp. `None` only for headers that were not delivered and have no `time` header.
+    pub fn time(&self) -> Option<String> {
+        if let Some(text) = self.get_str(headers::TIME) {
+            return Some(text.to_owned());
+        }
+        self.timestamp.map(rfc3339_millis)
     }
 
-    /// The [`traceparent`](headers::TRACEPARENT) header: the publisher's W3C trace context.
-    pub fn traceparent(&self) -> Option<&str> {
-        self.get_str(headers::TRACEPARENT)
+    /// The [`traceparent`](headers::TRACEPARENT) header: the publisher's W3C trace context
+    /// (binary, or W3C text as other tools may write it).
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        TraceParent::from_header(self.get(headers::TRACEPARENT)?)
+    }
+
+    /// Each header with its value as text: UTF-8 values as they are, the standard ids in
+    /// their text forms (a hyphenated UUID, a W3C `traceparent`), and other values `None`.
+    pub fn iter_text(
+        &self,
+    ) -> impl Iterator<Item = (&str, Option<std::borrow::Cow<'_, str>>)> + '_ {
+        use std::borrow::Cow;
+        self.iter().map(|(name, value)| {
+            let standard = match name {
+                headers::ID if value.len() == 16 => {
+                    Uuid::from_slice(value).ok().map(|id| id.to_string())
+                }
+                headers::TRACEPARENT if value.len() == TraceParent::WIRE_LEN => {
+                    TraceParent::from_header(value).map(|t| t.to_string())
+                }
+                _ => None,
+            };
+            let text = standard
+                .map(Cow::Owned)
+                .or_else(|| std::str::from_utf8(value).ok().map(Cow::Borrowed));
+            (name, text)
+        })
     }
 
     /// Headers in their wire form, `count` of them, already checked to be well formed (a
     /// record that [`RecordIter`](sidestream_log::batch::RecordIter) read).
-    pub(crate) fn from_wire(wire: Bytes, count: u32) -> Self {
-        Self { wire, count }
+    /// The record's `timestamp` is the event's time.
+    pub(crate) fn from_wire(wire: Bytes, count: u32, timestamp: i64) -> Self {
+        Self {
+            wire,
+            count,
+            timestamp: Some(timestamp),
+        }
     }
 }
 
@@ -132,6 +175,7 @@ impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
         Self {
             wire: Bytes::from(wire),
             count,
+            timestamp: None,
         }
     }
 }

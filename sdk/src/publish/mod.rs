@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  publish(&event) ──▶ wait for buffer space (back-pressure: max_in_flight_bytes)
-//!        │             encode: key, prost value, headers id/type/source/time/traceparent
+//!        │             encode: key, prost value, headers id/type/source/traceparent
 //!        ▼
 //!   Accumulator (one mutex): partitioner ─▶ PartitionQueue (open batch ─▶ sealed batches)
 //!        │ wake                                   ▲ outcomes
@@ -101,8 +101,8 @@ pub struct ParseAcksError {
 /// `consume`).
 ///
 /// Published with [`Client::publish_raw`](crate::Client::publish_raw): the SDK adds the `id`,
-/// `source`, `time` and `traceparent` headers unless `headers` has them already, and never a
-/// `type` of its own. Received with [`Client::subscribe_raw`](crate::Client::subscribe_raw):
+/// `source` and `traceparent` headers unless `headers` has them already, and never a `type`
+/// of its own (see [`headers`](crate::headers) for their forms). Received with [`Client::subscribe_raw`](crate::Client::subscribe_raw):
 /// every header the record has, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEvent {

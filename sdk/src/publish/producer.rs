@@ -121,7 +121,7 @@ impl Producer {
         // The standard headers first, in their order, the event's own value where it has one;
         // then the event's other headers in their order.
         let own: Vec<Header<'_>> = event.headers.iter().collect();
-        let mut taken = [None::<usize>; 5];
+        let mut taken = [None::<usize>; headers::ALL.len()];
         let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + own.len());
         for (slot, &name) in headers::ALL.iter().enumerate() {
             if let Some(i) = own.iter().position(|(header, _)| *header == name) {

@@ -69,10 +69,12 @@ pub(crate) fn decode_batch<T: Payload>(
             if offset < source.next {
                 continue;
             }
+            let timestamp = header.first_timestamp.wrapping_add(record.timestamp_delta);
             let headers = Headers::from_wire(
                 batch.slice_ref(record.header_wire()),
                 // A record's headers take two bytes each at least: far fewer than 2^32 fit.
                 u32::try_from(record.header_count()).unwrap_or(u32::MAX),
+                timestamp,
             );
             let key = record.key.map(|key| batch.slice_ref(key));
             let value = record.value.map(|value| batch.slice_ref(value));
@@ -80,7 +82,7 @@ pub(crate) fn decode_batch<T: Payload>(
                 topic: source.topic,
                 partition: source.partition,
                 offset,
-                timestamp: header.first_timestamp.wrapping_add(record.timestamp_delta),
+                timestamp,
             };
             match T::from_record(
                 source.topic,

@@ -38,7 +38,8 @@ impl<T> Delivery<T> {
         &self.topic
     }
 
-    /// Its headers (`id`, `type`, `source`, `time`, `traceparent`, and any others).
+    /// Its headers (`id`, `type`, `source`, `traceparent`, and any others; its `time` is
+    /// [`Headers::time`]).
     pub fn headers(&self) -> &Headers {
         &self.headers
     }

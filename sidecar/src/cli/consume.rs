@@ -137,11 +137,24 @@ fn render(delivery: &Delivery<RawEvent>, topic: &str, format: Format) -> String 
                     "base64": base64::engine::general_purpose::STANDARD.encode(b)
                 }),
             };
-            let headers: serde_json::Map<String, serde_json::Value> = event
-                .headers
+            // The standard headers as text (ids in binary on the wire), `time` included.
+            let mut headers: serde_json::Map<String, serde_json::Value> = delivery
+                .headers()
                 .iter()
-                .map(|(name, value)| (name.to_owned(), bytes(value)))
+                .zip(delivery.headers().iter_text())
+                .map(|((name, value), (_, text))| {
+                    let value = text.map_or_else(
+                        || bytes(value),
+                        |text| serde_json::Value::String(text.into_owned()),
+                    );
+                    (name.to_owned(), value)
+                })
                 .collect();
+            if let Some(time) = delivery.headers().time() {
+                headers
+                    .entry(sidestream::headers::TIME)
+                    .or_insert(serde_json::Value::String(time));
+            }
             serde_json::json!({
                 "topic": topic,
                 "partition": delivery.partition,
