@@ -140,6 +140,8 @@ struct Outcome {
     events: u64,
     bytes: u64,
     seconds: f64,
+    /// CPU time the process used meanwhile (client, and the sidecar when embedded).
+    cpu_seconds: Option<f64>,
     publish_ack: Option<Histogram<u64>>,
     end_to_end: Option<Histogram<u64>>,
 }
@@ -234,6 +236,7 @@ async fn produce(
     epoch: Instant,
     show_progress: bool,
 ) -> anyhow::Result<Outcome> {
+    let cpu = process_cpu();
     let size = usize::try_from(args.size).context("--size does not fit this machine")?;
     let payloads = Payloads::new(size, epoch, args.workload == Workload::E2e);
     let acknowledged = Arc::new(AtomicU64::new(0));
@@ -285,6 +288,7 @@ async fn produce(
         events: args.events,
         bytes: args.events * args.size,
         seconds,
+        cpu_seconds: cpu_since(cpu),
         publish_ack: Some(latency),
         end_to_end: None,
     })
@@ -369,6 +373,7 @@ async fn consume(client: &Client, args: &BenchArgs, topic: &str) -> anyhow::Resu
     let received = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress(Arc::clone(&received), args.size, "consumed");
     let started = Instant::now();
+    let cpu = process_cpu();
     let mut subscription = client
         .subscribe_raw(topic)
         .from(StartAt::Earliest)
@@ -397,6 +402,7 @@ async fn consume(client: &Client, args: &BenchArgs, topic: &str) -> anyhow::Resu
         events: seen,
         bytes: seen * args.size,
         seconds,
+        cpu_seconds: cpu_since(cpu),
         publish_ack: None,
         end_to_end: None,
     })
@@ -412,6 +418,7 @@ async fn e2e(target: &Target, args: &BenchArgs, topic: &str) -> anyhow::Result<O
         .await
         .context("cannot subscribe")?;
     let epoch = Instant::now();
+    let cpu = process_cpu();
     let events = args.events;
     let consumer = tokio::spawn(async move {
         let mut latency = histogram()?;
@@ -441,9 +448,27 @@ async fn e2e(target: &Target, args: &BenchArgs, topic: &str) -> anyhow::Result<O
     let mut outcome = produce(target, args, topic, epoch, true).await?;
     let end_to_end = consumer.await.context("consumer task")??;
     outcome.seconds = epoch.elapsed().as_secs_f64();
+    outcome.cpu_seconds = cpu_since(cpu);
     outcome.end_to_end = Some(end_to_end);
     client.close().await?;
     Ok(outcome)
+}
+
+/// CPU time (user and system) this process has used so far; `None` where
+/// `/proc/self/stat` cannot be read (not Linux).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name (in parentheses): the state is field 3, utime field 14 and
+    // stime field 15, in USER_HZ ticks, which Linux fixes at 100 per second.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+/// Seconds of CPU used since `start`.
+fn cpu_since(start: Option<Duration>) -> Option<f64> {
+    Some(process_cpu()?.saturating_sub(start?).as_secs_f64())
 }
 
 /// Prints a progress line to stderr once a second until aborted.
@@ -515,6 +540,22 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
         args.batch_bytes,
         args.linger_ms,
     );
+    // Per event, so that runs of different speeds compare on a machine shared with others.
+    let cpu_us_per_event = outcome
+        .cpu_seconds
+        .map(|cpu| rate(outcome.events, cpu).recip() * 1e6);
+    if let (Some(cpu), Some(per_event)) = (outcome.cpu_seconds, cpu_us_per_event) {
+        let whose = if args.embedded {
+            "client and sidecar"
+        } else {
+            "client"
+        };
+        let _ = writeln!(
+            text,
+            "cpu: {cpu:.2} s ({whose}), {per_event:.2} µs per event, {:.2} cores",
+            cpu / outcome.seconds.max(f64::MIN_POSITIVE)
+        );
+    }
     for (name, histogram) in [
         ("publish-ack", outcome.publish_ack.as_ref()),
         ("end-to-end", outcome.end_to_end.as_ref()),
@@ -538,6 +579,8 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
             "seconds": outcome.seconds,
             "events_per_sec": events_per_sec,
             "mb_per_sec": mb_per_sec,
+            "cpu_seconds": outcome.cpu_seconds,
+            "cpu_us_per_event": cpu_us_per_event,
             "size": args.size,
             "partitions": args.partitions,
             "producers": args.producers,
