@@ -1,8 +1,14 @@
 //! Turning one record batch of a subscription frame into delivery items: validate it, skip
-//! what lies below the partition's next offset and control batches, check each event's type,
-//! decode. Pure: no IO, no locks.
+//! what lies below the partition's next offset and control batches, note where each record
+//! lies in the batch's bytes; then, one at a time as they are handed out, check each event's
+//! type and decode it. Pure: no IO, no locks.
+//!
+//! A batch is checked whole before anything of it is delivered (a bad record drops it all),
+//! but what is queued per record is only its [`RecordSpan`], a few offsets into the batch's
+//! bytes: the delivery itself is built once, when it is handed out.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,15 +18,23 @@ use super::delivery::{Acker, Delivery, Payload, RecordAt};
 use crate::{Error, Headers};
 
 /// One item of a batch, in offset order.
-#[derive(Debug)]
-pub(crate) enum Item<T> {
-    /// An event to hand out.
-    Deliver(Delivery<T>),
-    /// A record that cannot be delivered as `T` (type mismatch, bad value): reported to the
-    /// subscriber, and counted as handled.
-    Fail(Error, u64),
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// A record to hand out.
+    Record(RecordSpan),
     /// Everything below this offset is dealt with: the end of the batch.
     Advance(u64),
+}
+
+/// Where one record of a validated batch lies in the batch's bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordSpan {
+    pub(crate) offset: u64,
+    timestamp: i64,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+    headers: Range<usize>,
+    header_count: u32,
 }
 
 /// Where the batch comes from.
@@ -29,7 +43,6 @@ pub(crate) struct BatchSource<'a> {
     pub(crate) partition: u32,
     /// The next offset to deliver: records below it were delivered already.
     pub(crate) next: u64,
-    pub(crate) acker: &'a Acker,
 }
 
 /// Appends the items of `batch` to `out`.
@@ -38,10 +51,10 @@ pub(crate) struct BatchSource<'a> {
 ///
 /// [`Error::CorruptBatch`] if the batch fails validation (length, CRC, a record); nothing is
 /// appended then.
-pub(crate) fn decode_batch<T: Payload>(
+pub(crate) fn decode_batch(
     source: &BatchSource<'_>,
     batch: &Bytes,
-    out: &mut VecDeque<Item<T>>,
+    out: &mut VecDeque<Item>,
 ) -> Result<(), Error> {
     let corrupt = |error| Error::CorruptBatch {
         topic: source.topic.to_string(),
@@ -55,6 +68,10 @@ pub(crate) fn decode_batch<T: Payload>(
     if !header.control {
         let body = batch.get(HEADER_LEN..).unwrap_or_default();
         let start = out.len();
+        let within = |part: &[u8]| {
+            let at = part.as_ptr().addr() - batch.as_ptr().addr();
+            at..at + part.len()
+        };
         for record in RecordIter::new(body, header.record_count) {
             let record = match record {
                 Ok(record) => record,
@@ -69,38 +86,15 @@ pub(crate) fn decode_batch<T: Payload>(
             if offset < source.next {
                 continue;
             }
-            let timestamp = header.first_timestamp.wrapping_add(record.timestamp_delta);
-            let headers = Headers::from_wire(
-                batch.slice_ref(record.header_wire()),
+            out.push_back(Item::Record(RecordSpan {
+                offset,
+                timestamp: header.first_timestamp.wrapping_add(record.timestamp_delta),
+                key: record.key.map(within),
+                value: record.value.map(within),
+                headers: within(record.header_wire()),
                 // A record's headers take two bytes each at least: far fewer than 2^32 fit.
-                u32::try_from(record.header_count()).unwrap_or(u32::MAX),
-                timestamp,
-            );
-            let key = record.key.map(|key| batch.slice_ref(key));
-            let value = record.value.map(|value| batch.slice_ref(value));
-            let at = RecordAt {
-                topic: source.topic,
-                partition: source.partition,
-                offset,
-                timestamp,
-            };
-            match T::from_record(
-                source.topic,
-                source.partition,
-                offset,
-                key.as_ref(),
-                value,
-                &headers,
-            ) {
-                Ok(event) => out.push_back(Item::Deliver(Delivery::new(
-                    event,
-                    at,
-                    key,
-                    headers,
-                    source.acker.clone(),
-                ))),
-                Err(error) => out.push_back(Item::Fail(error, offset)),
-            }
+                header_count: u32::try_from(record.header_count()).unwrap_or(u32::MAX),
+            }));
         }
     }
     // Computed here rather than by `next_offset`, which could overflow on hostile bytes.
@@ -108,4 +102,33 @@ pub(crate) fn decode_batch<T: Payload>(
         header.base_offset.saturating_add(header.offset_count()),
     ));
     Ok(())
+}
+
+/// The delivery of the record at `span` of `batch` (which [`decode_batch`] validated), or the
+/// error that keeps it from being delivered as `T` (another type, a bad value).
+pub(crate) fn deliver<T: Payload>(
+    source: &BatchSource<'_>,
+    batch: &Bytes,
+    span: RecordSpan,
+    acker: &Acker,
+) -> Result<Delivery<T>, Error> {
+    let part = |range: Range<usize>| batch.slice(range);
+    let headers = Headers::from_wire(part(span.headers), span.header_count, span.timestamp);
+    let key = span.key.map(part);
+    let value = span.value.map(part);
+    let event = T::from_record(
+        source.topic,
+        source.partition,
+        span.offset,
+        key.as_ref(),
+        value,
+        &headers,
+    )?;
+    let at = RecordAt {
+        topic: source.topic,
+        partition: source.partition,
+        offset: span.offset,
+        timestamp: span.timestamp,
+    };
+    Ok(Delivery::new(event, at, key, headers, acker.clone()))
 }

@@ -9,12 +9,13 @@
 //! is handed out.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::batch_decoder::{BatchSource, Item, decode_batch};
+use super::batch_decoder::{BatchSource, Item, decode_batch, deliver};
 use super::delivery::{Acker, Delivery, Payload};
 use super::positions::Positions;
 use super::reader::Frame;
@@ -26,10 +27,11 @@ pub(crate) struct Feed<T> {
     replace_assignments: bool,
     positions: Arc<Mutex<Positions>>,
     frame: Option<FrameInProgress>,
-    ready: VecDeque<Item<T>>,
-    /// The partition and epoch of the items in `ready`.
-    ready_at: (u32, u64),
+    /// The batch whose items are in `ready`, with its partition, epoch and acker.
+    batch: Option<DecodedBatch>,
+    ready: VecDeque<Item>,
     broken: bool,
+    delivers: PhantomData<fn() -> T>,
 }
 
 /// The batches of one frame not decoded yet.
@@ -37,6 +39,14 @@ struct FrameInProgress {
     partition: u32,
     batches: std::vec::IntoIter<Bytes>,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The batch being handed out.
+struct DecodedBatch {
+    bytes: Bytes,
+    partition: u32,
+    epoch: u64,
+    acker: Acker,
 }
 
 impl<T: Payload> Feed<T> {
@@ -50,9 +60,10 @@ impl<T: Payload> Feed<T> {
             replace_assignments,
             positions,
             frame: None,
+            batch: None,
             ready: VecDeque::new(),
-            ready_at: (0, 0),
             broken: false,
+            delivers: PhantomData,
         }
     }
 
@@ -61,27 +72,31 @@ impl<T: Payload> Feed<T> {
     /// After an [`Error::CorruptBatch`] the feed is broken: it yields nothing more.
     pub(crate) fn next_item(&mut self) -> Option<Result<Delivery<T>, Error>> {
         loop {
-            if let Some(item) = self.ready.pop_front() {
-                let (partition, epoch) = self.ready_at;
-                let mut positions = self.positions();
+            if let (Some(item), Some(batch)) = (self.ready.pop_front(), &self.batch) {
+                let (partition, epoch) = (batch.partition, batch.epoch);
                 match item {
-                    Item::Deliver(delivery) => {
-                        positions.delivered(partition, epoch, delivery.offset, false);
-                        return Some(Ok(delivery));
-                    }
-                    Item::Fail(error, offset) => {
-                        positions.delivered(partition, epoch, offset, true);
-                        return Some(Err(error));
+                    Item::Record(span) => {
+                        let offset = span.offset;
+                        let source = BatchSource {
+                            topic: &self.topic,
+                            partition,
+                            next: offset,
+                        };
+                        let delivery = deliver(&source, &batch.bytes, span, &batch.acker);
+                        self.positions()
+                            .delivered(partition, epoch, offset, delivery.is_err());
+                        return Some(delivery);
                     }
                     Item::Advance(offset) => {
-                        positions.advance(partition, epoch, offset);
+                        self.positions().advance(partition, epoch, offset);
                         continue;
                     }
                 }
             }
+            self.batch = None;
             let frame = self.frame.as_mut()?;
             let partition = frame.partition;
-            let Some(batch) = frame.batches.next() else {
+            let Some(bytes) = frame.batches.next() else {
                 self.frame = None;
                 return None;
             };
@@ -90,20 +105,23 @@ impl<T: Payload> Feed<T> {
                 self.frame = None;
                 return None;
             };
-            self.ready_at = (partition, epoch);
-            let acker = Acker::new(Arc::clone(&self.positions), epoch);
             let source = BatchSource {
                 topic: &self.topic,
                 partition,
                 next,
-                acker: &acker,
             };
-            if let Err(error) = decode_batch(&source, &batch, &mut self.ready) {
+            if let Err(error) = decode_batch(&source, &bytes, &mut self.ready) {
                 self.broken = true;
                 self.frame = None;
                 self.ready.clear();
                 return Some(Err(error));
             }
+            self.batch = Some(DecodedBatch {
+                bytes,
+                partition,
+                epoch,
+                acker: Acker::new(Arc::clone(&self.positions), epoch),
+            });
         }
     }
 
