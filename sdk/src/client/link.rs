@@ -21,7 +21,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt, WriteError};
 use sidestream_proto::v1::{request, response};
 use sidestream_proto::{ErrorCode, FrameCodec, Request, ResponseError};
 
-use super::frame_reader::{FrameReader, connection_error};
+use super::frame_reader::{FrameReader, connection_error, take_end};
 use crate::Error;
 use crate::error::TransportError;
 use crate::transport::{ClientTls, QuicTuning, bind_endpoint};
@@ -216,6 +216,7 @@ impl Link {
             }
             return Err(timed_out(window + grace));
         };
+        take_end(&mut recv);
         match answer.map_err(CallError::Failed)? {
             Some(response) => response
                 .into_result()

@@ -6,12 +6,14 @@
 //! (linger, retry backoff). Answers go back into the accumulator, which completes receipts
 //! and frees buffer space. After `close`, it ends once everything buffered is answered.
 
-use std::collections::HashMap;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt as _;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use sidestream_proto::v1::{Publish, request, response};
-use tokio::task::{Id, JoinSet};
 
 use super::accumulator::{PartitionRef, Transmit};
 use super::partition_queue::Outcome;
@@ -21,9 +23,12 @@ use crate::client::Link;
 use crate::error::TransportError;
 
 /// Runs until the producer is closed and drained.
+///
+/// The requests in flight are futures of this task, not tasks of their own: an answer wakes
+/// only this task, which settles it at once (a spawned request would wake its own task, then
+/// this one, often on another thread: two thread wake-ups per batch instead of one).
 pub(crate) async fn run(producer: Arc<Producer>) {
-    let mut sends: JoinSet<(PartitionRef, u64, Outcome)> = JoinSet::new();
-    let mut started: HashMap<Id, (PartitionRef, u64)> = HashMap::new();
+    let mut sends = FuturesUnordered::new();
     let mut transmits = Vec::new();
     loop {
         let (timeout, finished) = {
@@ -38,8 +43,8 @@ pub(crate) async fn run(producer: Arc<Producer>) {
         };
         for transmit in transmits.drain(..) {
             let key = (transmit.at, transmit.id);
-            let handle = sends.spawn(send(Arc::clone(&producer.link), transmit));
-            started.insert(handle.id(), key);
+            let send = AssertUnwindSafe(send(Arc::clone(&producer.link), transmit));
+            sends.push(send.catch_unwind().map(move |sent| settle(key, sent)));
         }
         if finished && sends.is_empty() {
             break;
@@ -52,16 +57,15 @@ pub(crate) async fn run(producer: Arc<Producer>) {
         };
         tokio::select! {
             biased;
-            Some(joined) = sends.join_next_with_id(), if !sends.is_empty() => {
-                let mut outcomes = vec![settle(joined, &mut started)];
-                while let Some(joined) = sends.try_join_next_with_id() {
-                    outcomes.push(settle(joined, &mut started));
+            Some(outcome) = sends.next(), if !sends.is_empty() => {
+                let mut outcomes = vec![outcome];
+                while let Some(Some(outcome)) = sends.next().now_or_never() {
+                    outcomes.push(outcome);
                 }
                 let now = Instant::now();
                 let mut accumulator = producer.lock();
                 let released: usize = outcomes
                     .into_iter()
-                    .flatten()
                     .map(|(at, id, outcome)| accumulator.handle_outcome(at, id, outcome, now))
                     .sum();
                 drop(accumulator);
@@ -74,40 +78,29 @@ pub(crate) async fn run(producer: Arc<Producer>) {
     tracing::debug!("publish sender finished");
 }
 
-/// The outcome of a finished send task; a task that panicked counts as a lost connection,
-/// so its batch is retried.
+/// The outcome of a finished send; one that panicked counts as a lost connection, so its batch
+/// is retried.
 fn settle(
-    joined: Result<(Id, (PartitionRef, u64, Outcome)), tokio::task::JoinError>,
-    started: &mut HashMap<Id, (PartitionRef, u64)>,
-) -> Option<(PartitionRef, u64, Outcome)> {
-    match joined {
-        Ok((id, outcome)) => {
-            started.remove(&id);
-            Some(outcome)
-        }
-        Err(error) => {
-            let (at, batch) = started.remove(&error.id())?;
-            tracing::debug!(%error, "publish task failed");
-            Some((
-                at,
-                batch,
-                Outcome::Retry(Error::Transport(TransportError::NoAnswer)),
-            ))
-        }
-    }
+    (at, id): (PartitionRef, u64),
+    sent: Result<Outcome, Box<dyn Any + Send>>,
+) -> (PartitionRef, u64, Outcome) {
+    let outcome = sent.unwrap_or_else(|_| {
+        tracing::debug!(batch = id, "publish request panicked");
+        Outcome::Retry(Error::Transport(TransportError::NoAnswer))
+    });
+    (at, id, outcome)
 }
 
 /// Sends one batch, one attempt, and classifies the answer.
-async fn send(link: Arc<Link>, transmit: Transmit) -> (PartitionRef, u64, Outcome) {
+async fn send(link: Arc<Link>, transmit: Transmit) -> Outcome {
     let Transmit {
-        at,
-        id,
         topic,
         partition,
         acks,
         bytes,
         deadline,
         only_on,
+        ..
     } = transmit;
     let body = request::Body::Publish(Publish {
         topic: topic.to_string(),
@@ -117,7 +110,7 @@ async fn send(link: Arc<Link>, transmit: Transmit) -> (PartitionRef, u64, Outcom
         // The link sets it to the attempt's window.
         timeout_ms: 0,
     });
-    let outcome = match link.call_on(body, deadline, only_on).await {
+    match link.call_on(body, deadline, only_on).await {
         Ok((Some(response::Body::Publish(result)), connection)) => {
             if result.duplicate {
                 tracing::debug!(%topic, partition, "batch was a duplicate of an earlier append");
@@ -134,8 +127,7 @@ async fn send(link: Arc<Link>, transmit: Transmit) -> (PartitionRef, u64, Outcom
             Outcome::Retry(error.into_error(Some(&topic), Some(partition)))
         }
         Err(error) => Outcome::Fail(error.into_error(Some(&topic), Some(partition))),
-    };
-    (at, id, outcome)
+    }
 }
 
 /// Names a response body for error messages.
