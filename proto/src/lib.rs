@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 pub mod error_code;
+mod frame_chunks;
 mod frame_codec;
 mod topic_name;
 

@@ -4,4 +4,4 @@
 mod golden;
 mod proptests;
 mod protocol_doc;
-mod strategy;
+pub(crate) mod strategy;

@@ -15,7 +15,7 @@ use crate::v1::{
     TopicDescription, TopicSummary, request, response, subscribe,
 };
 
-pub(super) fn request() -> impl Strategy<Value = Request> {
+pub(crate) fn request() -> impl Strategy<Value = Request> {
     (any::<String>(), any::<String>(), of(request_body())).prop_map(
         |(client_id, traceparent, body)| Request {
             client_id,
@@ -25,7 +25,7 @@ pub(super) fn request() -> impl Strategy<Value = Request> {
     )
 }
 
-pub(super) fn response() -> impl Strategy<Value = Response> {
+pub(crate) fn response() -> impl Strategy<Value = Response> {
     (any::<i32>(), any::<String>(), of(response_body())).prop_map(|(code, message, body)| {
         Response {
             code,

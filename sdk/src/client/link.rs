@@ -280,11 +280,12 @@ impl Link {
             traceparent: String::new(),
             body: Some(body),
         };
-        let frame = self
+        // A publish's batch goes out as its own chunk, not copied into the frame.
+        let mut frame = self
             .codec
-            .encode_to_bytes(&request)
+            .encode_chunks(&request)
             .map_err(|error| CallError::Failed(Error::Frame(error)))?;
-        match send.write_chunk(frame).await {
+        match send.write_all_chunks(&mut frame).await {
             Ok(()) | Err(WriteError::Stopped(_)) => Ok((send, recv)),
             Err(WriteError::ConnectionLost(error)) => {
                 Err(CallError::Failed(connection_error(error)))

@@ -56,8 +56,9 @@ pub(super) async fn write_response(
     codec: &FrameCodec<Response>,
     response: &Response,
 ) -> Result<(), WriteError> {
-    match codec.encode_to_bytes(response) {
-        Ok(frame) => send.write_chunk(frame).await,
+    match codec.encode_chunks(response) {
+        // Batches go out as the chunks they were read into, not copied into the frame.
+        Ok(mut frame) => send.write_all_chunks(&mut frame).await,
         Err(error) => {
             // Only a response over the frame limit fails to encode; send its error instead.
             tracing::error!(%error, "response does not fit a frame");
