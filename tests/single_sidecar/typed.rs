@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sidestream::{Event, StartAt, headers};
+use sidestream::{Acks, Event, StartAt, headers};
 use tokio::time::timeout;
 
 use crate::events::{OrderCancelled, OrderPlaced};
@@ -157,4 +157,62 @@ async fn an_event_of_another_type_is_reported_naming_both_types() {
     assert!(message.contains(OrderPlaced::TYPE_NAME), "{message}");
     assert!(message.contains(OrderCancelled::TYPE_NAME), "{message}");
     client.close().await.expect("the client closes cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_raw_event_keeps_its_id_trace_and_time() {
+    let (_dir, sidecar) = sidecar();
+    let client = sidecar.client("order-service").await;
+    create_topic(&client, "orders", 1).await;
+    create_topic(&client, "orders-mirror", 1).await;
+    client
+        .publish(&OrderPlaced {
+            order_id: "o-1".into(),
+            sequence: 1,
+        })
+        .await
+        .expect("published");
+
+    let mut original = client
+        .subscribe_raw("orders")
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let delivered = timeout(PATIENCE, original.next())
+        .await
+        .expect("in time")
+        .expect("a delivery")
+        .expect("an event");
+    // Later than the original by more than the clock's resolution.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let forwarder = sidecar.client("mirror-service").await;
+    forwarder
+        .publish_raw("orders-mirror", delivered.event.clone(), Acks::All)
+        .await
+        .expect("forwarded");
+
+    let mut mirror = client
+        .subscribe_raw("orders-mirror")
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let forwarded = timeout(PATIENCE, mirror.next())
+        .await
+        .expect("in time")
+        .expect("a delivery")
+        .expect("an event");
+    let (before, after) = (delivered.headers(), forwarded.headers());
+    assert_eq!(forwarded.timestamp, delivered.timestamp);
+    assert_eq!(after.time(), before.time());
+    assert_eq!(after.id(), before.id());
+    assert_eq!(after.traceparent(), before.traceparent());
+    assert_eq!(after.source(), Some("order-service"));
+    assert_eq!(after.type_name(), Some(OrderPlaced::TYPE_NAME));
+    assert_eq!(forwarded.event.value, delivered.event.value);
+    original.close().await.expect("closed");
+    mirror.close().await.expect("closed");
+    forwarder.close().await.expect("closed");
+    client.close().await.expect("closed");
 }

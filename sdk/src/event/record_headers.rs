@@ -10,8 +10,8 @@ use super::rfc3339::rfc3339_millis;
 use crate::{TraceParent, headers};
 
 /// An event's headers, in order: the ones a subscription delivers (`id`, `type`, `source`,
-/// `time`, `traceparent`, and any others), or the ones a [`RawEvent`](crate::RawEvent) is
-/// published with.
+/// `traceparent`, and any others, with the record's timestamp as the event's
+/// [`time`](Self::time)), or the ones a [`RawEvent`](crate::RawEvent) is published with.
 ///
 /// They are kept as the record holds them on the wire, sharing the delivered batch's bytes, and
 /// read when asked for: a delivery costs no allocation for its headers.
@@ -111,9 +111,10 @@ impl Headers {
         self.get_str(headers::SOURCE)
     }
 
-    /// When the event was published, as RFC 3339 text in UTC with milliseconds: a
-    /// [`time`](headers::TIME) header if the record has one, otherwise the delivered record's
-    /// timestamp. `None` only for headers that were not delivered and have no `time` header.
+    /// When the event was published: the text of a [`time`](headers::TIME) header if the
+    /// record has one (as tools other than the SDK may write it), otherwise the delivered
+    /// record's timestamp as RFC 3339 text in UTC with milliseconds. `None` only for headers
+    /// that were not delivered and have no `time` header.
     pub fn time(&self) -> Option<String> {
         if let Some(text) = self.get_str(headers::TIME) {
             return Some(text.to_owned());
@@ -127,6 +128,13 @@ impl Headers {
         TraceParent::from_header(self.get(headers::TRACEPARENT)?)
     }
 
+    /// The delivered record's timestamp, in milliseconds since the Unix epoch: the event's
+    /// time. `None` for headers that were not delivered. A delivered [`RawEvent`](crate::RawEvent)
+    /// published again keeps it as its timestamp.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp
+    }
+
     /// Each header with its value as text: UTF-8 values as they are, the standard ids in
     /// their text forms (a hyphenated UUID, a W3C `traceparent`), and other values `None`.
     pub fn iter_text(
@@ -135,9 +143,10 @@ impl Headers {
         use std::borrow::Cow;
         self.iter().map(|(name, value)| {
             let standard = match name {
-                headers::ID if value.len() == 16 => {
-                    Uuid::from_slice(value).ok().map(|id| id.to_string())
-                }
+                headers::ID if value.len() == 16 => Uuid::from_slice(value)
+                    .ok()
+                    .filter(|id| id.get_version_num() == 7)
+                    .map(|id| id.to_string()),
                 headers::TRACEPARENT if value.len() == TraceParent::WIRE_LEN => {
                     TraceParent::from_header(value).map(|t| t.to_string())
                 }
@@ -182,12 +191,18 @@ impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(
-                self.iter()
-                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
-            )
-            .finish()
+        let mut map = f.debug_map();
+        map.entries(
+            self.iter_text()
+                .zip(self.iter())
+                .map(|((name, text), (_, value))| {
+                    (name, text.unwrap_or_else(|| String::from_utf8_lossy(value)))
+                }),
+        );
+        if let Some(timestamp) = self.timestamp {
+            map.entry(&"(timestamp_ms)", &timestamp);
+        }
+        map.finish()
     }
 }
 

@@ -102,7 +102,8 @@ pub struct ParseAcksError {
 ///
 /// Published with [`Client::publish_raw`](crate::Client::publish_raw): the SDK adds the `id`,
 /// `source` and `traceparent` headers unless `headers` has them already, and never a `type`
-/// of its own (see [`headers`](crate::headers) for their forms). Received with [`Client::subscribe_raw`](crate::Client::subscribe_raw):
+/// of its own (see [`headers`](crate::headers) for their forms). Its timestamp is the publish
+/// time, or the original one for a delivered event published again. Received with [`Client::subscribe_raw`](crate::Client::subscribe_raw):
 /// every header the record has, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEvent {

@@ -103,6 +103,11 @@ impl Producer {
     ) -> Result<PendingReceipt, Error> {
         let standard = StandardHeaders::now();
         let ours = standard.untyped_pairs(&self.source);
+        // A delivered event published again (forwarded, replayed) keeps its time.
+        let timestamp = event
+            .headers
+            .timestamp_ms()
+            .unwrap_or(standard.timestamp_ms);
         let value = &event.value[..];
         if event.headers.is_empty() {
             // The common case: only the standard headers, already in their order.
@@ -112,7 +117,7 @@ impl Producer {
                     event.key.as_deref(),
                     value.len(),
                     |buf: &mut Vec<u8>| buf.extend_from_slice(value),
-                    standard.timestamp_ms,
+                    timestamp,
                     &ours,
                     acks,
                 )
@@ -142,7 +147,7 @@ impl Producer {
             event.key.as_deref(),
             value.len(),
             |buf: &mut Vec<u8>| buf.extend_from_slice(value),
-            standard.timestamp_ms,
+            timestamp,
             &pairs,
             acks,
         )

@@ -84,8 +84,17 @@ fn settle(
     (at, id): (PartitionRef, u64),
     sent: Result<Outcome, Box<dyn Any + Send>>,
 ) -> (PartitionRef, u64, Outcome) {
-    let outcome = sent.unwrap_or_else(|_| {
-        tracing::debug!(batch = id, "publish request panicked");
+    let outcome = sent.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::warn!(
+            batch = id,
+            message,
+            "publish request panicked; the batch is retried"
+        );
         Outcome::Retry(Error::Transport(TransportError::NoAnswer))
     });
     (at, id, outcome)

@@ -109,7 +109,7 @@ fn refused(code: ErrorCode) -> Error {
 #[test]
 fn record_bound_matches_the_batch_builder() {
     let headers = [
-        ("id", &[b'x'; 36][..]),
+        ("id", &[0x55; 16][..]),
         ("type", &b"shop.OrderPlaced.v1"[..]),
         ("source", &b"order-service"[..]),
     ];

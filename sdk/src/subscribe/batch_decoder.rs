@@ -104,10 +104,12 @@ pub(crate) fn decode_batch(
     Ok(())
 }
 
-/// The delivery of the record at `span` of `batch` (which [`decode_batch`] validated), or the
-/// error that keeps it from being delivered as `T` (another type, a bad value).
+/// The delivery of the record at `span` of `batch` (which [`decode_batch`] validated), read
+/// from `partition` of `topic`, or the error that keeps it from being delivered as `T`
+/// (another type, a bad value).
 pub(crate) fn deliver<T: Payload>(
-    source: &BatchSource<'_>,
+    topic: &Arc<str>,
+    partition: u32,
     batch: &Bytes,
     span: RecordSpan,
     acker: &Acker,
@@ -116,17 +118,10 @@ pub(crate) fn deliver<T: Payload>(
     let headers = Headers::from_wire(part(span.headers), span.header_count, span.timestamp);
     let key = span.key.map(part);
     let value = span.value.map(part);
-    let event = T::from_record(
-        source.topic,
-        source.partition,
-        span.offset,
-        key.as_ref(),
-        value,
-        &headers,
-    )?;
+    let event = T::from_record(topic, partition, span.offset, key.as_ref(), value, &headers)?;
     let at = RecordAt {
-        topic: source.topic,
-        partition: source.partition,
+        topic,
+        partition,
         offset: span.offset,
         timestamp: span.timestamp,
     };

@@ -13,8 +13,9 @@ use crate::{Error, Event, Headers, RawEvent};
 /// One event received by a subscription, with where it was in its partition.
 ///
 /// Call [`ack`](Self::ack) once it is handled: in a group, acknowledged offsets are committed
-/// in the background, so the group resumes after them. Unacknowledged deliveries are
-/// delivered again after a restart or rebalance (at-least-once).
+/// in the background, so the group resumes after them, and unacknowledged deliveries are
+/// delivered again after a restart or rebalance (at-least-once). A subscription without a
+/// group commits nothing: where it starts again is its own choice.
 #[non_exhaustive]
 pub struct Delivery<T> {
     /// The event.
@@ -45,8 +46,8 @@ impl<T> Delivery<T> {
     }
 
     /// Marks the delivery as handled. Its offset (and those before it, once they are
-    /// acknowledged too) is committed at the group's next commit; without a group this only
-    /// moves the subscription's own position. Acknowledging twice, or after the partition was
+    /// acknowledged too) is committed at the group's next commit; without a group there is
+    /// nothing to commit and this does nothing. Acknowledging twice, or after the partition was
     /// reassigned, does nothing.
     ///
     /// # Errors

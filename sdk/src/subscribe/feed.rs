@@ -72,17 +72,16 @@ impl<T: Payload> Feed<T> {
     /// After an [`Error::CorruptBatch`] the feed is broken: it yields nothing more.
     pub(crate) fn next_item(&mut self) -> Option<Result<Delivery<T>, Error>> {
         loop {
-            if let (Some(item), Some(batch)) = (self.ready.pop_front(), &self.batch) {
+            // Items are queued only with their batch: `ready` is empty whenever `batch` is None.
+            if let Some(batch) = &self.batch
+                && let Some(item) = self.ready.pop_front()
+            {
                 let (partition, epoch) = (batch.partition, batch.epoch);
                 match item {
                     Item::Record(span) => {
                         let offset = span.offset;
-                        let source = BatchSource {
-                            topic: &self.topic,
-                            partition,
-                            next: offset,
-                        };
-                        let delivery = deliver(&source, &batch.bytes, span, &batch.acker);
+                        let delivery =
+                            deliver(&self.topic, partition, &batch.bytes, span, &batch.acker);
                         self.positions()
                             .delivered(partition, epoch, offset, delivery.is_err());
                         return Some(delivery);

@@ -44,8 +44,13 @@ type Spec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Option<&'a [u8]>);
 fn batch(base_offset: u64, records: &[Spec<'_>]) -> Bytes {
     let mut builder = BatchBuilder::new();
     for (i, (key, value, type_name)) in (0i64..).zip(records) {
-        let mut headers: Vec<(&str, &[u8])> =
-            vec![(headers::ID, b"0190b6a2-7c1e-7d3a-9f2b-4c5d6e7f8a9b")];
+        let mut headers: Vec<(&str, &[u8])> = vec![(
+            headers::ID,
+            &[
+                0x01, 0x90, 0xb6, 0xa2, 0x7c, 0x1e, 0x7d, 0x3a, 0x9f, 0x2b, 0x4c, 0x5d, 0x6e, 0x7f,
+                0x8a, 0x9b,
+            ],
+        )];
         if let Some(type_name) = type_name {
             headers.push((headers::TYPE, type_name));
         }

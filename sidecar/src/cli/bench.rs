@@ -2,8 +2,8 @@
 //! running sidecar or one started in this process (`--embedded`).
 //!
 //! Every run creates a topic of its own (`bench-<uuid>`) with the partitions and fsync policy
-//! asked for, and deletes it at the end. Payloads are `--size` bytes; the first 8 carry the
-//! publish time for the end-to-end latency. While it runs, a progress line goes to stderr
+//! asked for, and deletes it at the end. Payloads are `--size` bytes; in the `e2e` workload the
+//! first 8 carry the publish time for the end-to-end latency. While it runs, a progress line goes to stderr
 //! once a second; at the end a summary goes to stdout, and with `--json` one JSON object on
 //! the last line.
 
@@ -541,9 +541,12 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
         args.linger_ms,
     );
     // Per event, so that runs of different speeds compare on a machine shared with others.
+    // None below the clock's resolution (10 ms of CPU), rather than a division by zero.
     let cpu_us_per_event = outcome
         .cpu_seconds
-        .map(|cpu| rate(outcome.events, cpu).recip() * 1e6);
+        .map(|cpu| rate(outcome.events, cpu))
+        .filter(|&events_per_cpu_second| events_per_cpu_second > 0.0)
+        .map(|events_per_cpu_second| 1e6 / events_per_cpu_second);
     if let (Some(cpu), Some(per_event)) = (outcome.cpu_seconds, cpu_us_per_event) {
         let whose = if args.embedded {
             "client and sidecar"

@@ -311,9 +311,6 @@ async fn stream_task(
             return;
         }
     };
-    if !matches!(request.body, Some(request::Body::Subscribe(_))) {
-        take_end(&mut recv);
-    }
     let Some(body) = request.body else {
         let answer = Response::error(
             ErrorCode::UnsupportedVersion,
@@ -323,6 +320,9 @@ async fn stream_task(
         finish(&shared, &mut send, &answer).await;
         return;
     };
+    if !matches!(body, request::Body::Subscribe(_)) {
+        take_end(&mut recv);
+    }
     let answer = match body {
         request::Body::Subscribe(subscribe) => {
             subscription::serve(Arc::clone(&shared), subscribe, send, recv).await;

@@ -16,7 +16,7 @@ pub struct Record {
     pub key: Option<Bytes>,
     /// The encoded event; `None` is a tombstone for compacted topics.
     pub value: Option<Bytes>,
-    /// Event headers (`id`, `type`, `source`, `time`, `traceparent`, …) in order.
+    /// Event headers (`id`, `type`, `source`, `traceparent`, …) in order.
     pub headers: Vec<RecordHeader>,
 }
 
