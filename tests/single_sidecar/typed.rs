@@ -186,8 +186,8 @@ async fn a_forwarded_raw_event_keeps_its_id_trace_and_time() {
         .expect("an event");
     // Later than the original by more than the clock's resolution.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let forwarder = sidecar.client("mirror-service").await;
-    forwarder
+    let mirror_service = sidecar.client("mirror-service").await;
+    mirror_service
         .publish_raw("orders-mirror", delivered.event.clone(), Acks::All)
         .await
         .expect("forwarded");
@@ -213,6 +213,6 @@ async fn a_forwarded_raw_event_keeps_its_id_trace_and_time() {
     assert_eq!(forwarded.event.value, delivered.event.value);
     original.close().await.expect("closed");
     mirror.close().await.expect("closed");
-    forwarder.close().await.expect("closed");
+    mirror_service.close().await.expect("closed");
     client.close().await.expect("closed");
 }
