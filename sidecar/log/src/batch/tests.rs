@@ -104,6 +104,49 @@ fn names_what_is_wrong() {
     assert!(matches!(validate(&bad), Err(DecodeError::BadCrc { .. })));
 }
 
+#[test]
+fn the_builder_sizes_length_prefixes_of_every_width() {
+    // Bodies of 1, 2, 3 and 4 varint bytes of length, around each boundary.
+    for value_len in [0, 100, 120, 130, 16_370, 16_400, 2_097_140, 2_097_200] {
+        let value = vec![b'v'; value_len];
+        let headers: [(&str, &[u8]); 1] = [("id", &[7; 16])];
+        let mut builder = BatchBuilder::new();
+        builder.push(5, Some(b"k"), Some(&value), &headers).unwrap();
+        builder.push(9, None, None, &[]).unwrap();
+        let records = vec![
+            Record {
+                offset_delta: 0,
+                timestamp: 5,
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from(value.clone())),
+                headers: vec![RecordHeader {
+                    key: "id".into(),
+                    value: Bytes::from_static(&[7; 16]),
+                }],
+            },
+            Record {
+                offset_delta: 1,
+                timestamp: 9,
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            },
+        ];
+        let batch = RecordBatch {
+            base_offset: 0,
+            raft: RaftLogId::default(),
+            compression: Compression::None,
+            producer: ProducerState::NONE,
+            body: BatchBody::Records(records),
+        };
+        assert_eq!(
+            builder.finish().unwrap(),
+            batch.encode().unwrap(),
+            "value of {value_len} bytes"
+        );
+    }
+}
+
 fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
 }
