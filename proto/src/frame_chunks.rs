@@ -28,9 +28,13 @@ const RESPONSE_SUBSCRIPTION_BATCHES: u32 = 20;
 const BATCHES: u32 = 3;
 
 impl FrameCodec<Request> {
-    /// Encodes `request` as one frame, the batch of a `publish` as a chunk of its own (see
-    /// the [module docs](self)). The chunks, written in order, are exactly the frame
-    /// [`encode_to_bytes`](Self::encode_to_bytes) makes.
+    /// Encodes `request` as one frame, the batch of a `publish` as a chunk of its own, shared
+    /// with the request rather than copied. The chunks, written in order, are exactly the frame
+    /// [`encode_to_bytes`](Self::encode_to_bytes) makes:
+    ///
+    /// ```text
+    ///  [length, fields before the batch, batch field header] [batch] [fields after it]
+    /// ```
     ///
     /// # Errors
     ///
@@ -59,8 +63,13 @@ impl FrameCodec<Request> {
 
 impl FrameCodec<Response> {
     /// Encodes `response` as one frame, the batches of a `fetch` or `subscription_batches`
-    /// answer as chunks of their own (see the [module docs](self)). The chunks, written in
-    /// order, are exactly the frame [`encode_to_bytes`](Self::encode_to_bytes) makes.
+    /// answer as chunks of their own, shared with the response rather than copied; any other
+    /// response is one chunk. The chunks, written in order, are exactly the frame
+    /// [`encode_to_bytes`](Self::encode_to_bytes) makes:
+    ///
+    /// ```text
+    ///  [length, fields, first batch's field header] [batch] [next field header] [batch] …
+    /// ```
     ///
     /// # Errors
     ///

@@ -7,7 +7,7 @@ use std::str::FromStr;
 ///
 /// On the wire the `traceparent` header holds it in [`WIRE_LEN`](Self::WIRE_LEN) bytes: the
 /// version (0), the 16-byte trace id, the 8-byte span id and the flags byte, in that order.
-/// Its text form is the W3C header, `00-<32 hex>-<16 hex>-<2 hex>`, which [`Display`] writes
+/// Its text form is the W3C header, `00-<32 hex>-<16 hex>-<2 hex>`, which [`Display`](fmt::Display) writes
 /// and [`FromStr`] reads.
 ///
 /// ```

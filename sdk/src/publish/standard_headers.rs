@@ -1,5 +1,5 @@
 //! The headers the SDK writes on every event: `id`, `type`, `source` and `traceparent`, the
-//! first and last in their binary forms (see [`headers`](crate::headers)). Built on the stack:
+//! first and last in their binary forms (see [`headers`]). Built on the stack:
 //! no allocation per event.
 
 use std::time::{SystemTime, UNIX_EPOCH};
