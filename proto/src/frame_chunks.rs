@@ -112,14 +112,7 @@ impl FrameCodec<Response> {
 impl<M: Message + Default> FrameCodec<M> {
     /// A buffer holding the frame's length prefix, after checking the size against the limit.
     fn head(self, message: &M) -> Result<BytesMut, FrameError> {
-        let size = message.encoded_len();
-        let length = u32::try_from(size)
-            .ok()
-            .filter(|&length| length <= self.max_frame_size())
-            .ok_or(FrameError::TooLarge {
-                size: u64::try_from(size).unwrap_or(u64::MAX),
-                max: self.max_frame_size(),
-            })?;
+        let length = self.frame_length(message.encoded_len())?;
         let mut head = BytesMut::with_capacity(256);
         head.put_u32_le(length);
         Ok(head)

@@ -59,13 +59,7 @@ impl<M: prost::Message + Default> FrameCodec<M> {
     /// unchanged.
     pub fn encode(&self, message: &M, dst: &mut BytesMut) -> Result<(), FrameError> {
         let size = message.encoded_len();
-        let length = u32::try_from(size)
-            .ok()
-            .filter(|&length| length <= self.max_frame_size)
-            .ok_or(FrameError::TooLarge {
-                size: u64::try_from(size).unwrap_or(u64::MAX),
-                max: self.max_frame_size,
-            })?;
+        let length = self.frame_length(size)?;
         let start = dst.len();
         dst.reserve(FRAME_HEADER_SIZE + size);
         dst.put_u32_le(length);
@@ -79,6 +73,17 @@ impl<M: prost::Message + Default> FrameCodec<M> {
             });
         }
         Ok(())
+    }
+
+    /// The length prefix of a message of `size` bytes, if the limit allows it.
+    pub(crate) fn frame_length(self, size: usize) -> Result<u32, FrameError> {
+        u32::try_from(size)
+            .ok()
+            .filter(|&length| length <= self.max_frame_size)
+            .ok_or(FrameError::TooLarge {
+                size: u64::try_from(size).unwrap_or(u64::MAX),
+                max: self.max_frame_size,
+            })
     }
 
     /// Encodes `message` as one frame in a buffer of its own, ready to write to a stream.

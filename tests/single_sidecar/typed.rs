@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sidestream::{Acks, Event, StartAt, headers};
+use sidestream::{Acks, Event, RawEvent, StartAt, headers};
 use tokio::time::timeout;
 
 use crate::events::{OrderCancelled, OrderPlaced};
@@ -173,17 +173,7 @@ async fn a_forwarded_raw_event_keeps_its_id_trace_and_time() {
         .await
         .expect("published");
 
-    let mut original = client
-        .subscribe_raw("orders")
-        .from(StartAt::Earliest)
-        .start()
-        .await
-        .expect("subscribed");
-    let delivered = timeout(PATIENCE, original.next())
-        .await
-        .expect("in time")
-        .expect("a delivery")
-        .expect("an event");
+    let (original, delivered) = first_raw_delivery(&client, "orders").await;
     // Later than the original by more than the clock's resolution.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let mirror_service = sidecar.client("mirror-service").await;
@@ -192,17 +182,7 @@ async fn a_forwarded_raw_event_keeps_its_id_trace_and_time() {
         .await
         .expect("forwarded");
 
-    let mut mirror = client
-        .subscribe_raw("orders-mirror")
-        .from(StartAt::Earliest)
-        .start()
-        .await
-        .expect("subscribed");
-    let forwarded = timeout(PATIENCE, mirror.next())
-        .await
-        .expect("in time")
-        .expect("a delivery")
-        .expect("an event");
+    let (mirror, forwarded) = first_raw_delivery(&client, "orders-mirror").await;
     let (before, after) = (delivered.headers(), forwarded.headers());
     assert_eq!(forwarded.timestamp, delivered.timestamp);
     assert_eq!(after.time(), before.time());
@@ -215,4 +195,26 @@ async fn a_forwarded_raw_event_keeps_its_id_trace_and_time() {
     mirror.close().await.expect("closed");
     mirror_service.close().await.expect("closed");
     client.close().await.expect("closed");
+}
+
+/// A subscription of `topic` from its start, and its first delivery.
+async fn first_raw_delivery(
+    client: &sidestream::Client,
+    topic: &str,
+) -> (
+    sidestream::Subscription<RawEvent>,
+    sidestream::Delivery<RawEvent>,
+) {
+    let mut subscription = client
+        .subscribe_raw(topic)
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let delivery = timeout(PATIENCE, subscription.next())
+        .await
+        .expect("in time")
+        .expect("a delivery")
+        .expect("an event");
+    (subscription, delivery)
 }

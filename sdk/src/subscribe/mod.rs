@@ -188,11 +188,7 @@ impl<T: Payload> SubscribeBuilder<T> {
             "subscribed"
         );
 
-        let mut positions = if self.group.is_some() {
-            Positions::default()
-        } else {
-            Positions::without_commits()
-        };
+        let mut positions = Positions::new(self.group.is_some());
         positions.assign(&first.assignment, self.group.is_some());
         let positions = Arc::new(Mutex::new(positions));
         let (queue_in, queue) = mpsc::unbounded_channel();

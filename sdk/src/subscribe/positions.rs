@@ -64,11 +64,11 @@ impl PartitionPosition {
 }
 
 impl Positions {
-    /// Positions of a subscription without a group: deliveries are not kept for acks, and
-    /// nothing is ever committable but the next offset.
-    pub(crate) fn without_commits() -> Self {
+    /// Positions of a subscription in a group (which commits acknowledged offsets) or not
+    /// (deliveries are not kept for acks: nothing is ever committed).
+    pub(crate) fn new(group: bool) -> Self {
         Self {
-            no_commits: true,
+            no_commits: !group,
             ..Self::default()
         }
     }
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn without_a_group_nothing_waits_for_an_ack() {
-        let mut positions = Positions::without_commits();
+        let mut positions = Positions::new(false);
         positions.assign(&assignment(0, &[(0, 5)]), false);
         for offset in 5..1005 {
             positions.delivered(0, 1, offset, false);

@@ -97,11 +97,7 @@ fn frame(partition: u32, batches: Vec<Bytes>) -> Frame {
 }
 
 fn new_feed<T: Payload>(group: bool, first: &Assignment) -> (Feed<T>, Arc<Mutex<Positions>>) {
-    let mut positions = if group {
-        Positions::default()
-    } else {
-        Positions::without_commits()
-    };
+    let mut positions = Positions::new(group);
     positions.assign(first, group);
     let positions = Arc::new(Mutex::new(positions));
     (
