@@ -1,4 +1,5 @@
-//! Compiles `sidestream/v1/*.proto` with protox (a protobuf compiler in Rust, so no system
+//! Compiles `sidestream/v1/*.proto` (client ↔ sidecar) and `sidestream/peer/v1/*.proto`
+//! (sidecar ↔ sidecar) with protox (a protobuf compiler in Rust, so no system
 //! `protoc` is needed) and generates the Rust types with prost-build.
 //!
 //! `bytes` fields become `bytes::Bytes`, so a record batch decoded from a frame shares the
@@ -15,7 +16,8 @@ use std::path::PathBuf;
 use prost::Message as _;
 
 /// The protocol's files, relative to the include root (this crate's directory).
-const PROTOS: [&str; 8] = [
+const PROTOS: [&str; 9] = [
+    "sidestream/peer/v1/raft.proto",
     "sidestream/v1/error.proto",
     "sidestream/v1/fetch.proto",
     "sidestream/v1/frame.proto",

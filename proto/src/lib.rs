@@ -70,5 +70,21 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/sidestream.v1.rs"));
 }
 
+/// The peer protocol (package `sidestream.peer.v1`): what sidecars send each other, generated
+/// from `proto/sidestream/peer/v1/*.proto`.
+pub mod peer {
+    /// Version 1 of the peer protocol: calls into a peer's Raft groups.
+    #[allow(
+        clippy::doc_markdown,
+        reason = "prost-build's own doc comments on enum helpers say ProtoBuf without backticks"
+    )]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/sidestream.peer.v1.rs"));
+    }
+
+    /// The ALPN protocol name two sidecars negotiate for this version.
+    pub const ALPN: &[u8] = b"sidestream-peer/1";
+}
+
 /// The ALPN protocol name a client and a sidecar negotiate for this version.
 pub const ALPN: &[u8] = b"sidestream/1";

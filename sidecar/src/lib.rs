@@ -50,15 +50,17 @@ mod tls;
 mod topics;
 
 pub use cluster::{
-    Applied, LoadSnapshotError, NodeId, PartitionEntry, PartitionLogStore, PartitionRaft,
-    PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite,
+    Applied, ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, LoadSnapshotError, NodeId, OpenReplicaError,
+    PartitionEntry, PartitionLogStore, PartitionNetwork, PartitionRaft, PartitionReplica,
+    PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite, PeerLink,
+    PeerNode, RaftGroups, partition_raft_config,
 };
 pub use config::{DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
 pub use groups::OpenGroupsError;
 pub use server::{RunningSidecar, SidecarError, run};
 pub use tls::{
     ClientIdentity, DEV_CLIENT_IDENTITY, DevCertificates, DevCertificatesError, IdentityError,
-    ServerTls,
+    PeerTls, ServerTls,
 };
 pub use topics::{
     Cleanup, InvalidTopicConfig, LogSettings, MAX_PARTITIONS, TopicDefaults, TopicSpec, TopicsError,

@@ -76,7 +76,8 @@ fn protocol_md() -> String {
 fn expected_rows() -> BTreeMap<String, BTreeSet<Row>> {
     let set = FileDescriptorSet::decode(DESCRIPTORS).unwrap();
     let mut expected = BTreeMap::new();
-    for file in set.file.iter().filter(|f| f.package() == "sidestream.v1") {
+    let packages = ["sidestream.v1", "sidestream.peer.v1"];
+    for file in set.file.iter().filter(|f| packages.contains(&f.package())) {
         for message in &file.message_type {
             let rows = message
                 .field

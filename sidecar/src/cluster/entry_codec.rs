@@ -81,6 +81,23 @@ pub(crate) fn encode(
     Ok(Bytes::from(control.encode()?))
 }
 
+/// The bytes an entry travels as from the leader to a follower: the batch the leader's log
+/// holds for it, stamped with the entry's Raft term and index, which [`decode`] reads back.
+///
+/// A data batch read from the log is sent as it is (its base offset stamped by the leader's
+/// log, which the follower's log checks); a blank or membership entry as its control batch.
+pub(crate) fn to_wire(entry: &PartitionEntry) -> Result<Bytes, EncodeEntryError> {
+    let raft = raft_log_id(&entry.log_id);
+    let batch = encode(&entry.payload, 0)?;
+    let header = BatchHeader::parse(&batch)?;
+    if header.raft == raft {
+        return Ok(batch);
+    }
+    let mut stamped = batch.to_vec();
+    BatchHeader::stamp(&mut stamped, header.base_offset, raft);
+    Ok(Bytes::from(stamped))
+}
+
 /// Decodes a batch read from the log (stamped with its log id) into the entry it is.
 ///
 /// A data batch is checked only for its header (the log checked its CRC when reading it); a

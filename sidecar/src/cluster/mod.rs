@@ -39,16 +39,28 @@
 //! The state machine is small: last applied log id, last membership and the high watermark; its
 //! snapshots are that metadata, saved beside the log.
 
+mod election;
 mod entry_codec;
 mod log_store;
+mod network;
+pub(crate) mod peer;
+mod replica;
 mod snapshot;
 mod state_machine;
 mod type_config;
 
+pub use election::ELECTION_TIMEOUT;
 pub use log_store::PartitionLogStore;
+pub use network::{PartitionNetwork, PeerLink};
+pub use peer::RaftGroups;
+pub use replica::{
+    HEARTBEAT_INTERVAL, OpenReplicaError, PartitionReplica, PeerNode, partition_raft_config,
+};
 pub use snapshot::{LoadSnapshotError, PartitionState};
 pub use state_machine::{PartitionSnapshotBuilder, PartitionStateMachine};
 pub use type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 
+#[cfg(test)]
+mod replication_tests;
 #[cfg(test)]
 mod tests;

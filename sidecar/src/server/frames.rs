@@ -3,14 +3,14 @@
 use bytes::{Buf, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use sidestream_proto::v1::ErrorCode;
-use sidestream_proto::{FrameCodec, FrameError, Request, Response};
+use sidestream_proto::{FrameCodec, FrameError, Response};
 
 /// Most bytes reserved beyond what has arrived.
 const RESERVE_AHEAD: usize = 1 << 20;
 
 /// Why no request could be read.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ReadFrameError {
+pub(crate) enum ReadFrameError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("stream: {0}")]
@@ -19,14 +19,17 @@ pub(super) enum ReadFrameError {
 
 /// Reads the next request frame; `None` when the client finished the stream between frames.
 ///
+/// Every frame of a stream is read this way, whatever its message: the peer port reads
+/// `PeerRequest` and `PeerResponse` frames with it too.
+///
 /// The length prefix is checked against the codec's limit as soon as it arrives. The buffer
 /// grows ahead of the data by at most `RESERVE_AHEAD`, so a length prefix alone cannot make
 /// the sidecar allocate a whole frame.
-pub(super) async fn read_request(
+pub(crate) async fn read_frame<M: prost::Message + Default>(
     recv: &mut RecvStream,
-    codec: &FrameCodec<Request>,
+    codec: &FrameCodec<M>,
     buf: &mut BytesMut,
-) -> Result<Option<Request>, ReadFrameError> {
+) -> Result<Option<M>, ReadFrameError> {
     loop {
         if let Some(request) = codec.decode(buf)? {
             return Ok(Some(request));

@@ -7,7 +7,7 @@
 //! Shutdown: stop accepting, end subscriptions with `UNAVAILABLE`, let requests in progress
 //! finish (up to the grace period), close the endpoint, then sync every log.
 
-mod frames;
+pub(crate) mod frames;
 mod handlers;
 mod subscription;
 #[cfg(test)]
@@ -32,7 +32,7 @@ use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, ServerTls};
 use crate::topics::{Topics, TopicsError};
-use frames::{quic_code, read_error_code, read_request, write_response};
+use frames::{quic_code, read_error_code, read_frame, write_response};
 
 /// Why a sidecar could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +293,7 @@ async fn stream_task(
     _alive: mpsc::Sender<()>,
 ) {
     let mut buf = BytesMut::new();
-    let request = match read_request(&mut recv, &shared.requests, &mut buf).await {
+    let request = match read_frame(&mut recv, &shared.requests, &mut buf).await {
         Ok(Some(request)) => request,
         Ok(None) => {
             let answer = Response::error(

@@ -43,10 +43,12 @@ mod client_identity;
 mod dev_ca;
 mod dev_certificates;
 mod leaf_check;
+mod peer_tls;
 mod server_tls;
 
 pub use client_identity::{ClientIdentity, IdentityError};
 pub use dev_certificates::{DEV_CLIENT_IDENTITY, DevCertificates, DevCertificatesError};
+pub use peer_tls::PeerTls;
 pub use server_tls::ServerTls;
 
 #[cfg(test)]

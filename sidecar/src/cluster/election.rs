@@ -1,0 +1,93 @@
+//! When a partition replica stands for election: a timer of Sidestream's own, re-drawn at
+//! random for every round, in place of openraft's.
+//!
+//! openraft 0.9 draws a node's election timeout once, when its Raft starts, and checks it only
+//! on its tick (every 1.5 heartbeat intervals). Two survivors of a leader whose ticks were in
+//! step and whose timeouts fell within the same tick stood for election together in every term,
+//! each refusing the other, for ever (seen in the replication tests: 21 split terms in 10 s).
+//! Raft's cure is a new random timeout for every election, so openraft's own elections are off
+//! (`enable_elect: false`) and this timer triggers them (`Raft::trigger().elect()`, which
+//! openraft ignores on a leader and on a learner). The choice of *when* is all that moves here:
+//! votes, terms and logs remain openraft's.
+//!
+//! A replica has heard from its group when a leader's append-entries call (a heartbeat or
+//! entries) reached it or when it granted a vote; it stands once it has heard nothing for a
+//! random time in [`ELECTION_TIMEOUT`], then draws a new time before it may stand again.
+
+use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::type_config::PartitionRaft;
+
+/// How long a follower waits without hearing from its group before it stands for election,
+/// drawn afresh for every round. Longer than the leader lease openraft keeps (the
+/// `election_timeout_max` of [`partition_raft_config`](super::partition_raft_config), 250 ms),
+/// so that the other followers no longer refuse a vote for the dead leader's sake; short
+/// enough that a new leader is in place within the 1 s failover budget.
+pub const ELECTION_TIMEOUT: Range<Duration> =
+    Duration::from_millis(300)..Duration::from_millis(600);
+
+/// When a replica last heard from its group.
+#[derive(Debug)]
+pub(crate) struct Heard(Mutex<Instant>);
+
+impl Heard {
+    /// Heard just now.
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(Instant::now()))
+    }
+
+    /// Records that the group was heard from now.
+    pub(crate) fn now(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// When the group was last heard from.
+    fn last(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Triggers an election of `raft` whenever it has not heard from its group for a fresh random
+/// time in [`ELECTION_TIMEOUT`]; runs until the Raft stops.
+pub(crate) async fn run(raft: openraft::Raft<PartitionRaft>, heard: std::sync::Arc<Heard>) {
+    loop {
+        let timeout = random_timeout();
+        // Hearing from the group meanwhile moves the deadline on.
+        loop {
+            let due = heard.last() + timeout;
+            if Instant::now() >= due {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+        // Quiet for a whole timeout: stand (openraft ignores this on a leader or a learner).
+        // A stopped Raft answers with a fatal error: the timer is done.
+        if raft.trigger().elect().await.is_err() {
+            return;
+        }
+        heard.now();
+    }
+}
+
+/// A random time in [`ELECTION_TIMEOUT`].
+fn random_timeout() -> Duration {
+    let span = ELECTION_TIMEOUT.end.saturating_sub(ELECTION_TIMEOUT.start);
+    let (random, _) = uuid::Uuid::new_v4().as_u64_pair();
+    let micros = u64::try_from(span.as_micros()).unwrap_or(u64::MAX).max(1);
+    ELECTION_TIMEOUT.start + Duration::from_micros(random % micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_drawn_in_range_and_differ() {
+        let drawn: Vec<Duration> = (0..64).map(|_| random_timeout()).collect();
+        assert!(drawn.iter().all(|t| ELECTION_TIMEOUT.contains(t)));
+        let distinct: std::collections::BTreeSet<_> = drawn.iter().collect();
+        assert!(distinct.len() > 32, "{distinct:?}");
+    }
+}

@@ -1,0 +1,198 @@
+//! openraft's network for partition groups: each call of a partition's Raft to a peer becomes
+//! one peer call ([`super::peer`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use sidestream_proto::peer::v1::{PeerErrorCode, PeerRequest, RaftGroup, peer_request};
+
+use super::peer::wire;
+use super::peer::{CallError, PeerClients};
+use super::type_config::{NodeId, PartitionRaft};
+
+/// Makes the links of one partition's Raft group to its peers.
+#[derive(Debug, Clone)]
+pub struct PartitionNetwork {
+    node_id: NodeId,
+    group: RaftGroup,
+    clients: Arc<PeerClients>,
+}
+
+impl PartitionNetwork {
+    /// The network of partition `partition` of `topic` on node `node_id`, calling peers
+    /// through `clients`.
+    pub(crate) fn new(
+        node_id: NodeId,
+        topic: &str,
+        partition: u32,
+        clients: Arc<PeerClients>,
+    ) -> Self {
+        Self {
+            node_id,
+            group: wire::group(topic, partition),
+            clients,
+        }
+    }
+}
+
+impl RaftNetworkFactory<PartitionRaft> for PartitionNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerLink {
+        PeerLink {
+            node_id: self.node_id,
+            target,
+            node: node.clone(),
+            group: self.group.clone(),
+            clients: Arc::clone(&self.clients),
+        }
+    }
+}
+
+/// A partition group's link to one peer.
+#[derive(Debug)]
+pub struct PeerLink {
+    node_id: NodeId,
+    target: NodeId,
+    node: BasicNode,
+    group: RaftGroup,
+    clients: Arc<PeerClients>,
+}
+
+/// An RPC error of a call that failed with `E` on the remote group.
+type CallFailed<E = openraft::error::Infallible> =
+    RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl PeerLink {
+    /// Makes the call `body` within `option`'s hard deadline and reads the group's answer.
+    async fn call<T, E>(
+        &self,
+        action: RPCTypes,
+        body: peer_request::Body,
+        option: &RPCOption,
+    ) -> Result<T, CallFailed<E>>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let request = PeerRequest {
+            group: Some(self.group.clone()),
+            body: Some(body),
+        };
+        let ttl = option.hard_ttl();
+        let response = tokio::time::timeout(ttl, self.clients.call(&self.node.addr, &request))
+            .await
+            .map_err(|_| self.timeout(action, ttl))?
+            .map_err(|error| match error {
+                // Nobody there, or the connection broke: back off before calling again.
+                CallError::Address { .. }
+                | CallError::Connect { .. }
+                | CallError::Connection { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+                CallError::Stream { .. } | CallError::Answer { .. } => {
+                    RPCError::Network(NetworkError::new(&error))
+                }
+            })?;
+        match PeerErrorCode::try_from(response.code) {
+            Ok(PeerErrorCode::Ok) => {}
+            code => {
+                let refused = Refused {
+                    code: code.map_or_else(
+                        |_| response.code.to_string(),
+                        |c| c.as_str_name().to_owned(),
+                    ),
+                    message: response.message,
+                };
+                return Err(match code {
+                    Ok(PeerErrorCode::UnknownGroup | PeerErrorCode::Unavailable) => {
+                        RPCError::Unreachable(Unreachable::new(&refused))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&refused)),
+                });
+            }
+        }
+        let result: Result<T, RaftError<NodeId, E>> =
+            wire::from_json(&response.result, "peer result")
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|remote| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                remote,
+            ))
+        })
+    }
+
+    fn timeout<E: std::error::Error>(&self, action: RPCTypes, after: Duration) -> CallFailed<E> {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.node_id,
+            target: self.target,
+            timeout: after,
+        })
+    }
+}
+
+/// A peer's refusal of a call, as an error for openraft.
+#[derive(Debug, thiserror::Error)]
+#[error("peer refused the call ({code}): {message}")]
+struct Refused {
+    code: String,
+    message: String,
+}
+
+impl RaftNetwork<PartitionRaft> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, CallFailed> {
+        let append =
+            wire::encode_append(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call(
+            RPCTypes::AppendEntries,
+            peer_request::Body::AppendEntries(append),
+            &option,
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, CallFailed<InstallSnapshotError>> {
+        let json = wire::to_json(&rpc, "install_snapshot")
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call(
+            RPCTypes::InstallSnapshot,
+            peer_request::Body::InstallSnapshot(json.into()),
+            &option,
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, CallFailed> {
+        let json =
+            wire::to_json(&rpc, "vote").map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call(
+            RPCTypes::Vote,
+            peer_request::Body::Vote(json.into()),
+            &option,
+        )
+        .await
+    }
+}

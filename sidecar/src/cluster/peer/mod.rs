@@ -1,0 +1,92 @@
+//! The peer port: sidecars calling into each other's Raft groups over QUIC with mutual TLS.
+//!
+//! ```text
+//!   sidecar A                                                   sidecar B
+//!   openraft (partition p, leader) ─▶ PeerLink ─▶ PeerClients ══QUIC══▶ server::serve ─▶ RaftGroups ─▶ openraft (p, follower)
+//!                                    (network)   one connection        one stream       (topic, p)
+//!                                                per peer              per call
+//! ```
+//!
+//! A call is one bidirectional stream carrying one `PeerRequest` frame and one `PeerResponse`
+//! frame (docs/PROTOCOL.md, "Peer protocol"). The accepting side serves only callers whose
+//! certificate names a sidecar identity ([`PeerTls`](crate::tls::PeerTls)), and answers a call
+//! for a group it does not hold with `PEER_ERROR_CODE_UNKNOWN_GROUP`, which the caller's Raft
+//! treats as an unreachable peer and retries.
+
+mod client;
+pub(crate) mod server;
+pub(crate) mod wire;
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+pub(crate) use client::{CallError, PeerClients};
+
+use super::election::Heard;
+use super::type_config::PartitionRaft;
+
+/// A Raft group as the peer port delivers calls to it.
+#[derive(Clone)]
+pub(crate) struct Group {
+    /// The replica's Raft.
+    pub(crate) raft: openraft::Raft<PartitionRaft>,
+    /// When the replica last heard from its group (see [`super::election`]).
+    pub(crate) heard: std::sync::Arc<Heard>,
+}
+
+/// The largest peer frame: a full append-entries call (openraft sends at most 300 entries per
+/// call by default, each a batch of up to the broker's batch limit) fits, with room.
+pub(crate) const PEER_FRAME_LIMIT: u32 = 256 << 20;
+
+/// The Raft groups this sidecar holds a replica of, by (topic, partition): where peer calls
+/// are delivered.
+#[derive(Default)]
+pub struct RaftGroups {
+    groups: RwLock<HashMap<(String, u32), Group>>,
+}
+
+impl std::fmt::Debug for RaftGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_set().entries(groups.keys()).finish()
+    }
+}
+
+impl RaftGroups {
+    /// Delivers peer calls for partition `partition` of `topic` to `group` from now on
+    /// (replacing any earlier replica of it).
+    pub(crate) fn insert(&self, topic: &str, partition: u32, group: Group) {
+        self.groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), group);
+    }
+
+    /// Stops delivering calls for the partition; returns its Raft, if it was held.
+    pub fn remove(&self, topic: &str, partition: u32) -> Option<openraft::Raft<PartitionRaft>> {
+        self.groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(topic.to_owned(), partition))
+            .map(|group| group.raft)
+    }
+
+    /// Takes every group out, to stop them.
+    pub(crate) fn drain(&self) -> Vec<openraft::Raft<PartitionRaft>> {
+        self.groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, group)| group.raft)
+            .collect()
+    }
+
+    /// The partition's group, if this sidecar holds a replica.
+    pub(crate) fn get(&self, topic: &str, partition: u32) -> Option<Group> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+}

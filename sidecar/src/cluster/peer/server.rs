@@ -1,0 +1,182 @@
+//! The accepting side of the peer port: every call a peer sidecar makes into one of this
+//! sidecar's Raft groups.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
+use sidestream_proto::FrameCodec;
+use sidestream_proto::peer::v1::{PeerErrorCode, PeerRequest, PeerResponse, peer_request};
+use tokio::sync::watch;
+
+use super::wire::{self, WireError};
+use super::{PEER_FRAME_LIMIT, RaftGroups};
+use crate::cluster::type_config::{NodeId, PartitionRaft};
+use crate::server::frames::read_frame;
+use crate::tls::{ClientIdentity, PeerTls};
+
+/// Serves peers' calls on `endpoint` until `shutdown` turns true or the endpoint closes.
+pub(crate) async fn serve(
+    endpoint: Endpoint,
+    tls: PeerTls,
+    groups: Arc<RaftGroups>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tls = Arc::new(tls);
+    let connections_shutdown = shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    tokio::spawn(connection(
+                        incoming,
+                        Arc::clone(&tls),
+                        Arc::clone(&groups),
+                        connections_shutdown.clone(),
+                    ));
+                }
+                None => return,
+            },
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
+}
+
+async fn connection(
+    incoming: Incoming,
+    tls: Arc<PeerTls>,
+    groups: Arc<RaftGroups>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::debug!(%remote, %error, "peer handshake failed");
+            return;
+        }
+    };
+    match ClientIdentity::of(&connection) {
+        Ok(identity) if tls.is_peer(&identity) => {
+            tracing::debug!(%remote, identity = identity.as_str(), "peer connected");
+        }
+        Ok(identity) => {
+            tracing::warn!(%remote, identity = identity.as_str(), "refused a peer connection from an identity that is not a sidecar's");
+            connection.close(
+                NOT_A_PEER,
+                b"this certificate's identity is not a sidecar's",
+            );
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%remote, %error, "peer certificate has no usable identity");
+            connection.close(NOT_A_PEER, b"certificate has no usable identity");
+            return;
+        }
+    }
+    calls(&connection, &groups, &mut shutdown).await;
+}
+
+async fn calls(
+    connection: &Connection,
+    groups: &Arc<RaftGroups>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            stream = connection.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    tokio::spawn(call(Arc::clone(groups), send, recv));
+                }
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
+}
+
+/// Answers the one call on a stream.
+async fn call(groups: Arc<RaftGroups>, mut send: SendStream, mut recv: RecvStream) {
+    let codec = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT);
+    let mut buf = BytesMut::new();
+    let response = match read_frame(&mut recv, &codec, &mut buf).await {
+        Ok(Some(request)) => answer(&groups, request).await,
+        Ok(None) => wire::refused(
+            PeerErrorCode::Malformed,
+            "the stream ended before a request frame",
+        ),
+        Err(error) => wire::refused(PeerErrorCode::Malformed, error.to_string()),
+    };
+    let codec = FrameCodec::<PeerResponse>::new(PEER_FRAME_LIMIT);
+    match codec.encode_to_bytes(&response) {
+        Ok(frame) => {
+            if send.write_chunk(frame).await.is_ok() {
+                let _ = send.finish();
+            }
+        }
+        Err(error) => tracing::error!(%error, "peer response does not fit a frame"),
+    }
+}
+
+/// What a Raft group of this sidecar answers to `request`.
+pub(crate) async fn answer(groups: &RaftGroups, request: PeerRequest) -> PeerResponse {
+    match try_answer(groups, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(%error, "malformed peer call");
+            wire::refused(PeerErrorCode::Malformed, error.to_string())
+        }
+    }
+}
+
+async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerResponse, WireError> {
+    let group = request.group.ok_or(WireError::NoGroup)?;
+    let Some(super::Group { raft, heard }) = groups.get(&group.topic, group.partition) else {
+        return Ok(wire::refused(
+            PeerErrorCode::UnknownGroup,
+            format!(
+                "this sidecar holds no replica of partition {} of topic {:?}",
+                group.partition, group.topic
+            ),
+        ));
+    };
+    let result = match request.body {
+        None => {
+            return Ok(wire::refused(
+                PeerErrorCode::Unsupported,
+                "the request has no body this sidecar knows (sent by a newer sidecar?)",
+            ));
+        }
+        Some(peer_request::Body::Vote(json)) => {
+            let rpc: VoteRequest<NodeId> = wire::from_json(&json, "vote")?;
+            let result = raft.vote(rpc).await;
+            if result.as_ref().is_ok_and(|vote| vote.vote_granted) {
+                heard.now();
+            }
+            wire::to_json(&result, "vote result")?
+        }
+        Some(peer_request::Body::AppendEntries(append)) => {
+            let rpc = wire::decode_append(append)?;
+            let result = raft.append_entries(rpc).await;
+            // A leader of a current term reached this replica (a higher vote means the caller
+            // is a stale leader, which is no reason to wait).
+            if result
+                .as_ref()
+                .is_ok_and(|response| !matches!(response, AppendEntriesResponse::HigherVote(_)))
+            {
+                heard.now();
+            }
+            wire::to_json(&result, "append_entries result")?
+        }
+        Some(peer_request::Body::InstallSnapshot(json)) => {
+            let rpc: InstallSnapshotRequest<PartitionRaft> =
+                wire::from_json(&json, "install_snapshot")?;
+            wire::to_json(&raft.install_snapshot(rpc).await, "install_snapshot result")?
+        }
+    };
+    Ok(wire::answered(result))
+}
+
+/// The QUIC application error code a connection from a non-sidecar is closed with.
+const NOT_A_PEER: quinn::VarInt = quinn::VarInt::from_u32(5);

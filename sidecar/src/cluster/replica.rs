@@ -1,0 +1,206 @@
+//! A sidecar's replica of one partition: its segment log, state machine and Raft, joined to
+//! the partition's Raft group through the peer port.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, SnapshotPolicy};
+use sidestream_log::{FileStorage, Log, LogConfig, OpenError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::election::{self, Heard};
+use super::network::PartitionNetwork;
+use super::peer::{Group, PeerClients, RaftGroups, server};
+use super::snapshot::LoadSnapshotError;
+use super::type_config::{NodeId, PartitionRaft};
+use super::{PartitionLogStore, PartitionStateMachine};
+use crate::tls::PeerTls;
+use sidestream::transport::{BindError, QuicTuning};
+
+/// How often a partition's leader sends heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The openraft settings of every partition group.
+///
+/// openraft's own elections are off: [`super::election`] triggers them, with a timeout drawn
+/// afresh for every round. `election_timeout_max` remains openraft's leader lease (a follower
+/// refuses votes for this long after hearing from its leader), shorter than the shortest
+/// election timeout. The state machine's snapshot is a few hundred bytes of metadata, so
+/// snapshots are cheap and taken every 4096 entries; the log is never purged because of one
+/// (`max_in_snapshot_log_to_keep` is unbounded): a partition's log is its data, and only
+/// retention removes it.
+pub fn partition_raft_config() -> Config {
+    Config {
+        cluster_name: "sidestream-partition".into(),
+        heartbeat_interval: duration_ms(HEARTBEAT_INTERVAL),
+        election_timeout_min: 200,
+        election_timeout_max: 250,
+        enable_elect: false,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(4096),
+        max_in_snapshot_log_to_keep: u64::MAX,
+        ..Config::default()
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why a replica could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenReplicaError {
+    /// The partition's log could not be opened.
+    #[error(transparent)]
+    Log(#[from] OpenError),
+    /// The partition's saved snapshot could not be loaded.
+    #[error(transparent)]
+    Snapshot(#[from] LoadSnapshotError),
+    /// openraft refused the settings or could not start.
+    #[error("partition {partition} of {topic:?}: raft: {reason}")]
+    Raft {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// What openraft said.
+        reason: String,
+    },
+}
+
+/// One partition's replica on this sidecar.
+#[derive(Clone)]
+pub struct PartitionReplica {
+    /// The partition's Raft.
+    pub raft: openraft::Raft<PartitionRaft>,
+    /// The partition's log (the Raft log): read it for committed data.
+    pub log: Arc<Log>,
+}
+
+impl std::fmt::Debug for PartitionReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionReplica")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sidecar's place in a cluster: its peer port, its connections to peers, and the Raft
+/// groups of the partitions it holds replicas of.
+///
+/// Method families, in order of use: [`start`](Self::start), then
+/// [`open_partition`](Self::open_partition) for each replica, then
+/// [`shutdown`](Self::shutdown).
+pub struct PeerNode {
+    node_id: NodeId,
+    endpoint: quinn::Endpoint,
+    clients: Arc<PeerClients>,
+    groups: Arc<RaftGroups>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl PeerNode {
+    /// Binds the peer port on `addr` and serves peers' calls on it.
+    pub fn start(
+        node_id: NodeId,
+        addr: std::net::SocketAddr,
+        tls: PeerTls,
+        tuning: &QuicTuning,
+    ) -> Result<Self, BindError> {
+        let endpoint = tls.bind(addr, tuning)?;
+        let clients = Arc::new(PeerClients::new(endpoint.clone(), tuning.handshake_timeout));
+        let groups = Arc::new(RaftGroups::default());
+        let (shutdown, stopping) = watch::channel(false);
+        let server = tokio::spawn(server::serve(
+            endpoint.clone(),
+            tls,
+            Arc::clone(&groups),
+            stopping,
+        ));
+        Ok(Self {
+            node_id,
+            endpoint,
+            clients,
+            groups,
+            shutdown,
+            server,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The peer port's address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Opens this node's replica of partition `partition` of `topic`, whose log lives in
+    /// `dir`, and joins it to the partition's Raft group (a new group is formed by
+    /// `Raft::initialize` on one of its members).
+    pub async fn open_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        dir: &Path,
+        log_config: LogConfig,
+    ) -> Result<PartitionReplica, OpenReplicaError> {
+        let raft_error = |reason: String| OpenReplicaError::Raft {
+            topic: topic.to_owned(),
+            partition,
+            reason,
+        };
+        let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
+        let state_machine = PartitionStateMachine::open(dir)?;
+        let config = partition_raft_config()
+            .validate()
+            .map_err(|e| raft_error(e.to_string()))?;
+        let network =
+            PartitionNetwork::new(self.node_id, topic, partition, Arc::clone(&self.clients));
+        let raft = openraft::Raft::new(
+            self.node_id,
+            Arc::new(config),
+            network,
+            PartitionLogStore::new(Arc::clone(&log)),
+            state_machine,
+        )
+        .await
+        .map_err(|e| raft_error(e.to_string()))?;
+        let heard = Arc::new(Heard::new());
+        tokio::spawn(election::run(raft.clone(), Arc::clone(&heard)));
+        let group = Group {
+            raft: raft.clone(),
+            heard,
+        };
+        self.groups.insert(topic, partition, group);
+        Ok(PartitionReplica { raft, log })
+    }
+
+    /// Stops every replica's Raft, then the peer port.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for raft in self.groups.drain() {
+            if let Err(error) = raft.shutdown().await {
+                tracing::warn!(%error, "a partition's raft did not stop cleanly");
+            }
+        }
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"sidecar shutting down");
+        let _ = self.server.await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+impl std::fmt::Debug for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerNode")
+            .field("node_id", &self.node_id)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
