@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
-use sidestream_log::{FileStorage, Log, LogConfig, OpenError};
+use sidestream_log::{FileStorage, Log, LogConfig, Offset, OpenError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -75,8 +75,12 @@ pub enum OpenReplicaError {
 pub struct PartitionReplica {
     /// The partition's Raft.
     pub raft: openraft::Raft<PartitionRaft>,
-    /// The partition's log (the Raft log): read it for committed data.
+    /// The partition's log (the Raft log): read committed data from it, below the high
+    /// watermark.
     pub log: Arc<Log>,
+    /// The high watermark: the offset after the last committed data batch, as this replica
+    /// has applied it.
+    pub high_watermark: watch::Receiver<Offset>,
 }
 
 impl std::fmt::Debug for PartitionReplica {
@@ -157,6 +161,7 @@ impl PeerNode {
         };
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
         let state_machine = PartitionStateMachine::open(dir)?;
+        let high_watermark = state_machine.watch_high_watermark();
         let config = partition_raft_config()
             .validate()
             .map_err(|e| raft_error(e.to_string()))?;
@@ -178,7 +183,11 @@ impl PeerNode {
             heard,
         };
         self.groups.insert(topic, partition, group);
-        Ok(PartitionReplica { raft, log })
+        Ok(PartitionReplica {
+            raft,
+            log,
+            high_watermark,
+        })
     }
 
     /// Stops every replica's Raft, then the peer port.

@@ -24,6 +24,7 @@ struct Member {
 
 struct Cluster {
     dir: TempDir,
+    tls: PeerTls,
     members: BTreeMap<NodeId, Member>,
 }
 
@@ -33,21 +34,65 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certificates = DevCertificates::ensure(dir.path(), &[]).unwrap();
         let tls = PeerTls::from_dev(&certificates).unwrap();
-        let mut members = BTreeMap::new();
+        let mut cluster = Self {
+            dir,
+            tls,
+            members: BTreeMap::new(),
+        };
         let mut nodes = BTreeMap::new();
         for id in 1..=3 {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let node = PeerNode::start(id, addr, tls.clone(), &QuicTuning::default()).unwrap();
-            let log_dir = dir.path().join(format!("node-{id}"));
-            let replica = node
-                .open_partition(TOPIC, 0, &log_dir, LogConfig::default())
-                .await
-                .unwrap();
-            nodes.insert(id, BasicNode::new(node.local_addr().unwrap()));
-            members.insert(id, Member { node, replica });
+            let member = cluster
+                .open(id, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await;
+            nodes.insert(id, BasicNode::new(member.node.local_addr().unwrap()));
+            cluster.members.insert(id, member);
         }
-        members[&1].replica.raft.initialize(nodes).await.unwrap();
-        Self { dir, members }
+        cluster.members[&1]
+            .replica
+            .raft
+            .initialize(nodes)
+            .await
+            .unwrap();
+        cluster
+    }
+
+    /// Starts node `id` on `addr` with its replica of the partition, from whatever its
+    /// directory holds.
+    async fn open(&self, id: NodeId, addr: SocketAddr) -> Member {
+        let node = PeerNode::start(id, addr, self.tls.clone(), &QuicTuning::default()).unwrap();
+        let log_dir = self.dir.path().join(format!("node-{id}"));
+        let replica = node
+            .open_partition(TOPIC, 0, &log_dir, LogConfig::default())
+            .await
+            .unwrap();
+        Member { node, replica }
+    }
+
+    /// Stops node `id`; returns its peer address.
+    async fn stop(&mut self, id: NodeId) -> SocketAddr {
+        let member = self.members.remove(&id).unwrap();
+        let addr = member.node.local_addr().unwrap();
+        member.node.shutdown().await;
+        addr
+    }
+
+    /// Waits until every member's high watermark is `offset`.
+    async fn wait_high_watermark(&self, offset: u64) {
+        for (id, member) in &self.members {
+            let mut watermark = member.replica.high_watermark.clone();
+            let reached = tokio::time::timeout(
+                Duration::from_secs(10),
+                watermark.wait_for(|&hwm| hwm >= offset),
+            )
+            .await
+            .map(|found| found.map(|hwm| *hwm));
+            assert!(
+                reached.is_ok(),
+                "node {id}: high watermark {} never reached {offset}",
+                *watermark.borrow()
+            );
+            assert_eq!(*watermark.borrow(), offset, "node {id}");
+        }
     }
 
     /// The leader all live members agree on, waiting up to `within` for one.
@@ -184,6 +229,7 @@ async fn followers_hold_the_leaders_batches_at_the_same_offsets_and_survive_its_
     let offsets = cluster.publish(leader, 0, 40).await;
     assert_eq!(offsets, (0..40).map(|i| i * 2).collect::<Vec<u64>>());
     cluster.wait_applied(leader).await;
+    cluster.wait_high_watermark(80).await;
     let data = cluster.assert_identical_data();
     assert_eq!(data.len(), 40);
     for (i, batch) in data.iter().enumerate() {
@@ -194,9 +240,8 @@ async fn followers_hold_the_leaders_batches_at_the_same_offsets_and_survive_its_
     }
 
     // The leader goes away: the other two elect a new one, which continues the offsets.
-    let old = cluster.members.remove(&leader).unwrap();
     let stopping = Instant::now();
-    old.node.shutdown().await;
+    cluster.stop(leader).await;
     let new_leader = cluster.leader(Duration::from_secs(10)).await;
     // Not asserted (timing is for benchmarks); shown with --nocapture.
     eprintln!("new leader {new_leader} after {:?}", stopping.elapsed());
@@ -204,7 +249,41 @@ async fn followers_hold_the_leaders_batches_at_the_same_offsets_and_survive_its_
     let more = cluster.publish(new_leader, 40, 10).await;
     assert_eq!(more, (40..50).map(|i| i * 2).collect::<Vec<u64>>());
     cluster.wait_applied(new_leader).await;
+    cluster.wait_high_watermark(100).await;
     assert_eq!(cluster.assert_identical_data().len(), 50);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_catches_up_from_its_own_log() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    cluster.publish(leader, 0, 20).await;
+    cluster.wait_applied(leader).await;
+
+    // One follower stops; the other two keep committing without it.
+    let follower = *cluster.members.keys().find(|&&id| id != leader).unwrap();
+    let addr = cluster.stop(follower).await;
+    let offsets = cluster.publish(leader, 20, 30).await;
+    assert_eq!(offsets.last(), Some(&98));
+    cluster.wait_high_watermark(100).await;
+
+    // It comes back on the same address with what it had on disk, and catches up.
+    let member = cluster.open(follower, addr).await;
+    assert!(
+        *member.replica.high_watermark.borrow() <= 40,
+        "a restarted replica starts from its own state"
+    );
+    cluster.members.insert(follower, member);
+    cluster.wait_applied(leader).await;
+    cluster.wait_high_watermark(100).await;
+    let data = cluster.assert_identical_data();
+    assert_eq!(data.len(), 50);
+
+    // Its committed data reads back below its high watermark, batch by batch.
+    let restarted = &cluster.members[&follower].replica;
+    let fetched = restarted.log.read_committed(0, usize::MAX, 100).unwrap();
+    assert_eq!(fetched.batches, data);
     cluster.shutdown().await;
 }
 
@@ -232,7 +311,7 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
 
     let cluster = Cluster::start().await;
     let target = cluster.members[&1].node.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let tuning = QuicTuning::default();
 
@@ -280,7 +359,7 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
     assert!(refused.to_string().contains("not a sidecar"), "{refused:?}");
 
     // A sidecar of another cluster (another CA): the handshake fails.
-    let other = DevCertificates::ensure(dir.path(), &[]).unwrap();
+    let other = DevCertificates::ensure(other_dir.path(), &[]).unwrap();
     let stranger_tls = PeerTls::from_dev(&other).unwrap();
     let stranger = PeerClients::new(
         stranger_tls.bind(loopback, &tuning).unwrap(),

@@ -16,6 +16,7 @@ use openraft::{
 };
 use sidestream_log::batch::DecodeError;
 use sidestream_log::{BatchHeader, Offset};
+use tokio::sync::watch;
 
 use super::log_store::storage_error;
 use super::snapshot::{LoadSnapshotError, PartitionState, SnapshotStore, StoredSnapshot};
@@ -34,6 +35,7 @@ use super::type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, Partiti
 pub struct PartitionStateMachine {
     state: PartitionState,
     snapshots: Arc<SnapshotStore>,
+    high_watermark: watch::Sender<Offset>,
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
@@ -53,9 +55,26 @@ impl PartitionStateMachine {
             .map(|snapshot| snapshot.state)
             .unwrap_or_default();
         Ok(Self {
+            high_watermark: watch::Sender::new(state.high_watermark),
             state,
             snapshots: Arc::new(snapshots),
         })
+    }
+
+    /// The high watermark as it moves: readers of committed data wait on it. It starts at the
+    /// saved snapshot's and catches up as openraft applies the committed entries after it.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Tells the watchers of the high watermark where it is now.
+    fn publish_high_watermark(&self) {
+        let now = self.state.high_watermark;
+        self.high_watermark.send_if_modified(|watched| {
+            let moved = *watched != now;
+            *watched = now;
+            moved
+        });
     }
 
     /// The state after the last applied entry.
@@ -121,6 +140,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                 .map_err(|e| storage_error(ErrorSubject::Apply(log_id), ErrorVerb::Write, &e))?;
             replies.push(applied);
         }
+        self.publish_high_watermark();
         Ok(replies)
     }
 
@@ -154,6 +174,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         let stored = StoredSnapshot::new(meta.clone(), state.clone());
         save(&self.snapshots, stored, Some(meta)).await?;
         self.state = state;
+        self.publish_high_watermark();
         Ok(())
     }
 
