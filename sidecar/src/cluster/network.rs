@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -121,8 +122,7 @@ impl PeerLink {
             }
         }
         let result: Result<T, RaftError<NodeId, E>> =
-            wire::from_json(&response.result, "peer result")
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            wire::from_json(&response.result, "peer result").map_err(|e| network_error(&e))?;
         result.map_err(|remote| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -142,6 +142,24 @@ impl PeerLink {
     }
 }
 
+/// Most bytes of entries in one append-entries call (one entry alone may be larger, up to the
+/// largest batch a log accepts).
+const APPEND_BUDGET_BYTES: usize = 16 << 20;
+
+/// Asks openraft to send at most `entries` entries per call.
+fn too_large<E: std::error::Error>(entries: usize) -> CallFailed<E> {
+    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
+        u64::try_from(entries.max(1)).unwrap_or(u64::MAX),
+    ))
+}
+
+/// A failure to send a call, which openraft retries at once.
+fn network_error<E: std::error::Error>(
+    error: &(impl std::error::Error + 'static),
+) -> CallFailed<E> {
+    RPCError::Network(NetworkError::new(error))
+}
+
 /// A peer's refusal of a call, as an error for openraft.
 #[derive(Debug, thiserror::Error)]
 #[error("peer refused the call ({code}): {message}")]
@@ -156,14 +174,37 @@ impl RaftNetwork<PartitionRaft> for PeerLink {
         rpc: AppendEntriesRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, CallFailed> {
-        let append =
-            wire::encode_append(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.call(
-            RPCTypes::AppendEntries,
-            peer_request::Body::AppendEntries(append),
-            &option,
-        )
-        .await
+        let entries = rpc.entries.len();
+        let append = wire::encode_append(&rpc).map_err(|e| network_error(&e))?;
+        // Past the budget, ask openraft for fewer entries (it retries with the hint), so that a
+        // lagging follower's catch-up calls fit a frame and the call's deadline.
+        let bytes: usize = append.entries.iter().map(bytes::Bytes::len).sum();
+        if entries > 1 && bytes > APPEND_BUDGET_BYTES {
+            let fit = append
+                .entries
+                .iter()
+                .scan(0, |total, batch| {
+                    *total += batch.len();
+                    Some(*total)
+                })
+                .take_while(|&total| total <= APPEND_BUDGET_BYTES)
+                .count()
+                .max(1);
+            return Err(too_large(fit));
+        }
+        let answer = self
+            .call(
+                RPCTypes::AppendEntries,
+                peer_request::Body::AppendEntries(append),
+                &option,
+            )
+            .await;
+        match answer {
+            // The deadline is one heartbeat interval: a call of many entries that missed it is
+            // retried with half as many, down to one.
+            Err(RPCError::Timeout(_)) if entries > 1 => Err(too_large(entries / 2)),
+            answer => answer,
+        }
     }
 
     async fn install_snapshot(
@@ -171,8 +212,7 @@ impl RaftNetwork<PartitionRaft> for PeerLink {
         rpc: InstallSnapshotRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, CallFailed<InstallSnapshotError>> {
-        let json = wire::to_json(&rpc, "install_snapshot")
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json = wire::to_json(&rpc, "install_snapshot").map_err(|e| network_error(&e))?;
         self.call(
             RPCTypes::InstallSnapshot,
             peer_request::Body::InstallSnapshot(json.into()),
@@ -186,8 +226,7 @@ impl RaftNetwork<PartitionRaft> for PeerLink {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, CallFailed> {
-        let json =
-            wire::to_json(&rpc, "vote").map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json = wire::to_json(&rpc, "vote").map_err(|e| network_error(&e))?;
         self.call(
             RPCTypes::Vote,
             peer_request::Body::Vote(json.into()),

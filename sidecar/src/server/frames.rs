@@ -1,4 +1,5 @@
-//! Reading request frames from, and writing response frames to, QUIC streams.
+//! Reading frames from QUIC streams (requests here, and the peer port's frames), and writing
+//! response frames.
 
 use bytes::{Buf, BytesMut};
 use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};

@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use quinn::{Connection, Endpoint};
 use sidestream_proto::FrameCodec;
 use sidestream_proto::peer::v1::{PeerRequest, PeerResponse};
@@ -14,7 +16,7 @@ use super::PEER_FRAME_LIMIT;
 use crate::server::frames::{ReadFrameError, read_frame};
 
 /// Why a call got no answer from the peer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum CallError {
     /// The peer's address is not `host:port`, or its host does not resolve.
@@ -51,13 +53,12 @@ pub(crate) enum CallError {
         reason: String,
     },
     /// The peer's answer could not be read.
-    #[error("peer {addr}: unreadable answer: {source}")]
+    #[error("peer {addr}: unreadable answer: {reason}")]
     Answer {
         /// The peer.
         addr: SocketAddr,
         /// What is wrong.
-        #[source]
-        source: ReadFrameError,
+        reason: String,
     },
 }
 
@@ -65,11 +66,24 @@ pub(crate) enum CallError {
 ///
 /// Calls to one peer share its connection, each on a stream of its own, so a slow call never
 /// holds up another.
-#[derive(Debug)]
 pub(crate) struct PeerClients {
     endpoint: Endpoint,
     connect_timeout: Duration,
-    peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
+    peers: Mutex<HashMap<String, Connecting>>,
+}
+
+/// A connection to a peer, made or being made by a task of its own: a caller that gives up
+/// (openraft's deadline for a call is a heartbeat interval) does not cut the handshake short,
+/// and the next call finds it done.
+type Connecting = Shared<BoxFuture<'static, Result<Connection, CallError>>>;
+
+impl std::fmt::Debug for PeerClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("PeerClients")
+            .field("peers", &peers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PeerClients {
@@ -124,42 +138,66 @@ impl PeerClients {
                     source,
                 })
             }
-            Err(source) => Err(CallError::Answer {
+            Err(error) => Err(CallError::Answer {
                 addr: remote,
-                source,
+                reason: error.to_string(),
             }),
         }
     }
 
-    /// The open connection to `addr`, connecting first if there is none or it has failed.
+    /// The open connection to `addr`: the one made before if it is still open, the attempt
+    /// in progress if there is one, or a new attempt (after none, a failed one, or a closed
+    /// connection).
     async fn connection(&self, addr: &str) -> Result<Connection, CallError> {
-        let slot = Arc::clone(
-            self.peers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(addr.to_owned())
-                .or_default(),
-        );
-        // One connection attempt per peer at a time; other calls wait for it.
-        let mut slot = slot.lock().await;
-        if let Some(connection) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
-            return Ok(connection.clone());
-        }
-        let (socket_addr, server_name) = resolve(addr).await?;
-        let connect_error = |reason: String| CallError::Connect {
-            addr: socket_addr,
-            reason,
+        let attempt = {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            let usable = peers
+                .get(addr)
+                .filter(|attempt| match attempt.peek() {
+                    None => true,
+                    Some(Ok(connection)) => connection.close_reason().is_none(),
+                    Some(Err(_)) => false,
+                })
+                .cloned();
+            usable.unwrap_or_else(|| {
+                let attempt = self.connect(addr);
+                peers.insert(addr.to_owned(), attempt.clone());
+                attempt
+            })
         };
-        let connecting = self
-            .endpoint
-            .connect(socket_addr, &server_name)
-            .map_err(|e| connect_error(e.to_string()))?;
-        let connection = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| connect_error(format!("no handshake within {:?}", self.connect_timeout)))?
-            .map_err(|e| connect_error(e.to_string()))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        attempt.await
+    }
+
+    /// Starts connecting to `addr` on a task of its own.
+    fn connect(&self, addr: &str) -> Connecting {
+        let endpoint = self.endpoint.clone();
+        let timeout = self.connect_timeout;
+        let target = addr.to_owned();
+        let task = tokio::spawn(async move {
+            let (socket_addr, server_name) = resolve(&target).await?;
+            let connect_error = |reason: String| CallError::Connect {
+                addr: socket_addr,
+                reason,
+            };
+            let connecting = endpoint
+                .connect(socket_addr, &server_name)
+                .map_err(|e| connect_error(e.to_string()))?;
+            tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| connect_error(format!("no handshake within {timeout:?}")))?
+                .map_err(|e| connect_error(e.to_string()))
+        });
+        let addr = addr.to_owned();
+        async move {
+            task.await.unwrap_or_else(|error| {
+                Err(CallError::Address {
+                    addr,
+                    reason: format!("the connecting task failed: {error}"),
+                })
+            })
+        }
+        .boxed()
+        .shared()
     }
 }
 

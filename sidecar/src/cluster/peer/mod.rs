@@ -32,10 +32,13 @@ pub(crate) struct Group {
     pub(crate) raft: openraft::Raft<PartitionRaft>,
     /// When the replica last heard from its group (see [`super::election`]).
     pub(crate) heard: std::sync::Arc<Heard>,
+    /// The replica's election timer, stopped when the group is taken out.
+    pub(crate) election: tokio::task::AbortHandle,
 }
 
-/// The largest peer frame: a full append-entries call (openraft sends at most 300 entries per
-/// call by default, each a batch of up to the broker's batch limit) fits, with room.
+/// The largest peer frame. An append-entries call carries at most 16 MiB of entries
+/// (`APPEND_BUDGET_BYTES` in `network.rs`; openraft is asked for fewer past it), or one entry
+/// alone, which is at most the log's batch limit (8 MiB by default); the rest is room.
 pub(crate) const PEER_FRAME_LIMIT: u32 = 256 << 20;
 
 /// The Raft groups this sidecar holds a replica of, by (topic, partition): where peer calls
@@ -53,13 +56,27 @@ impl std::fmt::Debug for RaftGroups {
 }
 
 impl RaftGroups {
-    /// Delivers peer calls for partition `partition` of `topic` to `group` from now on
-    /// (replacing any earlier replica of it).
-    pub(crate) fn insert(&self, topic: &str, partition: u32, group: Group) {
+    /// Delivers peer calls for partition `partition` of `topic` to `group` from now on.
+    ///
+    /// Refuses (giving `group` back) when the partition already has a group here: two Rafts
+    /// must never share one replica's log.
+    pub(crate) fn insert(&self, topic: &str, partition: u32, group: Group) -> Result<(), Group> {
+        let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+        match groups.entry((topic.to_owned(), partition)) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(group),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(group);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the partition has a group here.
+    pub(crate) fn contains(&self, topic: &str, partition: u32) -> bool {
         self.groups
-            .write()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((topic.to_owned(), partition), group);
+            .contains_key(&(topic.to_owned(), partition))
     }
 
     /// Stops delivering calls for the partition; returns its Raft, if it was held.
@@ -68,7 +85,10 @@ impl RaftGroups {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(topic.to_owned(), partition))
-            .map(|group| group.raft)
+            .map(|group| {
+                group.election.abort();
+                group.raft
+            })
     }
 
     /// Takes every group out, to stop them.
@@ -77,7 +97,10 @@ impl RaftGroups {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
-            .map(|(_, group)| group.raft)
+            .map(|(_, group)| {
+                group.election.abort();
+                group.raft
+            })
             .collect()
     }
 

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use openraft::error::{Fatal, RaftError};
 use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 use sidestream_proto::FrameCodec;
-use sidestream_proto::peer::v1::{PeerErrorCode, PeerRequest, PeerResponse, peer_request};
+use sidestream_proto::peer::v1::{
+    PeerErrorCode, PeerRequest, PeerResponse, RaftGroup, peer_request,
+};
 use tokio::sync::watch;
 
 use super::wire::{self, WireError};
@@ -132,7 +135,7 @@ pub(crate) async fn answer(groups: &RaftGroups, request: PeerRequest) -> PeerRes
 
 async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerResponse, WireError> {
     let group = request.group.ok_or(WireError::NoGroup)?;
-    let Some(super::Group { raft, heard }) = groups.get(&group.topic, group.partition) else {
+    let Some(super::Group { raft, heard, .. }) = groups.get(&group.topic, group.partition) else {
         return Ok(wire::refused(
             PeerErrorCode::UnknownGroup,
             format!(
@@ -151,6 +154,9 @@ async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerRes
         Some(peer_request::Body::Vote(json)) => {
             let rpc: VoteRequest<NodeId> = wire::from_json(&json, "vote")?;
             let result = raft.vote(rpc).await;
+            if let Err(RaftError::Fatal(fatal)) = &result {
+                return Ok(unavailable(&group, fatal));
+            }
             if result.as_ref().is_ok_and(|vote| vote.vote_granted) {
                 heard.now();
             }
@@ -159,6 +165,9 @@ async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerRes
         Some(peer_request::Body::AppendEntries(append)) => {
             let rpc = wire::decode_append(append)?;
             let result = raft.append_entries(rpc).await;
+            if let Err(RaftError::Fatal(fatal)) = &result {
+                return Ok(unavailable(&group, fatal));
+            }
             // A leader of a current term reached this replica (a higher vote means the caller
             // is a stale leader, which is no reason to wait).
             if result
@@ -172,10 +181,28 @@ async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerRes
         Some(peer_request::Body::InstallSnapshot(json)) => {
             let rpc: InstallSnapshotRequest<PartitionRaft> =
                 wire::from_json(&json, "install_snapshot")?;
-            wire::to_json(&raft.install_snapshot(rpc).await, "install_snapshot result")?
+            let result = raft.install_snapshot(rpc).await;
+            if let Err(RaftError::Fatal(fatal)) = &result {
+                return Ok(unavailable(&group, fatal));
+            }
+            if result.is_ok() {
+                heard.now();
+            }
+            wire::to_json(&result, "install_snapshot result")?
         }
     };
     Ok(wire::answered(result))
+}
+
+/// The answer of a group whose Raft has stopped (shut down, or failed on storage).
+fn unavailable(group: &RaftGroup, fatal: &Fatal<NodeId>) -> PeerResponse {
+    wire::refused(
+        PeerErrorCode::Unavailable,
+        format!(
+            "partition {} of topic {:?} on this sidecar has stopped: {fatal}",
+            group.partition, group.topic
+        ),
+    )
 }
 
 /// The QUIC application error code a connection from a non-sidecar is closed with.

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use openraft::raft::AppendEntriesRequest;
 use openraft::{LogId, Vote};
 use serde::{Deserialize, Serialize};
+use sidestream_log::batch::validate;
 use sidestream_proto::peer::v1::{AppendEntries, PeerErrorCode, PeerResponse, RaftGroup};
 
 use crate::cluster::entry_codec::{self, DecodeEntryError, EncodeEntryError};
@@ -45,6 +46,9 @@ pub(crate) enum WireError {
     /// An entry could not be turned into a batch.
     #[error(transparent)]
     Encode(#[from] EncodeEntryError),
+    /// The previous log id is the last index there can be.
+    #[error("append_entries: prev_log_id has the largest Raft index; no entry can follow it")]
+    IndexOverflow,
     /// A request without a group.
     #[error("the request names no Raft group")]
     NoGroup,
@@ -93,9 +97,19 @@ pub(crate) fn decode_append(
     message: AppendEntries,
 ) -> Result<AppendEntriesRequest<PartitionRaft>, WireError> {
     let header: AppendHeader = from_json(&message.request, "append_entries.request")?;
-    let first = header.prev_log_id.map_or(0, |id| id.index + 1);
+    let first = match header.prev_log_id {
+        None => 0,
+        Some(prev) => prev.index.checked_add(1).ok_or(WireError::IndexOverflow)?,
+    };
     let mut entries = Vec::with_capacity(message.entries.len());
     for (expected, (position, batch)) in (first..).zip(message.entries.into_iter().enumerate()) {
+        // The whole batch, CRC and records, not only its header: a batch the follower's log
+        // would refuse must be refused here, as a bad call, and not reach the log store, where
+        // a failed append is a storage error that stops the replica's Raft.
+        validate(&batch).map_err(|source| WireError::Entry {
+            position,
+            source: DecodeEntryError::Batch(source),
+        })?;
         let entry =
             entry_codec::decode(batch).map_err(|source| WireError::Entry { position, source })?;
         if entry.log_id.index != expected {
@@ -143,5 +157,100 @@ pub(crate) fn refused(code: PeerErrorCode, message: impl Into<String>) -> PeerRe
         code: code.into(),
         message: message.into(),
         result: Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use sidestream_log::RecordBatch;
+
+    use super::*;
+    use crate::cluster::type_config::{PartitionEntry, PartitionWrite};
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 0), index)
+    }
+
+    /// A data entry at `index` whose batch the leader's log stamped at offset `2 * index`.
+    fn data(index: u64) -> PartitionEntry {
+        let batch = RecordBatch::from_records([(None, Some(Bytes::from("a")), 0), (None, None, 0)]);
+        let mut bytes = batch.encode().unwrap();
+        let raft = sidestream_log::RaftLogId { term: 1, index };
+        sidestream_log::BatchHeader::stamp(&mut bytes, 2 * index, raft);
+        PartitionEntry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(PartitionWrite(Bytes::from(bytes))),
+        }
+    }
+
+    fn request(
+        prev: Option<u64>,
+        entries: Vec<PartitionEntry>,
+    ) -> AppendEntriesRequest<PartitionRaft> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: prev.map(log_id),
+            leader_commit: prev.map(log_id),
+            entries,
+        }
+    }
+
+    #[test]
+    fn append_calls_round_trip_with_blank_and_data_entries() {
+        let blank = PartitionEntry {
+            log_id: log_id(4),
+            payload: EntryPayload::Blank,
+        };
+        let rpc = request(Some(3), vec![blank, data(5), data(6)]);
+        let decoded = decode_append(encode_append(&rpc).unwrap()).unwrap();
+        assert_eq!(decoded.vote, rpc.vote);
+        assert_eq!(decoded.prev_log_id, rpc.prev_log_id);
+        assert_eq!(decoded.leader_commit, rpc.leader_commit);
+        assert_eq!(decoded.entries, rpc.entries);
+    }
+
+    #[test]
+    fn bad_append_calls_are_named() {
+        // Entries that skip an index.
+        let message = encode_append(&request(Some(3), vec![data(4), data(6)])).unwrap();
+        let error = decode_append(message).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "entry 1 of append_entries has Raft index 6, expected 5"
+        );
+
+        // A batch whose records do not match its CRC.
+        let mut message = encode_append(&request(None, vec![data(0)])).unwrap();
+        let mut corrupt = message.entries[0].to_vec();
+        *corrupt.last_mut().unwrap() ^= 0xff;
+        message.entries[0] = Bytes::from(corrupt);
+        let error = decode_append(message).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("entry 0 of append_entries: bad record batch"),
+            "{error}"
+        );
+
+        // Not JSON, and a previous index nothing can follow.
+        let garbage = AppendEntries {
+            request: Bytes::from_static(b"{"),
+            entries: Vec::new(),
+        };
+        assert!(
+            decode_append(garbage)
+                .unwrap_err()
+                .to_string()
+                .starts_with("bad JSON in append_entries.request")
+        );
+        let mut last = encode_append(&request(Some(0), Vec::new())).unwrap();
+        let header = AppendHeader {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(u64::MAX)),
+            leader_commit: None,
+        };
+        last.request = serde_json::to_vec(&header).unwrap().into();
+        assert!(matches!(decode_append(last), Err(WireError::IndexOverflow)));
     }
 }
