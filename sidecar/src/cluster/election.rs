@@ -11,8 +11,11 @@
 //! votes, terms and logs remain openraft's.
 //!
 //! A replica has heard from its group when a leader's append-entries call (a heartbeat or
-//! entries) reached it or when it granted a vote; it stands once it has heard nothing for a
-//! random time in [`ELECTION_TIMEOUT`], then draws a new time before it may stand again.
+//! entries) or snapshot call reached it, or when it granted a vote; it stands once it has heard
+//! nothing for a random time in [`ELECTION_TIMEOUT`], then draws a new time before it may stand
+//! again. (openraft's own timer also waits longer after seeing a longer log than its own; this
+//! one does not: a replica with a shorter log may stand first, is refused, and the others'
+//! fresh random timeouts settle it.)
 
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
