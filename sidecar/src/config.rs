@@ -7,6 +7,7 @@ use std::time::Duration;
 use sidestream::transport::QuicTuning;
 use sidestream_proto::DEFAULT_MAX_FRAME_SIZE;
 
+use crate::cluster::ClusterConfig;
 use crate::topics::{LogSettings, TopicDefaults};
 
 /// The default client port (QUIC, UDP).
@@ -59,6 +60,8 @@ pub struct SidecarConfig {
     pub max_frame_size: u32,
     /// QUIC transport settings.
     pub quic: QuicTuning,
+    /// Cluster membership; `None` runs the sidecar alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl SidecarConfig {
@@ -79,6 +82,7 @@ impl SidecarConfig {
             retention_interval: Duration::from_secs(60),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             quic: QuicTuning::default(),
+            cluster: None,
         }
     }
 }

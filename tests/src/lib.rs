@@ -60,6 +60,7 @@ pub fn cli(sidecar: &SidecarProcess) -> Command {
 pub struct SidecarProcess {
     child: Option<Child>,
     addr: SocketAddr,
+    peer_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     extra_args: Vec<String>,
     stderr: Option<thread::JoinHandle<String>>,
@@ -95,26 +96,37 @@ impl SidecarProcess {
         });
         let (ready_tx, ready) = mpsc::channel();
         thread::spawn(move || {
+            let mut peer = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("sidestream sidecar peer port on ") {
+                    peer = Some(addr.trim().to_owned());
+                }
                 if let Some(addr) = line.strip_prefix("sidestream sidecar listening on ") {
-                    let _ = ready_tx.send(addr.trim().to_owned());
+                    let _ = ready_tx.send((addr.trim().to_owned(), peer.take()));
                 }
             }
         });
         let mut process = Self {
             child: Some(child),
             addr,
+            peer_addr: None,
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             stderr: Some(stderr),
         };
-        let Ok(bound) = ready.recv_timeout(START_TIMEOUT) else {
+        let Ok((bound, peer)) = ready.recv_timeout(START_TIMEOUT) else {
             let log = process.kill_and_collect();
             panic!("the sidecar did not become ready within {START_TIMEOUT:?}; its log:\n{log}");
         };
         process.addr = bound.parse().expect("the ready line names an address");
+        process.peer_addr = peer.map(|peer| peer.parse().expect("the peer line names an address"));
         process
+    }
+
+    /// The peer address, for a sidecar started as a cluster member.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// The client address.

@@ -289,21 +289,28 @@ fn committed_offset() -> impl Strategy<Value = CommittedOffset> {
 }
 
 fn metadata_result() -> impl Strategy<Value = MetadataResult> {
-    let node = (any::<u64>(), any::<String>(), any::<String>()).prop_map(
-        |(id, client_address, peer_address)| Node {
+    let node = (
+        any::<u64>(),
+        any::<String>(),
+        any::<String>(),
+        any::<bool>(),
+    )
+        .prop_map(|(id, client_address, peer_address, voter)| Node {
             id,
             client_address,
             peer_address,
-        },
-    );
+            voter,
+        });
     (
         any::<u64>(),
         vec(node, 0..4),
         vec(topic_description(), 0..3),
+        any::<u64>(),
     )
-        .prop_map(|(node_id, nodes, topics)| MetadataResult {
+        .prop_map(|(node_id, nodes, topics, metadata_leader)| MetadataResult {
             node_id,
             nodes,
             topics,
+            metadata_leader,
         })
 }

@@ -5,6 +5,7 @@
 //! (2 for a wrong flag, 1 for everything else).
 
 mod bench;
+mod cluster;
 mod connect;
 mod consume;
 mod demo;
@@ -39,6 +40,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the shop example end to end: a local sidecar, the order and payment services.
     Demo(demo::DemoArgs),
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs the `sidestream` command line and returns its exit code.
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
         }
     });
     match result {

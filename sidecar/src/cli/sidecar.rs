@@ -8,6 +8,7 @@ use clap::Args;
 use sidestream::transport::default_data_dir;
 use sidestream_log::FsyncPolicy;
 
+use crate::cluster::ClusterConfig;
 use crate::config::{SidecarConfig, TlsSource};
 
 /// Flags of `sidestream sidecar`.
@@ -45,6 +46,16 @@ pub(super) struct SidecarArgs {
     /// fsync policy of a topic created without one: always, `interval:<ms>` or never.
     #[arg(long, default_value = "always")]
     default_fsync: FsyncPolicy,
+    /// Peer QUIC address: with it the sidecar is a member of a cluster (the first one started
+    /// without --seed forms it) [default: alone, no peer port]
+    #[arg(long, env = "SIDESTREAM_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// Peer address other sidecars are told to use [default: the peer listen address].
+    #[arg(long, env = "SIDESTREAM_PEER_ADVERTISE", requires = "peer_listen")]
+    peer_advertise: Option<String>,
+    /// Peer address (`host:port`) of a member to join the cluster through; repeat for more.
+    #[arg(long = "seed", requires = "peer_listen")]
+    seeds: Vec<String>,
 }
 
 impl SidecarArgs {
@@ -67,6 +78,11 @@ impl SidecarArgs {
         };
         config.topic_defaults.partitions = self.default_partitions;
         config.topic_defaults.fsync = self.default_fsync;
+        config.cluster = self.peer_listen.map(|peer_listen| ClusterConfig {
+            peer_listen,
+            peer_advertise: self.peer_advertise,
+            seeds: self.seeds,
+        });
         Ok(config)
     }
 }
@@ -74,12 +90,16 @@ impl SidecarArgs {
 pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let sidecar = crate::RunningSidecar::start(config).await?;
-    // One line on stdout, for scripts and tests that start the sidecar on port 0.
+    // Lines on stdout, for scripts and tests that start the sidecar on port 0: the peer
+    // address first (cluster members only), then the client address, which says it is ready.
     #[expect(
         clippy::print_stdout,
-        reason = "the ready line is the command's output"
+        reason = "the ready lines are the command's output"
     )]
     {
+        if let Some(peer) = sidecar.peer_address() {
+            println!("sidestream sidecar peer port on {peer}");
+        }
         println!("sidestream sidecar listening on {}", sidecar.local_addr());
     }
     shutdown_signal().await;

@@ -42,6 +42,9 @@
 mod election;
 mod entry_codec;
 mod log_store;
+mod member;
+mod membership;
+mod metadata;
 mod network;
 pub(crate) mod peer;
 mod replica;
@@ -51,6 +54,9 @@ mod type_config;
 
 pub use election::ELECTION_TIMEOUT;
 pub use log_store::PartitionLogStore;
+pub use member::{ClusterConfig, ClusterError, ClusterMember};
+pub use membership::JoinAccepted;
+pub use metadata::{ClusterState, MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeInfo};
 pub use network::{PartitionNetwork, PeerLink};
 pub use peer::RaftGroups;
 pub use replica::{

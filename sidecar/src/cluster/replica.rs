@@ -103,7 +103,7 @@ pub struct PeerNode {
     clients: Arc<PeerClients>,
     groups: Arc<RaftGroups>,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    server: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PeerNode {
@@ -122,6 +122,7 @@ impl PeerNode {
             endpoint.clone(),
             tls,
             Arc::clone(&groups),
+            Arc::clone(&clients),
             stopping,
         ));
         Ok(Self {
@@ -130,13 +131,23 @@ impl PeerNode {
             clients,
             groups,
             shutdown,
-            server,
+            server: std::sync::Mutex::new(Some(server)),
         })
     }
 
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The Raft groups this node holds.
+    pub(crate) fn groups(&self) -> Arc<RaftGroups> {
+        Arc::clone(&self.groups)
+    }
+
+    /// This node's clients of its peers.
+    pub(crate) fn clients(&self) -> Arc<PeerClients> {
+        Arc::clone(&self.clients)
     }
 
     /// The peer port's address.
@@ -203,8 +214,8 @@ impl PeerNode {
         })
     }
 
-    /// Stops every replica's Raft, then the peer port.
-    pub async fn shutdown(self) {
+    /// Stops every replica's Raft, then the peer port. Later calls do nothing more.
+    pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
         for raft in self.groups.drain() {
             if let Err(error) = raft.shutdown().await {
@@ -213,7 +224,14 @@ impl PeerNode {
         }
         self.endpoint
             .close(quinn::VarInt::from_u32(0), b"sidecar shutting down");
-        let _ = self.server.await;
+        let server = self
+            .server
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }

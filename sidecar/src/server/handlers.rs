@@ -169,14 +169,36 @@ pub(super) fn metadata(shared: &Shared) -> response::Body {
         .iter()
         .map(|topic| describe(shared, topic))
         .collect();
+    let Some(cluster) = &shared.cluster else {
+        return response::Body::Metadata(v1::MetadataResult {
+            node_id: shared.config.node_id,
+            nodes: vec![v1::Node {
+                id: shared.config.node_id,
+                client_address: shared.advertised.clone(),
+                peer_address: String::new(),
+                voter: false,
+            }],
+            topics,
+            metadata_leader: 0,
+        });
+    };
+    let state = cluster.state();
+    let voters = cluster.voters();
+    let nodes = state
+        .nodes
+        .iter()
+        .map(|(&id, node)| v1::Node {
+            id,
+            client_address: node.client_address.clone(),
+            peer_address: node.peer_address.clone(),
+            voter: voters.contains(&id),
+        })
+        .collect();
     response::Body::Metadata(v1::MetadataResult {
         node_id: shared.config.node_id,
-        nodes: vec![v1::Node {
-            id: shared.config.node_id,
-            client_address: shared.advertised.clone(),
-            peer_address: String::new(),
-        }],
+        nodes,
         topics,
+        metadata_leader: cluster.metadata_leader().unwrap_or(0),
     })
 }
 

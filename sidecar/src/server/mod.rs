@@ -28,9 +28,10 @@ use sidestream_proto::{DEFAULT_MAX_FRAME_SIZE, FrameCodec, Request, Response};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::cluster::{ClusterError, ClusterMember};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
-use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, ServerTls};
+use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
 use crate::topics::{Topics, TopicsError};
 use frames::{quic_code, read_error_code, read_frame, write_response};
 
@@ -60,6 +61,9 @@ pub enum SidecarError {
     /// The group offsets cannot be opened.
     #[error(transparent)]
     Groups(#[from] OpenGroupsError),
+    /// The sidecar could not take its place in its cluster.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The server task failed.
     #[error("sidecar task: {0}")]
     Task(String),
@@ -72,6 +76,8 @@ struct Shared {
     advertised: String,
     topics: Arc<Topics>,
     groups: Arc<Groups>,
+    /// This sidecar's membership of its cluster; `None` when it runs alone.
+    cluster: Option<Arc<ClusterMember>>,
     shutdown: watch::Receiver<bool>,
     requests: FrameCodec<Request>,
     responses: FrameCodec<Response>,
@@ -83,6 +89,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct RunningSidecar {
     local_addr: SocketAddr,
+    peer_address: Option<String>,
     tls_dir: PathBuf,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -131,13 +138,41 @@ impl RunningSidecar {
                 source,
             })
         })?;
+        let advertised = config
+            .advertised_address
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                let peer_tls = match &config.tls {
+                    TlsSource::Dev { .. } => {
+                        PeerTls::from_dev(&DevCertificates::in_data_dir(&data_dir))?
+                    }
+                    TlsSource::Files { ca, cert, key } => PeerTls::from_paths(ca, cert, key)?,
+                };
+                let member = ClusterMember::start(
+                    config.node_id,
+                    cluster,
+                    peer_tls,
+                    &config.quic,
+                    &data_dir,
+                    advertised.clone(),
+                )
+                .await?;
+                tracing::info!(
+                    node = config.node_id,
+                    peer_address = member.peer_address(),
+                    "peer port listening"
+                );
+                Some(Arc::new(member))
+            }
+            None => None,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_gone) = mpsc::channel(1);
         let shared = Arc::new(Shared {
-            advertised: config
-                .advertised_address
-                .clone()
-                .unwrap_or_else(|| local_addr.to_string()),
+            advertised,
+            cluster,
             requests: FrameCodec::new(config.max_frame_size),
             responses: FrameCodec::new(DEFAULT_MAX_FRAME_SIZE),
             config,
@@ -147,13 +182,23 @@ impl RunningSidecar {
             alive,
         });
         tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
+        let peer_address = shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.peer_address().to_owned());
         let task = tokio::spawn(serve(shared, endpoint, all_gone));
         Ok(Self {
             local_addr,
+            peer_address,
             tls_dir,
             shutdown,
             task,
         })
+    }
+
+    /// The peer address other sidecars are told, when the sidecar is a cluster member.
+    pub fn peer_address(&self) -> Option<&str> {
+        self.peer_address.as_deref()
     }
 
     /// The bound client address.
@@ -207,6 +252,7 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
     let grace = shared.config.shutdown_grace;
     let topics = Arc::clone(&shared.topics);
     let groups = Arc::clone(&shared.groups);
+    let cluster = shared.cluster.clone();
     // `shared` holds an `alive` sender too: drop it, then wait until every task has.
     drop(shared);
     if tokio::time::timeout(grace, all_gone.recv()).await.is_err() {
@@ -217,6 +263,9 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
     }
     endpoint.close(quic_code(ErrorCode::Ok), b"sidecar shutting down");
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     let _ = tokio::task::spawn_blocking(move || {
         topics.sync_all();
         groups.sync();

@@ -46,6 +46,9 @@ pub(crate) const PEER_FRAME_LIMIT: u32 = 256 << 20;
 #[derive(Default)]
 pub struct RaftGroups {
     groups: RwLock<HashMap<(String, u32), Group>>,
+    /// Held while a join changes the metadata group's membership: one change at a time, each
+    /// deciding from the membership the previous one left.
+    pub(crate) membership_changes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for RaftGroups {

@@ -14,7 +14,8 @@ use sidestream_proto::peer::v1::{
 use tokio::sync::watch;
 
 use super::wire::{self, WireError};
-use super::{PEER_FRAME_LIMIT, RaftGroups};
+use super::{PEER_FRAME_LIMIT, PeerClients, RaftGroups};
+use crate::cluster::membership;
 use crate::cluster::type_config::{NodeId, PartitionRaft};
 use crate::server::frames::read_frame;
 use crate::tls::{ClientIdentity, PeerTls};
@@ -24,6 +25,7 @@ pub(crate) async fn serve(
     endpoint: Endpoint,
     tls: PeerTls,
     groups: Arc<RaftGroups>,
+    clients: Arc<PeerClients>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let tls = Arc::new(tls);
@@ -35,7 +37,10 @@ pub(crate) async fn serve(
                     tokio::spawn(connection(
                         incoming,
                         Arc::clone(&tls),
-                        Arc::clone(&groups),
+                        Peers {
+                            groups: Arc::clone(&groups),
+                            clients: Arc::clone(&clients),
+                        },
                         connections_shutdown.clone(),
                     ));
                 }
@@ -46,10 +51,17 @@ pub(crate) async fn serve(
     }
 }
 
+/// What a call may reach: this sidecar's Raft groups, and its clients to pass a call on.
+#[derive(Clone)]
+struct Peers {
+    groups: Arc<RaftGroups>,
+    clients: Arc<PeerClients>,
+}
+
 async fn connection(
     incoming: Incoming,
     tls: Arc<PeerTls>,
-    groups: Arc<RaftGroups>,
+    peers: Peers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let remote = incoming.remote_address();
@@ -78,19 +90,15 @@ async fn connection(
             return;
         }
     }
-    calls(&connection, &groups, &mut shutdown).await;
+    calls(&connection, &peers, &mut shutdown).await;
 }
 
-async fn calls(
-    connection: &Connection,
-    groups: &Arc<RaftGroups>,
-    shutdown: &mut watch::Receiver<bool>,
-) {
+async fn calls(connection: &Connection, peers: &Peers, shutdown: &mut watch::Receiver<bool>) {
     loop {
         tokio::select! {
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    tokio::spawn(call(Arc::clone(groups), send, recv));
+                    tokio::spawn(call(peers.clone(), send, recv));
                 }
                 Err(_) => return,
             },
@@ -100,11 +108,11 @@ async fn calls(
 }
 
 /// Answers the one call on a stream.
-async fn call(groups: Arc<RaftGroups>, mut send: SendStream, mut recv: RecvStream) {
+async fn call(peers: Peers, mut send: SendStream, mut recv: RecvStream) {
     let codec = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT);
     let mut buf = BytesMut::new();
     let response = match read_frame(&mut recv, &codec, &mut buf).await {
-        Ok(Some(request)) => answer(&groups, request).await,
+        Ok(Some(request)) => answer(&peers, request).await,
         Ok(None) => wire::refused(
             PeerErrorCode::Malformed,
             "the stream ended before a request frame",
@@ -123,8 +131,8 @@ async fn call(groups: Arc<RaftGroups>, mut send: SendStream, mut recv: RecvStrea
 }
 
 /// What a Raft group of this sidecar answers to `request`.
-pub(crate) async fn answer(groups: &RaftGroups, request: PeerRequest) -> PeerResponse {
-    match try_answer(groups, request).await {
+async fn answer(peers: &Peers, request: PeerRequest) -> PeerResponse {
+    match try_answer(peers, request).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "malformed peer call");
@@ -133,9 +141,32 @@ pub(crate) async fn answer(groups: &RaftGroups, request: PeerRequest) -> PeerRes
     }
 }
 
-async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerResponse, WireError> {
+/// A call into one Raft group.
+enum RaftCall {
+    Vote(bytes::Bytes),
+    AppendEntries(sidestream_proto::peer::v1::AppendEntries),
+    InstallSnapshot(bytes::Bytes),
+}
+
+async fn try_answer(peers: &Peers, request: PeerRequest) -> Result<PeerResponse, WireError> {
+    let call = match request.body {
+        None => {
+            return Ok(wire::refused(
+                PeerErrorCode::Unsupported,
+                "the request has no body this sidecar knows (sent by a newer sidecar?)",
+            ));
+        }
+        Some(peer_request::Body::Join(join)) => {
+            let result = membership::handle_join(&peers.groups, &peers.clients, join).await;
+            return Ok(wire::answered(wire::to_json(&result, "join result")?));
+        }
+        Some(peer_request::Body::Vote(json)) => RaftCall::Vote(json),
+        Some(peer_request::Body::AppendEntries(append)) => RaftCall::AppendEntries(append),
+        Some(peer_request::Body::InstallSnapshot(json)) => RaftCall::InstallSnapshot(json),
+    };
     let group = request.group.ok_or(WireError::NoGroup)?;
-    let Some(super::Group { raft, heard, .. }) = groups.get(&group.topic, group.partition) else {
+    let Some(super::Group { raft, heard, .. }) = peers.groups.get(&group.topic, group.partition)
+    else {
         return Ok(wire::refused(
             PeerErrorCode::UnknownGroup,
             format!(
@@ -144,14 +175,8 @@ async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerRes
             ),
         ));
     };
-    let result = match request.body {
-        None => {
-            return Ok(wire::refused(
-                PeerErrorCode::Unsupported,
-                "the request has no body this sidecar knows (sent by a newer sidecar?)",
-            ));
-        }
-        Some(peer_request::Body::Vote(json)) => {
+    let result = match call {
+        RaftCall::Vote(json) => {
             let rpc: VoteRequest<NodeId> = wire::from_json(&json, "vote")?;
             let result = raft.vote(rpc).await;
             if let Err(RaftError::Fatal(fatal)) = &result {
@@ -162,7 +187,7 @@ async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerRes
             }
             wire::to_json(&result, "vote result")?
         }
-        Some(peer_request::Body::AppendEntries(append)) => {
+        RaftCall::AppendEntries(append) => {
             let rpc = wire::decode_append(append)?;
             let result = raft.append_entries(rpc).await;
             if let Err(RaftError::Fatal(fatal)) = &result {
@@ -178,7 +203,7 @@ async fn try_answer(groups: &RaftGroups, request: PeerRequest) -> Result<PeerRes
             }
             wire::to_json(&result, "append_entries result")?
         }
-        Some(peer_request::Body::InstallSnapshot(json)) => {
+        RaftCall::InstallSnapshot(json) => {
             let rpc: InstallSnapshotRequest<PartitionRaft> =
                 wire::from_json(&json, "install_snapshot")?;
             let result = raft.install_snapshot(rpc).await;

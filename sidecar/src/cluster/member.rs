@@ -1,0 +1,234 @@
+//! A sidecar process's place in a cluster: its peer port, its replica of the metadata group,
+//! the metadata it follows, and its registration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use sidestream::transport::{BindError, QuicTuning};
+use sidestream_log::LogConfig;
+use sidestream_proto::peer::v1::Join;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::membership::{self, JoinAccepted};
+use super::metadata::{self, ClusterState, METADATA_TOPIC};
+use super::replica::{OpenReplicaError, PartitionReplica, PeerNode};
+use super::type_config::NodeId;
+use crate::tls::PeerTls;
+
+/// How a sidecar takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The peer port's address (QUIC, UDP).
+    pub peer_listen: SocketAddr,
+    /// The peer address other sidecars are told (default: the bound peer address).
+    pub peer_advertise: Option<String>,
+    /// Members to join through (`host:port` of their peer ports); none to form a new cluster,
+    /// or to restart a member from its data.
+    pub seeds: Vec<String>,
+}
+
+/// Why a sidecar could not take its place in the cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The peer port could not be bound.
+    #[error("peer port: {0}")]
+    Bind(#[from] BindError),
+    /// The metadata replica could not be opened.
+    #[error("metadata replica: {0}")]
+    Open(#[from] OpenReplicaError),
+    /// openraft refused to form the metadata group.
+    #[error("cannot form the cluster: {0}")]
+    Initialize(String),
+}
+
+/// A sidecar's membership of its cluster.
+///
+/// Method families, in order of use: [`start`](Self::start); then [`state`](Self::state),
+/// [`metadata_leader`](Self::metadata_leader) and [`voters`](Self::voters) to describe the
+/// cluster; then [`shutdown`](Self::shutdown).
+pub struct ClusterMember {
+    node: PeerNode,
+    metadata: PartitionReplica,
+    state: watch::Receiver<ClusterState>,
+    peer_address: String,
+    tasks: Vec<AbortHandle>,
+}
+
+impl ClusterMember {
+    /// Binds the peer port, opens this node's metadata replica in `data_dir/cluster`, and
+    /// takes its place: forms a new cluster (no seeds, no data), or asks to join through the
+    /// seeds (or, restarting, through itself) until a metadata leader takes it in, in the
+    /// background.
+    pub async fn start(
+        node_id: NodeId,
+        config: &ClusterConfig,
+        tls: PeerTls,
+        tuning: &QuicTuning,
+        data_dir: &Path,
+        client_address: String,
+    ) -> Result<Self, ClusterError> {
+        let node = PeerNode::start(node_id, config.peer_listen, tls, &peer_tuning(tuning))?;
+        let bound = node.local_addr().map_err(|source| {
+            ClusterError::Bind(BindError::Io {
+                addr: config.peer_listen,
+                source,
+            })
+        })?;
+        let peer_address = config
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let dir = data_dir.join("cluster").join(format!("{METADATA_TOPIC}-0"));
+        let metadata = node
+            .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default())
+            .await?;
+        let (state_tx, state) = watch::channel(ClusterState::default());
+        let follow = tokio::spawn(metadata::follow(metadata.clone(), state_tx)).abort_handle();
+
+        let formed = metadata
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Initialize(e.to_string()))?;
+        if !formed && config.seeds.is_empty() {
+            let members: BTreeMap<NodeId, BasicNode> =
+                [(node_id, BasicNode::new(&peer_address))].into();
+            metadata
+                .raft
+                .initialize(members)
+                .await
+                .map_err(|e| ClusterError::Initialize(e.to_string()))?;
+            tracing::info!(node = node_id, %peer_address, "formed a new cluster");
+        }
+        let join = Join {
+            node_id,
+            peer_address: peer_address.clone(),
+            client_address,
+        };
+        let register = tokio::spawn(register(
+            node.groups(),
+            node.clients(),
+            join,
+            config.seeds.clone(),
+        ))
+        .abort_handle();
+        Ok(Self {
+            node,
+            metadata,
+            state,
+            peer_address,
+            tasks: vec![follow, register],
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node.node_id()
+    }
+
+    /// The peer address this node is known by.
+    pub fn peer_address(&self) -> &str {
+        &self.peer_address
+    }
+
+    /// The cluster's metadata as this node has applied it.
+    pub fn state(&self) -> ClusterState {
+        self.state.borrow().clone()
+    }
+
+    /// The node leading the metadata group, as this node knows it.
+    pub fn metadata_leader(&self) -> Option<NodeId> {
+        self.metadata.raft.metrics().borrow().current_leader
+    }
+
+    /// The voters of the metadata group.
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.metadata
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// Stops registering and following, then every replica and the peer port.
+    pub async fn shutdown(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.node.shutdown().await;
+    }
+}
+
+impl std::fmt::Debug for ClusterMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMember")
+            .field("node", &self.node)
+            .field("peer_address", &self.peer_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The transport settings of peer connections: `tuning`'s, but a silent peer is given up after
+/// 2 s (keep-alives every 0.5 s) instead of 30 s. A peer killed and restarted on the same
+/// address cannot reset the old connection (its new endpoint does not know the old one's
+/// reset secret), so without this the callers' calls to it would vanish into the old
+/// connection until it timed out.
+fn peer_tuning(tuning: &QuicTuning) -> QuicTuning {
+    let mut peer = tuning.clone();
+    peer.keep_alive_interval = Some(Duration::from_millis(500));
+    peer.idle_timeout = Some(Duration::from_secs(2));
+    peer
+}
+
+/// How long a node waits between two attempts to join.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
+
+/// Asks to join until a metadata leader takes this node in: through each seed in turn, or
+/// through itself when it has none (the first node, or a restarted member, whose own replica
+/// knows the leader).
+async fn register(
+    groups: Arc<super::peer::RaftGroups>,
+    clients: Arc<super::peer::PeerClients>,
+    join: Join,
+    seeds: Vec<String>,
+) {
+    let mut attempt = 0_u64;
+    loop {
+        let result = if seeds.is_empty() {
+            membership::handle_join(&groups, &clients, join.clone()).await
+        } else {
+            let seed = &seeds[usize::try_from(attempt).unwrap_or(0) % seeds.len()];
+            membership::forward(&clients, seed, join.clone()).await
+        };
+        match result {
+            Ok(JoinAccepted { leader, voter }) => {
+                tracing::info!(
+                    node = join.node_id,
+                    leader,
+                    voter,
+                    "registered with the cluster"
+                );
+                return;
+            }
+            Err(reason) => {
+                // Expected while the group elects its first leader; worth a warning after that.
+                if attempt >= 10 {
+                    tracing::warn!(node = join.node_id, %reason, "not registered with the cluster yet");
+                } else {
+                    tracing::debug!(node = join.node_id, %reason, "not registered with the cluster yet");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
+}

@@ -1,0 +1,186 @@
+//! The cluster's metadata: a replicated log of commands, folded into [`ClusterState`].
+//!
+//! The metadata group is a Raft group like a partition's (the same log store, state machine and
+//! peer calls) over the internal topic [`METADATA_TOPIC`], partition 0, as Kafka's `KRaft` keeps
+//! its metadata in the `__cluster_metadata` topic. Each command is one record whose value is
+//! the command's JSON; every member folds the committed records, in offset order, into the same
+//! state. Its voters are the first [`MAX_VOTERS`] nodes to join; later ones follow as learners,
+//! so a large cluster does not make a large voting group.
+//!
+//! ```text
+//!   join / topic admin ─▶ metadata leader: client_write(command batch) ─▶ committed on a majority
+//!                                                                              │
+//!   every member: follow() reads below its high watermark ─▶ ClusterState (watch) ◀─ readers
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sidestream_log::{BatchBody, RecordBatch};
+use tokio::sync::watch;
+
+use super::replica::PartitionReplica;
+use super::type_config::{NodeId, PartitionWrite};
+
+/// The internal topic whose partition 0 holds the cluster's metadata log.
+pub const METADATA_TOPIC: &str = "__cluster";
+
+/// The most voters the metadata group has.
+pub const MAX_VOTERS: usize = 3;
+
+/// A change to the cluster's metadata: one record of the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MetadataCommand {
+    /// A node is a member, reachable at these addresses (a later registration of the same id
+    /// replaces the addresses).
+    RegisterNode {
+        /// The node.
+        node_id: NodeId,
+        /// Where other sidecars reach it.
+        peer_address: String,
+        /// Where services reach it.
+        client_address: String,
+    },
+}
+
+impl MetadataCommand {
+    /// The command as the batch proposed to the metadata group.
+    pub(crate) fn to_write(&self) -> PartitionWrite {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let batch = RecordBatch::from_records([(None, Some(Bytes::from(json)), now_ms)]);
+        // A batch of one small record always encodes.
+        PartitionWrite(Bytes::from(batch.encode().unwrap_or_default()))
+    }
+}
+
+/// A node as the metadata log describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Where other sidecars reach it.
+    pub peer_address: String,
+    /// Where services reach it.
+    pub client_address: String,
+}
+
+/// The cluster's metadata as of some offset of the metadata log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// The registered nodes, by id.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// The offset after the last command applied.
+    pub applied_offset: u64,
+}
+
+impl ClusterState {
+    fn apply(&mut self, command: MetadataCommand) {
+        match command {
+            MetadataCommand::RegisterNode {
+                node_id,
+                peer_address,
+                client_address,
+            } => {
+                self.nodes.insert(
+                    node_id,
+                    NodeInfo {
+                        peer_address,
+                        client_address,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Folds the metadata log's committed commands into `state`, from the start of the log, as the
+/// replica's high watermark moves; returns when the replica's state machine is gone.
+///
+/// A record that is not a command this version knows is skipped with a warning (a newer
+/// sidecar wrote it); a batch that cannot be read stops the follower with an error in the log
+/// (the replica's Raft reports the same storage fault).
+pub(crate) async fn follow(replica: PartitionReplica, state: watch::Sender<ClusterState>) {
+    let mut high_watermark = replica.high_watermark.clone();
+    let mut next = replica.log.state().start_offset;
+    loop {
+        let end = *high_watermark.borrow_and_update();
+        while next < end {
+            let fetched = match replica.log.read_committed(next, 1 << 20, end) {
+                Ok(fetched) => fetched,
+                Err(error) => {
+                    tracing::error!(%error, offset = next, "cannot read the metadata log");
+                    return;
+                }
+            };
+            let mut changed = state.borrow().clone();
+            for batch in &fetched.batches {
+                apply_batch(&mut changed, batch);
+            }
+            next = fetched.next_offset;
+            changed.applied_offset = next;
+            state.send_replace(changed);
+        }
+        if high_watermark.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn apply_batch(state: &mut ClusterState, batch: &Bytes) {
+    let records = match RecordBatch::decode(batch) {
+        Ok(RecordBatch {
+            body: BatchBody::Records(records),
+            ..
+        }) => records,
+        Ok(_) => return,
+        Err(error) => {
+            tracing::error!(%error, "unreadable batch in the metadata log");
+            return;
+        }
+    };
+    for record in records {
+        let Some(value) = record.value else { continue };
+        match serde_json::from_slice::<MetadataCommand>(&value) {
+            Ok(command) => state.apply(command),
+            Err(error) => {
+                tracing::warn!(%error, "skipping a metadata record this sidecar does not know");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_fold_into_the_state_and_unknown_ones_are_skipped() {
+        let register = |id: u64, port: u16| MetadataCommand::RegisterNode {
+            node_id: id,
+            peer_address: format!("127.0.0.1:{port}"),
+            client_address: format!("127.0.0.1:{}", port - 1),
+        };
+        let mut state = ClusterState::default();
+        for command in [register(1, 7401), register(2, 7411), register(1, 7421)] {
+            apply_batch(&mut state, &command.to_write().0);
+        }
+        let unknown = RecordBatch::from_records([(
+            None,
+            Some(Bytes::from(r#"{"command":"from_the_future"}"#)),
+            0,
+        )]);
+        apply_batch(&mut state, &Bytes::from(unknown.encode().unwrap()));
+        assert_eq!(state.nodes.len(), 2);
+        assert_eq!(state.nodes[&1].peer_address, "127.0.0.1:7421");
+        assert_eq!(state.nodes[&2].client_address, "127.0.0.1:7410");
+        assert_eq!(
+            serde_json::to_string(&register(3, 7431)).unwrap(),
+            r#"{"command":"register_node","node_id":3,"peer_address":"127.0.0.1:7431","client_address":"127.0.0.1:7430"}"#
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Sidecar processes as a cluster: real `sidestream sidecar` processes on 127.0.0.1, joined
+//! through their peer ports over QUIC with mutual TLS, killed with SIGKILL and restarted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sidestream_proto::v1::MetadataResult;
+use sidestream_tests::SidecarProcess;
+
+/// Every test's bound on waiting for something that should happen.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A member of a test cluster: its process and what it needs to be started again.
+struct Member {
+    id: u64,
+    process: SidecarProcess,
+    data_dir: PathBuf,
+}
+
+/// The flags of member `id` with its peer port on `peer`, joining through `seed`, with the
+/// certificates of the first node's development CA in `tls` (the first node makes them).
+fn member_args(id: u64, peer: &str, seed: Option<&str>, tls: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "--node-id".to_owned(),
+        id.to_string(),
+        "--peer-listen".to_owned(),
+        peer.to_owned(),
+    ];
+    if let Some(seed) = seed {
+        args.extend(["--seed".to_owned(), seed.to_owned()]);
+    }
+    if let Some(tls) = tls {
+        for (flag, file) in [
+            ("--tls-ca", "ca.pem"),
+            ("--tls-cert", "sidecar.pem"),
+            ("--tls-key", "sidecar.key"),
+        ] {
+            args.extend([flag.to_owned(), tls.join(file).display().to_string()]);
+        }
+    }
+    args
+}
+
+fn start(data_dir: &Path, addr: SocketAddr, args: &[String]) -> SidecarProcess {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    SidecarProcess::start_with(data_dir, addr, &args)
+}
+
+/// The cluster as the sidecar at `addr` describes it, or `None` if it cannot answer now.
+async fn metadata(addr: SocketAddr, tls: &Path) -> Option<MetadataResult> {
+    let client = sidestream::Client::builder("cluster-test")
+        .sidecar(addr.to_string())
+        .tls_dir(tls)
+        .connect()
+        .await
+        .ok()?;
+    let metadata = client.metadata().await.ok();
+    let _ = client.close().await;
+    metadata
+}
+
+/// Asks the sidecar at `addr` until its description passes `check` (at most [`PATIENCE`]).
+async fn wait_until(
+    addr: SocketAddr,
+    tls: &Path,
+    what: &str,
+    check: impl Fn(&MetadataResult) -> bool,
+) -> MetadataResult {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = None;
+    loop {
+        if let Some(seen) = metadata(addr, tls).await {
+            if check(&seen) {
+                return seen;
+            }
+            last = Some(seen);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar at {addr} never showed {what}; last seen: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sidecars_form_a_cluster_and_keep_it_through_the_metadata_leaders_death() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_dir = dir.path().join("node-1");
+    let first = start(
+        &first_dir,
+        loopback(),
+        &member_args(1, "127.0.0.1:0", None, None),
+    );
+    let tls = first.tls_dir();
+    let seed_peer = first
+        .peer_addr()
+        .expect("a member prints its peer port")
+        .to_string();
+    let mut members = vec![Member {
+        id: 1,
+        process: first,
+        data_dir: first_dir,
+    }];
+    for id in [2, 3] {
+        let data_dir = dir.path().join(format!("node-{id}"));
+        let args = member_args(id, "127.0.0.1:0", Some(&seed_peer), Some(&tls));
+        members.push(Member {
+            id,
+            process: start(&data_dir, loopback(), &args),
+            data_dir,
+        });
+    }
+
+    // Every member describes the same cluster: three nodes, all voters, one leader.
+    let mut leaders = Vec::new();
+    for member in &members {
+        let seen = wait_until(
+            member.process.addr(),
+            &tls,
+            "three voters and a leader",
+            |m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.voter) && m.metadata_leader != 0,
+        )
+        .await;
+        assert_eq!(seen.node_id, member.id);
+        let addresses: Vec<(u64, String, String)> = seen
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.client_address.clone(), n.peer_address.clone()))
+            .collect();
+        let expected: Vec<(u64, String, String)> = members
+            .iter()
+            .map(|m| {
+                let peer = m.process.peer_addr().unwrap().to_string();
+                (m.id, m.process.addr().to_string(), peer)
+            })
+            .collect();
+        assert_eq!(addresses, expected);
+        leaders.push(seen.metadata_leader);
+    }
+    let leader = leaders[0];
+    for member in &members {
+        wait_until(member.process.addr(), &tls, "the same leader", |m| {
+            m.metadata_leader == leader
+        })
+        .await;
+    }
+
+    // The leader's process dies: the other two elect a new leader and still list all three.
+    let index = members.iter().position(|m| m.id == leader).unwrap();
+    let mut dead = members.remove(index);
+    let (client_addr, peer_addr) = (dead.process.addr(), dead.process.peer_addr().unwrap());
+    dead.process.kill();
+    let mut new_leaders = Vec::new();
+    for member in &members {
+        let seen = wait_until(member.process.addr(), &tls, "a new leader", |m| {
+            m.metadata_leader != 0 && m.metadata_leader != leader && m.nodes.len() == 3
+        })
+        .await;
+        new_leaders.push(seen.metadata_leader);
+    }
+    let new_leader = new_leaders[0];
+    for member in &members {
+        wait_until(member.process.addr(), &tls, "the new leader", |m| {
+            m.metadata_leader == new_leader
+        })
+        .await;
+    }
+
+    // It comes back with its data on the same addresses, and follows the new leader.
+    let tls_flags = (dead.id != 1).then_some(tls.as_path());
+    let args = member_args(dead.id, &peer_addr.to_string(), None, tls_flags);
+    dead.process = start(&dead.data_dir, client_addr, &args);
+    let seen = wait_until(client_addr, &tls, "the new leader after a restart", |m| {
+        m.metadata_leader == new_leader && m.nodes.len() == 3
+    })
+    .await;
+    assert!(seen.nodes.iter().all(|n| n.voter), "{seen:?}");
+}
