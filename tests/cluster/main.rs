@@ -182,3 +182,156 @@ async fn three_sidecars_form_a_cluster_and_keep_it_through_the_metadata_leaders_
     .await;
     assert!(seen.nodes.iter().all(|n| n.voter), "{seen:?}");
 }
+
+/// The seed of a test's random faults: `SIDESTREAM_SEED` to replay one, else the clock's.
+fn seed() -> u64 {
+    let seed = std::env::var("SIDESTREAM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(1, |d| {
+                u64::try_from(d.as_nanos() % u128::from(u64::MAX)).unwrap_or(1)
+            })
+        });
+    #[expect(
+        clippy::print_stdout,
+        reason = "the seed is shown with the failing test's output, to replay it"
+    )]
+    {
+        println!("REPRODUCE: SIDESTREAM_SEED={seed}");
+    }
+    seed
+}
+
+/// Three members, each behind a [`FaultProxy`] that every other member reaches it through.
+struct ProxiedCluster {
+    dir: tempfile::TempDir,
+    tls: PathBuf,
+    members: Vec<Member>,
+    /// Each member's own peer socket (what the other proxies see as its address).
+    real: Vec<SocketAddr>,
+    proxies: Vec<sidestream_tests::FaultProxy>,
+}
+
+impl ProxiedCluster {
+    fn start(seed: u64) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let real: Vec<SocketAddr> = (0..3).map(|_| sidestream_tests::free_udp_addr()).collect();
+        let proxies: Vec<_> = real
+            .iter()
+            .zip(0..)
+            .map(|(addr, i)| sidestream_tests::FaultProxy::start(*addr, seed + i))
+            .collect();
+        let mut members: Vec<Member> = Vec::new();
+        let mut tls = PathBuf::new();
+        for (i, id) in (1..=3).enumerate() {
+            let data_dir = dir.path().join(format!("node-{id}"));
+            let seed_addr = (id != 1).then(|| proxies[0].addr().to_string());
+            let tls_flags = (id != 1).then_some(tls.as_path());
+            let mut args = member_args(id, &real[i].to_string(), seed_addr.as_deref(), tls_flags);
+            args.extend(["--peer-advertise".to_owned(), proxies[i].addr().to_string()]);
+            let process = start(&data_dir, loopback(), &args);
+            if id == 1 {
+                tls = process.tls_dir();
+            }
+            members.push(Member {
+                id,
+                process,
+                data_dir,
+            });
+        }
+        Self {
+            dir,
+            tls,
+            members,
+            real,
+            proxies,
+        }
+    }
+
+    /// Cuts member `index` off from the others, both ways.
+    fn isolate(&self, index: usize) {
+        for other in (0..self.members.len()).filter(|&o| o != index) {
+            self.proxies[other].cut(self.real[index]);
+            self.proxies[index].cut(self.real[other]);
+        }
+    }
+
+    fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_after_healing() {
+    let cluster = ProxiedCluster::start(seed());
+    let tls = cluster.tls.clone();
+    let mut leader = 0;
+    for member in &cluster.members {
+        let seen = wait_until(
+            member.process.addr(),
+            &tls,
+            "three voters and a leader",
+            |m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.voter) && m.metadata_leader != 0,
+        )
+        .await;
+        leader = seen.metadata_leader;
+    }
+    for member in &cluster.members {
+        wait_until(member.process.addr(), &tls, "the same leader", |m| {
+            m.metadata_leader == leader
+        })
+        .await;
+    }
+    let old = cluster.members.iter().position(|m| m.id == leader).unwrap();
+    cluster.isolate(old);
+
+    // The other two elect a new leader among themselves.
+    let others: Vec<&Member> = cluster.members.iter().filter(|m| m.id != leader).collect();
+    let mut new_leader = 0;
+    for member in &others {
+        let seen = wait_until(member.process.addr(), &tls, "a new leader", |m| {
+            m.metadata_leader != 0 && m.metadata_leader != leader
+        })
+        .await;
+        new_leader = seen.metadata_leader;
+    }
+
+    // A fourth node asks to join through the isolated old leader only: it cannot commit, so
+    // nobody lists the newcomer while the partition lasts.
+    let joiner_dir = cluster.dir.path().join("node-4");
+    let seed_addr = cluster.proxies[old].addr().to_string();
+    let args = member_args(4, "127.0.0.1:0", Some(&seed_addr), Some(&tls));
+    let joiner = start(&joiner_dir, loopback(), &args);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for member in &cluster.members {
+        let seen = metadata(member.process.addr(), &tls).await;
+        if let Some(seen) = seen {
+            assert!(
+                seen.nodes.iter().all(|n| n.id != 4),
+                "node {} lists node 4 during the partition: {seen:?}",
+                member.id
+            );
+        }
+    }
+
+    // Healed: the old leader follows the new one, and the newcomer gets in through it.
+    cluster.heal();
+    for member in &cluster.members {
+        wait_until(
+            member.process.addr(),
+            &tls,
+            "four nodes under the new leader",
+            |m| m.metadata_leader == new_leader && m.nodes.len() == 4,
+        )
+        .await;
+    }
+    let seen = wait_until(joiner.addr(), &tls, "itself as a learner", |m| {
+        m.nodes.iter().any(|n| n.id == 4 && !n.voter)
+    })
+    .await;
+    assert_eq!(seen.nodes.iter().filter(|n| n.voter).count(), 3);
+}

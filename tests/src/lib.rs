@@ -7,13 +7,18 @@
 //! Every process is killed when its handle drops, so a failing test leaves none behind.
 //!
 //! Suites: `single_sidecar` (one sidecar end to end: typed publish and subscribe, groups,
-//! crash safety, bad input, the CLI, the example services). The cluster fault suites arrive
-//! with replication.
+//! crash safety, bad input, the CLI, the example services) and `cluster` (member processes
+//! joined through their peer ports, SIGKILL, restarts, network partitions through
+//! [`FaultProxy`]).
 
 #![expect(
     clippy::missing_panics_doc,
     reason = "a test harness fails the test that uses it by panicking"
 )]
+
+mod fault_proxy;
+
+pub use fault_proxy::FaultProxy;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -242,6 +247,14 @@ impl Drop for SidecarProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// A UDP port of 127.0.0.1 free a moment ago, for a sidecar's peer port whose address a test
+/// must know before the sidecar starts (to put a [`FaultProxy`] in front of it). Another
+/// process could take it in between; the sidecar then fails to start, naming the address.
+pub fn free_udp_addr() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("a free UDP port");
+    socket.local_addr().expect("a bound address")
 }
 
 /// Runs `check` every 20 ms until it returns `Some`, for at most `timeout`.
