@@ -335,3 +335,146 @@ async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_
     .await;
     assert_eq!(seen.nodes.iter().filter(|n| n.voter).count(), 3);
 }
+
+/// Runs `sidestream cluster …` against `member` with the first node's certificates; returns
+/// whether it succeeded, its stdout and its stderr.
+fn cluster_cli(
+    member: &SidecarProcess,
+    tls_data_dir: &Path,
+    args: &[&str],
+) -> (bool, String, String) {
+    let output = std::process::Command::new(sidestream_tests::cli_path())
+        .arg("cluster")
+        .args(args)
+        .env("SIDESTREAM_SIDECAR", member.addr().to_string())
+        .env("SIDESTREAM_DATA_DIR", tls_data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("the command line runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Members 1 to `count` in `dir/node-<id>`: the first forms the cluster, the others join
+/// through it with its certificates.
+fn start_members(dir: &Path, count: u64) -> Vec<SidecarProcess> {
+    let first = start(
+        &dir.join("node-1"),
+        loopback(),
+        &member_args(1, "127.0.0.1:0", None, None),
+    );
+    let tls = first.tls_dir();
+    let seed_peer = first.peer_addr().expect("a member's peer port").to_string();
+    let mut processes = vec![first];
+    for id in 2..=count {
+        let data_dir = dir.join(format!("node-{id}"));
+        let args = member_args(id, "127.0.0.1:0", Some(&seed_peer), Some(&tls));
+        processes.push(start(&data_dir, loopback(), &args));
+    }
+    processes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommissioned_nodes_leave_and_a_learner_takes_a_voters_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_dir = dir.path().join("node-1");
+    let processes = start_members(dir.path(), 4);
+    let tls = processes[0].tls_dir();
+    let seen = wait_until(processes[2].addr(), &tls, "four nodes, three voters", |m| {
+        m.nodes.len() == 4 && m.nodes.iter().filter(|n| n.voter).count() == 3
+    })
+    .await;
+    let learner = seen.nodes.iter().find(|n| !n.voter).unwrap().id;
+    let voter = seen
+        .nodes
+        .iter()
+        .find(|n| n.voter && n.id != seen.metadata_leader)
+        .unwrap()
+        .id;
+
+    // A voter leaves through any member's command line: the learner takes its vote.
+    let (ok, stdout, stderr) = cluster_cli(
+        &processes[0],
+        &first_dir,
+        &["decommission", &voter.to_string()],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("node {voter} left the cluster; metadata voters: ")),
+        "{stdout}"
+    );
+    let remaining: Vec<u64> = (1..=4).filter(|&id| id != voter).collect();
+    for &id in &remaining {
+        let index = usize::try_from(id - 1).unwrap();
+        let seen = wait_until(
+            processes[index].addr(),
+            &tls,
+            "three voters without the node",
+            |m| {
+                m.nodes.iter().map(|n| n.id).collect::<Vec<_>>() == remaining
+                    && m.nodes.iter().all(|n| n.voter)
+            },
+        )
+        .await;
+        assert!(seen.nodes.iter().any(|n| n.id == learner && n.voter));
+    }
+    let (_, status, _) = cluster_cli(&processes[0], &first_dir, &["status"]);
+    assert!(
+        !status.lines().any(|l| l.starts_with(&format!("{voter} "))),
+        "{status}"
+    );
+
+    // Bad requests are named: a node that is not a member, and a sidecar run alone.
+    let (ok, _, stderr) = cluster_cli(
+        &processes[0],
+        &first_dir,
+        &["decommission", &voter.to_string()],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("node {voter} is not a member of the cluster")),
+        "{stderr}"
+    );
+    let alone = SidecarProcess::start(&dir.path().join("alone"));
+    let (ok, _, stderr) = cluster_cli(&alone, alone.data_dir(), &["decommission", "1"]);
+    assert!(!ok);
+    assert!(stderr.contains("runs alone"), "{stderr}");
+
+    // The metadata leader itself leaves: the other two carry on under a new leader.
+    let leader = wait_until(processes[0].addr(), &tls, "a leader", |m| {
+        m.metadata_leader != 0
+    })
+    .await
+    .metadata_leader;
+    let asked = remaining.iter().copied().find(|&id| id != leader).unwrap();
+    let asked_index = usize::try_from(asked - 1).unwrap();
+    let (ok, _, stderr) = cluster_cli(
+        &processes[asked_index],
+        &first_dir,
+        &["decommission", &leader.to_string()],
+    );
+    assert!(ok, "{stderr}");
+    let last: Vec<u64> = remaining
+        .iter()
+        .copied()
+        .filter(|&id| id != leader)
+        .collect();
+    for &id in &last {
+        let index = usize::try_from(id - 1).unwrap();
+        wait_until(
+            processes[index].addr(),
+            &tls,
+            "two voters under a new leader",
+            |m| {
+                m.nodes.iter().map(|n| n.id).collect::<Vec<_>>() == last
+                    && m.metadata_leader != 0
+                    && m.metadata_leader != leader
+            },
+        )
+        .await;
+    }
+}

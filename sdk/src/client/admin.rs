@@ -293,6 +293,16 @@ impl Client {
         }
     }
 
+    /// Takes node `node_id` out of the cluster: out of the metadata group (a learner, if there is
+    /// one, takes its vote) and the node registry. Returns the metadata group's voters after.
+    pub async fn decommission_node(&self, node_id: u64) -> Result<Vec<u64>, Error> {
+        let body = request::Body::DecommissionNode(v1::DecommissionNode { node_id });
+        match self.request(body, None, RetryPolicy::Idempotent).await? {
+            Some(response::Body::DecommissionNode(result)) => Ok(result.voters),
+            other => Err(unexpected("decommission_node", other.as_ref())),
+        }
+    }
+
     async fn request(
         &self,
         body: request::Body,

@@ -154,5 +154,6 @@ pub(crate) fn body_name(body: Option<&response::Body>) -> &'static str {
         Some(response::Body::FetchCommittedOffsets(_)) => "fetch_committed_offsets",
         Some(response::Body::Metadata(_)) => "metadata",
         Some(response::Body::SubscriptionBatches(_)) => "subscription_batches",
+        Some(response::Body::DecommissionNode(_)) => "decommission_node",
     }
 }

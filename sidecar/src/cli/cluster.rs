@@ -1,4 +1,4 @@
-//! `sidestream cluster status`.
+//! `sidestream cluster status|decommission`.
 
 use std::fmt::Write as _;
 
@@ -22,6 +22,12 @@ enum ClusterCommand {
     /// Show the cluster's nodes as the sidecar sees them: addresses, which vote in the
     /// metadata group, and which leads it.
     Status,
+    /// Take a node out of the cluster (a learner, if there is one, takes its vote); stop its
+    /// process afterwards. Also removes a node that is gone for good.
+    Decommission {
+        /// The node's id.
+        node: u64,
+    },
 }
 
 pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
@@ -31,6 +37,15 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             .metadata()
             .await
             .map(|metadata| out(&status(&metadata))),
+        ClusterCommand::Decommission { node } => {
+            client.decommission_node(node).await.map(|voters| {
+                let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
+                out(&format!(
+                    "node {node} left the cluster; metadata voters: {}\n",
+                    voters.join(", ")
+                ));
+            })
+        }
     };
     let closed = client.close().await;
     result?;

@@ -14,7 +14,7 @@ use sidestream_proto::peer::v1::Join;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::membership::{self, JoinAccepted};
+use super::membership::{self, JoinAccepted, LeaveError, Left};
 use super::metadata::{self, ClusterState, METADATA_TOPIC};
 use super::replica::{OpenReplicaError, PartitionReplica, PeerNode};
 use super::type_config::NodeId;
@@ -157,6 +157,11 @@ impl ClusterMember {
             .membership()
             .voter_ids()
             .collect()
+    }
+
+    /// Takes node `id` out of the cluster (through the metadata leader, wherever it is).
+    pub async fn decommission(&self, id: NodeId) -> Result<Left, LeaveError> {
+        membership::handle_leave(&self.node.groups(), &self.node.clients(), id).await
     }
 
     /// Stops registering and following, then every replica and the peer port.

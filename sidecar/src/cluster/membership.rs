@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
-use sidestream_proto::peer::v1::{Join, PeerErrorCode, PeerRequest, peer_request};
+use sidestream_proto::peer::v1::{Join, Leave, PeerErrorCode, PeerRequest, peer_request};
 
 use super::metadata::{MAX_VOTERS, METADATA_TOPIC, MetadataCommand};
 use super::peer::{PeerClients, RaftGroups, wire};
@@ -111,4 +111,135 @@ pub(crate) async fn forward(
     }
     wire::from_json::<Result<JoinAccepted, String>>(&response.result, "join result")
         .map_err(|e| e.to_string())?
+}
+
+/// The cluster after a node left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// The voters of the metadata group now, sorted.
+    pub voters: Vec<NodeId>,
+}
+
+/// Why a node could not leave the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum LeaveError {
+    /// The node is not a member.
+    #[error("{0}")]
+    UnknownNode(String),
+    /// The node is the metadata group's only voter, and no learner can take its place.
+    #[error("{0}")]
+    LastVoter(String),
+    /// The metadata group cannot take the change now (no leader, the leader unreachable, a
+    /// change refused); asking again may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Takes node `id` out of the cluster if this sidecar leads the metadata group, or passes the
+/// request on to the leader.
+///
+/// A voter's place goes to a learner first, if there is one, so the metadata group keeps its
+/// size; then the node leaves the registry and the group.
+pub(crate) async fn handle_leave(
+    groups: &RaftGroups,
+    clients: &PeerClients,
+    id: NodeId,
+) -> Result<Left, LeaveError> {
+    let unavailable = |why: String| LeaveError::Unavailable(why);
+    let group = groups
+        .get(METADATA_TOPIC, 0)
+        .ok_or_else(|| unavailable("this sidecar does not hold the cluster's metadata".into()))?;
+    let raft = group.raft;
+    let metrics = raft.metrics().borrow().clone();
+    let leader = metrics
+        .current_leader
+        .ok_or_else(|| unavailable("the metadata group has no leader at the moment".into()))?;
+    if leader != metrics.id {
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|node| node.addr.clone())
+            .ok_or_else(|| {
+                unavailable(format!("the metadata leader {leader} has no known address"))
+            })?;
+        return forward_leave(clients, &address, id).await;
+    }
+
+    let _one_at_a_time = groups.membership_changes.lock().await;
+    let membership = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    if membership.get_node(&id).is_none() {
+        return Err(LeaveError::UnknownNode(format!(
+            "node {id} is not a member of the cluster"
+        )));
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let change_failed = |what: &str, e: &dyn std::fmt::Display| {
+        unavailable(format!("cannot {what} node {id}: {e}"))
+    };
+    if voters.contains(&id) {
+        let learner = membership.learner_ids().find(|&learner| learner != id);
+        match learner {
+            Some(learner) => {
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
+                    .await
+                    .map_err(|e| change_failed("promote a learner in place of", &e))?;
+            }
+            None if voters.len() == 1 => {
+                return Err(LeaveError::LastVoter(format!(
+                    "node {id} is the metadata group's only voter; start another node first"
+                )));
+            }
+            None => {}
+        }
+    }
+    raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write())
+        .await
+        .map_err(|e| change_failed("deregister", &e))?;
+    let change = if voters.contains(&id) {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    // Not retained: a removed voter leaves the group altogether rather than stay a learner.
+    let written = raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| change_failed("remove", &e))?;
+    let voters = written
+        .membership
+        .map(|m| m.voter_ids().collect())
+        .unwrap_or_default();
+    tracing::info!(node = id, ?voters, "node left the cluster");
+    Ok(Left { voters })
+}
+
+/// Asks the member at `address` to take node `id` out of the cluster.
+async fn forward_leave(
+    clients: &PeerClients,
+    address: &str,
+    id: NodeId,
+) -> Result<Left, LeaveError> {
+    let request = PeerRequest {
+        group: Some(wire::group(METADATA_TOPIC, 0)),
+        body: Some(peer_request::Body::Leave(Leave { node_id: id })),
+    };
+    let response = clients
+        .call(address, &request)
+        .await
+        .map_err(|e| LeaveError::Unavailable(e.to_string()))?;
+    if response.code != i32::from(PeerErrorCode::Ok) {
+        return Err(LeaveError::Unavailable(format!(
+            "{address} refused the request: {}",
+            response.message
+        )));
+    }
+    wire::from_json::<Result<Left, LeaveError>>(&response.result, "leave result")
+        .map_err(|e| LeaveError::Unavailable(e.to_string()))?
 }

@@ -45,6 +45,11 @@ pub enum MetadataCommand {
         /// Where services reach it.
         client_address: String,
     },
+    /// A node left the cluster.
+    DeregisterNode {
+        /// The node.
+        node_id: NodeId,
+    },
 }
 
 impl MetadataCommand {
@@ -93,6 +98,9 @@ impl ClusterState {
                         client_address,
                     },
                 );
+            }
+            MetadataCommand::DeregisterNode { node_id } => {
+                self.nodes.remove(&node_id);
             }
         }
     }
@@ -166,7 +174,14 @@ mod tests {
             client_address: format!("127.0.0.1:{}", port - 1),
         };
         let mut state = ClusterState::default();
-        for command in [register(1, 7401), register(2, 7411), register(1, 7421)] {
+        let deregister = MetadataCommand::DeregisterNode { node_id: 3 };
+        for command in [
+            register(1, 7401),
+            register(2, 7411),
+            register(3, 7431),
+            register(1, 7421),
+            deregister,
+        ] {
             apply_batch(&mut state, &command.to_write().0);
         }
         let unknown = RecordBatch::from_records([(

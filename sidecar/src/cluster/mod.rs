@@ -55,7 +55,7 @@ mod type_config;
 pub use election::ELECTION_TIMEOUT;
 pub use log_store::PartitionLogStore;
 pub use member::{ClusterConfig, ClusterError, ClusterMember};
-pub use membership::JoinAccepted;
+pub use membership::{JoinAccepted, LeaveError, Left};
 pub use metadata::{ClusterState, MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeInfo};
 pub use network::{PartitionNetwork, PeerLink};
 pub use peer::RaftGroups;

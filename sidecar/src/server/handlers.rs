@@ -13,6 +13,7 @@ use sidestream_proto::{Response, TopicName};
 use tokio::time::Instant;
 
 use super::Shared;
+use crate::cluster::LeaveError;
 use crate::groups::GroupError;
 use crate::topics::{Partition, PublishError, Topic, TopicSpec, TopicsError};
 
@@ -200,6 +201,26 @@ pub(super) fn metadata(shared: &Shared) -> response::Body {
         topics,
         metadata_leader: cluster.metadata_leader().unwrap_or(0),
     })
+}
+
+pub(super) async fn decommission_node(shared: &Shared, request: &v1::DecommissionNode) -> Answer {
+    let Some(cluster) = &shared.cluster else {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "this sidecar runs alone, not in a cluster: there is no node to decommission",
+        ));
+    };
+    match cluster.decommission(request.node_id).await {
+        Ok(left) => Ok(response::Body::DecommissionNode(
+            v1::DecommissionNodeResult {
+                voters: left.voters,
+            },
+        )),
+        Err(LeaveError::UnknownNode(message) | LeaveError::LastVoter(message)) => {
+            Err(error(ErrorCode::InvalidRequest, message))
+        }
+        Err(LeaveError::Unavailable(message)) => Err(error(ErrorCode::LeaderNotAvailable, message)),
+    }
 }
 
 pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {

@@ -388,6 +388,9 @@ async fn stream_task(
             handlers::fetch_committed_offsets(&shared, &fetch)
         }
         request::Body::Metadata(_) => Ok(handlers::metadata(&shared)),
+        request::Body::DecommissionNode(decommission) => {
+            handlers::decommission_node(&shared, &decommission).await
+        }
     };
     let response = match answer {
         Ok(body) => Response::ok(body),

@@ -160,6 +160,11 @@ async fn try_answer(peers: &Peers, request: PeerRequest) -> Result<PeerResponse,
             let result = membership::handle_join(&peers.groups, &peers.clients, join).await;
             return Ok(wire::answered(wire::to_json(&result, "join result")?));
         }
+        Some(peer_request::Body::Leave(leave)) => {
+            let result =
+                membership::handle_leave(&peers.groups, &peers.clients, leave.node_id).await;
+            return Ok(wire::answered(wire::to_json(&result, "leave result")?));
+        }
         Some(peer_request::Body::Vote(json)) => RaftCall::Vote(json),
         Some(peer_request::Body::AppendEntries(append)) => RaftCall::AppendEntries(append),
         Some(peer_request::Body::InstallSnapshot(json)) => RaftCall::InstallSnapshot(json),
