@@ -73,7 +73,13 @@ impl ClusterMember {
         data_dir: &Path,
         client_address: String,
     ) -> Result<Self, ClusterError> {
-        let node = PeerNode::start(node_id, config.peer_listen, tls, &peer_tuning(tuning))?;
+        let node = PeerNode::start(
+            node_id,
+            config.peer_listen,
+            config.peer_advertise.clone(),
+            tls,
+            &peer_tuning(tuning),
+        )?;
         let bound = node.local_addr().map_err(|source| {
             ClusterError::Bind(BindError::Io {
                 addr: config.peer_listen,

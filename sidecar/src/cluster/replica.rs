@@ -18,6 +18,7 @@ use super::type_config::{NodeId, PartitionRaft};
 use super::{PartitionLogStore, PartitionStateMachine};
 use crate::tls::PeerTls;
 use sidestream::transport::{BindError, QuicTuning};
+use sidestream_proto::peer::v1::Hello;
 
 /// How often a partition's leader sends heartbeats.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
@@ -107,17 +108,29 @@ pub struct PeerNode {
 }
 
 impl PeerNode {
-    /// Binds the peer port on `addr` and serves peers' calls on it.
+    /// Binds the peer port on `addr` and serves peers' calls on it; `advertise` is the address
+    /// the cluster knows this node by (default: the bound address).
     pub fn start(
         node_id: NodeId,
         addr: std::net::SocketAddr,
+        advertise: Option<String>,
         tls: PeerTls,
         tuning: &QuicTuning,
     ) -> Result<Self, BindError> {
         let endpoint = tls.bind(addr, tuning)?;
-        let clients = Arc::new(PeerClients::new(endpoint.clone(), tuning.handshake_timeout));
+        let bound = endpoint
+            .local_addr()
+            .map_err(|source| BindError::Io { addr, source })?;
+        let hello = Hello {
+            node_id,
+            peer_address: advertise.unwrap_or_else(|| bound.to_string()),
+        };
         let groups = Arc::new(RaftGroups::default());
         let (shutdown, stopping) = watch::channel(false);
+        let clients = Arc::new_cyclic(|clients| {
+            let acceptor = server::acceptor(Arc::clone(&groups), clients.clone(), stopping.clone());
+            PeerClients::new(endpoint.clone(), tuning.handshake_timeout, hello, acceptor)
+        });
         let server = tokio::spawn(server::serve(
             endpoint.clone(),
             tls,
@@ -148,6 +161,11 @@ impl PeerNode {
     /// This node's clients of its peers.
     pub(crate) fn clients(&self) -> Arc<PeerClients> {
         Arc::clone(&self.clients)
+    }
+
+    /// How many QUIC connections the peer port has open (to and from peers).
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
     }
 
     /// The peer port's address.

@@ -14,6 +14,7 @@ use tempfile::TempDir;
 use super::type_config::{NodeId, PartitionWrite};
 use super::{PartitionReplica, PeerNode};
 use crate::tls::{DevCertificates, PeerTls};
+use sidestream_proto::peer::v1::PeerErrorCode;
 
 const TOPIC: &str = "orders";
 
@@ -59,7 +60,8 @@ impl Cluster {
     /// Starts node `id` on `addr` with its replica of the partition, from whatever its
     /// directory holds.
     async fn open(&self, id: NodeId, addr: SocketAddr) -> Member {
-        let node = PeerNode::start(id, addr, self.tls.clone(), &QuicTuning::default()).unwrap();
+        let node =
+            PeerNode::start(id, addr, None, self.tls.clone(), &QuicTuning::default()).unwrap();
         let log_dir = self.dir.path().join(format!("node-{id}"));
         let replica = node
             .open_partition(TOPIC, 0, &log_dir, LogConfig::default())
@@ -291,6 +293,66 @@ fn batch_bytes(i: usize) -> Bytes {
     batch(i).0
 }
 
+/// Peer clients of a node that holds no group: introduces itself as node 99 and serves no
+/// calls on its connections.
+fn bare_clients(tls: &PeerTls) -> super::peer::PeerClients {
+    let endpoint = tls
+        .bind(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            &QuicTuning::default(),
+        )
+        .unwrap();
+    let hello = sidestream_proto::peer::v1::Hello {
+        node_id: 99,
+        peer_address: endpoint.local_addr().unwrap().to_string(),
+    };
+    super::peer::PeerClients::new(
+        endpoint,
+        Duration::from_secs(5),
+        hello,
+        std::sync::Arc::new(|_| {}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_make_their_calls_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = PeerTls::from_dev(&DevCertificates::ensure(dir.path(), &[]).unwrap()).unwrap();
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let start = |id| PeerNode::start(id, loopback, None, tls.clone(), &QuicTuning::default());
+    let (a, b) = (start(1).unwrap(), start(2).unwrap());
+    let (a_addr, b_addr) = (
+        a.local_addr().unwrap().to_string(),
+        b.local_addr().unwrap().to_string(),
+    );
+
+    // A calls B first (into a group B does not hold: the answer is still an answer).
+    let answer = a
+        .clients()
+        .call(&b_addr, &vote_call("orders"))
+        .await
+        .unwrap();
+    assert_eq!(answer.code, i32::from(PeerErrorCode::UnknownGroup));
+    // B learns who opened the connection, then makes its own call on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.clients().connected(&a_addr) {
+        assert!(
+            Instant::now() < deadline,
+            "B never took A's connection for its calls"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = b
+        .clients()
+        .call(&a_addr, &vote_call("orders"))
+        .await
+        .unwrap();
+    assert_eq!(answer.code, i32::from(PeerErrorCode::UnknownGroup));
+    assert_eq!((a.open_connections(), b.open_connections()), (1, 1));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// A vote call for partition 0 of `topic`, as a candidate of term 1 would make it.
 fn vote_call(topic: &str) -> sidestream_proto::peer::v1::PeerRequest {
     use sidestream_proto::peer::v1::{PeerRequest, peer_request};
@@ -305,25 +367,18 @@ fn vote_call(topic: &str) -> sidestream_proto::peer::v1::PeerRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
-    use sidestream_proto::peer::v1::PeerErrorCode;
-
-    use super::peer::{CallError, PeerClients};
+    use super::peer::CallError;
 
     let cluster = Cluster::start().await;
     // Elected first, so the stray vote below (term 1) cannot disturb the election.
     cluster.leader(Duration::from_secs(10)).await;
     let target = cluster.members[&1].node.local_addr().unwrap().to_string();
     let other_dir = tempfile::tempdir().unwrap();
-    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let tuning = QuicTuning::default();
 
     // A sidecar of the same CA: served; a group it does not hold is named as unknown.
     let certificates = DevCertificates::in_data_dir(cluster.dir.path());
     let sidecar_tls = PeerTls::from_dev(&certificates).unwrap();
-    let sidecar = PeerClients::new(
-        sidecar_tls.bind(loopback, &tuning).unwrap(),
-        Duration::from_secs(5),
-    );
+    let sidecar = bare_clients(&sidecar_tls);
     let answer = sidecar.call(&target, &vote_call("payments")).await.unwrap();
     assert_eq!(answer.code, i32::from(PeerErrorCode::UnknownGroup));
     assert!(
@@ -346,10 +401,7 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
         &certificates.client_key(),
     )
     .unwrap();
-    let service = PeerClients::new(
-        service_tls.bind(loopback, &tuning).unwrap(),
-        Duration::from_secs(5),
-    );
+    let service = bare_clients(&service_tls);
     let refused = service.call(&target, &vote_call(TOPIC)).await.unwrap_err();
     assert!(
         matches!(
@@ -363,10 +415,7 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
     // A sidecar of another cluster (another CA): the handshake fails.
     let other = DevCertificates::ensure(other_dir.path(), &[]).unwrap();
     let stranger_tls = PeerTls::from_dev(&other).unwrap();
-    let stranger = PeerClients::new(
-        stranger_tls.bind(loopback, &tuning).unwrap(),
-        Duration::from_secs(5),
-    );
+    let stranger = bare_clients(&stranger_tls);
     let refused = stranger.call(&target, &vote_call(TOPIC)).await.unwrap_err();
     assert!(matches!(refused, CallError::Connect { .. }), "{refused}");
 

@@ -131,10 +131,12 @@ impl PeerTls {
         Ok(endpoint)
     }
 
-    /// The quinn configuration of a connection this sidecar opens to a peer.
+    /// The quinn configuration of a connection this sidecar opens to a peer. The peer may open
+    /// streams on it as well (its own calls share the connection), so it has the server's
+    /// transport settings.
     pub fn client_config(&self, tuning: &QuicTuning, loopback: bool) -> quinn::ClientConfig {
         let mut config = quinn::ClientConfig::new(Arc::clone(&self.client) as _);
-        config.transport_config(Arc::new(tuning.client_transport(loopback)));
+        config.transport_config(Arc::new(tuning.server_transport(loopback)));
         config
     }
 }

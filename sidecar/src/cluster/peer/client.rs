@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use quinn::{Connection, Endpoint};
 use sidestream_proto::FrameCodec;
-use sidestream_proto::peer::v1::{PeerRequest, PeerResponse};
+use sidestream_proto::peer::v1::{Hello, PeerRequest, PeerResponse, peer_request};
 
 use super::PEER_FRAME_LIMIT;
 use crate::server::frames::{ReadFrameError, read_frame};
@@ -65,12 +65,20 @@ pub(crate) enum CallError {
 /// This sidecar's connections to its peers, opened on first use and again after one fails.
 ///
 /// Calls to one peer share its connection, each on a stream of its own, so a slow call never
-/// holds up another.
+/// holds up another. A connection is shared by both sidecars: the one that opens it says who it
+/// is with a `Hello` call, and the other makes its own calls on it too
+/// ([`adopt`](Self::adopt)); the peer's calls on a connection opened here are served by the
+/// [`Acceptor`] given to [`new`](Self::new).
 pub(crate) struct PeerClients {
     endpoint: Endpoint,
     connect_timeout: Duration,
+    hello: Hello,
+    acceptor: Acceptor,
     peers: Mutex<HashMap<String, Connecting>>,
 }
+
+/// Serves the peer's calls on a connection this sidecar opened (spawns a task for it).
+pub(crate) type Acceptor = Arc<dyn Fn(Connection) + Send + Sync>;
 
 /// A connection to a peer, made or being made by a task of its own: a caller that gives up
 /// (openraft's deadline for a call is a heartbeat interval) does not cut the handshake short,
@@ -88,13 +96,48 @@ impl std::fmt::Debug for PeerClients {
 
 impl PeerClients {
     /// Clients that connect from `endpoint` (which has the peer client configuration as its
-    /// default), giving up on a handshake after `connect_timeout`.
-    pub(crate) fn new(endpoint: Endpoint, connect_timeout: Duration) -> Self {
+    /// default), giving up on a handshake after `connect_timeout`, introducing themselves with
+    /// `hello`, and serving the peer's calls on their connections with `acceptor`.
+    pub(crate) fn new(
+        endpoint: Endpoint,
+        connect_timeout: Duration,
+        hello: Hello,
+        acceptor: Acceptor,
+    ) -> Self {
         Self {
             endpoint,
             connect_timeout,
+            hello,
+            acceptor,
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether there is an open connection to the peer at `addr` (made, not being made).
+    #[cfg(test)]
+    pub(crate) fn connected(&self, addr: &str) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers
+            .get(addr)
+            .and_then(|attempt| attempt.peek().cloned())
+            .is_some_and(|made| made.is_ok_and(|c| c.close_reason().is_none()))
+    }
+
+    /// Makes this sidecar's calls to the peer at `addr` on `connection`, which the peer opened,
+    /// unless there is a usable connection to it already (or one being made). Returns whether
+    /// it did.
+    pub(crate) fn adopt(&self, addr: &str, connection: Connection) -> bool {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if peers.get(addr).is_some_and(usable) {
+            return false;
+        }
+        let ready: BoxFuture<'static, Result<Connection, CallError>> =
+            futures_util::future::ready(Ok(connection)).boxed();
+        let ready = ready.shared();
+        // Polled once, so that it counts as made (`peek`) from now on.
+        let _ = ready.clone().now_or_never();
+        peers.insert(addr.to_owned(), ready);
+        true
     }
 
     /// Makes one call to the peer at `addr` (`host:port`) and returns its answer.
@@ -151,14 +194,7 @@ impl PeerClients {
     async fn connection(&self, addr: &str) -> Result<Connection, CallError> {
         let attempt = {
             let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-            let usable = peers
-                .get(addr)
-                .filter(|attempt| match attempt.peek() {
-                    None => true,
-                    Some(Ok(connection)) => connection.close_reason().is_none(),
-                    Some(Err(_)) => false,
-                })
-                .cloned();
+            let usable = peers.get(addr).filter(|attempt| usable(attempt)).cloned();
             usable.unwrap_or_else(|| {
                 let attempt = self.connect(addr);
                 peers.insert(addr.to_owned(), attempt.clone());
@@ -172,6 +208,8 @@ impl PeerClients {
     fn connect(&self, addr: &str) -> Connecting {
         let endpoint = self.endpoint.clone();
         let timeout = self.connect_timeout;
+        let acceptor = Arc::clone(&self.acceptor);
+        let hello = self.hello.clone();
         let target = addr.to_owned();
         let task = tokio::spawn(async move {
             let (socket_addr, server_name) = resolve(&target).await?;
@@ -182,10 +220,14 @@ impl PeerClients {
             let connecting = endpoint
                 .connect(socket_addr, &server_name)
                 .map_err(|e| connect_error(e.to_string()))?;
-            tokio::time::timeout(timeout, connecting)
+            let connection = tokio::time::timeout(timeout, connecting)
                 .await
                 .map_err(|_| connect_error(format!("no handshake within {timeout:?}")))?
-                .map_err(|e| connect_error(e.to_string()))
+                .map_err(|e| connect_error(e.to_string()))?;
+            // The peer's calls on this connection, and who opened it.
+            acceptor(connection.clone());
+            tokio::spawn(introduce(connection.clone(), hello));
+            Ok(connection)
         });
         let addr = addr.to_owned();
         async move {
@@ -198,6 +240,37 @@ impl PeerClients {
         }
         .boxed()
         .shared()
+    }
+}
+
+/// Whether a connection attempt can still serve calls: it is being made, or made and open.
+fn usable(attempt: &Connecting) -> bool {
+    match attempt.peek() {
+        None => true,
+        Some(Ok(connection)) => connection.close_reason().is_none(),
+        Some(Err(_)) => false,
+    }
+}
+
+/// Tells the peer at the other end of `connection` who opened it (a failure only means the
+/// peer opens its own connection when it calls).
+async fn introduce(connection: Connection, hello: Hello) {
+    let request = PeerRequest {
+        group: None,
+        body: Some(peer_request::Body::Hello(hello)),
+    };
+    let Ok(frame) = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT).encode_to_bytes(&request)
+    else {
+        return;
+    };
+    let Ok((mut send, mut recv)) = connection.open_bi().await else {
+        return;
+    };
+    if send.write_chunk(frame).await.is_ok() {
+        let _ = send.finish();
+        let mut buf = BytesMut::new();
+        let codec = FrameCodec::<PeerResponse>::new(PEER_FRAME_LIMIT);
+        let _ = read_frame(&mut recv, &codec, &mut buf).await;
     }
 }
 

@@ -4,8 +4,13 @@
 //!   sidecar A                                                   sidecar B
 //!   openraft (partition p, leader) ─▶ PeerLink ─▶ PeerClients ══QUIC══▶ server::serve ─▶ RaftGroups ─▶ openraft (p, follower)
 //!                                    (network)   one connection        one stream       (topic, p)
-//!                                                per peer              per call
+//!                                                per pair of sidecars  per call
 //! ```
+//!
+//! Whichever sidecar opens the connection introduces itself with a `Hello` call; the other
+//! then makes its own calls on that connection ([`PeerClients::adopt`]) instead of opening
+//! one, and both serve calls on every peer connection (`server::acceptor` for those opened
+//! here).
 //!
 //! A call is one bidirectional stream carrying one `PeerRequest` frame and one `PeerResponse`
 //! frame (docs/PROTOCOL.md, "Peer protocol"). The accepting side serves only callers whose

@@ -1,7 +1,7 @@
 //! The accepting side of the peer port: every call a peer sidecar makes into one of this
 //! sidecar's Raft groups.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 use openraft::error::{Fatal, RaftError};
@@ -13,6 +13,7 @@ use sidestream_proto::peer::v1::{
 };
 use tokio::sync::watch;
 
+use super::client::Acceptor;
 use super::wire::{self, WireError};
 use super::{PEER_FRAME_LIMIT, PeerClients, RaftGroups};
 use crate::cluster::membership;
@@ -93,12 +94,32 @@ async fn connection(
     calls(&connection, &peers, &mut shutdown).await;
 }
 
+/// What serves the peer's calls on the connections this sidecar opens: the same as on those it
+/// accepts. Holds its clients weakly (they hold it).
+pub(crate) fn acceptor(
+    groups: Arc<RaftGroups>,
+    clients: Weak<PeerClients>,
+    shutdown: watch::Receiver<bool>,
+) -> Acceptor {
+    Arc::new(move |connection: Connection| {
+        let Some(clients) = clients.upgrade() else {
+            return;
+        };
+        let peers = Peers {
+            groups: Arc::clone(&groups),
+            clients,
+        };
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move { calls(&connection, &peers, &mut shutdown).await });
+    })
+}
+
 async fn calls(connection: &Connection, peers: &Peers, shutdown: &mut watch::Receiver<bool>) {
     loop {
         tokio::select! {
             stream = connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    tokio::spawn(call(peers.clone(), send, recv));
+                    tokio::spawn(call(peers.clone(), connection.clone(), send, recv));
                 }
                 Err(_) => return,
             },
@@ -108,11 +129,11 @@ async fn calls(connection: &Connection, peers: &Peers, shutdown: &mut watch::Rec
 }
 
 /// Answers the one call on a stream.
-async fn call(peers: Peers, mut send: SendStream, mut recv: RecvStream) {
+async fn call(peers: Peers, connection: Connection, mut send: SendStream, mut recv: RecvStream) {
     let codec = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT);
     let mut buf = BytesMut::new();
     let response = match read_frame(&mut recv, &codec, &mut buf).await {
-        Ok(Some(request)) => answer(&peers, request).await,
+        Ok(Some(request)) => answer(&peers, &connection, request).await,
         Ok(None) => wire::refused(
             PeerErrorCode::Malformed,
             "the stream ended before a request frame",
@@ -131,8 +152,8 @@ async fn call(peers: Peers, mut send: SendStream, mut recv: RecvStream) {
 }
 
 /// What a Raft group of this sidecar answers to `request`.
-async fn answer(peers: &Peers, request: PeerRequest) -> PeerResponse {
-    match try_answer(peers, request).await {
+async fn answer(peers: &Peers, connection: &Connection, request: PeerRequest) -> PeerResponse {
+    match try_answer(peers, connection, request).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "malformed peer call");
@@ -148,7 +169,11 @@ enum RaftCall {
     InstallSnapshot(bytes::Bytes),
 }
 
-async fn try_answer(peers: &Peers, request: PeerRequest) -> Result<PeerResponse, WireError> {
+async fn try_answer(
+    peers: &Peers,
+    connection: &Connection,
+    request: PeerRequest,
+) -> Result<PeerResponse, WireError> {
     let call = match request.body {
         None => {
             return Ok(wire::refused(
@@ -159,6 +184,12 @@ async fn try_answer(peers: &Peers, request: PeerRequest) -> Result<PeerResponse,
         Some(peer_request::Body::Join(join)) => {
             let result = membership::handle_join(&peers.groups, &peers.clients, join).await;
             return Ok(wire::answered(wire::to_json(&result, "join result")?));
+        }
+        Some(peer_request::Body::Hello(hello)) => {
+            if peers.clients.adopt(&hello.peer_address, connection.clone()) {
+                tracing::debug!(node = hello.node_id, peer = %hello.peer_address, "sharing the connection a peer opened");
+            }
+            return Ok(wire::answered(b"{\"Ok\":null}".to_vec()));
         }
         Some(peer_request::Body::Leave(leave)) => {
             let result =
