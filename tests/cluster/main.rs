@@ -221,7 +221,7 @@ impl ProxiedCluster {
         let proxies: Vec<_> = real
             .iter()
             .zip(0..)
-            .map(|(addr, i)| sidestream_tests::FaultProxy::start(*addr, seed + i))
+            .map(|(addr, i)| sidestream_tests::FaultProxy::start(*addr, seed.wrapping_add(i)))
             .collect();
         let mut members: Vec<Member> = Vec::new();
         let mut tls = PathBuf::new();
@@ -267,7 +267,7 @@ impl ProxiedCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_after_healing() {
-    let cluster = ProxiedCluster::start(seed());
+    let mut cluster = ProxiedCluster::start(seed());
     let tls = cluster.tls.clone();
     let mut leader = 0;
     for member in &cluster.members {
@@ -308,14 +308,13 @@ async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_
     let joiner = start(&joiner_dir, loopback(), &args);
     tokio::time::sleep(Duration::from_secs(2)).await;
     for member in &cluster.members {
-        let seen = metadata(member.process.addr(), &tls).await;
-        if let Some(seen) = seen {
-            assert!(
-                seen.nodes.iter().all(|n| n.id != 4),
-                "node {} lists node 4 during the partition: {seen:?}",
-                member.id
-            );
-        }
+        // Each still answers its clients: only the peer ports are cut.
+        let seen = wait_until(member.process.addr(), &tls, "an answer", |_| true).await;
+        assert!(
+            seen.nodes.iter().all(|n| n.id != 4),
+            "node {} lists node 4 during the partition: {seen:?}",
+            member.id
+        );
     }
 
     // Healed: the old leader follows the new one, and the newcomer gets in through it.
@@ -334,6 +333,9 @@ async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_
     })
     .await;
     assert_eq!(seen.nodes.iter().filter(|n| n.voter).count(), 3);
+    // The join did reach the old leader while it believed it led.
+    let log = cluster.members[old].process.kill();
+    assert!(log.contains("node 4 asks to join the cluster"), "{log}");
 }
 
 /// Runs `sidestream cluster …` against `member` with the first node's certificates; returns
@@ -445,7 +447,8 @@ async fn decommissioned_nodes_leave_and_a_learner_takes_a_voters_place() {
     assert!(stderr.contains("runs alone"), "{stderr}");
 
     // The metadata leader itself leaves: the other two carry on under a new leader.
-    let leader = wait_until(processes[0].addr(), &tls, "a leader", |m| {
+    let still_member = usize::try_from(remaining[0] - 1).unwrap();
+    let leader = wait_until(processes[still_member].addr(), &tls, "a leader", |m| {
         m.metadata_leader != 0
     })
     .await

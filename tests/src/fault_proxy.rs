@@ -3,7 +3,9 @@
 //!
 //! A member advertises its proxy's address as its peer address (`--peer-advertise`), so every
 //! other member reaches it through the proxy; the proxy forwards each datagram from its own
-//! socket per sender, so the answers come back through it too and each direction can be faulted:
+//! socket per sender, so the answers come back through it too and each direction can be faulted.
+//! Two members share one connection, through the proxy of the one that was dialed: to cut a
+//! member off, cut its socket at every other proxy and every other socket at its own proxy.
 //!
 //! ```text
 //!   member A (peer socket a) ── datagram ──▶ proxy of B ── socket for a ──▶ member B

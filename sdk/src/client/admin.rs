@@ -297,7 +297,8 @@ impl Client {
     /// one, takes its vote) and the node registry. Returns the metadata group's voters after.
     pub async fn decommission_node(&self, node_id: u64) -> Result<Vec<u64>, Error> {
         let body = request::Body::DecommissionNode(v1::DecommissionNode { node_id });
-        match self.request(body, None, RetryPolicy::Idempotent).await? {
+        // Not idempotent: a retry after a lost answer would find the node gone.
+        match self.request(body, None, RetryPolicy::NotApplied).await? {
             Some(response::Body::DecommissionNode(result)) => Ok(result.voters),
             other => Err(unexpected("decommission_node", other.as_ref())),
         }

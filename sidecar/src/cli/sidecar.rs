@@ -21,8 +21,8 @@ pub(super) struct SidecarArgs {
     /// Client QUIC address.
     #[arg(long, env = "SIDESTREAM_LISTEN", default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
-    /// This node's id in the cluster.
-    #[arg(long, env = "SIDESTREAM_NODE_ID", default_value_t = 1)]
+    /// This node's id in the cluster (1 or more, unique in the cluster).
+    #[arg(long, env = "SIDESTREAM_NODE_ID", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     node_id: u64,
     /// Address clients are told to use [default: the listen address].
     #[arg(long, env = "SIDESTREAM_ADVERTISE")]

@@ -39,6 +39,11 @@ pub enum ClusterError {
     /// The peer port could not be bound.
     #[error("peer port: {0}")]
     Bind(#[from] BindError),
+    /// The peer port listens on every interface, and no address to tell the others was given.
+    #[error(
+        "the peer port listens on {0}, which other sidecars cannot connect to: give the address they should use (--peer-advertise)"
+    )]
+    Advertise(SocketAddr),
     /// The metadata replica could not be opened.
     #[error("metadata replica: {0}")]
     Open(#[from] OpenReplicaError),
@@ -73,6 +78,9 @@ impl ClusterMember {
         data_dir: &Path,
         client_address: String,
     ) -> Result<Self, ClusterError> {
+        if config.peer_advertise.is_none() && config.peer_listen.ip().is_unspecified() {
+            return Err(ClusterError::Advertise(config.peer_listen));
+        }
         let node = PeerNode::start(
             node_id,
             config.peer_listen,
@@ -80,36 +88,64 @@ impl ClusterMember {
             tls,
             &peer_tuning(tuning),
         )?;
-        let bound = node.local_addr().map_err(|source| {
-            ClusterError::Bind(BindError::Io {
-                addr: config.peer_listen,
-                source,
-            })
-        })?;
-        let peer_address = config
-            .peer_advertise
-            .clone()
-            .unwrap_or_else(|| bound.to_string());
+        match Self::take_place(&node, node_id, config, data_dir, client_address).await {
+            Ok((metadata, state, peer_address, tasks)) => Ok(Self {
+                node,
+                metadata,
+                state,
+                peer_address,
+                tasks,
+            }),
+            Err(error) => {
+                // Stop what was started: the replicas' Rafts and the peer port.
+                node.shutdown().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// The part of [`start`](Self::start) after the peer port is bound.
+    async fn take_place(
+        node: &PeerNode,
+        node_id: NodeId,
+        config: &ClusterConfig,
+        data_dir: &Path,
+        client_address: String,
+    ) -> Result<
+        (
+            PartitionReplica,
+            watch::Receiver<ClusterState>,
+            String,
+            Vec<AbortHandle>,
+        ),
+        ClusterError,
+    > {
+        let peer_address = node.peer_address().to_owned();
         let dir = data_dir.join("cluster").join(format!("{METADATA_TOPIC}-0"));
         let metadata = node
             .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default())
             .await?;
         let (state_tx, state) = watch::channel(ClusterState::default());
         let follow = tokio::spawn(metadata::follow(metadata.clone(), state_tx)).abort_handle();
-
         let formed = metadata
             .raft
             .is_initialized()
             .await
-            .map_err(|e| ClusterError::Initialize(e.to_string()))?;
+            .map_err(|e| ClusterError::Initialize(e.to_string()));
+        let formed = match formed {
+            Ok(formed) => formed,
+            Err(error) => {
+                follow.abort();
+                return Err(error);
+            }
+        };
         if !formed && config.seeds.is_empty() {
             let members: BTreeMap<NodeId, BasicNode> =
                 [(node_id, BasicNode::new(&peer_address))].into();
-            metadata
-                .raft
-                .initialize(members)
-                .await
-                .map_err(|e| ClusterError::Initialize(e.to_string()))?;
+            if let Err(error) = metadata.raft.initialize(members).await {
+                follow.abort();
+                return Err(ClusterError::Initialize(error.to_string()));
+            }
             tracing::info!(node = node_id, %peer_address, "formed a new cluster");
         }
         let join = Join {
@@ -124,13 +160,7 @@ impl ClusterMember {
             config.seeds.clone(),
         ))
         .abort_handle();
-        Ok(Self {
-            node,
-            metadata,
-            state,
-            peer_address,
-            tasks: vec![follow, register],
-        })
+        Ok((metadata, state, peer_address, vec![follow, register]))
     }
 
     /// This node's id.
@@ -218,7 +248,7 @@ async fn register(
             membership::handle_join(&groups, &clients, join.clone()).await
         } else {
             let seed = &seeds[usize::try_from(attempt).unwrap_or(0) % seeds.len()];
-            membership::forward(&clients, seed, join.clone()).await
+            membership::forward_join(&clients, seed, join.clone()).await
         };
         match result {
             Ok(JoinAccepted { leader, voter }) => {

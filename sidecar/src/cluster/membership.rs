@@ -1,25 +1,44 @@
-//! Joining a cluster: how a sidecar becomes a member of the metadata group and is registered
-//! with its addresses, whichever member it asks.
+//! Joining and leaving a cluster: how a sidecar becomes a member of the metadata group and is
+//! registered with its addresses, and how a node is taken out, whichever member is asked.
 //!
 //! ```text
-//!   joiner ── Join ──▶ any member ── Join ──▶ metadata leader: add_learner (waits until caught up)
-//!                     (not leader: passes it on)              change_membership (while < 3 voters)
+//!   joiner ── Join ──▶ any member ── Join ──▶ metadata leader: add_learner, wait until caught up
+//!                     (not leader: passes it on)              AddVoterIds (while < 3 voters)
 //!                                                             client_write(RegisterNode)
+//!   operator ── DecommissionNode ──▶ any member ── Leave ──▶ metadata leader:
+//!                                                 AddVoterIds(a caught-up learner, for a voter)
+//!                                                 client_write(DeregisterNode), remove the node
 //! ```
 //!
 //! The first node of a cluster, started without seeds, forms the metadata group alone and
-//! registers itself the same way. A restarted node asks again: it is already a member, so only
-//! its addresses are registered anew.
+//! registers itself the same way. A restarted member asks again under its id and address: it
+//! is a member already, so only its registration is written anew. A join under an id that is
+//! a member at another address is refused (decommission it first). Changes are made one at a
+//! time and each waits at most [`CHANGE_TIMEOUT`], so a joiner that dies half-way or a node
+//! that cannot be reached never holds up the next change.
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sidestream_proto::peer::v1::{Join, Leave, PeerErrorCode, PeerRequest, peer_request};
 
 use super::metadata::{MAX_VOTERS, METADATA_TOPIC, MetadataCommand};
 use super::peer::{PeerClients, RaftGroups, wire};
-use super::type_config::NodeId;
+use super::type_config::{NodeId, PartitionRaft};
+
+/// The longest a membership change (or a learner's catching up) may take before the request
+/// is answered with an error; the node asks again.
+pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a join or leave passed on to the metadata leader waits for its answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A learner at most this many entries behind the leader may take a leaving voter's place.
+const CAUGHT_UP_ENTRIES: u64 = 64;
 
 /// What the metadata leader answers a joining node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,49 +49,82 @@ pub struct JoinAccepted {
     pub voter: bool,
 }
 
+/// Where a membership request is handled: here (this sidecar leads the metadata group), or at
+/// the leader's peer address.
+enum Route {
+    Here(openraft::Raft<PartitionRaft>),
+    Leader(String),
+}
+
+/// Where the metadata group's leader is, as this sidecar knows it.
+fn route(groups: &RaftGroups) -> Result<Route, String> {
+    let group = groups
+        .get(METADATA_TOPIC, 0)
+        .ok_or("this sidecar does not hold the cluster's metadata")?;
+    let metrics = group.raft.metrics().borrow().clone();
+    let leader = metrics
+        .current_leader
+        .ok_or("the metadata group has no leader at the moment")?;
+    if leader == metrics.id {
+        return Ok(Route::Here(group.raft));
+    }
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|node| Route::Leader(node.addr.clone()))
+        .ok_or_else(|| format!("the metadata leader {leader} has no known address"))
+}
+
 /// Takes `join` in if this sidecar leads the metadata group, or passes it on to the leader.
 ///
 /// The error names why the node could not join now (no leader yet, the leader unreachable, a
-/// membership change refused); the joiner asks again.
+/// change that failed or took too long, an id taken at another address); the joiner asks again.
 pub(crate) async fn handle_join(
     groups: &RaftGroups,
     clients: &PeerClients,
     join: Join,
 ) -> Result<JoinAccepted, String> {
-    let group = groups
-        .get(METADATA_TOPIC, 0)
-        .ok_or("this sidecar does not hold the cluster's metadata")?;
-    let raft = group.raft;
-    let metrics = raft.metrics().borrow().clone();
-    let leader = metrics
-        .current_leader
-        .ok_or("the metadata group has no leader at the moment")?;
-    if leader != metrics.id {
-        let address = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|node| node.addr.clone())
-            .ok_or_else(|| format!("the metadata leader {leader} has no known address"))?;
-        return forward(clients, &address, join).await;
-    }
-
-    // One join at a time: each decides from the membership the previous one left.
+    let raft = match route(groups)? {
+        Route::Here(raft) => raft,
+        Route::Leader(address) => return forward_join(clients, &address, join).await,
+    };
+    let id = join.node_id;
+    tracing::info!(peer_address = %join.peer_address, "node {id} asks to join the cluster");
+    // One change at a time: each decides from the membership the previous one left.
     let _one_at_a_time = groups.membership_changes.lock().await;
     let metrics = raft.metrics().borrow().clone();
-    let id = join.node_id;
     let membership = metrics.membership_config.membership().clone();
-    let known = membership.get_node(&id).map(|node| node.addr.as_str());
-    if known != Some(join.peer_address.as_str()) {
-        // Replicates the metadata log to it and waits until it has caught up.
-        raft.add_learner(id, BasicNode::new(&join.peer_address), true)
+    match membership.get_node(&id).map(|node| node.addr.as_str()) {
+        Some(known) if known != join.peer_address => {
+            return Err(format!(
+                "node id {id} is a member at {known}, not at {}: decommission it first, or use another id",
+                join.peer_address
+            ));
+        }
+        Some(_) => {}
+        None => {
+            let last = metrics.last_log_index.unwrap_or(0);
+            limited(raft.add_learner(id, BasicNode::new(&join.peer_address), false))
+                .await
+                .map_err(|e| format!("cannot add node {id} to the metadata group: {e}"))?;
+            // Replicating the metadata log to it; voting waits until it has it.
+            limited(async {
+                raft.wait(None)
+                    .metrics(
+                        |m| matched(m, id) >= Some(last),
+                        format!("node {id} catches up"),
+                    )
+                    .await
+            })
             .await
-            .map_err(|e| format!("cannot add node {id} to the metadata group: {e}"))?;
+            .map_err(|e| format!("node {id} did not catch up with the metadata log: {e}"))?;
+        }
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let mut voter = voters.contains(&id);
     if !voter && voters.len() < MAX_VOTERS {
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+        limited(raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true))
             .await
             .map_err(|e| format!("cannot make node {id} a voter of the metadata group: {e}"))?;
         voter = true;
@@ -82,7 +134,7 @@ pub(crate) async fn handle_join(
         peer_address: join.peer_address,
         client_address: join.client_address,
     };
-    raft.client_write(register.to_write())
+    limited(raft.client_write(register.to_write()))
         .await
         .map_err(|e| format!("cannot register node {id}: {e}"))?;
     tracing::info!(node = id, voter, "node joined the cluster");
@@ -92,25 +144,60 @@ pub(crate) async fn handle_join(
     })
 }
 
+/// The last log index the leader knows node `id` holds.
+fn matched(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
+    let replication = metrics.replication.as_ref()?;
+    replication.get(&id).copied().flatten().map(|log| log.index)
+}
+
+/// `change` within [`CHANGE_TIMEOUT`]; its own error or the timeout, as text.
+async fn limited<T, E: std::fmt::Display>(
+    change: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CHANGE_TIMEOUT, change).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no result within {CHANGE_TIMEOUT:?}")),
+    }
+}
+
 /// Asks the member at `address` to take `join` in.
-pub(crate) async fn forward(
+pub(crate) async fn forward_join(
     clients: &PeerClients,
     address: &str,
     join: Join,
 ) -> Result<JoinAccepted, String> {
+    forward_call(
+        clients,
+        address,
+        peer_request::Body::Join(join),
+        "join result",
+    )
+    .await?
+}
+
+/// Makes the membership call `body` to the member at `address` and reads its answer, a
+/// `Result` as JSON.
+async fn forward_call<T: DeserializeOwned>(
+    clients: &PeerClients,
+    address: &str,
+    body: peer_request::Body,
+    what: &'static str,
+) -> Result<T, String> {
     let request = PeerRequest {
         group: Some(wire::group(METADATA_TOPIC, 0)),
-        body: Some(peer_request::Body::Join(join)),
+        body: Some(body),
     };
-    let response = clients
-        .call(address, &request)
+    let response = tokio::time::timeout(FORWARD_TIMEOUT, clients.call(address, &request))
         .await
+        .map_err(|_| format!("{address} did not answer within {FORWARD_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
     if response.code != i32::from(PeerErrorCode::Ok) {
-        return Err(format!("{address} refused the join: {}", response.message));
+        return Err(format!(
+            "{address} refused the request: {}",
+            response.message
+        ));
     }
-    wire::from_json::<Result<JoinAccepted, String>>(&response.result, "join result")
-        .map_err(|e| e.to_string())?
+    wire::from_json(&response.result, what).map_err(|e| e.to_string())
 }
 
 /// The cluster after a node left it.
@@ -131,7 +218,7 @@ pub enum LeaveError {
     #[error("{0}")]
     LastVoter(String),
     /// The metadata group cannot take the change now (no leader, the leader unreachable, a
-    /// change refused); asking again may succeed.
+    /// change that failed or took too long); asking again may succeed.
     #[error("{0}")]
     Unavailable(String),
 }
@@ -139,57 +226,46 @@ pub enum LeaveError {
 /// Takes node `id` out of the cluster if this sidecar leads the metadata group, or passes the
 /// request on to the leader.
 ///
-/// A voter's place goes to a learner first, if there is one, so the metadata group keeps its
-/// size; then the node leaves the registry and the group.
+/// A voter's place goes first to a learner that has caught up with the metadata log, if there
+/// is one, so the group keeps its size; then the node leaves the registry and the group.
 pub(crate) async fn handle_leave(
     groups: &RaftGroups,
     clients: &PeerClients,
     id: NodeId,
 ) -> Result<Left, LeaveError> {
-    let unavailable = |why: String| LeaveError::Unavailable(why);
-    let group = groups
-        .get(METADATA_TOPIC, 0)
-        .ok_or_else(|| unavailable("this sidecar does not hold the cluster's metadata".into()))?;
-    let raft = group.raft;
-    let metrics = raft.metrics().borrow().clone();
-    let leader = metrics
-        .current_leader
-        .ok_or_else(|| unavailable("the metadata group has no leader at the moment".into()))?;
-    if leader != metrics.id {
-        let address = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|node| node.addr.clone())
-            .ok_or_else(|| {
-                unavailable(format!("the metadata leader {leader} has no known address"))
-            })?;
-        return forward_leave(clients, &address, id).await;
-    }
-
+    let raft = match route(groups).map_err(LeaveError::Unavailable)? {
+        Route::Here(raft) => raft,
+        Route::Leader(address) => {
+            let body = peer_request::Body::Leave(Leave { node_id: id });
+            return forward_call(clients, &address, body, "leave result")
+                .await
+                .map_err(LeaveError::Unavailable)?;
+        }
+    };
     let _one_at_a_time = groups.membership_changes.lock().await;
-    let membership = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
     if membership.get_node(&id).is_none() {
         return Err(LeaveError::UnknownNode(format!(
             "node {id} is not a member of the cluster"
         )));
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let change_failed = |what: &str, e: &dyn std::fmt::Display| {
-        unavailable(format!("cannot {what} node {id}: {e}"))
-    };
+    let failed = |what: &str, e: String| LeaveError::Unavailable(format!("cannot {what}: {e}"));
     if voters.contains(&id) {
-        let learner = membership.learner_ids().find(|&learner| learner != id);
+        let last = metrics.last_log_index.unwrap_or(0);
+        let learner = membership.learner_ids().find(|&learner| {
+            learner != id
+                && matched(&metrics, learner).is_some_and(|m| m + CAUGHT_UP_ENTRIES >= last)
+        });
         match learner {
             Some(learner) => {
-                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), true)
+                let promote = ChangeMembers::AddVoterIds(BTreeSet::from([learner]));
+                limited(raft.change_membership(promote, true))
                     .await
-                    .map_err(|e| change_failed("promote a learner in place of", &e))?;
+                    .map_err(|e| {
+                        failed(&format!("promote node {learner} in place of node {id}"), e)
+                    })?;
             }
             None if voters.len() == 1 => {
                 return Err(LeaveError::LastVoter(format!(
@@ -199,47 +275,22 @@ pub(crate) async fn handle_leave(
             None => {}
         }
     }
-    raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write())
+    limited(raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write()))
         .await
-        .map_err(|e| change_failed("deregister", &e))?;
+        .map_err(|e| failed(&format!("deregister node {id}"), e))?;
     let change = if voters.contains(&id) {
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
     // Not retained: a removed voter leaves the group altogether rather than stay a learner.
-    let written = raft
-        .change_membership(change, false)
+    let written = limited(raft.change_membership(change, false))
         .await
-        .map_err(|e| change_failed("remove", &e))?;
+        .map_err(|e| failed(&format!("remove node {id}"), e))?;
     let voters = written
         .membership
         .map(|m| m.voter_ids().collect())
         .unwrap_or_default();
     tracing::info!(node = id, ?voters, "node left the cluster");
     Ok(Left { voters })
-}
-
-/// Asks the member at `address` to take node `id` out of the cluster.
-async fn forward_leave(
-    clients: &PeerClients,
-    address: &str,
-    id: NodeId,
-) -> Result<Left, LeaveError> {
-    let request = PeerRequest {
-        group: Some(wire::group(METADATA_TOPIC, 0)),
-        body: Some(peer_request::Body::Leave(Leave { node_id: id })),
-    };
-    let response = clients
-        .call(address, &request)
-        .await
-        .map_err(|e| LeaveError::Unavailable(e.to_string()))?;
-    if response.code != i32::from(PeerErrorCode::Ok) {
-        return Err(LeaveError::Unavailable(format!(
-            "{address} refused the request: {}",
-            response.message
-        )));
-    }
-    wire::from_json::<Result<Left, LeaveError>>(&response.result, "leave result")
-        .map_err(|e| LeaveError::Unavailable(e.to_string()))?
 }

@@ -163,6 +163,11 @@ impl PeerNode {
         Arc::clone(&self.clients)
     }
 
+    /// The peer address the cluster knows this node by.
+    pub fn peer_address(&self) -> &str {
+        self.clients.peer_address()
+    }
+
     /// How many QUIC connections the peer port has open (to and from peers).
     pub fn open_connections(&self) -> usize {
         self.endpoint.open_connections()

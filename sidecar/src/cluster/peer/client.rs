@@ -113,6 +113,11 @@ impl PeerClients {
         }
     }
 
+    /// The peer address this sidecar introduces itself with.
+    pub(crate) fn peer_address(&self) -> &str {
+        &self.hello.peer_address
+    }
+
     /// Whether there is an open connection to the peer at `addr` (made, not being made).
     #[cfg(test)]
     pub(crate) fn connected(&self, addr: &str) -> bool {
@@ -275,7 +280,7 @@ async fn introduce(connection: Connection, hello: Hello) {
 }
 
 /// The socket address of `addr` and the name its certificate must carry (the host part).
-async fn resolve(addr: &str) -> Result<(SocketAddr, String), CallError> {
+pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), CallError> {
     let error = |reason: &str| CallError::Address {
         addr: addr.to_owned(),
         reason: reason.to_owned(),

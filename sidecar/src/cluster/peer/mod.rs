@@ -112,6 +112,22 @@ impl RaftGroups {
             .collect()
     }
 
+    /// Whether node `id` is a member at `peer_address` of any group held here: a peer's `Hello`
+    /// is believed only then (any sidecar certificate could claim any address).
+    pub(crate) fn knows(&self, id: super::type_config::NodeId, peer_address: &str) -> bool {
+        let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
+        groups.values().any(|group| {
+            group
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .is_some_and(|node| node.addr == peer_address)
+        })
+    }
+
     /// The partition's group, if this sidecar holds a replica.
     pub(crate) fn get(&self, topic: &str, partition: u32) -> Option<Group> {
         self.groups

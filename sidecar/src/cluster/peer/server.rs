@@ -186,7 +186,15 @@ async fn try_answer(
             return Ok(wire::answered(wire::to_json(&result, "join result")?));
         }
         Some(peer_request::Body::Hello(hello)) => {
-            if peers.clients.adopt(&hello.peer_address, connection.clone()) {
+            // Any sidecar certificate could claim any address: believe the claim only when the
+            // connection comes from that address (the peer dials from its peer port), or when
+            // a group here knows that node at that address.
+            let from_there = super::client::resolve(&hello.peer_address)
+                .await
+                .is_ok_and(|(addr, _)| addr == connection.remote_address());
+            if (from_there || peers.groups.knows(hello.node_id, &hello.peer_address))
+                && peers.clients.adopt(&hello.peer_address, connection.clone())
+            {
                 tracing::debug!(node = hello.node_id, peer = %hello.peer_address, "sharing the connection a peer opened");
             }
             return Ok(wire::answered(b"{\"Ok\":null}".to_vec()));
