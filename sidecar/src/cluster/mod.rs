@@ -36,8 +36,8 @@
 //!   openraft sm worker ── apply, snapshots ──▶ PartitionStateMachine ──▶ raft-snapshot file
 //! ```
 //!
-//! The state machine is small: last applied log id, last membership and the high watermark; its
-//! snapshots are that metadata, saved beside the log.
+//! The state machine is small: last applied log id, last membership, the high watermark and the
+//! idempotent producers' table; its snapshots are that metadata, saved beside the log.
 
 mod election;
 mod entry_codec;

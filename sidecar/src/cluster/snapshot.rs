@@ -1,7 +1,7 @@
 //! The partition's snapshot: the state machine's small state, kept in one file beside the log.
 //!
 //! For a partition the log *is* the data, so a snapshot is metadata only (last applied log id,
-//! last membership, high watermark). The current snapshot is the file `raft-snapshot` in the
+//! last membership, high watermark, idempotent producers). The current snapshot is the file `raft-snapshot` in the
 //! partition directory, JSON, replaced atomically (write `raft-snapshot.tmp`, fsync, rename,
 //! fsync the directory); the log removes a stray `.tmp` when it opens.
 
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sidestream_log::Offset;
 
 use super::type_config::NodeId;
+use crate::topics::producers::Producers;
 
 /// The state of a partition's state machine, which is also the data of its snapshots (as
 /// JSON).
@@ -26,6 +27,10 @@ pub struct PartitionState {
     pub last_membership: StoredMembership<NodeId, BasicNode>,
     /// The offset after the last applied data batch: consumers read only below it.
     pub high_watermark: Offset,
+    /// The idempotent producers of the applied batches: each one's epoch, next sequence and
+    /// last batches. Absent from snapshots written before it was kept (an empty table then).
+    #[serde(default)]
+    pub(crate) producers: Producers,
 }
 
 /// Why the stored snapshot could not be loaded.

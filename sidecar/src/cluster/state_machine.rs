@@ -1,8 +1,10 @@
 //! openraft's state machine for a partition: what committing entries changes.
 //!
 //! The partition's data is its log, so the state machine is small: the last applied log id,
-//! the last membership, and the high watermark (the offset after the last committed data
-//! batch; consumers read only below it). Snapshots hold just that; see [`super::snapshot`].
+//! the last membership, the high watermark (the offset after the last committed data batch;
+//! consumers read only below it) and the idempotent producers' table (each producer's epoch,
+//! next sequence and last batches, as the applied batches left it). Snapshots hold just that;
+//! see [`super::snapshot`].
 
 use std::io::Cursor;
 use std::path::Path;
@@ -102,6 +104,12 @@ impl PartitionStateMachine {
                     );
                 }
                 self.state.high_watermark = header.next_offset();
+                // Every replica applies the same batches in the same order: the same table.
+                self.state.producers.appended(
+                    header.producer,
+                    header.record_count,
+                    (header.base_offset, header.next_offset()),
+                );
                 header.base_offset
             }
             EntryPayload::Membership(membership) => {

@@ -349,3 +349,67 @@ async fn entries_spanning_many_segments_truncate_purge_and_reopen() {
     let dense = offsets(&read).windows(2).all(|w| w[0].1 == w[1].0);
     assert!(dense, "offsets are not dense: {:?}", offsets(&read));
 }
+
+/// A data batch of `records` records from idempotent producer `id` (epoch 0), first sequence
+/// `sequence`.
+fn produced(term: u64, index: u64, id: i64, sequence: i32, records: usize) -> PartitionEntry {
+    let mut batch = RecordBatch::from_records(
+        (0..records).map(|_| (None, Some(Bytes::from_static(b"paid")), 1_700_000_000_000)),
+    );
+    batch.producer = sidestream_log::batch::ProducerState {
+        producer_id: id,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    };
+    let bytes = Bytes::from(batch.encode().unwrap());
+    entry(term, index, EntryPayload::Normal(PartitionWrite(bytes)))
+}
+
+#[tokio::test]
+async fn every_replica_knows_the_producers_of_the_applied_batches_and_snapshots_them() {
+    use crate::topics::producers::Sequence;
+    let producer = |sequence| sidestream_log::batch::ProducerState {
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut store, mut state_machine) = open(dir.path());
+        store
+            .blocking_append([
+                membership(0, 0, &[1]),
+                produced(1, 1, 7, 0, 3),
+                produced(1, 2, 7, 3, 2),
+            ])
+            .await
+            .unwrap();
+        let committed = store.get_log_entries(0..3).await.unwrap();
+        state_machine.apply(committed).await.unwrap();
+        let producers = &state_machine.state().producers;
+        assert_eq!(producers.check(producer(5)), Sequence::Append);
+        assert_eq!(producers.check(producer(3)), Sequence::Duplicate((3, 5)));
+        assert_eq!(
+            producers.check(producer(6)),
+            Sequence::Early { expected: 5 }
+        );
+        let mut builder = state_machine.get_snapshot_builder().await;
+        builder.build_snapshot().await.unwrap();
+    }
+    // A restarted replica starts from the snapshot: the table is there without replaying.
+    let (_, state_machine) = open(dir.path());
+    let producers = &state_machine.state().producers;
+    assert_eq!(producers.check(producer(0)), Sequence::Duplicate((0, 3)));
+    assert_eq!(producers.check(producer(5)), Sequence::Append);
+}
+
+#[test]
+fn a_snapshot_without_a_producer_table_reads_as_an_empty_one() {
+    let old = r#"{"last_applied":null,"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"high_watermark":12}"#;
+    let state: super::PartitionState = serde_json::from_str(old).unwrap();
+    assert_eq!(state.high_watermark, 12);
+    assert_eq!(
+        state.producers,
+        crate::topics::producers::Producers::default()
+    );
+}

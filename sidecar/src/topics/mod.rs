@@ -17,7 +17,7 @@
 //! `trash/` first, so a crash never leaves half a topic behind.
 
 mod partition;
-mod producers;
+pub(crate) mod producers;
 mod spec;
 
 use std::collections::BTreeMap;

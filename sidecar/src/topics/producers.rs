@@ -5,9 +5,11 @@
 //! few batches it appended, so that a batch that arrives early waits for its predecessor
 //! and a batch that arrives twice is answered with the offsets of its first append.
 //!
-//! The table lives in memory: after a sidecar restart a producer is new again, and its first
-//! batch is taken whatever its sequence (the SDK resends unacknowledged batches one at a time
-//! after a reconnect, so the first one it sends is the oldest).
+//! A sidecar run alone keeps the table in memory: after a restart a producer is new again, and
+//! its first batch is taken whatever its sequence (the SDK resends unacknowledged batches one at
+//! a time after a reconnect, so the first one it sends is the oldest). A replicated partition's
+//! state machine keeps it as part of its state (and snapshots), built by applying the committed
+//! batches in order, so every replica holds the same table.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -36,7 +38,7 @@ pub(crate) enum Sequence {
     Fenced { current: i16 },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Producer {
     /// When it last appended, in appends of this partition.
     last_used: u64,
@@ -47,7 +49,7 @@ struct Producer {
 }
 
 /// Per-partition state of idempotent producers.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Producers {
     by_id: HashMap<i64, Producer>,
     appends: u64,
