@@ -215,7 +215,8 @@ struct ProxiedCluster {
 }
 
 impl ProxiedCluster {
-    fn start(seed: u64) -> Self {
+    /// Three members behind proxies that `faults` sets up before any member starts.
+    fn start(seed: u64, faults: impl Fn(&sidestream_tests::FaultProxy)) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let real: Vec<SocketAddr> = (0..3).map(|_| sidestream_tests::free_udp_addr()).collect();
         let proxies: Vec<_> = real
@@ -223,6 +224,9 @@ impl ProxiedCluster {
             .zip(0..)
             .map(|(addr, i)| sidestream_tests::FaultProxy::start(*addr, seed.wrapping_add(i)))
             .collect();
+        for proxy in &proxies {
+            faults(proxy);
+        }
         let mut members: Vec<Member> = Vec::new();
         let mut tls = PathBuf::new();
         for (i, id) in (1..=3).enumerate() {
@@ -267,7 +271,7 @@ impl ProxiedCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_after_healing() {
-    let mut cluster = ProxiedCluster::start(seed());
+    let mut cluster = ProxiedCluster::start(seed(), |_| {});
     let tls = cluster.tls.clone();
     let mut leader = 0;
     for member in &cluster.members {
@@ -478,6 +482,52 @@ async fn decommissioned_nodes_leave_and_a_learner_takes_a_voters_place() {
                     && m.metadata_leader != leader
             },
         )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_forms_and_replaces_its_dead_leader_on_a_lossy_reordering_network() {
+    // 5 % of datagrams lost, 5 % duplicated, each held back 2–10 ms (so they overtake each
+    // other), both ways between every pair of members.
+    let mut cluster = ProxiedCluster::start(seed(), |proxy| {
+        proxy.set_loss(0.05);
+        proxy.set_duplication(0.05);
+        proxy.set_delay(Duration::from_millis(2), Duration::from_millis(8));
+    });
+    let tls = cluster.tls.clone();
+    let mut leader = 0;
+    for member in &cluster.members {
+        leader = wait_until(
+            member.process.addr(),
+            &tls,
+            "three voters and a leader",
+            |m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.voter) && m.metadata_leader != 0,
+        )
+        .await
+        .metadata_leader;
+    }
+    for member in &cluster.members {
+        wait_until(member.process.addr(), &tls, "the same leader", |m| {
+            m.metadata_leader == leader
+        })
+        .await;
+    }
+    let dead = cluster.members.iter().position(|m| m.id == leader).unwrap();
+    cluster.members[dead].process.kill();
+    cluster.members.remove(dead);
+    let mut new_leader = 0;
+    for member in &cluster.members {
+        new_leader = wait_until(member.process.addr(), &tls, "a new leader", |m| {
+            m.metadata_leader != 0 && m.metadata_leader != leader
+        })
+        .await
+        .metadata_leader;
+    }
+    for member in &cluster.members {
+        wait_until(member.process.addr(), &tls, "the same new leader", |m| {
+            m.metadata_leader == new_leader && m.nodes.len() == 3
+        })
         .await;
     }
 }

@@ -13,18 +13,19 @@
 //! ```
 //!
 //! Rules are per sending address: [`cut`](FaultProxy::cut) drops everything from and to a
-//! sender (a network partition), [`set_loss`](FaultProxy::set_loss) and
-//! [`set_duplication`](FaultProxy::set_duplication) drop or repeat a random share of every
-//! datagram, drawn from a seeded generator so a failing schedule can be replayed.
+//! sender (a network partition); [`set_loss`](FaultProxy::set_loss),
+//! [`set_duplication`](FaultProxy::set_duplication) and [`set_delay`](FaultProxy::set_delay)
+//! drop, repeat or hold back (with jitter, which reorders) datagrams in both directions, with
+//! choices drawn from a seeded generator so a failing schedule can be replayed.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the proxy's threads look whether they should stop.
 const POLL: Duration = Duration::from_millis(50);
@@ -38,6 +39,10 @@ struct Rules {
     loss_ppm: u64,
     /// Share of datagrams sent twice, per million.
     duplicate_ppm: u64,
+    /// How long every datagram is held back.
+    delay: Duration,
+    /// Up to this much more, drawn per datagram (so datagrams overtake each other).
+    jitter: Duration,
     /// The generator of the random choices (`SplitMix64`).
     state: u64,
 }
@@ -51,15 +56,113 @@ impl Rules {
         (z ^ (z >> 31)) % 1_000_000
     }
 
-    /// How many copies of a datagram between `peer` and the member to send: 0, 1 or 2.
-    fn copies(&mut self, peer: SocketAddr) -> usize {
+    /// When to send each copy of a datagram between `peer` and the member, from now: none
+    /// (dropped), one, or two (duplicated).
+    fn plan(&mut self, peer: SocketAddr) -> Vec<Duration> {
         if self.cut.contains(&peer) || self.random_ppm() < self.loss_ppm {
-            return 0;
+            return Vec::new();
         }
-        if self.random_ppm() < self.duplicate_ppm {
+        let copies = if self.random_ppm() < self.duplicate_ppm {
             2
         } else {
             1
+        };
+        (0..copies)
+            .map(|_| {
+                let jitter = self.jitter.as_micros();
+                let extra = if jitter == 0 {
+                    0
+                } else {
+                    u128::from(self.random_ppm()) % jitter
+                };
+                self.delay + Duration::from_micros(u64::try_from(extra).unwrap_or(0))
+            })
+            .collect()
+    }
+}
+
+/// A datagram held back until `due`.
+struct Delayed {
+    due: Instant,
+    order: u64,
+    socket: Arc<UdpSocket>,
+    dest: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.order) == (other.due, other.order)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    /// The earliest first out of a max-heap.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.due, other.order).cmp(&(self.due, self.order))
+    }
+}
+
+/// Sends `bytes` from `socket` to `dest` as `plan` says: at once, or through the delaying
+/// thread.
+fn send(
+    plan: &[Duration],
+    socket: &Arc<UdpSocket>,
+    dest: SocketAddr,
+    bytes: &[u8],
+    delayed: &mpsc::Sender<Delayed>,
+) {
+    for (order, delay) in (0..).zip(plan) {
+        if delay.is_zero() {
+            let _ = socket.send_to(bytes, dest);
+        } else {
+            let _ = delayed.send(Delayed {
+                due: Instant::now() + *delay,
+                order,
+                socket: Arc::clone(socket),
+                dest,
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+}
+
+/// Sends held-back datagrams when they are due.
+fn delay_loop(delayed: &mpsc::Receiver<Delayed>, stop: &AtomicBool) {
+    let mut waiting = BinaryHeap::new();
+    let mut order = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = waiting
+            .peek()
+            .map_or(POLL, |next: &Delayed| {
+                next.due.saturating_duration_since(Instant::now())
+            })
+            .min(POLL);
+        match delayed.recv_timeout(wait) {
+            Ok(mut datagram) => {
+                // Arrival order breaks ties between datagrams due at the same moment.
+                order += 1;
+                datagram.order = order;
+                waiting.push(datagram);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        while waiting
+            .peek()
+            .is_some_and(|next: &Delayed| next.due <= Instant::now())
+        {
+            if let Some(datagram) = waiting.pop() {
+                let _ = datagram.socket.send_to(&datagram.bytes, datagram.dest);
+            }
         }
     }
 }
@@ -86,19 +189,27 @@ impl FaultProxy {
             cut: HashSet::new(),
             loss_ppm: 0,
             duplicate_ppm: 0,
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
             state: seed,
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        let (delayed, to_delay) = mpsc::channel();
+        let holder = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || delay_loop(&to_delay, &stop))
+        };
         let forward = {
             let rules = Arc::clone(&rules);
             let stop = Arc::clone(&stop);
-            thread::spawn(move || forward_loop(&listener, target, &rules, &stop))
+            let listener = Arc::new(listener);
+            thread::spawn(move || forward_loop(&listener, target, &rules, &stop, &delayed))
         };
         Self {
             addr,
             rules,
             stop,
-            threads: vec![forward],
+            threads: vec![forward, holder],
         }
     }
 
@@ -128,6 +239,14 @@ impl FaultProxy {
         self.rules().duplicate_ppm = ppm(share);
     }
 
+    /// Holds every datagram back by `delay` plus up to `jitter` more (drawn per datagram, so
+    /// datagrams overtake each other), in either direction.
+    pub fn set_delay(&self, delay: Duration, jitter: Duration) {
+        let mut rules = self.rules();
+        rules.delay = delay;
+        rules.jitter = jitter;
+    }
+
     fn rules(&self) -> std::sync::MutexGuard<'_, Rules> {
         self.rules.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -154,12 +273,13 @@ fn ppm(share: f64) -> u64 {
 /// Datagrams from peers to the member, each sender through a socket of its own, whose answers a
 /// thread per sender carries back.
 fn forward_loop(
-    listener: &UdpSocket,
+    listener: &Arc<UdpSocket>,
     target: SocketAddr,
     rules: &Arc<Mutex<Rules>>,
     stop: &Arc<AtomicBool>,
+    delayed: &mpsc::Sender<Delayed>,
 ) {
-    let mut upstream: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+    let mut upstream: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut answers = Vec::new();
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
@@ -175,23 +295,23 @@ fn forward_loop(
                     continue;
                 };
                 let _ = socket.set_read_timeout(Some(POLL));
-                if let (Ok(back), Ok(reply)) = (socket.try_clone(), listener.try_clone()) {
-                    let rules = Arc::clone(rules);
-                    let stop = Arc::clone(stop);
-                    answers.push(thread::spawn(move || {
-                        answer_loop(&back, &reply, peer, &rules, &stop);
-                    }));
-                }
+                let socket = Arc::new(socket);
+                let back = Arc::clone(&socket);
+                let reply = Arc::clone(listener);
+                let rules = Arc::clone(rules);
+                let stop = Arc::clone(stop);
+                let delayed = delayed.clone();
+                answers.push(thread::spawn(move || {
+                    answer_loop(&back, &reply, peer, &rules, &stop, &delayed);
+                }));
                 slot.insert(socket)
             }
         };
-        let copies = rules
+        let plan = rules
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .copies(peer);
-        for _ in 0..copies {
-            let _ = socket.send_to(&buf[..len], target);
-        }
+            .plan(peer);
+        send(&plan, socket, target, &buf[..len], delayed);
     }
     for thread in answers {
         let _ = thread.join();
@@ -201,10 +321,11 @@ fn forward_loop(
 /// The member's datagrams to `peer`, back through the proxy's listening socket.
 fn answer_loop(
     upstream: &UdpSocket,
-    listener: &UdpSocket,
+    listener: &Arc<UdpSocket>,
     peer: SocketAddr,
     rules: &Arc<Mutex<Rules>>,
     stop: &Arc<AtomicBool>,
+    delayed: &mpsc::Sender<Delayed>,
 ) {
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
@@ -213,13 +334,11 @@ fn answer_loop(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(_) => return,
         };
-        let copies = rules
+        let plan = rules
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .copies(peer);
-        for _ in 0..copies {
-            let _ = listener.send_to(&buf[..len], peer);
-        }
+            .plan(peer);
+        send(&plan, listener, peer, &buf[..len], delayed);
     }
 }
 
@@ -278,6 +397,22 @@ mod tests {
         proxy.set_duplication(0.0);
         proxy.set_loss(1.0);
         assert_eq!(echoes(&client, proxy.addr(), 5), 0);
+        // Held back 100 ms each way: no echo comes back sooner than 200 ms, and all come.
+        proxy.set_loss(0.0);
+        proxy.set_delay(Duration::from_millis(100), Duration::from_millis(20));
+        let sent = Instant::now();
+        client.send_to(&[1], proxy.addr()).unwrap();
+        let mut buf = [0u8; 4];
+        client.recv_from(&mut buf).unwrap();
+        assert!(
+            sent.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            sent.elapsed()
+        );
+        client
+            .set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        assert_eq!(echoes(&client, proxy.addr(), 10), 10);
 
         drop(proxy);
         stop.store(true, Ordering::Relaxed);
