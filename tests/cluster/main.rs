@@ -183,6 +183,29 @@ async fn three_sidecars_form_a_cluster_and_keep_it_through_the_metadata_leaders_
     assert!(seen.nodes.iter().all(|n| n.voter), "{seen:?}");
 }
 
+/// Waits until every member lists three voters and a leader, then until they all name the
+/// same one; returns it.
+async fn three_voters_agree_on_a_leader(members: &[Member], tls: &Path) -> u64 {
+    let mut leader = 0;
+    for member in members {
+        leader = wait_until(
+            member.process.addr(),
+            tls,
+            "three voters and a leader",
+            |m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.voter) && m.metadata_leader != 0,
+        )
+        .await
+        .metadata_leader;
+    }
+    for member in members {
+        wait_until(member.process.addr(), tls, "the same leader", |m| {
+            m.metadata_leader == leader
+        })
+        .await;
+    }
+    leader
+}
+
 /// The seed of a test's random faults: `SIDESTREAM_SEED` to replay one, else the clock's.
 fn seed() -> u64 {
     let seed = std::env::var("SIDESTREAM_SEED")
@@ -273,23 +296,7 @@ impl ProxiedCluster {
 async fn an_isolated_metadata_leader_takes_nobody_in_and_follows_the_new_leader_after_healing() {
     let mut cluster = ProxiedCluster::start(seed(), |_| {});
     let tls = cluster.tls.clone();
-    let mut leader = 0;
-    for member in &cluster.members {
-        let seen = wait_until(
-            member.process.addr(),
-            &tls,
-            "three voters and a leader",
-            |m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.voter) && m.metadata_leader != 0,
-        )
-        .await;
-        leader = seen.metadata_leader;
-    }
-    for member in &cluster.members {
-        wait_until(member.process.addr(), &tls, "the same leader", |m| {
-            m.metadata_leader == leader
-        })
-        .await;
-    }
+    let leader = three_voters_agree_on_a_leader(&cluster.members, &tls).await;
     let old = cluster.members.iter().position(|m| m.id == leader).unwrap();
     cluster.isolate(old);
 
@@ -496,23 +503,7 @@ async fn a_cluster_forms_and_replaces_its_dead_leader_on_a_lossy_reordering_netw
         proxy.set_delay(Duration::from_millis(2), Duration::from_millis(8));
     });
     let tls = cluster.tls.clone();
-    let mut leader = 0;
-    for member in &cluster.members {
-        leader = wait_until(
-            member.process.addr(),
-            &tls,
-            "three voters and a leader",
-            |m| m.nodes.len() == 3 && m.nodes.iter().all(|n| n.voter) && m.metadata_leader != 0,
-        )
-        .await
-        .metadata_leader;
-    }
-    for member in &cluster.members {
-        wait_until(member.process.addr(), &tls, "the same leader", |m| {
-            m.metadata_leader == leader
-        })
-        .await;
-    }
+    let leader = three_voters_agree_on_a_leader(&cluster.members, &tls).await;
     let dead = cluster.members.iter().position(|m| m.id == leader).unwrap();
     cluster.members[dead].process.kill();
     cluster.members.remove(dead);

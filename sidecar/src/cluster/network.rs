@@ -99,9 +99,7 @@ impl PeerLink {
                 CallError::Address { .. }
                 | CallError::Connect { .. }
                 | CallError::Connection { .. } => RPCError::Unreachable(Unreachable::new(&error)),
-                CallError::Stream { .. } | CallError::Answer { .. } => {
-                    RPCError::Network(NetworkError::new(&error))
-                }
+                CallError::Stream { .. } | CallError::Answer { .. } => network_error(&error),
             })?;
         match PeerErrorCode::try_from(response.code) {
             Ok(PeerErrorCode::Ok) => {}
@@ -117,7 +115,7 @@ impl PeerLink {
                     Ok(PeerErrorCode::UnknownGroup | PeerErrorCode::Unavailable) => {
                         RPCError::Unreachable(Unreachable::new(&refused))
                     }
-                    _ => RPCError::Network(NetworkError::new(&refused)),
+                    _ => network_error(&refused),
                 });
             }
         }

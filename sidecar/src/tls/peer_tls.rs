@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use quinn::Endpoint;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::server::WebPkiClientVerifier;
 use sidestream::transport::{
     BindError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint, crypto_provider,
     read_certificates, read_private_key, read_trust_anchors,
 };
 
+use super::server_tls::mutual_server_config;
 use super::{ClientIdentity, DevCertificates};
 
 /// Mutual TLS between sidecars, on the peer port: each presents its own certificate, both as
@@ -42,42 +42,23 @@ impl PeerTls {
     /// Fails, naming the file, as [`ServerTls::from_paths`](super::ServerTls::from_paths) does,
     /// and if the certificate names no identity.
     pub fn from_paths(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let provider = crypto_provider();
-        let roots = Arc::new(read_trust_anchors(ca)?);
         let chain = read_certificates(cert)?;
-        let private_key = read_private_key(key)?;
         let own_identity = chain
             .first()
             .map(ClientIdentity::from_certificate)
             .and_then(Result::ok)
             .ok_or_else(|| TlsError::NoCertificate { path: cert.into() })?;
-
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
-                .build()
-                .map_err(|source| TlsError::ClientVerifier {
-                    ca: ca.into(),
-                    source,
-                })?;
-        let key_mismatch = |source| TlsError::KeyMismatch {
-            cert: cert.into(),
-            key: key.into(),
-            source,
-        };
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        let server = mutual_server_config(ca, cert, key, sidestream_proto::peer::ALPN)?;
+        let mut client = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(PROTOCOL_VERSIONS)
             .map_err(|source| TlsError::Rustls { source })?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), private_key.clone_key())
-            .map_err(key_mismatch)?;
-        server.alpn_protocols = vec![sidestream_proto::peer::ALPN.to_vec()];
-
-        let mut client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(PROTOCOL_VERSIONS)
-            .map_err(|source| TlsError::Rustls { source })?
-            .with_root_certificates(Arc::unwrap_or_clone(roots))
-            .with_client_auth_cert(chain, private_key)
-            .map_err(key_mismatch)?;
+            .with_root_certificates(read_trust_anchors(ca)?)
+            .with_client_auth_cert(chain, read_private_key(key)?)
+            .map_err(|source| TlsError::KeyMismatch {
+                cert: cert.into(),
+                key: key.into(),
+                source,
+            })?;
         client.alpn_protocols = vec![sidestream_proto::peer::ALPN.to_vec()];
 
         let server = QuicServerConfig::try_from(Arc::new(server))

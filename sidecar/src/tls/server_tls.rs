@@ -45,28 +45,7 @@ impl ServerTls {
     /// certificate that is expired or not yet valid, or if the key does not match the
     /// certificate.
     pub fn from_paths(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let provider = crypto_provider();
-        let roots = Arc::new(read_trust_anchors(ca)?);
-        let chain = read_certificates(cert)?;
-        let private_key = read_private_key(key)?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
-            .build()
-            .map_err(|source| TlsError::ClientVerifier {
-                ca: ca.into(),
-                source,
-            })?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(PROTOCOL_VERSIONS)
-            .map_err(|source| TlsError::Rustls { source })?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, private_key)
-            .map_err(|source| TlsError::KeyMismatch {
-                cert: cert.into(),
-                key: key.into(),
-                source,
-            })?;
-        config.alpn_protocols = vec![sidestream_proto::ALPN.to_vec()];
-        let rustls = Arc::new(config);
+        let rustls = Arc::new(mutual_server_config(ca, cert, key, sidestream_proto::ALPN)?);
         let quic = QuicServerConfig::try_from(Arc::clone(&rustls))
             .map_err(|_| TlsError::NoInitialCipherSuite)?;
         Ok(Self {
@@ -109,6 +88,39 @@ impl ServerTls {
     pub fn rustls_config(&self) -> &Arc<rustls::ServerConfig> {
         &self.rustls
     }
+}
+
+/// A TLS 1.3 server configuration presenting the chain in `cert` (key in `key`), requiring a
+/// client certificate that chains to `ca`, and offering only `alpn`: the client port's and the
+/// peer port's, which differ in ALPN alone.
+pub(super) fn mutual_server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = crypto_provider();
+    let roots = Arc::new(read_trust_anchors(ca)?);
+    let chain = read_certificates(cert)?;
+    let private_key = read_private_key(key)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
+        .build()
+        .map_err(|source| TlsError::ClientVerifier {
+            ca: ca.into(),
+            source,
+        })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(|source| TlsError::Rustls { source })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, private_key)
+        .map_err(|source| TlsError::KeyMismatch {
+            cert: cert.into(),
+            key: key.into(),
+            source,
+        })?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
 }
 
 impl fmt::Debug for ServerTls {
