@@ -50,12 +50,12 @@ mod tls;
 mod topics;
 
 pub use cluster::{
-    Applied, ClusterConfig, ClusterError, ClusterMember, ClusterState, ELECTION_TIMEOUT,
-    HEARTBEAT_INTERVAL, JoinAccepted, LeaveError, Left, LoadSnapshotError, MAX_VOTERS,
-    METADATA_TOPIC, MetadataCommand, NodeId, NodeInfo, OpenReplicaError, PartitionEntry,
-    PartitionLogStore, PartitionNetwork, PartitionRaft, PartitionReplica, PartitionSnapshotBuilder,
-    PartitionState, PartitionStateMachine, PartitionWrite, PeerLink, PeerNode, RaftGroups,
-    partition_raft_config,
+    AppendNotice, Applied, ClusterConfig, ClusterError, ClusterMember, ClusterState, ClusterTopic,
+    ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, JoinAccepted, LeaveError, Left, LoadSnapshotError,
+    MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeId, NodeInfo, OpenReplicaError,
+    PartitionEntry, PartitionLogStore, PartitionNetwork, PartitionRaft, PartitionReplica,
+    PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite, PeerLink,
+    PeerNode, RaftGroups, partition_raft_config,
 };
 pub use config::{DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
 pub use groups::OpenGroupsError;

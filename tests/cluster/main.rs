@@ -522,3 +522,176 @@ async fn a_cluster_forms_and_replaces_its_dead_leader_on_a_lossy_reordering_netw
         .await;
     }
 }
+
+/// Starts three members on 127.0.0.1 (the first forms the cluster, the others join through
+/// it) and waits until they agree on a metadata leader.
+async fn three_members(dir: &Path) -> (Vec<Member>, PathBuf) {
+    let first_dir = dir.join("node-1");
+    let first = start(
+        &first_dir,
+        loopback(),
+        &member_args(1, "127.0.0.1:0", None, None),
+    );
+    let tls = first.tls_dir();
+    let seed_peer = first.peer_addr().expect("a member prints its peer port");
+    let mut members = vec![Member {
+        id: 1,
+        process: first,
+        data_dir: first_dir,
+    }];
+    for id in [2, 3] {
+        let data_dir = dir.join(format!("node-{id}"));
+        let args = member_args(id, "127.0.0.1:0", Some(&seed_peer.to_string()), Some(&tls));
+        members.push(Member {
+            id,
+            process: start(&data_dir, loopback(), &args),
+            data_dir,
+        });
+    }
+    three_voters_agree_on_a_leader(&members, &tls).await;
+    (members, tls)
+}
+
+async fn connect(member: &Member, tls: &Path) -> sidestream::Client {
+    sidestream::Client::builder("cluster-test")
+        .sidecar(member.process.addr().to_string())
+        .tls_dir(tls)
+        .request_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .expect("a member takes clients")
+}
+
+/// Publishes events `range` (value `event-<i>`) through `client` with acks=all; the
+/// acknowledged ones as (partition, offset, value).
+async fn publish_range(
+    client: &sidestream::Client,
+    topic: &str,
+    range: std::ops::Range<u32>,
+) -> Vec<(u32, u64, String)> {
+    let mut pending = Vec::new();
+    for i in range {
+        let value = format!("event-{i}");
+        let event = sidestream::RawEvent::new(value.clone().into_bytes());
+        let receipt = client
+            .publish_raw_nowait(topic, event, sidestream::Acks::All)
+            .await
+            .expect("the publisher takes the event");
+        pending.push((value, receipt));
+    }
+    let mut acknowledged = Vec::new();
+    for (value, receipt) in pending {
+        let receipt = receipt.await.expect("a replicated publish is acknowledged");
+        let offset = receipt.offset.expect("acks=all answers the offset");
+        acknowledged.push((receipt.partition, offset, value));
+    }
+    acknowledged
+}
+
+/// Reads `topic` from the start through `client` until every event of `expected` arrived
+/// (at most [`PATIENCE`]); checks that each partition's offsets only grow, and that nothing
+/// was delivered that was not published.
+async fn read_back(client: &sidestream::Client, topic: &str, expected: &[(u32, u64, String)]) {
+    let mut subscription = client
+        .subscribe_raw(topic)
+        .from(sidestream::StartAt::Earliest)
+        .start()
+        .await
+        .expect("a member serves subscriptions of its replicas");
+    let mut seen = std::collections::BTreeMap::new();
+    let mut last_offset = std::collections::BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !expected
+        .iter()
+        .all(|(p, o, _)| seen.contains_key(&(*p, *o)))
+    {
+        let delivery = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {} of {} events came back", seen.len(), expected.len())
+            })
+            .expect("the subscription stays open")
+            .expect("deliveries are readable");
+        let (partition, offset) = (delivery.partition, delivery.offset);
+        let value = String::from_utf8_lossy(&delivery.event.value).into_owned();
+        assert!(value.starts_with("event-"), "never published: {value:?}");
+        if let Some(previous) = last_offset.insert(partition, offset) {
+            assert!(
+                offset > previous,
+                "partition {partition} went from {previous} to {offset}"
+            );
+        }
+        seen.insert((partition, offset), value);
+    }
+    for (partition, offset, value) in expected {
+        assert_eq!(
+            seen.get(&(*partition, *offset)),
+            Some(value),
+            "{partition}/{offset}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_topic_keeps_every_acknowledged_event_when_a_partition_leader_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, tls) = three_members(dir.path()).await;
+
+    // Created through one member, the topic is known to every member when it answers.
+    let creator = connect(&members[1], &tls).await;
+    let created = creator
+        .create_topic("orders", sidestream::TopicSettings::new().partitions(2))
+        .await
+        .expect("a cluster creates replicated topics");
+    assert_eq!(created.replication_factor, 3);
+    for partition in &created.partitions {
+        assert_eq!(partition.replicas.len(), 3, "{created:?}");
+    }
+    let again = creator
+        .create_topic("orders", sidestream::TopicSettings::new())
+        .await;
+    assert!(
+        matches!(again, Err(sidestream::Error::TopicAlreadyExists { .. })),
+        "{again:?}"
+    );
+
+    let mut acknowledged = publish_range(&creator, "orders", 0..300).await;
+    let _ = creator.close().await;
+
+    // Partition 0's leader dies; the others take over and every acknowledged event stays.
+    let leader = wait_until(
+        members[0].process.addr(),
+        &tls,
+        "a leader of orders/0",
+        |m| {
+            m.topics
+                .iter()
+                .any(|t| t.name == "orders" && t.partitions[0].leader.is_some_and(|l| l != 0))
+        },
+    )
+    .await
+    .topics
+    .iter()
+    .find(|t| t.name == "orders")
+    .and_then(|t| t.partitions[0].leader)
+    .unwrap();
+    let index = members.iter().position(|m| m.id == leader).unwrap();
+    let mut dead = members.remove(index);
+    dead.process.kill();
+
+    let publisher = connect(&members[0], &tls).await;
+    acknowledged.extend(publish_range(&publisher, "orders", 300..600).await);
+    let _ = publisher.close().await;
+    let reader = connect(&members[1], &tls).await;
+    read_back(&reader, "orders", &acknowledged).await;
+    let _ = reader.close().await;
+
+    // It comes back with its data and catches up: it serves everything too.
+    let tls_flags = (dead.id != 1).then_some(tls.as_path());
+    let peer = dead.process.peer_addr().unwrap().to_string();
+    let args = member_args(dead.id, &peer, None, tls_flags);
+    dead.process = start(&dead.data_dir, dead.process.addr(), &args);
+    let reader = connect(&dead, &tls).await;
+    read_back(&reader, "orders", &acknowledged).await;
+    let _ = reader.close().await;
+}

@@ -65,7 +65,7 @@ pub(crate) fn encode(
     now_ms: i64,
 ) -> Result<Bytes, EncodeEntryError> {
     let control = match payload {
-        EntryPayload::Normal(PartitionWrite(batch)) => {
+        EntryPayload::Normal(PartitionWrite(batch, _)) => {
             if BatchHeader::parse(batch)?.control {
                 return Err(EncodeEntryError::ControlWrite);
             }
@@ -118,7 +118,7 @@ pub(crate) fn decode(batch: Bytes) -> Result<PartitionEntry, DecodeEntryError> {
             kind => return Err(DecodeEntryError::UnknownControl { raft, kind }),
         }
     } else {
-        EntryPayload::Normal(PartitionWrite(batch))
+        EntryPayload::Normal(PartitionWrite::from(batch))
     };
     Ok(PartitionEntry {
         log_id: openraft_log_id(raft),
@@ -204,8 +204,11 @@ mod tests {
     #[test]
     fn normal_entries_round_trip_with_the_stamp() {
         let batch = data_batch();
-        let entry = round_trip(&EntryPayload::Normal(PartitionWrite(batch.clone())), 40);
-        let EntryPayload::Normal(PartitionWrite(read)) = entry.payload else {
+        let entry = round_trip(
+            &EntryPayload::Normal(PartitionWrite::from(batch.clone())),
+            40,
+        );
+        let EntryPayload::Normal(PartitionWrite(read, _)) = entry.payload else {
             panic!("expected a normal entry");
         };
         let header = BatchHeader::parse(&read).unwrap();
@@ -218,12 +221,14 @@ mod tests {
     #[test]
     fn a_client_write_may_not_be_a_control_batch() {
         let forged = RecordBatch::control(ControlKind::Membership, 0, Bytes::from("{}"));
-        let payload = EntryPayload::Normal(PartitionWrite(Bytes::from(forged.encode().unwrap())));
+        let payload =
+            EntryPayload::Normal(PartitionWrite::from(Bytes::from(forged.encode().unwrap())));
         assert!(matches!(
             encode(&payload, 0),
             Err(EncodeEntryError::ControlWrite)
         ));
-        let garbage = EntryPayload::Normal(PartitionWrite(Bytes::from_static(b"not a batch")));
+        let garbage =
+            EntryPayload::Normal(PartitionWrite::from(Bytes::from_static(b"not a batch")));
         assert!(matches!(
             encode(&garbage, 0),
             Err(EncodeEntryError::Header(_))

@@ -80,10 +80,14 @@ impl PartitionLogStore {
     fn append_one(&self, entry: &PartitionEntry) -> Result<Appended, AppendEntryError> {
         let raft = raft_log_id(&entry.log_id);
         let batch = entry_codec::encode(&entry.payload, self.log.config().clock.now_ms())?;
-        if let EntryPayload::Normal(PartitionWrite(bytes)) = &entry.payload {
+        if let EntryPayload::Normal(PartitionWrite(bytes, _)) = &entry.payload {
             self.check_leader_offset(raft, bytes)?;
         }
-        Ok(self.log.append_entry(&batch, raft)?)
+        let appended = self.log.append_entry(&batch, raft)?;
+        if let EntryPayload::Normal(PartitionWrite(_, notice)) = &entry.payload {
+            notice.appended(appended.base_offset, appended.next_offset);
+        }
+        Ok(appended)
     }
 
     /// Whether `log_id` is at or below the log's purge point.

@@ -2,6 +2,7 @@
 //! the metadata it follows, and its registration.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,10 +16,30 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use super::membership::{self, JoinAccepted, LeaveError, Left};
-use super::metadata::{self, ClusterState, METADATA_TOPIC};
+use super::metadata::{self, ClusterState, ClusterTopic, METADATA_TOPIC, MetadataCommand};
 use super::replica::{OpenReplicaError, PartitionReplica, PeerNode};
 use super::type_config::NodeId;
 use crate::tls::PeerTls;
+
+/// Why a metadata command was not proposed here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotProposed {
+    /// Another node leads the metadata group, at this peer address.
+    Leader(String),
+    /// No leader now, or the write failed or took too long: why.
+    Unavailable(String),
+}
+
+/// Answers a service's request that a peer passed on: the request, and how many sidecars
+/// passed it on so far.
+pub(crate) type PassedOnHandler = Arc<
+    dyn Fn(
+            sidestream_proto::Request,
+            u32,
+        ) -> std::pin::Pin<Box<dyn Future<Output = sidestream_proto::Response> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// How a sidecar takes part in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +214,95 @@ impl ClusterMember {
             .membership()
             .voter_ids()
             .collect()
+    }
+
+    /// The cluster's metadata as it changes.
+    pub fn watch_state(&self) -> watch::Receiver<ClusterState> {
+        self.state.clone()
+    }
+
+    /// Waits until this node has applied the metadata log through `offset`, up to `deadline`;
+    /// whether it has.
+    pub async fn wait_applied(&self, offset: u64, deadline: tokio::time::Instant) -> bool {
+        let mut state = self.state.clone();
+        let reached = state.wait_for(|state| state.applied_offset >= offset);
+        matches!(tokio::time::timeout_at(deadline, reached).await, Ok(Ok(_)))
+    }
+
+    /// Opens this node's replica of partition `partition` of `topic`, whose log lives in `dir`;
+    /// a new replica forms the partition's group with the topic's replica set (every replica
+    /// does so, with the same membership, which openraft allows).
+    pub async fn open_replica(
+        &self,
+        topic: &ClusterTopic,
+        partition: u32,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionReplica, OpenReplicaError> {
+        let group = topic.group_name();
+        let replica = self
+            .node
+            .open_partition(&group, partition, dir, config)
+            .await?;
+        let formed = replica.raft.is_initialized().await.unwrap_or(true);
+        if !formed {
+            let state = self.state();
+            let set = usize::try_from(partition)
+                .ok()
+                .and_then(|p| topic.replicas.get(p))
+                .cloned()
+                .unwrap_or_default();
+            let members: BTreeMap<NodeId, BasicNode> = set
+                .iter()
+                .filter_map(|id| {
+                    let node = state.nodes.get(id)?;
+                    Some((*id, BasicNode::new(&node.peer_address)))
+                })
+                .collect();
+            if members.len() == set.len() {
+                if let Err(error) = replica.raft.initialize(members).await {
+                    // Another replica's membership reached this one first: nothing to do.
+                    tracing::debug!(group, partition, %error, "partition group not initialized here");
+                }
+            } else {
+                tracing::warn!(
+                    group,
+                    partition,
+                    ?set,
+                    "a replica's node is not registered: the partition's group waits for its leader"
+                );
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Stops this node's replica of partition `partition` of the group named `group`.
+    pub async fn close_replica(&self, group: &str, partition: u32) {
+        self.node.close_partition(group, partition).await;
+    }
+
+    /// Proposes `command` to the metadata log if this node leads the metadata group, and waits
+    /// for it to be committed; the metadata log's offset after it.
+    pub(crate) async fn propose(&self, command: &MetadataCommand) -> Result<u64, NotProposed> {
+        let raft = match membership::route(&self.node.groups()) {
+            Ok(membership::Route::Here(raft)) => raft,
+            Ok(membership::Route::Leader(address)) => return Err(NotProposed::Leader(address)),
+            Err(reason) => return Err(NotProposed::Unavailable(reason)),
+        };
+        match membership::limited(raft.client_write(command.to_write())).await {
+            Ok(written) => Ok(written.data.high_watermark),
+            Err(reason) => Err(NotProposed::Unavailable(reason)),
+        }
+    }
+
+    /// This node's clients of its peers.
+    pub(crate) fn clients(&self) -> Arc<super::peer::PeerClients> {
+        self.node.clients()
+    }
+
+    /// Serves services' requests that peers pass on with `handler`.
+    pub(crate) fn serve_passed_on(&self, handler: PassedOnHandler) {
+        self.node.serve_passed_on(handler);
     }
 
     /// Takes node `id` out of the cluster (through the metadata leader, wherever it is).

@@ -51,13 +51,13 @@ pub struct JoinAccepted {
 
 /// Where a membership request is handled: here (this sidecar leads the metadata group), or at
 /// the leader's peer address.
-enum Route {
+pub(crate) enum Route {
     Here(openraft::Raft<PartitionRaft>),
     Leader(String),
 }
 
 /// Where the metadata group's leader is, as this sidecar knows it.
-fn route(groups: &RaftGroups) -> Result<Route, String> {
+pub(crate) fn route(groups: &RaftGroups) -> Result<Route, String> {
     let group = groups
         .get(METADATA_TOPIC, 0)
         .ok_or("this sidecar does not hold the cluster's metadata")?;
@@ -151,7 +151,7 @@ fn matched(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Op
 }
 
 /// `change` within [`CHANGE_TIMEOUT`]; its own error or the timeout, as text.
-async fn limited<T, E: std::fmt::Display>(
+pub(crate) async fn limited<T, E: std::fmt::Display>(
     change: impl Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CHANGE_TIMEOUT, change).await {

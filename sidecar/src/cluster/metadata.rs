@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::replica::PartitionReplica;
 use super::type_config::{NodeId, PartitionWrite};
+use crate::topics::TopicSpec;
 
 /// The internal topic whose partition 0 holds the cluster's metadata log.
 pub const METADATA_TOPIC: &str = "__cluster";
@@ -50,6 +51,23 @@ pub enum MetadataCommand {
         /// The node.
         node_id: NodeId,
     },
+    /// A topic was created: its settings, its instance id and where its partitions live.
+    CreateTopic {
+        /// The topic's settings.
+        spec: TopicSpec,
+        /// The topic instance's id (32 hex digits): a topic deleted and created again under
+        /// the same name is another instance, with other Raft groups and other files.
+        id: String,
+        /// Each partition's replica set, preferred leader first.
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// A topic was deleted.
+    DeleteTopic {
+        /// The topic's name.
+        name: String,
+        /// The instance deleted (a later instance of the same name is not).
+        id: String,
+    },
 }
 
 impl MetadataCommand {
@@ -61,7 +79,7 @@ impl MetadataCommand {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let batch = RecordBatch::from_records([(None, Some(Bytes::from(json)), now_ms)]);
         // A batch of one small record always encodes.
-        PartitionWrite(Bytes::from(batch.encode().unwrap_or_default()))
+        PartitionWrite::from(Bytes::from(batch.encode().unwrap_or_default()))
     }
 }
 
@@ -74,11 +92,32 @@ pub struct NodeInfo {
     pub client_address: String,
 }
 
+/// A replicated topic as the metadata log describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTopic {
+    /// The topic's settings.
+    pub spec: TopicSpec,
+    /// The topic instance's id.
+    pub id: String,
+    /// Each partition's replica set, preferred leader first.
+    pub replicas: Vec<Vec<NodeId>>,
+}
+
+impl ClusterTopic {
+    /// The name of partition `partition`'s Raft group: the topic instance's, so that no call of
+    /// a deleted instance's group reaches the group of a topic created again under its name.
+    pub fn group_name(&self) -> String {
+        format!("{}-{}", self.spec.name, self.id)
+    }
+}
+
 /// The cluster's metadata as of some offset of the metadata log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
     /// The registered nodes, by id.
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// The replicated topics, by name.
+    pub topics: BTreeMap<String, ClusterTopic>,
     /// The offset after the last command applied.
     pub applied_offset: u64,
 }
@@ -102,7 +141,45 @@ impl ClusterState {
             MetadataCommand::DeregisterNode { node_id } => {
                 self.nodes.remove(&node_id);
             }
+            MetadataCommand::CreateTopic { spec, id, replicas } => {
+                // A second creation under a name in use lost a race at the leader: the first
+                // stays.
+                if !self.topics.contains_key(&spec.name) {
+                    let name = spec.name.clone();
+                    self.topics
+                        .insert(name, ClusterTopic { spec, id, replicas });
+                }
+            }
+            MetadataCommand::DeleteTopic { name, id } => {
+                if self.topics.get(&name).is_some_and(|topic| topic.id == id) {
+                    self.topics.remove(&name);
+                }
+            }
         }
+    }
+
+    /// Places the `partitions` partitions of a new topic on `replication_factor` of the
+    /// registered nodes each: consecutive nodes (in id order) from a starting node that moves
+    /// one node per partition, and one node further for every topic already placed, so that
+    /// preferred leaders (each set's first node) and replicas spread evenly over the nodes.
+    ///
+    /// Returns `None` when fewer nodes are registered than the replication factor.
+    pub fn place(&self, partitions: u32, replication_factor: u32) -> Option<Vec<Vec<NodeId>>> {
+        let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let factor = usize::try_from(replication_factor).ok()?;
+        if factor == 0 || factor > nodes.len() {
+            return None;
+        }
+        let shift = self.topics.len();
+        let placed = (0..partitions)
+            .map(|partition| {
+                let start = usize::try_from(partition).unwrap_or(0) + shift;
+                (0..factor)
+                    .map(|i| nodes[(start + i) % nodes.len()])
+                    .collect()
+            })
+            .collect();
+        Some(placed)
     }
 }
 

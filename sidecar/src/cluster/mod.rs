@@ -55,8 +55,11 @@ mod type_config;
 pub use election::ELECTION_TIMEOUT;
 pub use log_store::PartitionLogStore;
 pub use member::{ClusterConfig, ClusterError, ClusterMember};
+pub(crate) use member::{NotProposed, PassedOnHandler};
 pub use membership::{JoinAccepted, LeaveError, Left};
-pub use metadata::{ClusterState, MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeInfo};
+pub use metadata::{
+    ClusterState, ClusterTopic, MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeInfo,
+};
 pub use network::{PartitionNetwork, PeerLink};
 pub use peer::RaftGroups;
 pub use replica::{
@@ -64,7 +67,9 @@ pub use replica::{
 };
 pub use snapshot::{LoadSnapshotError, PartitionState};
 pub use state_machine::{PartitionSnapshotBuilder, PartitionStateMachine};
-pub use type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
+pub use type_config::{
+    AppendNotice, Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite,
+};
 
 #[cfg(test)]
 mod replication_tests;

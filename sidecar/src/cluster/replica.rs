@@ -2,7 +2,7 @@
 //! the partition's Raft group through the peer port.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::election::{self, Heard};
+use super::member::PassedOnHandler;
 use super::network::PartitionNetwork;
 use super::peer::{Group, PeerClients, RaftGroups, server};
 use super::snapshot::LoadSnapshotError;
@@ -82,6 +83,8 @@ pub struct PartitionReplica {
     /// The high watermark: the offset after the last committed data batch, as this replica
     /// has applied it.
     pub high_watermark: watch::Receiver<Offset>,
+    /// The idempotent producers' table as the committed batches left it.
+    pub(crate) producers: Arc<std::sync::Mutex<crate::topics::producers::Producers>>,
 }
 
 impl std::fmt::Debug for PartitionReplica {
@@ -105,6 +108,7 @@ pub struct PeerNode {
     groups: Arc<RaftGroups>,
     shutdown: watch::Sender<bool>,
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
+    passed_on: Arc<OnceLock<PassedOnHandler>>,
 }
 
 impl PeerNode {
@@ -127,8 +131,14 @@ impl PeerNode {
         };
         let groups = Arc::new(RaftGroups::default());
         let (shutdown, stopping) = watch::channel(false);
+        let passed_on = Arc::new(OnceLock::new());
         let clients = Arc::new_cyclic(|clients| {
-            let acceptor = server::acceptor(Arc::clone(&groups), clients.clone(), stopping.clone());
+            let acceptor = server::acceptor(
+                Arc::clone(&groups),
+                clients.clone(),
+                Arc::clone(&passed_on),
+                stopping.clone(),
+            );
             PeerClients::new(endpoint.clone(), tuning.handshake_timeout, hello, acceptor)
         });
         let server = tokio::spawn(server::serve(
@@ -136,6 +146,7 @@ impl PeerNode {
             tls,
             Arc::clone(&groups),
             Arc::clone(&clients),
+            Arc::clone(&passed_on),
             stopping,
         ));
         Ok(Self {
@@ -145,12 +156,18 @@ impl PeerNode {
             groups,
             shutdown,
             server: std::sync::Mutex::new(Some(server)),
+            passed_on,
         })
     }
 
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Serves services' requests that peers pass on with `handler` (the first one set stays).
+    pub(crate) fn serve_passed_on(&self, handler: PassedOnHandler) {
+        let _ = self.passed_on.set(handler);
     }
 
     /// The Raft groups this node holds.
@@ -201,6 +218,7 @@ impl PeerNode {
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
         let state_machine = PartitionStateMachine::open(dir)?;
         let high_watermark = state_machine.watch_high_watermark();
+        let producers = state_machine.shared_producers();
         let config = partition_raft_config()
             .validate()
             .map_err(|e| raft_error(e.to_string()))?;
@@ -234,7 +252,18 @@ impl PeerNode {
             raft,
             log,
             high_watermark,
+            producers,
         })
+    }
+
+    /// Stops this node's replica of partition `partition` of `topic` (its files stay); does
+    /// nothing if it holds none.
+    pub async fn close_partition(&self, topic: &str, partition: u32) {
+        if let Some(raft) = self.groups.remove(topic, partition)
+            && let Err(error) = raft.shutdown().await
+        {
+            tracing::warn!(topic, partition, %error, "a partition's raft did not stop cleanly");
+        }
     }
 
     /// Stops every replica's Raft, then the peer port. Later calls do nothing more.

@@ -207,7 +207,7 @@ fn batch(i: usize) -> PartitionWrite {
             1_700_000_000_000 + i64::try_from(i).unwrap(),
         )
     });
-    PartitionWrite(Bytes::from(
+    PartitionWrite::from(Bytes::from(
         RecordBatch::from_records(records).encode().unwrap(),
     ))
 }

@@ -8,7 +8,7 @@
 
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::log_store::storage_error;
 use super::snapshot::{LoadSnapshotError, PartitionState, SnapshotStore, StoredSnapshot};
 use super::type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
+use crate::topics::producers::Producers;
 
 /// A partition's Raft state machine.
 ///
@@ -38,6 +39,9 @@ pub struct PartitionStateMachine {
     state: PartitionState,
     snapshots: Arc<SnapshotStore>,
     high_watermark: watch::Sender<Offset>,
+    /// The producers' table as applied, shared with the partition's publishers (a new leader
+    /// starts its own table of proposed batches from it).
+    producers: Arc<Mutex<Producers>>,
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
@@ -58,6 +62,7 @@ impl PartitionStateMachine {
             .unwrap_or_default();
         Ok(Self {
             high_watermark: watch::Sender::new(state.high_watermark),
+            producers: Arc::new(Mutex::new(state.producers.clone())),
             state,
             snapshots: Arc::new(snapshots),
         })
@@ -67,6 +72,11 @@ impl PartitionStateMachine {
     /// saved snapshot's and catches up as openraft applies the committed entries after it.
     pub fn watch_high_watermark(&self) -> watch::Receiver<Offset> {
         self.high_watermark.subscribe()
+    }
+
+    /// The idempotent producers' table as the applied batches left it.
+    pub(crate) fn shared_producers(&self) -> Arc<Mutex<Producers>> {
+        Arc::clone(&self.producers)
     }
 
     /// Tells the watchers of the high watermark where it is now.
@@ -93,7 +103,7 @@ impl PartitionStateMachine {
         let log_id = entry.log_id;
         let base_offset = match entry.payload {
             EntryPayload::Blank => self.state.high_watermark,
-            EntryPayload::Normal(PartitionWrite(batch)) => {
+            EntryPayload::Normal(PartitionWrite(batch, _)) => {
                 let header = BatchHeader::parse(&batch)?;
                 if header.base_offset != self.state.high_watermark {
                     tracing::warn!(
@@ -105,11 +115,16 @@ impl PartitionStateMachine {
                 }
                 self.state.high_watermark = header.next_offset();
                 // Every replica applies the same batches in the same order: the same table.
-                self.state.producers.appended(
-                    header.producer,
-                    header.record_count,
-                    (header.base_offset, header.next_offset()),
-                );
+                let offsets = (header.base_offset, header.next_offset());
+                self.state
+                    .producers
+                    .appended(header.producer, header.record_count, offsets);
+                if header.producer.producer_id >= 0 {
+                    self.producers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .appended(header.producer, header.record_count, offsets);
+                }
                 header.base_offset
             }
             EntryPayload::Membership(membership) => {
@@ -181,6 +196,10 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         }
         let stored = StoredSnapshot::new(meta.clone(), state.clone());
         save(&self.snapshots, stored, Some(meta)).await?;
+        *self
+            .producers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = state.producers.clone();
         self.state = state;
         self.publish_high_watermark();
         Ok(())

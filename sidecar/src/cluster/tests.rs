@@ -66,7 +66,11 @@ fn write(term: u64, index: u64, records: usize) -> PartitionEntry {
         )
     }));
     let bytes = Bytes::from(batch.encode().unwrap());
-    entry(term, index, EntryPayload::Normal(PartitionWrite(bytes)))
+    entry(
+        term,
+        index,
+        EntryPayload::Normal(PartitionWrite::from(bytes)),
+    )
 }
 
 fn membership(term: u64, index: u64, voters: &[NodeId]) -> PartitionEntry {
@@ -83,7 +87,7 @@ fn offsets(entries: &[PartitionEntry]) -> Vec<(u64, u64)> {
     entries
         .iter()
         .filter_map(|e| match &e.payload {
-            EntryPayload::Normal(PartitionWrite(batch)) => {
+            EntryPayload::Normal(PartitionWrite(batch, _)) => {
                 let header = BatchHeader::parse(batch).unwrap();
                 Some((header.base_offset, header.next_offset()))
             }
@@ -362,7 +366,11 @@ fn produced(term: u64, index: u64, id: i64, sequence: i32, records: usize) -> Pa
         base_sequence: sequence,
     };
     let bytes = Bytes::from(batch.encode().unwrap());
-    entry(term, index, EntryPayload::Normal(PartitionWrite(bytes)))
+    entry(
+        term,
+        index,
+        EntryPayload::Normal(PartitionWrite::from(bytes)),
+    )
 }
 
 #[tokio::test]

@@ -3,11 +3,13 @@
 //! configuration that ties them to openraft ([`PartitionRaft`]).
 
 use std::io::Cursor;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use openraft::{BasicNode, TokioRuntime};
 use serde::{Deserialize, Serialize};
 use sidestream_log::Offset;
+use tokio::sync::oneshot;
 
 /// A sidecar's id in a Raft group.
 pub type NodeId = u64;
@@ -35,15 +37,62 @@ openraft::declare_raft_types!(
 /// The bytes are stored as they are: the log writes the base offset and the Raft term and index
 /// into the header (before the CRC), so the batch read back from the log is the same batch with
 /// those fields filled in. A batch read from a leader's log travels to the followers that way.
+///
+/// The second field is not data: the proposer's wish to hear when the leader's log has the
+/// batch (for `acks=leader`); it never travels and is empty in entries read back or received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PartitionWrite(pub Bytes);
+pub struct PartitionWrite(pub Bytes, #[serde(skip)] pub AppendNotice);
 
 impl From<Bytes> for PartitionWrite {
     fn from(batch: Bytes) -> Self {
-        Self(batch)
+        Self(batch, AppendNotice::default())
     }
 }
+
+/// Where the leader's log store reports the offsets a proposed batch was appended at.
+#[derive(Clone, Default)]
+pub struct AppendNotice(Option<Arc<NoticeSlot>>);
+
+/// Where a notice's report goes, until it is sent.
+type NoticeSlot = Mutex<Option<oneshot::Sender<(Offset, Offset)>>>;
+
+impl AppendNotice {
+    /// A notice and the receiver of its report: the batch's base offset and the offset after it.
+    pub fn new() -> (Self, oneshot::Receiver<(Offset, Offset)>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(Arc::new(Mutex::new(Some(tx))))), rx)
+    }
+
+    /// Reports the offsets (once; later calls and notices without a receiver do nothing).
+    pub fn appended(&self, base_offset: Offset, next_offset: Offset) {
+        if let Some(slot) = &self.0 {
+            let tx = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(tx) = tx {
+                let _ = tx.send((base_offset, next_offset));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for AppendNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AppendNotice(waiting)"
+        } else {
+            "AppendNotice(none)"
+        })
+    }
+}
+
+/// Notices are not data: every two are equal.
+impl PartialEq for AppendNotice {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AppendNotice {}
 
 /// What applying one committed entry did to the partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

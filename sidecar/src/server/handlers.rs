@@ -4,21 +4,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sidestream_log::batch::ValidBatch;
+use sidestream_log::batch::{BatchHeader, RaftLogId, ValidBatch};
 use sidestream_log::{AppendError, ReadError};
 use sidestream_proto::v1::{
-    self, Acks, ErrorCode, PartitionDescription, TopicDescription, TopicSummary, response,
+    self, Acks, ErrorCode, PartitionDescription, TopicDescription, TopicSummary, request, response,
 };
 use sidestream_proto::{Response, TopicName};
 use tokio::time::Instant;
 
 use super::Shared;
+use super::routing::{MAX_PASSES, RETRY_PAUSE, pass_on, try_again};
+use super::topic_admin::{create_replicated, delete_replicated};
 use crate::cluster::LeaveError;
 use crate::groups::GroupError;
-use crate::topics::{Partition, PublishError, Topic, TopicSpec, TopicsError};
+use crate::topics::{
+    Ack, Kind, Partition, PublishError, PublishOutcome, Routed, Topic, TopicSpec, TopicsError,
+};
 
 /// Longest a fetch waits for new batches, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// How much longer than its own wait a fetch passed on to another sidecar may take.
+const PASS_ON_GRACE: Duration = Duration::from_secs(5);
 /// Bytes of batches a fetch or subscription frame returns when it names no limit.
 pub(super) const DEFAULT_MAX_BYTES: usize = 1 << 20;
 /// The most bytes of batches in one answer, so that it fits the default frame limit.
@@ -74,7 +80,10 @@ pub(super) fn checked_group(group: &str) -> Result<(), Box<Response>> {
     })
 }
 
-pub(super) async fn create_topic(shared: &Shared, request: v1::CreateTopic) -> Answer {
+pub(super) async fn create_topic(shared: &Shared, request: v1::CreateTopic, passes: u32) -> Answer {
+    if let Some(cluster) = &shared.cluster {
+        return create_replicated(shared, cluster, request, passes).await;
+    }
     let name = checked_name(&request.name)?;
     let spec = TopicSpec::from_request(
         name.into_string(),
@@ -98,7 +107,10 @@ pub(super) async fn create_topic(shared: &Shared, request: v1::CreateTopic) -> A
     }
 }
 
-pub(super) async fn delete_topic(shared: &Shared, request: v1::DeleteTopic) -> Answer {
+pub(super) async fn delete_topic(shared: &Shared, request: v1::DeleteTopic, passes: u32) -> Answer {
+    if let Some(cluster) = &shared.cluster {
+        return delete_replicated(shared, cluster, request, passes).await;
+    }
     let name = checked_name(&request.name)?;
     find_topic(shared, name.as_str())?;
     // Tombstones first: a crash after them and before the deletion leaves a topic without
@@ -143,23 +155,56 @@ pub(super) fn describe_topic(shared: &Shared, request: &v1::DescribeTopic) -> An
 }
 
 pub(super) fn describe(shared: &Shared, topic: &Topic) -> TopicDescription {
-    let node = shared.config.node_id;
     TopicDescription {
         name: topic.spec().name.clone(),
         partitions: topic
             .partitions()
             .iter()
-            .map(|p| PartitionDescription {
-                partition: p.number(),
-                leader: Some(node),
-                log_start_offset: p.log().state().start_offset,
-                high_watermark: p.high_watermark(),
-                replicas: vec![node],
-                in_sync_replicas: vec![node],
-            })
+            .map(|p| describe_partition(shared, p))
             .collect(),
         replication_factor: topic.spec().replication_factor,
         config: Some(topic.spec().to_proto()),
+    }
+}
+
+fn describe_partition(shared: &Shared, partition: &Partition) -> PartitionDescription {
+    let node = shared.config.node_id;
+    let log_start_offset = partition.log().map_or(0, |log| log.state().start_offset);
+    let (leader, replicas, in_sync_replicas) = match partition.kind() {
+        Kind::Local(_) => (Some(node), vec![node], vec![node]),
+        Kind::Replicated(replicated) => {
+            let metrics = replicated.replica().raft.metrics().borrow().clone();
+            let replicas: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            // Only the leader knows how far each replica has come.
+            let in_sync = match &metrics.replication {
+                Some(matched) if metrics.current_leader == Some(node) => {
+                    let last = metrics.last_log_index;
+                    replicas
+                        .iter()
+                        .copied()
+                        .filter(|id| {
+                            *id == node
+                                || matched
+                                    .get(id)
+                                    .copied()
+                                    .flatten()
+                                    .is_some_and(|m| Some(m.index) >= last)
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            (metrics.current_leader, replicas, in_sync)
+        }
+        Kind::Remote(replicas) => (None, replicas.clone(), Vec::new()),
+    };
+    PartitionDescription {
+        partition: partition.number(),
+        leader,
+        log_start_offset,
+        high_watermark: partition.high_watermark(),
+        replicas,
+        in_sync_replicas,
     }
 }
 
@@ -223,7 +268,7 @@ pub(super) async fn decommission_node(shared: &Shared, request: &v1::Decommissio
     }
 }
 
-pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
+pub(super) async fn publish(shared: &Shared, request: v1::Publish, passes: u32) -> Answer {
     let topic = find_topic(shared, &request.topic)?;
     let partition = find_partition(&topic, request.partition)?;
     let acks = Acks::try_from(request.acks).map_err(|_| {
@@ -232,7 +277,7 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
             format!("acks value {} is unknown to this sidecar", request.acks),
         )
     })?;
-    let batch: Bytes = request.batch;
+    let batch: Bytes = request.batch.clone();
     if batch.is_empty() {
         return Err(error(ErrorCode::InvalidRequest, "publish carries no batch"));
     }
@@ -262,6 +307,17 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
         0 => shared.config.publish_timeout,
         ms => Duration::from_millis(u64::from(ms)),
     };
+    if !matches!(partition.kind(), Kind::Local(_)) {
+        let ack = match acks {
+            Acks::None => Ack::None,
+            Acks::Leader => Ack::Leader,
+            Acks::All | Acks::Unspecified => Ack::All,
+        };
+        let deadline = Instant::now() + timeout;
+        let header = *valid.header();
+        return publish_replicated(shared, &partition, request, &header, ack, deadline, passes)
+            .await;
+    }
     let wait_commit = matches!(acks, Acks::All | Acks::Unspecified);
     let outcome = partition
         .publish(&valid, wait_commit, Instant::now() + timeout)
@@ -279,6 +335,137 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish) -> Answer {
     }))
 }
 
+/// The answer of a publish, from its outcome.
+fn published(partition: u32, acks_none: bool, outcome: PublishOutcome) -> response::Body {
+    let (base_offset, next_offset) = match (acks_none, outcome.offsets) {
+        (true, _) | (_, None) => (None, None),
+        (false, Some((base, next))) => (Some(base), Some(next)),
+    };
+    response::Body::Publish(v1::PublishResult {
+        partition,
+        base_offset,
+        next_offset,
+        duplicate: outcome.duplicate,
+    })
+}
+
+/// Publishes to a replicated partition: through this sidecar's replica if it leads the
+/// partition, or passed on to the leader (or, holding no replica, to a replica's sidecar),
+/// following leadership changes until `deadline`.
+#[allow(clippy::too_many_arguments)]
+async fn publish_replicated(
+    shared: &Shared,
+    partition: &Partition,
+    mut request: v1::Publish,
+    header: &BatchHeader,
+    ack: Ack,
+    deadline: Instant,
+    passes: u32,
+) -> Answer {
+    let topic = request.topic.clone();
+    let number = request.partition;
+    if header.raft != RaftLogId::default() || header.base_offset != 0 {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            "a published batch's base offset, Raft term and Raft index are written by the sidecar and must be 0",
+        ));
+    }
+    let mut last_failure = String::from("no sidecar answered");
+    for attempt in 0_usize.. {
+        let address = match partition.kind() {
+            Kind::Replicated(replicated) => {
+                let routed = replicated
+                    .publish(number, request.batch.clone(), header, ack, deadline)
+                    .await;
+                match routed {
+                    Ok(Routed::Here(outcome)) => {
+                        return Ok(published(number, ack == Ack::None, outcome));
+                    }
+                    Ok(Routed::Leader(address)) => address,
+                    Err(e) => return Err(publish_error(&topic, number, &e)),
+                }
+            }
+            Kind::Remote(replicas) => match replica_address(shared, replicas, attempt) {
+                Some(address) => address,
+                None => {
+                    return Err(error(
+                        ErrorCode::LeaderNotAvailable,
+                        format!("no replica of {topic}/{number} is registered with the cluster"),
+                    ));
+                }
+            },
+            Kind::Local(_) => return Err(unreachable_local()),
+        };
+        if passes >= MAX_PASSES {
+            return Err(error(
+                ErrorCode::NotLeader,
+                format!("this sidecar does not lead {topic}/{number}; its leader is at {address}"),
+            ));
+        }
+        let Some(cluster) = &shared.cluster else {
+            return Err(unreachable_local());
+        };
+        request.timeout_ms = remaining_ms(deadline);
+        match pass_on(
+            cluster,
+            &address,
+            request::Body::Publish(request.clone()),
+            passes + 1,
+            deadline,
+        )
+        .await
+        {
+            Ok(response) if !try_again(&response) => return passed_back(response),
+            Ok(response) => last_failure = response.message,
+            Err(e) => last_failure = e.to_string(),
+        }
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            break;
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+    Err(error(
+        ErrorCode::Timeout,
+        format!("publish to {topic}/{number} was not acknowledged in time: {last_failure}"),
+    ))
+}
+
+/// The peer address of one of `replicas` (the `attempt`-th in turn) that is registered.
+pub(super) fn replica_address(shared: &Shared, replicas: &[u64], attempt: usize) -> Option<String> {
+    let state = shared.cluster.as_ref()?.state();
+    let known: Vec<&str> = replicas
+        .iter()
+        .filter_map(|id| state.nodes.get(id).map(|n| n.peer_address.as_str()))
+        .collect();
+    known
+        .get(attempt % known.len().max(1))
+        .map(|a| (*a).to_owned())
+}
+
+/// What is left of `deadline`, in whole milliseconds (at least 1).
+pub(super) fn remaining_ms(deadline: Instant) -> u32 {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    u32::try_from(left).unwrap_or(u32::MAX).max(1)
+}
+
+/// A passed-on request's response as this sidecar's answer.
+pub(super) fn passed_back(response: Response) -> Answer {
+    match (ErrorCode::try_from(response.code), response.body) {
+        (Ok(ErrorCode::Ok), Some(body)) => Ok(body),
+        (_, body) => Err(Box::new(Response { body, ..response })),
+    }
+}
+
+/// A local partition is never routed; a sidecar without a cluster has none other.
+pub(super) fn unreachable_local() -> Box<Response> {
+    error(
+        ErrorCode::InternalError,
+        "a partition of a sidecar run alone was routed as a replicated one",
+    )
+}
+
 fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response> {
     let code = match e {
         PublishError::Append(AppendError::TooLarge { .. }) => ErrorCode::BatchTooLarge,
@@ -289,7 +476,9 @@ fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response>
         PublishError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
         PublishError::Stale { .. } => ErrorCode::InvalidRequest,
         PublishError::Fenced { .. } => ErrorCode::ProducerFenced,
-        PublishError::Timeout { .. } => ErrorCode::Timeout,
+        PublishError::Timeout { .. } | PublishError::Unacknowledged { .. } => ErrorCode::Timeout,
+        PublishError::NoLeader => ErrorCode::LeaderNotAvailable,
+        PublishError::Stopped => ErrorCode::Unavailable,
     };
     if code == ErrorCode::StorageError || code == ErrorCode::InternalError {
         tracing::error!(topic, partition, error = %e, "publish failed");
@@ -297,17 +486,20 @@ fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response>
     error(code, format!("publish to {topic}/{partition}: {e}"))
 }
 
-pub(super) async fn fetch(shared: &Shared, request: v1::Fetch) -> Answer {
+pub(super) async fn fetch(shared: &Shared, request: v1::Fetch, passes: u32) -> Answer {
     let topic = find_topic(shared, &request.topic)?;
     let partition = find_partition(&topic, request.partition)?;
     let max_bytes = max_bytes(request.max_bytes);
     let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
+    if let Kind::Remote(replicas) = partition.kind() {
+        return fetch_remote(shared, request, replicas, wait, passes).await;
+    }
     let mut committed = partition.watch_committed();
     let deadline = Instant::now() + wait;
     loop {
         let result = |batches| v1::FetchResult {
             high_watermark: partition.high_watermark(),
-            log_start_offset: partition.log().state().start_offset,
+            log_start_offset: partition.log().map_or(0, |log| log.state().start_offset),
             batches,
         };
         match partition.read(request.offset, max_bytes) {
@@ -333,6 +525,42 @@ pub(super) async fn fetch(shared: &Shared, request: v1::Fetch) -> Answer {
             Err(e) => return Err(read_failure(&request.topic, request.partition, &e)),
         }
     }
+}
+
+/// Fetches from a partition this sidecar holds no replica of: passed on to its replicas in
+/// turn, each serving the data it has committed.
+async fn fetch_remote(
+    shared: &Shared,
+    request: v1::Fetch,
+    replicas: &[u64],
+    wait: Duration,
+    passes: u32,
+) -> Answer {
+    let (topic, number) = (request.topic.clone(), request.partition);
+    let cluster = shared.cluster.as_ref().ok_or_else(unreachable_local)?;
+    if passes >= MAX_PASSES {
+        return Err(error(
+            ErrorCode::NotLeader,
+            format!("this sidecar holds no replica of {topic}/{number}"),
+        ));
+    }
+    let deadline = Instant::now() + wait + PASS_ON_GRACE;
+    let mut last_failure = String::from("no replica is registered with the cluster");
+    for attempt in 0..replicas.len() {
+        let Some(address) = replica_address(shared, replicas, attempt) else {
+            break;
+        };
+        let body = request::Body::Fetch(request.clone());
+        match pass_on(cluster, &address, body, passes + 1, deadline).await {
+            Ok(response) if !try_again(&response) => return passed_back(response),
+            Ok(response) => last_failure = response.message,
+            Err(e) => last_failure = e.to_string(),
+        }
+    }
+    Err(error(
+        ErrorCode::Unavailable,
+        format!("no replica of {topic}/{number} answered: {last_failure}"),
+    ))
 }
 
 pub(super) fn read_failure(topic: &str, partition: u32, e: &ReadError) -> Box<Response> {

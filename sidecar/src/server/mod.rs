@@ -9,9 +9,12 @@
 
 pub(crate) mod frames;
 mod handlers;
+mod replicas;
+mod routing;
 mod subscription;
 #[cfg(test)]
 mod tests;
+mod topic_admin;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +31,7 @@ use sidestream_proto::{DEFAULT_MAX_FRAME_SIZE, FrameCodec, Request, Response};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{ClusterError, ClusterMember};
+use crate::cluster::{ClusterError, ClusterMember, PassedOnHandler};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
@@ -142,32 +145,7 @@ impl RunningSidecar {
             .advertised_address
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
-        let cluster = match &config.cluster {
-            Some(cluster) => {
-                let peer_tls = match &config.tls {
-                    TlsSource::Dev { .. } => {
-                        PeerTls::from_dev(&DevCertificates::in_data_dir(&data_dir))?
-                    }
-                    TlsSource::Files { ca, cert, key } => PeerTls::from_paths(ca, cert, key)?,
-                };
-                let member = ClusterMember::start(
-                    config.node_id,
-                    cluster,
-                    peer_tls,
-                    &config.quic,
-                    &data_dir,
-                    advertised.clone(),
-                )
-                .await?;
-                tracing::info!(
-                    node = config.node_id,
-                    peer_address = member.peer_address(),
-                    "peer port listening"
-                );
-                Some(Arc::new(member))
-            }
-            None => None,
-        };
+        let cluster = join_cluster(&config, &data_dir, &topics, &advertised).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_gone) = mpsc::channel(1);
         let shared = Arc::new(Shared {
@@ -181,6 +159,15 @@ impl RunningSidecar {
             shutdown: shutdown_rx,
             alive,
         });
+        if let Some(cluster) = &shared.cluster {
+            cluster.serve_passed_on(passed_on_handler(&shared));
+            tokio::spawn(replicas::reconcile(
+                Arc::clone(cluster),
+                Arc::clone(&shared.topics),
+                data_dir.join("replicas"),
+                shared.shutdown.clone(),
+            ));
+        }
         tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
         let peer_address = shared
             .cluster
@@ -219,6 +206,46 @@ impl RunningSidecar {
             .await
             .map_err(|e| SidecarError::Task(e.to_string()))
     }
+}
+
+/// Takes the sidecar's place in its cluster, if it is configured to be a member; refuses a
+/// data directory that holds topics of a sidecar run alone.
+async fn join_cluster(
+    config: &SidecarConfig,
+    data_dir: &std::path::Path,
+    topics: &Topics,
+    advertised: &str,
+) -> Result<Option<Arc<ClusterMember>>, SidecarError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(None);
+    };
+    let alone: Vec<String> = topics.all().iter().map(|t| t.spec().name.clone()).collect();
+    if !alone.is_empty() {
+        return Err(SidecarError::Task(format!(
+            "{} holds topics of a sidecar that ran alone ({}); a cluster member's topics are replicated: start it with another data directory",
+            data_dir.join("topics").display(),
+            alone.join(", ")
+        )));
+    }
+    let peer_tls = match &config.tls {
+        TlsSource::Dev { .. } => PeerTls::from_dev(&DevCertificates::in_data_dir(data_dir))?,
+        TlsSource::Files { ca, cert, key } => PeerTls::from_paths(ca, cert, key)?,
+    };
+    let member = ClusterMember::start(
+        config.node_id,
+        cluster,
+        peer_tls,
+        &config.quic,
+        data_dir,
+        advertised.to_owned(),
+    )
+    .await?;
+    tracing::info!(
+        node = config.node_id,
+        peer_address = member.peer_address(),
+        "peer port listening"
+    );
+    Ok(Some(Arc::new(member)))
 }
 
 /// Runs a sidecar until `shutdown` completes, then stops it gracefully.
@@ -372,31 +399,62 @@ async fn stream_task(
     if !matches!(body, request::Body::Subscribe(_)) {
         take_end(&mut recv);
     }
+    if let request::Body::Subscribe(subscribe) = body {
+        subscription::serve(Arc::clone(&shared), subscribe, send, recv).await;
+        return;
+    }
+    let response = answer(&shared, body, 0).await;
+    finish(&shared, &mut send, &response).await;
+}
+
+/// Answers a one-response request; `passes` is how many sidecars passed it on (0: a service
+/// sent it here).
+async fn answer(shared: &Shared, body: request::Body, passes: u32) -> Response {
     let answer = match body {
-        request::Body::Subscribe(subscribe) => {
-            subscription::serve(Arc::clone(&shared), subscribe, send, recv).await;
-            return;
-        }
-        request::Body::Publish(publish) => handlers::publish(&shared, publish).await,
-        request::Body::Fetch(fetch) => handlers::fetch(&shared, fetch).await,
-        request::Body::CreateTopic(create) => handlers::create_topic(&shared, create).await,
-        request::Body::DeleteTopic(delete) => handlers::delete_topic(&shared, delete).await,
-        request::Body::ListTopics(_) => Ok(handlers::list_topics(&shared)),
-        request::Body::DescribeTopic(describe) => handlers::describe_topic(&shared, &describe),
-        request::Body::CommitOffset(commit) => handlers::commit_offset(&shared, commit).await,
+        request::Body::Subscribe(_) => Err(handlers::error(
+            ErrorCode::InvalidRequest,
+            "a subscription is not passed on between sidecars",
+        )),
+        request::Body::Publish(publish) => handlers::publish(shared, publish, passes).await,
+        request::Body::Fetch(fetch) => handlers::fetch(shared, fetch, passes).await,
+        request::Body::CreateTopic(create) => handlers::create_topic(shared, create, passes).await,
+        request::Body::DeleteTopic(delete) => handlers::delete_topic(shared, delete, passes).await,
+        request::Body::ListTopics(_) => Ok(handlers::list_topics(shared)),
+        request::Body::DescribeTopic(describe) => handlers::describe_topic(shared, &describe),
+        request::Body::CommitOffset(commit) => handlers::commit_offset(shared, commit).await,
         request::Body::FetchCommittedOffsets(fetch) => {
-            handlers::fetch_committed_offsets(&shared, &fetch)
+            handlers::fetch_committed_offsets(shared, &fetch)
         }
-        request::Body::Metadata(_) => Ok(handlers::metadata(&shared)),
+        request::Body::Metadata(_) => Ok(handlers::metadata(shared)),
         request::Body::DecommissionNode(decommission) => {
-            handlers::decommission_node(&shared, &decommission).await
+            handlers::decommission_node(shared, &decommission).await
         }
     };
-    let response = match answer {
+    match answer {
         Ok(body) => Response::ok(body),
         Err(response) => *response,
-    };
-    finish(&shared, &mut send, &response).await;
+    }
+}
+
+/// What answers the requests peers pass on to this sidecar. Holds the shared state weakly:
+/// the cluster member that keeps the handler is part of it.
+fn passed_on_handler(shared: &Arc<Shared>) -> PassedOnHandler {
+    let weak = Arc::downgrade(shared);
+    Arc::new(move |request: Request, passes: u32| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let Some(shared) = weak.upgrade() else {
+                return Response::error(ErrorCode::Unavailable, "the sidecar is shutting down");
+            };
+            match request.body {
+                Some(body) => answer(&shared, body, passes).await,
+                None => Response::error(
+                    ErrorCode::UnsupportedVersion,
+                    "the passed-on request has no body this sidecar knows",
+                ),
+            }
+        })
+    })
 }
 
 /// Reads the end of a request stream the client has already finished (it finishes one as

@@ -142,12 +142,22 @@ fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response
     };
     let mut assigned = Vec::with_capacity(partitions.len());
     for partition in partitions {
-        let state = partition.log().state();
+        let Some(log) = partition.log() else {
+            return Err(error(
+                ErrorCode::Unavailable,
+                format!(
+                    "this sidecar holds no replica of {}/{}, and does not relay subscriptions yet: subscribe through the sidecar of one of its replicas",
+                    topic.spec().name,
+                    partition.number()
+                ),
+            ));
+        };
+        let state = log.state();
         let high_watermark = partition.high_watermark();
         let offset = match committed.get(&partition.number()) {
             // A committed offset that retention has passed restarts at the log start.
             Some(&offset) => offset.max(state.start_offset).min(high_watermark),
-            None => start_offset(&topic, &partition, request)?,
+            None => start_offset(&topic, &partition, log, request)?,
         };
         assigned.push((partition, offset));
     }
@@ -166,9 +176,10 @@ fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response
 fn start_offset(
     topic: &Topic,
     partition: &Partition,
+    log: &sidestream_log::Log,
     request: &v1::Subscribe,
 ) -> Result<u64, Box<Response>> {
-    let log_start = partition.log().state().start_offset;
+    let log_start = log.state().start_offset;
     let high_watermark = partition.high_watermark();
     match &request.start {
         // Without a start, a group begins at the earliest offset (it must not miss events
@@ -190,12 +201,10 @@ fn start_offset(
                 ))
             }
         }
-        Some(subscribe::Start::TimestampMs(ms)) => {
-            match partition.log().offset_for_timestamp(*ms) {
-                Ok(found) => Ok(found.map_or(high_watermark, |o| o.min(high_watermark))),
-                Err(e) => Err(read_failure(&topic.spec().name, partition.number(), &e)),
-            }
-        }
+        Some(subscribe::Start::TimestampMs(ms)) => match log.offset_for_timestamp(*ms) {
+            Ok(found) => Ok(found.map_or(high_watermark, |o| o.min(high_watermark))),
+            Err(e) => Err(read_failure(&topic.spec().name, partition.number(), &e)),
+        },
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod partition;
 pub(crate) mod producers;
+mod replicated;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,8 @@ use sidestream_log::{FileStorage, Log, LogConfig, OpenError, Storage};
 use tokio::sync::watch;
 
 use crate::atomic_file::{sync_dir, write_atomically};
-pub(crate) use partition::{Partition, PublishError};
+pub(crate) use partition::{Kind, Partition, PublishError, PublishOutcome};
+pub(crate) use replicated::{Ack, Replicated, Routed};
 pub use spec::{Cleanup, InvalidTopicConfig, MAX_PARTITIONS, TopicDefaults, TopicSpec};
 
 const SPEC_FILE: &str = "topic.json";
@@ -39,12 +41,41 @@ const SPEC_FILE: &str = "topic.json";
 #[derive(Debug)]
 pub(crate) struct Topic {
     dir: PathBuf,
+    /// The instance id of a replicated topic (`None` for a topic of a sidecar run alone).
+    id: Option<String>,
     spec: TopicSpec,
     partitions: Vec<Arc<Partition>>,
     deleted: watch::Sender<bool>,
 }
 
 impl Topic {
+    /// A replicated topic as this sidecar holds it: its partitions (replicas here or not) and
+    /// the directory of its replicas' logs.
+    pub(crate) fn replicated(
+        dir: PathBuf,
+        id: String,
+        spec: TopicSpec,
+        partitions: Vec<Arc<Partition>>,
+    ) -> Self {
+        Self {
+            dir,
+            id: Some(id),
+            spec,
+            partitions,
+            deleted: watch::Sender::new(false),
+        }
+    }
+
+    /// The instance id of a replicated topic.
+    pub(crate) fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The directory of the topic's files.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub(crate) fn spec(&self) -> &TopicSpec {
         &self.spec
     }
@@ -131,6 +162,8 @@ pub(crate) struct Topics {
     by_name: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes creations and deletions (lookups never wait for it).
     changing: tokio::sync::Mutex<()>,
+    /// Counts changes of `by_name`, for those waiting for a topic to appear or go.
+    version: watch::Sender<u64>,
 }
 
 impl Topics {
@@ -180,7 +213,61 @@ impl Topics {
             storage,
             by_name: RwLock::new(by_name),
             changing: tokio::sync::Mutex::new(()),
+            version: watch::Sender::new(0),
         })
+    }
+
+    /// Adds a replicated topic (replacing an older instance of its name, which is marked
+    /// deleted).
+    pub(crate) fn install(&self, topic: Arc<Topic>) {
+        let old = self
+            .by_name
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.spec.name.clone(), topic);
+        if let Some(old) = old {
+            old.deleted.send_replace(true);
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Takes a replicated topic out (if `name` is still instance `id`) and marks it deleted;
+    /// returns it.
+    pub(crate) fn uninstall(&self, name: &str, id: &str) -> Option<Arc<Topic>> {
+        let removed = {
+            let mut by_name = self.by_name.write().unwrap_or_else(PoisonError::into_inner);
+            if by_name.get(name).is_some_and(|t| t.id() == Some(id)) {
+                by_name.remove(name)
+            } else {
+                None
+            }
+        };
+        if let Some(topic) = &removed {
+            topic.deleted.send_replace(true);
+            self.version.send_modify(|v| *v += 1);
+        }
+        removed
+    }
+
+    /// Waits until `ready` holds for the topic named `name` (or its absence), up to
+    /// `deadline`; whether it did.
+    pub(crate) async fn wait_for(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+        ready: impl Fn(Option<&Topic>) -> bool,
+    ) -> bool {
+        let mut version = self.version.subscribe();
+        loop {
+            version.borrow_and_update();
+            if ready(self.get(name).as_deref()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, version.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -223,6 +310,7 @@ impl Topics {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(topic.spec.name.clone(), Arc::clone(&topic));
+        self.version.send_modify(|v| *v += 1);
         Ok(topic)
     }
 
@@ -258,6 +346,7 @@ impl Topics {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
+        self.version.send_modify(|v| *v += 1);
         topic.deleted.send_replace(true);
         drop(topic);
         let trash = self.trash.clone();
@@ -265,11 +354,30 @@ impl Topics {
         Ok(())
     }
 
+    /// The sidecar-wide log settings.
+    pub(crate) fn settings(&self) -> &LogSettings {
+        &self.settings
+    }
+
+    /// Removes the directory `dir` (a deleted replicated topic's): at once from its place, its
+    /// files soon after.
+    pub(crate) fn discard(&self, dir: &Path) {
+        let doomed = self
+            .trash
+            .join(dir.file_name().unwrap_or(std::ffi::OsStr::new("topic")));
+        if let Err(error) = fs::rename(dir, &doomed) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot move a deleted topic's files to the trash");
+            return;
+        }
+        empty_trash(&self.trash);
+    }
+
     /// Syncs every partition log (on shutdown).
     pub(crate) fn sync_all(&self) {
         for topic in self.all() {
             for partition in topic.partitions() {
-                if let Err(error) = partition.log().sync() {
+                let Some(log) = partition.log() else { continue };
+                if let Err(error) = log.sync() {
                     tracing::error!(topic = %topic.spec.name, partition = partition.number(), %error, "final sync failed");
                 }
             }
@@ -281,7 +389,12 @@ impl Topics {
         let mut deleted = 0;
         for topic in self.all() {
             for partition in topic.partitions() {
-                match partition.log().apply_retention(partition.high_watermark()) {
+                // A replicated partition's log is its Raft log: retention must go through
+                // openraft's purge, which is not wired yet.
+                let Kind::Local(log) = partition.kind() else {
+                    continue;
+                };
+                match log.apply_retention(partition.high_watermark()) {
                     Ok(report) => deleted += report.segments,
                     Err(error) => {
                         tracing::error!(topic = %topic.spec.name, partition = partition.number(), %error, "retention failed");
@@ -293,20 +406,25 @@ impl Topics {
     }
 }
 
-fn open_topic(
-    dir: &Path,
-    spec: TopicSpec,
-    settings: &LogSettings,
-    storage: &Arc<dyn Storage>,
-) -> Result<Topic, TopicsError> {
-    let config = LogConfig {
+/// The log settings of each partition of a topic of `spec`.
+pub(crate) fn log_config(spec: &TopicSpec, settings: &LogSettings) -> LogConfig {
+    LogConfig {
         segment_bytes: settings.segment_bytes,
         max_batch_bytes: settings.max_batch_bytes,
         fsync: spec.fsync,
         retention_ms: (spec.retention_ms > 0).then_some(spec.retention_ms),
         retention_bytes: u64::try_from(spec.retention_bytes).ok().filter(|b| *b > 0),
         ..LogConfig::default()
-    };
+    }
+}
+
+fn open_topic(
+    dir: &Path,
+    spec: TopicSpec,
+    settings: &LogSettings,
+    storage: &Arc<dyn Storage>,
+) -> Result<Topic, TopicsError> {
+    let config = log_config(&spec, settings);
     let partitions = (0..spec.partitions)
         .map(|number| {
             let log = Log::open(
@@ -324,6 +442,7 @@ fn open_topic(
         .collect::<Result<_, TopicsError>>()?;
     Ok(Topic {
         dir: dir.to_path_buf(),
+        id: None,
         spec,
         partitions,
         deleted: watch::Sender::new(false),

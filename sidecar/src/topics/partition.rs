@@ -15,6 +15,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::producers::{Producers, Sequence};
+use super::replicated::Replicated;
+use crate::cluster::NodeId;
 
 /// Longest an early batch of an idempotent producer waits for its predecessor.
 const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
@@ -69,6 +71,14 @@ pub(crate) enum PublishError {
     Storage { partition: u32, reason: String },
     #[error("the batch was appended at offset {base_offset} but not committed within {waited:?}")]
     Timeout { base_offset: u64, waited: Duration },
+    #[error("the partition has no leader at the moment (an election is under way); retry")]
+    NoLeader,
+    #[error("this sidecar's replica of the partition has stopped")]
+    Stopped,
+    #[error(
+        "the batch was not acknowledged within {waited:?}: it may or may not have been written (the partition's leadership moved, or a majority of its replicas is unreachable)"
+    )]
+    Unacknowledged { waited: Duration },
 }
 
 enum Attempt {
@@ -84,12 +94,23 @@ enum Attempt {
 #[derive(Debug)]
 pub(crate) struct Partition {
     number: u32,
-    log: Arc<Log>,
+    kind: Kind,
     producers: Mutex<Producers>,
     /// Woken after every append, for batches waiting for their predecessor.
     appended: Notify,
-    committed: watch::Sender<Committed>,
+    committed: Arc<watch::Sender<Committed>>,
     syncer: Mutex<SyncState>,
+}
+
+/// Who commits the partition's batches.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// This sidecar, alone: a batch is committed when it is durable.
+    Local(Arc<Log>),
+    /// The partition's Raft group, of which this sidecar holds a replica.
+    Replicated(Replicated),
+    /// The partition's Raft group, of which this sidecar holds no replica: these nodes do.
+    Remote(Vec<NodeId>),
 }
 
 #[derive(Debug, Default)]
@@ -102,15 +123,40 @@ impl Partition {
     /// Wraps an opened log; everything in it counts as committed.
     pub(crate) fn new(number: u32, log: Log) -> Self {
         let high_watermark = log.state().next_offset;
+        Self::with_kind(number, Kind::Local(Arc::new(log)), high_watermark)
+    }
+
+    /// This sidecar's replica of a replicated partition: readers see its high watermark.
+    pub(crate) fn replicated(number: u32, replicated: Replicated) -> Self {
+        let mut high_watermark = replicated.replica().high_watermark.clone();
+        let start = *high_watermark.borrow_and_update();
+        let partition = Self::with_kind(number, Kind::Replicated(replicated), start);
+        let committed = Arc::clone(&partition.committed);
+        // Ends when the replica's state machine is gone (its Raft stopped).
+        tokio::spawn(async move {
+            while high_watermark.changed().await.is_ok() {
+                let now = *high_watermark.borrow_and_update();
+                committed.send_modify(|c| c.high_watermark = now);
+            }
+        });
+        partition
+    }
+
+    /// A partition of a replicated topic that this sidecar holds no replica of.
+    pub(crate) fn remote(number: u32, replicas: Vec<NodeId>) -> Self {
+        Self::with_kind(number, Kind::Remote(replicas), 0)
+    }
+
+    fn with_kind(number: u32, kind: Kind, high_watermark: u64) -> Self {
         Self {
             number,
-            log: Arc::new(log),
+            kind,
             producers: Mutex::new(Producers::default()),
             appended: Notify::new(),
-            committed: watch::Sender::new(Committed {
+            committed: Arc::new(watch::Sender::new(Committed {
                 high_watermark,
                 failed: None,
-            }),
+            })),
             syncer: Mutex::new(SyncState::default()),
         }
     }
@@ -119,8 +165,17 @@ impl Partition {
         self.number
     }
 
-    pub(crate) fn log(&self) -> &Arc<Log> {
-        &self.log
+    pub(crate) fn kind(&self) -> &Kind {
+        &self.kind
+    }
+
+    /// The partition's log on this sidecar; `None` when it holds no replica.
+    pub(crate) fn log(&self) -> Option<&Arc<Log>> {
+        match &self.kind {
+            Kind::Local(log) => Some(log),
+            Kind::Replicated(replicated) => Some(&replicated.replica().log),
+            Kind::Remote(_) => None,
+        }
     }
 
     pub(crate) fn high_watermark(&self) -> u64 {
@@ -135,9 +190,14 @@ impl Partition {
     /// Reads committed batches from `offset`: at most `max_bytes` as they travel in a
     /// `repeated bytes` field (each with a tag byte and a length varint), and at least one.
     pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetched, ReadError> {
-        let mut fetched = self
-            .log
-            .read_committed(offset, max_bytes, self.high_watermark())?;
+        let Some(log) = self.log() else {
+            // Callers pass reads of partitions held elsewhere on to a replica's sidecar.
+            return Err(ReadError::Io {
+                segment: format!("partition {}", self.number).into(),
+                source: std::io::Error::other("this sidecar holds no replica of it"),
+            });
+        };
+        let mut fetched = log.read_committed(offset, max_bytes, self.high_watermark())?;
         let mut total = 0;
         let mut keep = 0;
         for batch in &fetched.batches {
@@ -167,12 +227,15 @@ impl Partition {
         wait_commit: bool,
         deadline: Instant,
     ) -> Result<PublishOutcome, PublishError> {
+        let Kind::Local(log) = &self.kind else {
+            return Err(PublishError::Stopped);
+        };
         let header = batch.header();
         let producer = header.producer;
         let early_deadline = deadline.min(Instant::now() + EARLY_BATCH_WAIT);
         let appended = loop {
             let mut notified = pin!(self.appended.notified());
-            let expected = match self.try_append(batch)? {
+            let expected = match self.try_append(log, batch)? {
                 Attempt::Appended(appended) => break appended,
                 Attempt::Duplicate(outcome) => {
                     // The earlier copy may still be waiting for its sync: a duplicate is
@@ -180,7 +243,7 @@ impl Partition {
                     if wait_commit {
                         let through = outcome
                             .offsets
-                            .map_or_else(|| self.log.state().next_offset, |(_, next)| next);
+                            .map_or_else(|| log.state().next_offset, |(_, next)| next);
                         let base = outcome.offsets.map_or(through, |(base, _)| base);
                         self.wait_committed(through, deadline, base).await?;
                     }
@@ -203,7 +266,7 @@ impl Partition {
                 });
             }
         };
-        self.after_append(appended);
+        self.after_append(log, appended);
         if wait_commit {
             self.wait_committed(appended.next_offset, deadline, appended.base_offset)
                 .await?;
@@ -215,13 +278,13 @@ impl Partition {
     }
 
     /// Appends the batch if it is its producer's next one, all under the producers' lock.
-    fn try_append(&self, batch: &ValidBatch<'_>) -> Result<Attempt, PublishError> {
+    fn try_append(&self, log: &Log, batch: &ValidBatch<'_>) -> Result<Attempt, PublishError> {
         let header = batch.header();
         let producer = header.producer;
         let mut producers = lock(&self.producers);
         match producers.check(producer) {
             Sequence::Append => {
-                let appended = self.log.append_valid(batch)?;
+                let appended = log.append_valid(batch)?;
                 producers.appended(
                     producer,
                     header.record_count,
@@ -256,8 +319,8 @@ impl Partition {
         )
     }
 
-    fn after_append(self: &Arc<Self>, appended: Appended) {
-        match self.log.config().fsync {
+    fn after_append(self: &Arc<Self>, log: &Arc<Log>, appended: Appended) {
+        match log.config().fsync {
             FsyncPolicy::Always => {
                 let start = {
                     let mut state = lock(&self.syncer);
@@ -271,7 +334,8 @@ impl Partition {
                 };
                 if start {
                     let partition = Arc::clone(self);
-                    tokio::task::spawn_blocking(move || partition.sync_loop());
+                    let log = Arc::clone(log);
+                    tokio::task::spawn_blocking(move || partition.sync_loop(&log));
                 }
             }
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.commit(appended.next_offset),
@@ -280,7 +344,7 @@ impl Partition {
 
     /// Syncs until no append waits for a sync: each `wait_durable` covers every append before
     /// the latest one, so one sync serves them all.
-    fn sync_loop(&self) {
+    fn sync_loop(&self, log: &Log) {
         loop {
             let Some(latest) = ({
                 let mut state = lock(&self.syncer);
@@ -292,7 +356,7 @@ impl Partition {
             }) else {
                 return;
             };
-            match self.log.wait_durable(&latest) {
+            match log.wait_durable(&latest) {
                 Ok(()) => self.commit(latest.next_offset),
                 Err(error) => {
                     tracing::error!(partition = self.number, %error, "partition sync failed");

@@ -1,7 +1,10 @@
 //! The accepting side of the peer port: every call a peer sidecar makes into one of this
 //! sidecar's Raft groups.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+
+use prost::Message;
+use sidestream_proto::Request;
 
 use bytes::BytesMut;
 use openraft::error::{Fatal, RaftError};
@@ -16,6 +19,7 @@ use tokio::sync::watch;
 use super::client::Acceptor;
 use super::wire::{self, WireError};
 use super::{PEER_FRAME_LIMIT, PeerClients, RaftGroups};
+use crate::cluster::member::PassedOnHandler;
 use crate::cluster::membership;
 use crate::cluster::type_config::{NodeId, PartitionRaft};
 use crate::server::frames::read_frame;
@@ -27,6 +31,7 @@ pub(crate) async fn serve(
     tls: PeerTls,
     groups: Arc<RaftGroups>,
     clients: Arc<PeerClients>,
+    passed_on: Arc<OnceLock<PassedOnHandler>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let tls = Arc::new(tls);
@@ -41,6 +46,7 @@ pub(crate) async fn serve(
                         Peers {
                             groups: Arc::clone(&groups),
                             clients: Arc::clone(&clients),
+                            passed_on: Arc::clone(&passed_on),
                         },
                         connections_shutdown.clone(),
                     ));
@@ -52,11 +58,13 @@ pub(crate) async fn serve(
     }
 }
 
-/// What a call may reach: this sidecar's Raft groups, and its clients to pass a call on.
+/// What a call may reach: this sidecar's Raft groups, its clients to pass a call on, and what
+/// answers services' requests passed on to it.
 #[derive(Clone)]
 struct Peers {
     groups: Arc<RaftGroups>,
     clients: Arc<PeerClients>,
+    passed_on: Arc<OnceLock<PassedOnHandler>>,
 }
 
 async fn connection(
@@ -99,6 +107,7 @@ async fn connection(
 pub(crate) fn acceptor(
     groups: Arc<RaftGroups>,
     clients: Weak<PeerClients>,
+    passed_on: Arc<OnceLock<PassedOnHandler>>,
     shutdown: watch::Receiver<bool>,
 ) -> Acceptor {
     Arc::new(move |connection: Connection| {
@@ -108,6 +117,7 @@ pub(crate) fn acceptor(
         let peers = Peers {
             groups: Arc::clone(&groups),
             clients,
+            passed_on: Arc::clone(&passed_on),
         };
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move { calls(&connection, &peers, &mut shutdown).await });
@@ -203,6 +213,17 @@ async fn try_answer(
             let result =
                 membership::handle_leave(&peers.groups, &peers.clients, leave.node_id).await;
             return Ok(wire::answered(wire::to_json(&result, "leave result")?));
+        }
+        Some(peer_request::Body::Client(passed)) => {
+            let Some(handler) = peers.passed_on.get() else {
+                return Ok(wire::refused(
+                    PeerErrorCode::Unavailable,
+                    "this sidecar is starting: it does not serve services' requests yet",
+                ));
+            };
+            let request = Request::decode(passed.request).map_err(WireError::PassedOn)?;
+            let response = handler(request, passed.passes).await;
+            return Ok(wire::answered(response.encode_to_vec()));
         }
         Some(peer_request::Body::Vote(json)) => RaftCall::Vote(json),
         Some(peer_request::Body::AppendEntries(append)) => RaftCall::AppendEntries(append),

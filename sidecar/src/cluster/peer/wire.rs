@@ -33,6 +33,9 @@ pub(crate) enum WireError {
         #[source]
         source: DecodeEntryError,
     },
+    /// A passed-on request is not a `sidestream.v1.Request`.
+    #[error("the passed-on request is not a sidestream.v1.Request: {0}")]
+    PassedOn(#[source] prost::DecodeError),
     /// The entries' Raft indexes do not follow each other (and the previous log id).
     #[error("entry {position} of append_entries has Raft index {found}, expected {expected}")]
     OutOfOrder {
@@ -180,7 +183,7 @@ mod tests {
         sidestream_log::BatchHeader::stamp(&mut bytes, 2 * index, raft);
         PartitionEntry {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(PartitionWrite(Bytes::from(bytes))),
+            payload: EntryPayload::Normal(PartitionWrite::from(Bytes::from(bytes))),
         }
     }
 

@@ -1,0 +1,113 @@
+//! A cluster member's replicated topics, kept in step with the cluster's metadata.
+//!
+//! The metadata log says which topics exist and which nodes hold each partition's replicas;
+//! this task makes the sidecar's topics say the same: for each topic it opens its own replicas
+//! (under `replicas/<name>-<id>/<partition>/`) and notes where the others are; for a topic
+//! deleted it stops its replicas and removes their files.
+//!
+//! ```text
+//!   metadata log ─▶ ClusterState (watch) ─▶ reconcile ─▶ Topics: install / uninstall
+//!                                                └──────▶ ClusterMember: open_replica / close_replica
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cluster::{ClusterMember, ClusterState, ClusterTopic};
+use crate::topics::{Kind, Partition, Replicated, Topic, Topics, log_config};
+
+/// Keeps `topics` in step with the cluster's metadata until `shutdown` turns true.
+pub(super) async fn reconcile(
+    cluster: Arc<ClusterMember>,
+    topics: Arc<Topics>,
+    root: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut state = cluster.watch_state();
+    loop {
+        let now = state.borrow_and_update().clone();
+        for topic in topics.all() {
+            let Some(id) = topic.id() else { continue };
+            let current = now.topics.get(&topic.spec().name).map(|t| t.id.as_str());
+            if current != Some(id) {
+                remove(&cluster, &topics, &topic).await;
+            }
+        }
+        for (name, wanted) in &now.topics {
+            let held = topics.get(name);
+            if held.as_deref().and_then(Topic::id) != Some(wanted.id.as_str()) {
+                if let Some(older) = held
+                    && older.id().is_some()
+                {
+                    remove(&cluster, &topics, &older).await;
+                }
+                open(&cluster, &topics, &root, &now, wanted).await;
+            }
+        }
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
+}
+
+/// Opens this node's replicas of `wanted` and installs the topic.
+async fn open(
+    cluster: &ClusterMember,
+    topics: &Topics,
+    root: &std::path::Path,
+    _state: &ClusterState,
+    wanted: &ClusterTopic,
+) {
+    let dir = root.join(wanted.group_name());
+    let config = log_config(&wanted.spec, topics.settings());
+    let me = cluster.node_id();
+    let mut partitions = Vec::with_capacity(wanted.replicas.len());
+    for (number, set) in (0_u32..).zip(&wanted.replicas) {
+        let remote = || Arc::new(Partition::remote(number, set.clone()));
+        if !set.contains(&me) {
+            partitions.push(remote());
+            continue;
+        }
+        let partition_dir = dir.join(number.to_string());
+        match cluster
+            .open_replica(wanted, number, &partition_dir, config.clone())
+            .await
+        {
+            Ok(replica) => partitions.push(Arc::new(Partition::replicated(
+                number,
+                Replicated::new(me, replica),
+            ))),
+            Err(error) => {
+                // The other replicas serve it; this node passes its requests on to them.
+                tracing::error!(topic = %wanted.spec.name, partition = number, %error, "cannot open this node's replica; serving the partition through the others");
+                partitions.push(remote());
+            }
+        }
+    }
+    tracing::info!(topic = %wanted.spec.name, partitions = partitions.len(), "replicated topic opened");
+    topics.install(Arc::new(Topic::replicated(
+        dir,
+        wanted.id.clone(),
+        wanted.spec.clone(),
+        partitions,
+    )));
+}
+
+/// Uninstalls `topic`, stops this node's replicas of it and removes their files.
+async fn remove(cluster: &ClusterMember, topics: &Arc<Topics>, topic: &Arc<Topic>) {
+    let Some(id) = topic.id() else { return };
+    topics.uninstall(&topic.spec().name, id);
+    let group = format!("{}-{id}", topic.spec().name);
+    for partition in topic.partitions() {
+        if matches!(partition.kind(), Kind::Replicated(_)) {
+            cluster.close_replica(&group, partition.number()).await;
+        }
+    }
+    let topics = Arc::clone(topics);
+    let dir = topic.dir().to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || topics.discard(&dir)).await;
+    tracing::info!(topic = %topic.spec().name, "replicated topic removed");
+}

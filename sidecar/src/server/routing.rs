@@ -1,0 +1,78 @@
+//! Passing a service's request on to the sidecar that can answer it (peer call `client`).
+//!
+//! A sidecar passes a request on at most once itself, and a request passed on once may be
+//! passed on once more (a replica that does not lead passes a publish on to its leader):
+//! [`MAX_PASSES`]. Where it would have to go further, the sidecar answers `NOT_LEADER`, and the
+//! first sidecar, which follows leadership changes, tries again until the request's deadline.
+
+use std::time::Duration;
+
+use prost::Message;
+use sidestream_proto::peer::v1::{PassedOn, PeerErrorCode, PeerRequest, peer_request};
+use sidestream_proto::v1::{ErrorCode, request};
+use sidestream_proto::{Request, Response};
+use tokio::time::Instant;
+
+use crate::cluster::ClusterMember;
+
+/// The most times a request is passed on between sidecars.
+pub(super) const MAX_PASSES: u32 = 2;
+
+/// How long a sidecar waits before it tries again to pass a request on (leadership moving, a
+/// peer restarting).
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Why a request could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PassError {
+    /// The peer could not be called, or did not answer before the deadline.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The peer answered, but not with a service's response.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Passes `body` on to the sidecar at peer address `address`, as the `passes`-th pass; its
+/// answer, by `deadline`.
+pub(super) async fn pass_on(
+    cluster: &ClusterMember,
+    address: &str,
+    body: request::Body,
+    passes: u32,
+    deadline: Instant,
+) -> Result<Response, PassError> {
+    let request = PeerRequest {
+        group: None,
+        body: Some(peer_request::Body::Client(PassedOn {
+            request: Request {
+                body: Some(body),
+                ..Request::default()
+            }
+            .encode_to_vec()
+            .into(),
+            passes,
+        })),
+    };
+    let clients = cluster.clients();
+    let response = tokio::time::timeout_at(deadline, clients.call(address, &request))
+        .await
+        .map_err(|_| PassError::Unreachable(format!("{address} did not answer in time")))?
+        .map_err(|e| PassError::Unreachable(e.to_string()))?;
+    if response.code != i32::from(PeerErrorCode::Ok) {
+        return Err(PassError::Refused(format!(
+            "{address} refused the request: {}",
+            response.message
+        )));
+    }
+    Response::decode(response.result)
+        .map_err(|e| PassError::Refused(format!("{address} answered garbage: {e}")))
+}
+
+/// Whether a passed-on request's answer says to try again (elsewhere, or later).
+pub(super) fn try_again(response: &Response) -> bool {
+    matches!(
+        ErrorCode::try_from(response.code),
+        Ok(ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::Unavailable)
+    )
+}

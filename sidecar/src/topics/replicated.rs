@@ -1,0 +1,384 @@
+//! Publishing to a replicated partition: through the partition's Raft group, on its leader.
+//!
+//! The leader checks each batch against the idempotent producers' table before it proposes it,
+//! so that batches of a producer enter the log in sequence order whatever order retries arrive
+//! in. The table it checks is its own table of *proposed* batches: the committed table (the
+//! state machine's) as it stood when this term's first entry was applied, plus every batch
+//! proposed since. Proposals are sent to Raft under the table's lock, so the log takes them in
+//! the order they were checked.
+//!
+//! ```text
+//!   publish ─▶ leader here? ── no ──▶ Routed::Leader(peer address): the caller passes it on
+//!                 │ yes
+//!                 ▼
+//!   proposals (lock): new term? start from the committed table ─▶ check sequence
+//!        Append    ─▶ client_write_ff(batch) ─▶ acks=none: answer now
+//!                                             ─▶ acks=leader: when the leader's log has it
+//!                                             ─▶ acks=all: when it is committed (applied)
+//!        Duplicate ─▶ answer the first copy's offsets once it is committed
+//!        Early     ─▶ wait for the next proposal (up to 5 s), check again
+//! ```
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::ClientWriteError;
+use openraft::raft::ClientWriteResponse;
+use sidestream_log::batch::BatchHeader;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::partition::{PublishError, PublishOutcome};
+use super::producers::{Producers, Sequence};
+use crate::cluster::{AppendNotice, NodeId, PartitionRaft, PartitionReplica, PartitionWrite};
+
+/// Longest an early batch of an idempotent producer waits for its predecessor.
+const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// Offsets recorded for a batch proposed but not yet appended.
+const PENDING: (u64, u64) = (u64::MAX, u64::MAX);
+
+/// When a publish is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ack {
+    /// Once proposed.
+    None,
+    /// Once the leader's log has it.
+    Leader,
+    /// Once a majority of the replica set has it (committed).
+    All,
+}
+
+/// Where a publish went.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// This sidecar leads the partition and answered.
+    Here(PublishOutcome),
+    /// Another sidecar leads it, at this peer address.
+    Leader(String),
+}
+
+/// This sidecar's replica of a partition, as publishers use it.
+pub(crate) struct Replicated {
+    node_id: NodeId,
+    replica: PartitionReplica,
+    proposals: tokio::sync::Mutex<Proposals>,
+    /// Woken after every proposal, for batches waiting for their predecessor.
+    proposed: Notify,
+}
+
+/// The leader's table of proposed batches, valid for one term.
+#[derive(Default)]
+struct Proposals {
+    /// The term the table is valid in; 0 when it must be rebuilt.
+    term: u64,
+    producers: Producers,
+}
+
+impl std::fmt::Debug for Replicated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicated")
+            .field("node_id", &self.node_id)
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicated {
+    pub(crate) fn new(node_id: NodeId, replica: PartitionReplica) -> Self {
+        Self {
+            node_id,
+            replica,
+            proposals: tokio::sync::Mutex::new(Proposals::default()),
+            proposed: Notify::new(),
+        }
+    }
+
+    pub(crate) fn replica(&self) -> &PartitionReplica {
+        &self.replica
+    }
+
+    /// Publishes `batch` (validated, a data batch) if this sidecar leads the partition, or says
+    /// where the leader is. Waits for a leader up to `deadline`.
+    pub(crate) async fn publish(
+        &self,
+        partition: u32,
+        batch: Bytes,
+        header: &BatchHeader,
+        ack: Ack,
+        deadline: Instant,
+    ) -> Result<Routed, PublishError> {
+        let started = Instant::now();
+        let early_deadline = deadline.min(started + EARLY_BATCH_WAIT);
+        let producer = header.producer;
+        loop {
+            let term = match self.leading(deadline).await? {
+                Leading::Here(term) => term,
+                Leading::Elsewhere(address) => return Ok(Routed::Leader(address)),
+            };
+            let sent = match self
+                .propose(term, partition, &batch, header, ack, deadline)
+                .await?
+            {
+                Step::Sent(sent) => sent,
+                Step::Duplicate(offsets) => {
+                    let offsets = self
+                        .committed_duplicate(header, offsets, deadline)
+                        .await
+                        .map_err(|()| unacknowledged(started))?;
+                    return Ok(Routed::Here(PublishOutcome {
+                        offsets: Some(offsets),
+                        duplicate: true,
+                    }));
+                }
+                Step::Early(expected, notified) => {
+                    if tokio::time::timeout_at(early_deadline, notified)
+                        .await
+                        .is_err()
+                    {
+                        return Err(PublishError::OutOfOrder {
+                            producer_id: producer.producer_id,
+                            partition,
+                            expected,
+                            got: producer.base_sequence,
+                        });
+                    }
+                    continue;
+                }
+            };
+            match self
+                .acknowledged(partition, sent, deadline, started)
+                .await?
+            {
+                Some(offsets) => {
+                    return Ok(Routed::Here(PublishOutcome {
+                        offsets,
+                        duplicate: false,
+                    }));
+                }
+                // Leadership moved on; the batch may still be committed by the next leader,
+                // whose table then answers the retry as a duplicate.
+                None => self.invalidate().await,
+            }
+        }
+    }
+
+    /// Checks the batch against the table of proposals of this leader's `term` and, if it is
+    /// its producer's next, proposes it.
+    async fn propose(
+        &self,
+        term: u64,
+        partition: u32,
+        batch: &Bytes,
+        header: &BatchHeader,
+        ack: Ack,
+        deadline: Instant,
+    ) -> Result<Step<'_>, PublishError> {
+        let mut proposals = self.proposals.lock().await;
+        if proposals.term != term {
+            drop(proposals);
+            self.wait_term_applied(term, deadline).await?;
+            proposals = self.proposals.lock().await;
+            if proposals.term != term {
+                proposals.producers = lock(&self.replica.producers).clone();
+                proposals.term = term;
+            }
+        }
+        let producer = header.producer;
+        match proposals.producers.check(producer) {
+            Sequence::Append => {}
+            Sequence::Duplicate(offsets) => return Ok(Step::Duplicate(offsets)),
+            Sequence::Early { expected } => {
+                return Ok(Step::Early(expected, self.proposed.notified()));
+            }
+            Sequence::Stale { expected } => {
+                return Err(PublishError::Stale {
+                    producer_id: producer.producer_id,
+                    expected,
+                    got: producer.base_sequence,
+                });
+            }
+            Sequence::Fenced { current } => {
+                return Err(PublishError::Fenced {
+                    producer_id: producer.producer_id,
+                    got: producer.producer_epoch,
+                    current,
+                });
+            }
+        }
+        let (notice, appended) = match ack {
+            Ack::Leader => {
+                let (notice, appended) = AppendNotice::new();
+                (notice, Some(appended))
+            }
+            Ack::None | Ack::All => (AppendNotice::default(), None),
+        };
+        let write = PartitionWrite(batch.clone(), notice);
+        let applied = match self.replica.raft.client_write_ff(write).await {
+            Ok(applied) => applied,
+            Err(fatal) => {
+                proposals.term = 0;
+                return Err(PublishError::Storage {
+                    partition,
+                    reason: fatal.to_string(),
+                });
+            }
+        };
+        proposals
+            .producers
+            .appended(producer, header.record_count, PENDING);
+        drop(proposals);
+        self.proposed.notify_waiters();
+        Ok(Step::Sent(Sent {
+            ack,
+            applied,
+            appended,
+        }))
+    }
+
+    /// Waits for a proposed batch's acknowledgement: its offsets (`None` for acks=none), or
+    /// `None` when leadership moved on before it.
+    async fn acknowledged(
+        &self,
+        partition: u32,
+        sent: Sent,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Option<Option<(u64, u64)>>, PublishError> {
+        match (sent.ack, sent.appended) {
+            (Ack::None, _) => Ok(Some(None)),
+            (Ack::Leader, Some(appended)) => {
+                match tokio::time::timeout_at(deadline, appended).await {
+                    Ok(Ok(offsets)) => Ok(Some(Some(offsets))),
+                    // The entry was dropped before the log had it.
+                    Ok(Err(_)) => Ok(None),
+                    Err(_) => Err(unacknowledged(started)),
+                }
+            }
+            (Ack::Leader | Ack::All, _) => {
+                match tokio::time::timeout_at(deadline, sent.applied).await {
+                    Ok(Ok(Ok(written))) => Ok(Some(Some((
+                        written.data.base_offset,
+                        written.data.high_watermark,
+                    )))),
+                    Ok(Ok(Err(ClientWriteError::ForwardToLeader(_))) | Err(_)) => Ok(None),
+                    Ok(Ok(Err(error))) => {
+                        self.invalidate().await;
+                        Err(PublishError::Storage {
+                            partition,
+                            reason: error.to_string(),
+                        })
+                    }
+                    Err(_) => Err(unacknowledged(started)),
+                }
+            }
+        }
+    }
+
+    /// Marks the table of proposals stale: the next publish rebuilds it.
+    async fn invalidate(&self) {
+        self.proposals.lock().await.term = 0;
+    }
+
+    /// Waits for the partition to have a leader; this node's current term if it is the leader.
+    async fn leading(&self, deadline: Instant) -> Result<Leading, PublishError> {
+        let mut metrics = self.replica.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                match m.current_leader {
+                    Some(leader) if leader == self.node_id => {
+                        return Ok(Leading::Here(m.current_term));
+                    }
+                    Some(leader) => {
+                        if let Some(node) = m.membership_config.membership().get_node(&leader) {
+                            return Ok(Leading::Elsewhere(node.addr.clone()));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(PublishError::Stopped),
+                Err(_) => return Err(PublishError::NoLeader),
+            }
+        }
+    }
+
+    /// Waits until this node, leader in `term`, has applied an entry of `term` (its first, the
+    /// blank entry): every entry of earlier terms is then applied, and the committed producers'
+    /// table is complete.
+    async fn wait_term_applied(&self, term: u64, deadline: Instant) -> Result<(), PublishError> {
+        let mut metrics = self.replica.raft.metrics();
+        let wait = metrics.wait_for(|m| {
+            m.current_term != term
+                || m.last_applied
+                    .is_some_and(|applied| applied.leader_id.term >= term)
+        });
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(PublishError::NoLeader),
+        }
+    }
+
+    /// The offsets of the first copy of a duplicate batch, once that copy is committed.
+    async fn committed_duplicate(
+        &self,
+        header: &BatchHeader,
+        proposed: (u64, u64),
+        deadline: Instant,
+    ) -> Result<(u64, u64), ()> {
+        if proposed != PENDING {
+            return Ok(proposed);
+        }
+        let mut high_watermark = self.replica.high_watermark.clone();
+        loop {
+            let committed = lock(&self.replica.producers).check(header.producer);
+            if let Sequence::Duplicate(offsets) = committed {
+                return Ok(offsets);
+            }
+            match tokio::time::timeout_at(deadline, high_watermark.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(()),
+            }
+        }
+    }
+}
+
+/// What checking a batch against the proposals led to.
+enum Step<'a> {
+    /// Proposed.
+    Sent(Sent),
+    /// A copy was proposed before, at these offsets ([`PENDING`] while not appended).
+    Duplicate((u64, u64)),
+    /// Its producer's previous batch has not come yet (the sequence expected); woken at the
+    /// next proposal.
+    Early(i32, tokio::sync::futures::Notified<'a>),
+}
+
+/// Why openraft did not take a proposal.
+type Refused = ClientWriteError<NodeId, openraft::BasicNode>;
+
+/// A proposed batch, and where its acknowledgement will come from.
+struct Sent {
+    ack: Ack,
+    applied: oneshot::Receiver<Result<ClientWriteResponse<PartitionRaft>, Refused>>,
+    appended: Option<oneshot::Receiver<(u64, u64)>>,
+}
+
+enum Leading {
+    Here(u64),
+    Elsewhere(String),
+}
+
+fn unacknowledged(started: Instant) -> PublishError {
+    PublishError::Unacknowledged {
+        waited: started.elapsed(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
