@@ -572,7 +572,8 @@ async fn publish_range(
     let mut pending = Vec::new();
     for i in range {
         let value = format!("event-{i}");
-        let event = sidestream::RawEvent::new(value.clone().into_bytes());
+        let mut event = sidestream::RawEvent::new(value.clone().into_bytes());
+        event.key = Some(i.to_string().into_bytes().into());
         let receipt = client
             .publish_raw_nowait(topic, event, sidestream::Acks::All)
             .await
@@ -656,7 +657,28 @@ async fn a_replicated_topic_keeps_every_acknowledged_event_when_a_partition_lead
     );
 
     let mut acknowledged = publish_range(&creator, "orders", 0..300).await;
+
+    // A topic with one replica per partition: each member holds one partition; the others are
+    // passed on (publish) and relayed (subscribe) through it.
+    let single = creator
+        .create_topic(
+            "audit",
+            sidestream::TopicSettings::new()
+                .partitions(3)
+                .replication_factor(1),
+        )
+        .await
+        .expect("a replication factor below the cluster's size is taken");
+    let holders: std::collections::BTreeSet<u64> =
+        single.partitions.iter().map(|p| p.replicas[0]).collect();
+    assert_eq!(holders.len(), 3, "one partition on each node: {single:?}");
+    let audited = publish_range(&creator, "audit", 0..90).await;
     let _ = creator.close().await;
+    for member in &members {
+        let reader = connect(member, &tls).await;
+        read_back(&reader, "audit", &audited).await;
+        let _ = reader.close().await;
+    }
 
     // Partition 0's leader dies; the others take over and every acknowledged event stays.
     let leader = wait_until(

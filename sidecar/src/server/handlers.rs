@@ -174,7 +174,7 @@ fn describe_partition(shared: &Shared, partition: &Partition) -> PartitionDescri
         Kind::Local(_) => (Some(node), vec![node], vec![node]),
         Kind::Replicated(replicated) => {
             let metrics = replicated.replica().raft.metrics().borrow().clone();
-            let replicas: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            let replicas = replicated.replicas().to_vec();
             // Only the leader knows how far each replica has come.
             let in_sync = match &metrics.replication {
                 Some(matched) if metrics.current_leader == Some(node) => {

@@ -9,6 +9,7 @@
 
 pub(crate) mod frames;
 mod handlers;
+mod relay;
 mod replicas;
 mod routing;
 mod subscription;

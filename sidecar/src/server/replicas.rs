@@ -78,7 +78,7 @@ async fn open(
         {
             Ok(replica) => partitions.push(Arc::new(Partition::replicated(
                 number,
-                Replicated::new(me, replica),
+                Replicated::new(me, set.clone(), replica),
             ))),
             Err(error) => {
                 // The other replicas serve it; this node passes its requests on to them.

@@ -18,8 +18,9 @@ use tokio::task::JoinSet;
 use super::Shared;
 use super::frames::{quic_code, write_response};
 use super::handlers::{checked_group, error, find_partition, find_topic, max_bytes, read_failure};
+use super::relay;
 use crate::groups::Membership;
-use crate::topics::{Partition, Topic};
+use crate::topics::{Kind, Partition, Topic};
 
 /// Longest the final frame of a subscription waits for the client's flow control.
 const END_FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -32,7 +33,7 @@ const FRAMES_QUEUED: usize = 4;
 const BUDGET_FRAMES: usize = 2;
 
 /// A frame for the writer, with the budget its bytes hold until they are written.
-type Frame = (Response, Option<OwnedSemaphorePermit>);
+pub(super) type Frame = (Response, Option<OwnedSemaphorePermit>);
 
 /// Serves one subscription until the client finishes the stream, the sidecar shuts down, the
 /// topic is deleted, or a newer group member takes over.
@@ -43,7 +44,7 @@ pub(super) async fn serve(
     mut recv: RecvStream,
 ) {
     let codec = FrameCodec::<Response>::new(DEFAULT_MAX_FRAME_SIZE);
-    let start = match start(&shared, &request) {
+    let start = match start(&shared, &request).await {
         Ok(start) => start,
         Err(answer) => {
             let _ = write_response(&mut send, &codec, &answer).await;
@@ -107,7 +108,7 @@ struct Start {
     membership: Option<Membership>,
 }
 
-fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response>> {
+async fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response>> {
     let topic = find_topic(shared, &request.topic)?;
     let partitions: Vec<Arc<Partition>> = if request.partitions.is_empty() {
         topic.partitions().to_vec()
@@ -142,22 +143,14 @@ fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response
     };
     let mut assigned = Vec::with_capacity(partitions.len());
     for partition in partitions {
-        let Some(log) = partition.log() else {
-            return Err(error(
-                ErrorCode::Unavailable,
-                format!(
-                    "this sidecar holds no replica of {}/{}, and does not relay subscriptions yet: subscribe through the sidecar of one of its replicas",
-                    topic.spec().name,
-                    partition.number()
-                ),
-            ));
+        let (log_start, high_watermark) = match partition.log() {
+            Some(log) => (log.state().start_offset, partition.high_watermark()),
+            None => relay::bounds(shared, &request.topic, partition.number()).await?,
         };
-        let state = log.state();
-        let high_watermark = partition.high_watermark();
         let offset = match committed.get(&partition.number()) {
             // A committed offset that retention has passed restarts at the log start.
-            Some(&offset) => offset.max(state.start_offset).min(high_watermark),
-            None => start_offset(&topic, &partition, log, request)?,
+            Some(&offset) => offset.max(log_start).min(high_watermark),
+            None => start_offset(&topic, &partition, (log_start, high_watermark), request)?,
         };
         assigned.push((partition, offset));
     }
@@ -176,11 +169,9 @@ fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response
 fn start_offset(
     topic: &Topic,
     partition: &Partition,
-    log: &sidestream_log::Log,
+    (log_start, high_watermark): (u64, u64),
     request: &v1::Subscribe,
 ) -> Result<u64, Box<Response>> {
-    let log_start = log.state().start_offset;
-    let high_watermark = partition.high_watermark();
     match &request.start {
         // Without a start, a group begins at the earliest offset (it must not miss events
         // published before its first member came up); a lone subscription at the latest.
@@ -201,10 +192,22 @@ fn start_offset(
                 ))
             }
         }
-        Some(subscribe::Start::TimestampMs(ms)) => match log.offset_for_timestamp(*ms) {
-            Ok(found) => Ok(found.map_or(high_watermark, |o| o.min(high_watermark))),
-            Err(e) => Err(read_failure(&topic.spec().name, partition.number(), &e)),
-        },
+        Some(subscribe::Start::TimestampMs(ms)) => {
+            let Some(log) = partition.log() else {
+                return Err(error(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "this sidecar holds no replica of {}/{} and cannot look a time up in it: subscribe from a time through the sidecar of one of its replicas",
+                        topic.spec().name,
+                        partition.number()
+                    ),
+                ));
+            };
+            match log.offset_for_timestamp(*ms) {
+                Ok(found) => Ok(found.map_or(high_watermark, |o| o.min(high_watermark))),
+                Err(e) => Err(read_failure(&topic.spec().name, partition.number(), &e)),
+            }
+        }
     }
 }
 
@@ -213,7 +216,7 @@ fn start_offset(
     reason = "one call site, all of it the subscription's state"
 )]
 async fn push(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     topic: &Arc<Topic>,
     assigned: Vec<(Arc<Partition>, u64)>,
     membership: Option<&Membership>,
@@ -231,9 +234,18 @@ async fn push(
         let frames = frames_tx.clone();
         let name = topic.spec().name.clone();
         let budget = Arc::clone(&budget);
-        readers.spawn(read_partition(
-            name, partition, offset, max_bytes, budget, frames,
-        ));
+        if let Kind::Remote(_) = partition.kind() {
+            let relayed = relay::Relayed {
+                shared: Arc::clone(shared),
+                topic: name,
+                partition: partition.number(),
+            };
+            readers.spawn(relayed.run(offset, max_bytes, budget, frames));
+        } else {
+            readers.spawn(read_partition(
+                name, partition, offset, max_bytes, budget, frames,
+            ));
+        }
     }
     drop(frames_tx);
     let evicted = membership.map_or_else(|| watch::channel(false).1, |m| m.evicted.clone());

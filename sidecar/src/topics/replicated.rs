@@ -62,6 +62,8 @@ pub(crate) enum Routed {
 /// This sidecar's replica of a partition, as publishers use it.
 pub(crate) struct Replicated {
     node_id: NodeId,
+    /// The partition's replica set as the cluster's metadata places it.
+    replicas: Vec<NodeId>,
     replica: PartitionReplica,
     proposals: tokio::sync::Mutex<Proposals>,
     /// Woken after every proposal, for batches waiting for their predecessor.
@@ -86,9 +88,10 @@ impl std::fmt::Debug for Replicated {
 }
 
 impl Replicated {
-    pub(crate) fn new(node_id: NodeId, replica: PartitionReplica) -> Self {
+    pub(crate) fn new(node_id: NodeId, replicas: Vec<NodeId>, replica: PartitionReplica) -> Self {
         Self {
             node_id,
+            replicas,
             replica,
             proposals: tokio::sync::Mutex::new(Proposals::default()),
             proposed: Notify::new(),
@@ -97,6 +100,11 @@ impl Replicated {
 
     pub(crate) fn replica(&self) -> &PartitionReplica {
         &self.replica
+    }
+
+    /// The partition's replica set.
+    pub(crate) fn replicas(&self) -> &[NodeId] {
+        &self.replicas
     }
 
     /// Publishes `batch` (validated, a data batch) if this sidecar leads the partition, or says
