@@ -1,6 +1,8 @@
 //! Sidecar processes as a cluster: real `sidestream sidecar` processes on 127.0.0.1, joined
 //! through their peer ports over QUIC with mutual TLS, killed with SIGKILL and restarted.
 
+mod faults;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -240,8 +242,16 @@ struct ProxiedCluster {
 impl ProxiedCluster {
     /// Three members behind proxies that `faults` sets up before any member starts.
     fn start(seed: u64, faults: impl Fn(&sidestream_tests::FaultProxy)) -> Self {
+        Self::start_sized(3, seed, faults)
+    }
+
+    /// `size` members behind proxies that `faults` sets up before any member starts.
+    fn start_sized(size: u64, seed: u64, faults: impl Fn(&sidestream_tests::FaultProxy)) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let real: Vec<SocketAddr> = (0..3).map(|_| sidestream_tests::free_udp_addr()).collect();
+        let count = usize::try_from(size).expect("a small cluster");
+        let real: Vec<SocketAddr> = (0..count)
+            .map(|_| sidestream_tests::free_udp_addr())
+            .collect();
         let proxies: Vec<_> = real
             .iter()
             .zip(0..)
@@ -252,7 +262,7 @@ impl ProxiedCluster {
         }
         let mut members: Vec<Member> = Vec::new();
         let mut tls = PathBuf::new();
-        for (i, id) in (1..=3).enumerate() {
+        for (i, id) in (1..=size).enumerate() {
             let data_dir = dir.path().join(format!("node-{id}"));
             let seed_addr = (id != 1).then(|| proxies[0].addr().to_string());
             let tls_flags = (id != 1).then_some(tls.as_path());

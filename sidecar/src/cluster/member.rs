@@ -84,7 +84,13 @@ pub struct ClusterMember {
     state: watch::Receiver<ClusterState>,
     peer_address: String,
     tasks: Vec<AbortHandle>,
+    passing: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most services' requests a sidecar passes on to peers at once. Each takes a stream of
+/// a peer connection (1024 streams at most), which Raft's calls share: those must always find
+/// one free.
+const MAX_PASSING: usize = 256;
 
 impl ClusterMember {
     /// Binds the peer port, opens this node's metadata replica in `data_dir/cluster`, and
@@ -116,6 +122,7 @@ impl ClusterMember {
                 state,
                 peer_address,
                 tasks,
+                passing: Arc::new(tokio::sync::Semaphore::new(MAX_PASSING)),
             }),
             Err(error) => {
                 // Stop what was started: the replicas' Rafts and the peer port.
@@ -199,6 +206,16 @@ impl ClusterMember {
         self.state.borrow().clone()
     }
 
+    /// Whether this node has caught up with the metadata log as far as it can tell: it knows
+    /// the metadata leader, has applied every entry it holds, and folded every record applied.
+    pub fn metadata_caught_up(&self) -> bool {
+        let metrics = self.metadata.raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map(|log| log.index);
+        metrics.current_leader.is_some()
+            && applied >= metrics.last_log_index
+            && self.state.borrow().applied_offset >= *self.metadata.high_watermark.borrow()
+    }
+
     /// The node leading the metadata group, as this node knows it.
     pub fn metadata_leader(&self) -> Option<NodeId> {
         self.metadata.raft.metrics().borrow().current_leader
@@ -227,6 +244,23 @@ impl ClusterMember {
         let mut state = self.state.clone();
         let reached = state.wait_for(|state| state.applied_offset >= offset);
         matches!(tokio::time::timeout_at(deadline, reached).await, Ok(Ok(_)))
+    }
+
+    /// Waits until `ready` holds for topic `name` in the metadata this node has applied, up
+    /// to `deadline`: `Some` with the topic's instance id then (`None` inside when there is no
+    /// such topic), `None` if the deadline came first.
+    pub(crate) async fn wait_for_topic(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+        ready: impl Fn(Option<&ClusterTopic>) -> bool,
+    ) -> Option<Option<String>> {
+        let mut state = self.state.clone();
+        let reached = state.wait_for(|state| ready(state.topics.get(name)));
+        match tokio::time::timeout_at(deadline, reached).await {
+            Ok(Ok(state)) => Some(state.topics.get(name).map(|t| t.id.clone())),
+            _ => None,
+        }
     }
 
     /// Opens this node's replica of partition `partition` of `topic`, whose log lives in `dir`;
@@ -295,9 +329,23 @@ impl ClusterMember {
         }
     }
 
+    /// Where the metadata group's leader is: `Ok(None)` here, `Ok(Some(peer address))`
+    /// elsewhere; why there is none known now.
+    pub(crate) fn metadata_leader_address(&self) -> Result<Option<String>, String> {
+        match membership::route(&self.node.groups())? {
+            membership::Route::Here(_) => Ok(None),
+            membership::Route::Leader(address) => Ok(Some(address)),
+        }
+    }
+
     /// This node's clients of its peers.
     pub(crate) fn clients(&self) -> Arc<super::peer::PeerClients> {
         self.node.clients()
+    }
+
+    /// A permit to pass a service's request on to a peer (waits while [`MAX_PASSING`] are).
+    pub(crate) async fn passing_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.passing).acquire_owned().await.ok()
     }
 
     /// Serves services' requests that peers pass on with `handler`.

@@ -210,6 +210,9 @@ impl PeerNode {
             partition,
             reason,
         };
+        if *self.shutdown.borrow() {
+            return Err(raft_error("the node is shutting down".into()));
+        }
         if self.groups.contains(topic, partition) {
             return Err(raft_error(
                 "a replica of it is already open on this node".into(),
@@ -247,6 +250,11 @@ impl PeerNode {
             return Err(raft_error(
                 "a replica of it is already open on this node".into(),
             ));
+        }
+        if *self.shutdown.borrow() {
+            // The node began shutting down while the replica opened: stop it with the others.
+            self.close_partition(topic, partition).await;
+            return Err(raft_error("the node is shutting down".into()));
         }
         Ok(PartitionReplica {
             raft,

@@ -23,6 +23,8 @@ use crate::topics::{
 
 /// Longest a fetch waits for new batches, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// Longest a cluster member that does not know a topic waits to catch up with the metadata.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// How much longer than its own wait a fetch passed on to another sidecar may take.
 const PASS_ON_GRACE: Duration = Duration::from_secs(5);
 /// Bytes of batches a fetch or subscription frame returns when it names no limit.
@@ -46,6 +48,45 @@ pub(super) fn find_topic(shared: &Shared, name: &str) -> Result<Arc<Topic>, Box<
             format!("topic {:?} does not exist", name.as_str()),
         )
     })
+}
+
+/// Looks a topic up; a cluster member that does not know it waits (up to
+/// [`CATCH_UP_WAIT`]) until it has caught up with the cluster's metadata, and answers
+/// `LEADER_NOT_AVAILABLE` (ask again) if it has not by then.
+pub(super) async fn find_topic_ready(
+    shared: &Shared,
+    name: &str,
+) -> Result<Arc<Topic>, Box<Response>> {
+    let unknown = match find_topic(shared, name) {
+        Ok(topic) => return Ok(topic),
+        Err(unknown) => unknown,
+    };
+    let Some(cluster) = &shared.cluster else {
+        return Err(unknown);
+    };
+    if unknown.code != i32::from(ErrorCode::UnknownTopic) {
+        return Err(unknown);
+    }
+    let deadline = Instant::now() + CATCH_UP_WAIT;
+    loop {
+        if let Some(topic) = shared.topics.get(name) {
+            return Ok(topic);
+        }
+        if cluster.metadata_caught_up()
+            && shared.topics.reconciled() >= cluster.state().applied_offset
+        {
+            return Err(unknown);
+        }
+        if Instant::now() >= deadline {
+            return Err(error(
+                ErrorCode::LeaderNotAvailable,
+                format!(
+                    "this sidecar is catching up with the cluster's metadata and does not know topic {name:?} yet; ask again"
+                ),
+            ));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
 }
 
 pub(super) fn find_partition(topic: &Topic, number: u32) -> Result<Arc<Partition>, Box<Response>> {
@@ -269,7 +310,7 @@ pub(super) async fn decommission_node(shared: &Shared, request: &v1::Decommissio
 }
 
 pub(super) async fn publish(shared: &Shared, request: v1::Publish, passes: u32) -> Answer {
-    let topic = find_topic(shared, &request.topic)?;
+    let topic = find_topic_ready(shared, &request.topic).await?;
     let partition = find_partition(&topic, request.partition)?;
     let acks = Acks::try_from(request.acks).map_err(|_| {
         error(
@@ -487,7 +528,7 @@ fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response>
 }
 
 pub(super) async fn fetch(shared: &Shared, request: v1::Fetch, passes: u32) -> Answer {
-    let topic = find_topic(shared, &request.topic)?;
+    let topic = find_topic_ready(shared, &request.topic).await?;
     let partition = find_partition(&topic, request.partition)?;
     let max_bytes = max_bytes(request.max_bytes);
     let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_FETCH_WAIT);
@@ -509,6 +550,16 @@ pub(super) async fn fetch(shared: &Shared, request: v1::Fetch, passes: u32) -> A
             Ok(_) => {
                 let changed = committed.changed();
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Ok(response::Body::Fetch(result(Vec::new())));
+                }
+            }
+            // A replica behind its leader (or a consumer that read from one ahead of it) has
+            // not committed the offset yet: nothing to read here so far, as at its end.
+            Err(ReadError::OffsetOutOfRange { offset, end, .. })
+                if offset > end && matches!(partition.kind(), Kind::Replicated(_)) =>
+            {
+                let changed = committed.changed();
+                if wait.is_zero() || tokio::time::timeout_at(deadline, changed).await.is_err() {
                     return Ok(response::Body::Fetch(result(Vec::new())));
                 }
             }

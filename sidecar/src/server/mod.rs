@@ -87,6 +87,8 @@ struct Shared {
     responses: FrameCodec<Response>,
     /// Every connection and stream task holds a clone; shutdown waits until all are gone.
     alive: mpsc::Sender<()>,
+    /// The task keeping a cluster member's replicated topics in step with the metadata.
+    reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A sidecar running in this process.
@@ -130,11 +132,15 @@ impl RunningSidecar {
             .await
             .map_err(|e| SidecarError::Task(e.to_string()))??
         };
-        // Offsets of topics deleted just before a crash (before their tombstones).
-        groups
-            .forget_missing(|topic| topics.get(topic).is_some())
-            .await
-            .map_err(|e| SidecarError::Task(e.to_string()))?;
+        // Offsets of topics deleted just before a crash (before their tombstones). A cluster
+        // member's topics come from the metadata log after the start: the reconciler forgets
+        // the offsets of each topic it removes instead.
+        if config.cluster.is_none() {
+            groups
+                .forget_missing(|topic| topics.get(topic).is_some())
+                .await
+                .map_err(|e| SidecarError::Task(e.to_string()))?;
+        }
         let endpoint = tls.bind(config.listen, &config.quic)?;
         let local_addr = endpoint.local_addr().map_err(|source| {
             SidecarError::Bind(BindError::Io {
@@ -159,15 +165,21 @@ impl RunningSidecar {
             groups: Arc::new(groups),
             shutdown: shutdown_rx,
             alive,
+            reconciler: std::sync::Mutex::new(None),
         });
         if let Some(cluster) = &shared.cluster {
             cluster.serve_passed_on(passed_on_handler(&shared));
-            tokio::spawn(replicas::reconcile(
+            let reconciler = tokio::spawn(replicas::reconcile(
                 Arc::clone(cluster),
                 Arc::clone(&shared.topics),
+                Arc::clone(&shared.groups),
                 data_dir.join("replicas"),
                 shared.shutdown.clone(),
             ));
+            *shared
+                .reconciler
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reconciler);
         }
         tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
         let peer_address = shared
@@ -281,6 +293,11 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
     let topics = Arc::clone(&shared.topics);
     let groups = Arc::clone(&shared.groups);
     let cluster = shared.cluster.clone();
+    let reconciler = shared
+        .reconciler
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     // `shared` holds an `alive` sender too: drop it, then wait until every task has.
     drop(shared);
     if tokio::time::timeout(grace, all_gone.recv()).await.is_err() {
@@ -291,6 +308,11 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
     }
     endpoint.close(quic_code(ErrorCode::Ok), b"sidecar shutting down");
     let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    if let Some(reconciler) = reconciler {
+        // It stops at the shutdown signal, between two topics; a replica it is opening is
+        // then stopped with the others.
+        let _ = reconciler.await;
+    }
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
     }
@@ -411,6 +433,18 @@ async fn stream_task(
 /// Answers a one-response request; `passes` is how many sidecars passed it on (0: a service
 /// sent it here).
 async fn answer(shared: &Shared, body: request::Body, passes: u32) -> Response {
+    let data = matches!(body, request::Body::Publish(_) | request::Body::Fetch(_));
+    let mut response = answer_once(shared, body, passes).await;
+    // The sidecar that passed it on knows the topic: this one has not applied the metadata
+    // that created it yet (or restarted and is catching up). Worth asking again.
+    if passes > 0 && data && response.code == i32::from(ErrorCode::UnknownTopic) {
+        response.code = ErrorCode::LeaderNotAvailable.into();
+        response.message = format!("not known here yet: {}", response.message);
+    }
+    response
+}
+
+async fn answer_once(shared: &Shared, body: request::Body, passes: u32) -> Response {
     let answer = match body {
         request::Body::Subscribe(_) => Err(handlers::error(
             ErrorCode::InvalidRequest,

@@ -15,13 +15,18 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::cluster::{ClusterMember, ClusterState, ClusterTopic};
+use crate::cluster::{ClusterMember, ClusterTopic};
+use crate::groups::Groups;
 use crate::topics::{Kind, Partition, Replicated, Topic, Topics, log_config};
+
+/// The largest batch a replica's log takes: the largest a peer frame carries.
+const REPLICATED_BATCH_LIMIT: usize = 256 << 20;
 
 /// Keeps `topics` in step with the cluster's metadata until `shutdown` turns true.
 pub(super) async fn reconcile(
     cluster: Arc<ClusterMember>,
     topics: Arc<Topics>,
+    groups: Arc<Groups>,
     root: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -32,20 +37,24 @@ pub(super) async fn reconcile(
             let Some(id) = topic.id() else { continue };
             let current = now.topics.get(&topic.spec().name).map(|t| t.id.as_str());
             if current != Some(id) {
-                remove(&cluster, &topics, &topic).await;
+                remove(&cluster, &topics, &groups, &topic).await;
             }
         }
         for (name, wanted) in &now.topics {
+            if *shutdown.borrow() {
+                return;
+            }
             let held = topics.get(name);
             if held.as_deref().and_then(Topic::id) != Some(wanted.id.as_str()) {
                 if let Some(older) = held
                     && older.id().is_some()
                 {
-                    remove(&cluster, &topics, &older).await;
+                    remove(&cluster, &topics, &groups, &older).await;
                 }
-                open(&cluster, &topics, &root, &now, wanted).await;
+                open(&cluster, &topics, &root, wanted).await;
             }
         }
+        topics.set_reconciled(now.applied_offset);
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
             _ = shutdown.wait_for(|down| *down) => return,
@@ -58,11 +67,13 @@ async fn open(
     cluster: &ClusterMember,
     topics: &Topics,
     root: &std::path::Path,
-    _state: &ClusterState,
     wanted: &ClusterTopic,
 ) {
     let dir = root.join(wanted.group_name());
-    let config = log_config(&wanted.spec, topics.settings());
+    let mut config = log_config(&wanted.spec, topics.settings());
+    // The leader checked each batch's size against its own limit: a follower takes what its
+    // leader took (whatever its own setting), or its Raft would stop at the batch.
+    config.max_batch_bytes = REPLICATED_BATCH_LIMIT;
     let me = cluster.node_id();
     let mut partitions = Vec::with_capacity(wanted.replicas.len());
     for (number, set) in (0_u32..).zip(&wanted.replicas) {
@@ -97,9 +108,19 @@ async fn open(
 }
 
 /// Uninstalls `topic`, stops this node's replicas of it and removes their files.
-async fn remove(cluster: &ClusterMember, topics: &Arc<Topics>, topic: &Arc<Topic>) {
+async fn remove(
+    cluster: &ClusterMember,
+    topics: &Arc<Topics>,
+    groups: &Groups,
+    topic: &Arc<Topic>,
+) {
     let Some(id) = topic.id() else { return };
     topics.uninstall(&topic.spec().name, id);
+    // Each member keeps the offsets of the groups it served: a topic created again under the
+    // name must not start from them.
+    if let Err(error) = groups.forget_topic(&topic.spec().name).await {
+        tracing::error!(topic = %topic.spec().name, %error, "cannot forget the group offsets of a deleted topic");
+    }
     let group = format!("{}-{id}", topic.spec().name);
     for partition in topic.partitions() {
         if matches!(partition.kind(), Kind::Replicated(_)) {

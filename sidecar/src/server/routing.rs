@@ -55,7 +55,11 @@ pub(super) async fn pass_on(
         })),
     };
     let clients = cluster.clients();
-    let response = tokio::time::timeout_at(deadline, clients.call(address, &request))
+    let call = async {
+        let _permit = cluster.passing_permit().await;
+        clients.call(address, &request).await
+    };
+    let response = tokio::time::timeout_at(deadline, call)
         .await
         .map_err(|_| PassError::Unreachable(format!("{address} did not answer in time")))?
         .map_err(|e| PassError::Unreachable(e.to_string()))?;

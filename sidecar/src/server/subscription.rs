@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 
 use super::Shared;
 use super::frames::{quic_code, write_response};
-use super::handlers::{checked_group, error, find_partition, find_topic, max_bytes, read_failure};
+use super::handlers::{
+    checked_group, error, find_partition, find_topic_ready, max_bytes, read_failure,
+};
 use super::relay;
 use crate::groups::Membership;
 use crate::topics::{Kind, Partition, Topic};
@@ -109,7 +111,7 @@ struct Start {
 }
 
 async fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Response>> {
-    let topic = find_topic(shared, &request.topic)?;
+    let topic = find_topic_ready(shared, &request.topic).await?;
     let partitions: Vec<Arc<Partition>> = if request.partitions.is_empty() {
         topic.partitions().to_vec()
     } else {

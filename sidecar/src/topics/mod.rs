@@ -164,6 +164,8 @@ pub(crate) struct Topics {
     changing: tokio::sync::Mutex<()>,
     /// Counts changes of `by_name`, for those waiting for a topic to appear or go.
     version: watch::Sender<u64>,
+    /// A cluster member's: the metadata offset its replicated topics are in step with.
+    reconciled: std::sync::atomic::AtomicU64,
 }
 
 impl Topics {
@@ -214,7 +216,19 @@ impl Topics {
             by_name: RwLock::new(by_name),
             changing: tokio::sync::Mutex::new(()),
             version: watch::Sender::new(0),
+            reconciled: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Notes that the replicated topics are in step with the metadata through `offset`.
+    pub(crate) fn set_reconciled(&self, offset: u64) {
+        self.reconciled
+            .store(offset, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The metadata offset the replicated topics are in step with.
+    pub(crate) fn reconciled(&self) -> u64 {
+        self.reconciled.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Adds a replicated topic (replacing an older instance of its name, which is marked

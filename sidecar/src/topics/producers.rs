@@ -89,6 +89,23 @@ impl Producers {
         }
     }
 
+    /// As [`check`](Self::check), for a table that survives restarts (a replicated
+    /// partition's): a producer it does not know, or a new epoch of one, starts at sequence 0,
+    /// so a later batch that overtook the first one waits for it.
+    pub(crate) fn check_from_start(&self, producer: ProducerState) -> Sequence {
+        if producer.producer_id < 0 || producer.base_sequence == 0 {
+            return self.check(producer);
+        }
+        let new = self
+            .by_id
+            .get(&producer.producer_id)
+            .is_none_or(|known| producer.producer_epoch > known.epoch);
+        if new {
+            return Sequence::Early { expected: 0 };
+        }
+        self.check(producer)
+    }
+
     /// Records that a batch checked as [`Sequence::Append`] was appended.
     pub(crate) fn appended(&mut self, producer: ProducerState, count: u32, offsets: (u64, u64)) {
         if producer.producer_id < 0 {
@@ -176,6 +193,26 @@ mod tests {
             Sequence::Fenced { current: 1 }
         );
         assert_eq!(table.check(producer(7, 1, 1)), Sequence::Append);
+    }
+
+    #[test]
+    fn a_durable_table_makes_a_new_producer_start_at_sequence_zero() {
+        let mut table = Producers::default();
+        assert_eq!(
+            table.check_from_start(producer(7, 0, 3)),
+            Sequence::Early { expected: 0 }
+        );
+        assert_eq!(table.check_from_start(producer(7, 0, 0)), Sequence::Append);
+        table.appended(producer(7, 0, 0), 3, (0, 3));
+        assert_eq!(table.check_from_start(producer(7, 0, 3)), Sequence::Append);
+        assert_eq!(
+            table.check_from_start(producer(7, 1, 5)),
+            Sequence::Early { expected: 0 }
+        );
+        assert_eq!(
+            table.check_from_start(producer(-1, -1, -1)),
+            Sequence::Append
+        );
     }
 
     #[test]

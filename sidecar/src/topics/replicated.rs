@@ -121,6 +121,9 @@ impl Replicated {
         let early_deadline = deadline.min(started + EARLY_BATCH_WAIT);
         let producer = header.producer;
         loop {
+            if Instant::now() >= deadline {
+                return Err(unacknowledged(started));
+            }
             let term = match self.leading(deadline).await? {
                 Leading::Here(term) => term,
                 Leading::Elsewhere(address) => return Ok(Routed::Leader(address)),
@@ -130,6 +133,7 @@ impl Replicated {
                 .await?
             {
                 Step::Sent(sent) => sent,
+                Step::Moved => continue,
                 Step::Duplicate(offsets) => {
                     let offsets = self
                         .committed_duplicate(header, offsets, deadline)
@@ -167,7 +171,7 @@ impl Replicated {
                 }
                 // Leadership moved on; the batch may still be committed by the next leader,
                 // whose table then answers the retry as a duplicate.
-                None => self.invalidate().await,
+                None => self.invalidate(term).await,
             }
         }
     }
@@ -186,7 +190,9 @@ impl Replicated {
         let mut proposals = self.proposals.lock().await;
         if proposals.term != term {
             drop(proposals);
-            self.wait_term_applied(term, deadline).await?;
+            if !self.wait_term_applied(term, deadline).await? {
+                return Ok(Step::Moved);
+            }
             proposals = self.proposals.lock().await;
             if proposals.term != term {
                 proposals.producers = lock(&self.replica.producers).clone();
@@ -194,7 +200,7 @@ impl Replicated {
             }
         }
         let producer = header.producer;
-        match proposals.producers.check(producer) {
+        match proposals.producers.check_from_start(producer) {
             Sequence::Append => {}
             Sequence::Duplicate(offsets) => return Ok(Step::Duplicate(offsets)),
             Sequence::Early { expected } => {
@@ -239,6 +245,7 @@ impl Replicated {
         drop(proposals);
         self.proposed.notify_waiters();
         Ok(Step::Sent(Sent {
+            term,
             ack,
             applied,
             appended,
@@ -254,6 +261,7 @@ impl Replicated {
         deadline: Instant,
         started: Instant,
     ) -> Result<Option<Option<(u64, u64)>>, PublishError> {
+        let term = sent.term;
         match (sent.ack, sent.appended) {
             (Ack::None, _) => Ok(Some(None)),
             (Ack::Leader, Some(appended)) => {
@@ -272,7 +280,7 @@ impl Replicated {
                     )))),
                     Ok(Ok(Err(ClientWriteError::ForwardToLeader(_))) | Err(_)) => Ok(None),
                     Ok(Ok(Err(error))) => {
-                        self.invalidate().await;
+                        self.invalidate(term).await;
                         Err(PublishError::Storage {
                             partition,
                             reason: error.to_string(),
@@ -284,9 +292,12 @@ impl Replicated {
         }
     }
 
-    /// Marks the table of proposals stale: the next publish rebuilds it.
-    async fn invalidate(&self) {
-        self.proposals.lock().await.term = 0;
+    /// Marks the table of proposals of `term` stale: the next publish rebuilds it.
+    async fn invalidate(&self, term: u64) {
+        let mut proposals = self.proposals.lock().await;
+        if proposals.term == term {
+            proposals.term = 0;
+        }
     }
 
     /// Waits for the partition to have a leader; this node's current term if it is the leader.
@@ -317,16 +328,21 @@ impl Replicated {
 
     /// Waits until this node, leader in `term`, has applied an entry of `term` (its first, the
     /// blank entry): every entry of earlier terms is then applied, and the committed producers'
-    /// table is complete.
-    async fn wait_term_applied(&self, term: u64, deadline: Instant) -> Result<(), PublishError> {
+    /// table is complete. `false` when the node no longer leads in `term`.
+    async fn wait_term_applied(&self, term: u64, deadline: Instant) -> Result<bool, PublishError> {
+        let me = self.node_id;
+        let leads = move |m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
+            m.current_term == term && m.current_leader == Some(me)
+        };
         let mut metrics = self.replica.raft.metrics();
         let wait = metrics.wait_for(|m| {
-            m.current_term != term
+            !leads(m)
                 || m.last_applied
                     .is_some_and(|applied| applied.leader_id.term >= term)
         });
         match tokio::time::timeout_at(deadline, wait).await {
-            Ok(_) => Ok(()),
+            Ok(Ok(m)) => Ok(leads(&m)),
+            Ok(Err(_)) => Err(PublishError::Stopped),
             Err(_) => Err(PublishError::NoLeader),
         }
     }
@@ -359,6 +375,8 @@ impl Replicated {
 enum Step<'a> {
     /// Proposed.
     Sent(Sent),
+    /// This node no longer leads in the term the check was for.
+    Moved,
     /// A copy was proposed before, at these offsets ([`PENDING`] while not appended).
     Duplicate((u64, u64)),
     /// Its producer's previous batch has not come yet (the sequence expected); woken at the
@@ -371,6 +389,7 @@ type Refused = ClientWriteError<NodeId, openraft::BasicNode>;
 
 /// A proposed batch, and where its acknowledgement will come from.
 struct Sent {
+    term: u64,
     ack: Ack,
     applied: oneshot::Receiver<Result<ClientWriteResponse<PartitionRaft>, Refused>>,
     appended: Option<oneshot::Receiver<(u64, u64)>>,
