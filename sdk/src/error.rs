@@ -158,6 +158,16 @@ pub enum Error {
         /// The last retriable error seen before the time ran out.
         last_error: Option<String>,
     },
+    /// A publish whose outcome is unknown: it was sent but not acknowledged, and cannot be
+    /// sent again without risking a second copy (an earlier batch of its partition failed).
+    /// The event may or may not have been written.
+    #[error("{operation}: {reason}")]
+    OutcomeUnknown {
+        /// What, e.g. `publish to "orders" partition 3`.
+        operation: String,
+        /// Why the outcome is unknown.
+        reason: String,
+    },
     /// The TLS configuration could not be built from its files.
     #[error(transparent)]
     Tls(Arc<TlsError>),

@@ -234,7 +234,11 @@ async fn read_all(
         .collect();
     let mut reads = Vec::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut drain_until = None;
+    let drain = Duration::from_millis(300);
+    // Nothing acknowledged: whatever was written (it may be) comes within the drain.
+    let mut drain_until = wanted
+        .is_empty()
+        .then(|| tokio::time::Instant::now() + drain);
     loop {
         let until = drain_until.unwrap_or(deadline);
         let next = tokio::time::timeout_at(until, subscription.next()).await;
@@ -259,7 +263,7 @@ async fn read_all(
             String::from_utf8_lossy(&delivery.event.value).into_owned(),
         ));
         if wanted.is_empty() && drain_until.is_none() {
-            drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(300));
+            drain_until = Some(tokio::time::Instant::now() + drain);
         }
     }
     let _ = client.close().await;
@@ -336,19 +340,19 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         let started = std::time::Instant::now();
         let fault = FAULTS[usize::try_from(schedule.below(FAULTS.len() as u64)).unwrap_or(0)];
         let topic = format!("round-{round}");
-        let creator = producer_client(&cluster.members[0], &tls)
-            .await
-            .expect("member 1 takes clients");
-        creator
-            .create_topic(&topic, sidestream::TopicSettings::new().partitions(2))
-            .await
-            .unwrap_or_else(|e| panic!("round {round}: cannot create {topic}: {e}"));
-        let _ = creator.close().await;
+        // Five members: replica sets of three (some members relay) or of all five.
+        let replication = if size >= 5 && schedule.below(2) == 0 {
+            5
+        } else {
+            3
+        };
+        create_topic(&cluster, &topic, replication).await;
         let (leader, replicas) = partition_zero(&cluster, &topic).await;
 
         // The members down for the whole burst (a minority), the rest publish.
         let minority: Vec<usize> = if fault == Fault::MinorityLoss {
-            let count = (cluster.members.len() - 1) / 2;
+            // A minority of every replica set: with sets of three, one member of five.
+            let count = (usize::try_from(replication).unwrap_or(3) - 1) / 2;
             let first = usize::try_from(schedule.below(size)).unwrap_or(0);
             (0..count)
                 .map(|i| (first + i) % cluster.members.len())
@@ -374,7 +378,17 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         // The fault, at a random moment of the burst.
         tokio::time::sleep(schedule.millis(100, 600)).await;
         let mut down = minority.clone();
-        down.extend(inject(&mut cluster, &mut schedule, fault, leader, &replicas).await);
+        down.extend(
+            inject(
+                &mut cluster,
+                &mut schedule,
+                &topic,
+                fault,
+                leader,
+                &replicas,
+            )
+            .await,
+        );
         let mut published = Vec::new();
         while let Some(done) = producers.join_next().await {
             published.extend(done.expect("a producer task"));
@@ -392,7 +406,10 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         }
 
         if let Err(violation) = read_and_check(&cluster, &topic, &published).await {
-            panic!("REPRODUCE: SIDESTREAM_SEED={seed}: round {round} ({fault:?}): {violation}");
+            panic!(
+                "REPRODUCE: SIDESTREAM_SEED={seed}: round {round} ({fault:?}): {violation}; unacknowledged: {:#?}",
+                unacknowledged(&published)
+            );
         }
         checked += 1;
         let acknowledged = published.iter().filter(|p| p.outcome.is_ok()).count();
@@ -407,10 +424,40 @@ async fn run_rounds(size: u64, default_rounds: u32) {
     assert_eq!(checked, usize::try_from(rounds).unwrap_or(0));
 }
 
+/// Creates the round's topic (two partitions) through member 1.
+async fn create_topic(cluster: &ProxiedCluster, topic: &str, replication: u32) {
+    let creator = producer_client(&cluster.members[0], &cluster.tls)
+        .await
+        .expect("member 1 takes clients");
+    let settings = sidestream::TopicSettings::new()
+        .partitions(2)
+        .replication_factor(replication);
+    creator
+        .create_topic(topic, settings)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create {topic}: {e}"));
+    let _ = creator.close().await;
+}
+
+/// The first few publishes without a receipt, and why.
+fn unacknowledged(published: &[Publish]) -> Vec<String> {
+    published
+        .iter()
+        .filter_map(|p| {
+            p.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", p.value))
+        })
+        .take(10)
+        .collect()
+}
+
 /// Injects `fault` around partition 0's `leader` and `replicas`; the members it left down.
 async fn inject(
     cluster: &mut ProxiedCluster,
     schedule: &mut Schedule,
+    topic: &str,
     fault: Fault,
     leader: u64,
     replicas: &[u64],
@@ -435,8 +482,17 @@ async fn inject(
             cluster.heal();
         }
         Fault::RollingRestart => {
+            // As an operator would: the next member goes once this one serves the topic again.
             for index in 0..cluster.members.len() {
                 restart(cluster, index);
+                let member = &cluster.members[index];
+                wait_until(
+                    member.process.addr(),
+                    &cluster.tls,
+                    "the topic again",
+                    |m| m.topics.iter().any(|t| t.name == topic),
+                )
+                .await;
                 tokio::time::sleep(schedule.millis(50, 400)).await;
             }
         }

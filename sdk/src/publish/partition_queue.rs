@@ -28,6 +28,7 @@ use super::accumulator::{BatchConfig, PartitionRef, Transmit};
 use super::receipt::BatchCompletion;
 use super::standard_headers::Header;
 use crate::{Acks, Error};
+use sidestream_proto::v1::ErrorCode;
 
 /// The fields of one record, borrowed.
 #[derive(Clone, Copy)]
@@ -134,6 +135,9 @@ struct SealedBatch {
     deadline: Instant,
     state: BatchState,
     attempts: u32,
+    /// An attempt ended without an answer, or with one that leaves its outcome open (the
+    /// sidecar timed out after passing it on): it may be in the log.
+    maybe_written: bool,
     /// Sent alone while recovering: its acknowledgement ends the recovery.
     probe: bool,
     last_error: Option<Error>,
@@ -256,7 +260,7 @@ impl PartitionQueue {
             if self.outstanding > 0 {
                 return effects;
             }
-            self.rotate_producer(new_producer_id());
+            self.rotate_producer(new_producer_id(), &mut effects);
         }
         if self.batches.is_empty() {
             self.recovering = false;
@@ -344,6 +348,7 @@ impl PartitionQueue {
             }
             Outcome::Retry(error) => {
                 let batch = &mut self.batches[i];
+                batch.maybe_written |= may_have_written(&error);
                 if now >= batch.deadline {
                     let error = timeout(&self.topic, self.number, config, Some(error));
                     self.fail_at(i, error, &mut effects);
@@ -403,6 +408,7 @@ impl PartitionQueue {
                     deadline: now + ctx.config.request_timeout,
                     state: BatchState::Queued,
                     attempts: 0,
+                    maybe_written: false,
                     probe: false,
                     last_error: None,
                 });
@@ -438,7 +444,33 @@ impl PartitionQueue {
     }
 
     /// Takes producer id `id` and renumbers the remaining batches from sequence 0.
-    fn rotate_producer(&mut self, id: i64) {
+    ///
+    /// A batch sent before under the old id may have been written (its answer was lost):
+    /// sent again under the new id it would be written twice. Such batches fail instead, with
+    /// an error that says their outcome is unknown; only batches never sent are renumbered.
+    fn rotate_producer(&mut self, id: i64, effects: &mut Effects) {
+        let mut kept = VecDeque::with_capacity(self.batches.len());
+        for mut batch in std::mem::take(&mut self.batches) {
+            if !batch.maybe_written {
+                kept.push_back(batch);
+                continue;
+            }
+            effects.released += batch.reserved;
+            let last = batch
+                .last_error
+                .take()
+                .map_or_else(String::new, |e| format!(" (last error: {e})"));
+            batch.completion.complete(Err(Error::OutcomeUnknown {
+                operation: format!(
+                    "publish to topic {:?} partition {}",
+                    self.topic, self.number
+                ),
+                reason: format!(
+                    "an earlier batch of the partition failed, and this one was sent before without a clear answer: it may or may not have been written{last}"
+                ),
+            }));
+        }
+        self.batches = kept;
         tracing::debug!(
             topic = %self.topic,
             partition = self.number,
@@ -525,6 +557,29 @@ fn timeout(topic: &str, partition: u32, config: &BatchConfig, last: Option<Error
         operation: format!("publish to topic {topic:?} partition {partition}"),
         after: config.request_timeout,
         last_error: last.map(|error| error.to_string()),
+    }
+}
+
+/// Whether an attempt that failed with `error` may still have been written: it got no answer,
+/// or one that leaves the outcome open (a timeout; a batch refused as older than the
+/// producer's recent ones, which it may be a copy of). The refusals listed wrote nothing.
+fn may_have_written(error: &Error) -> bool {
+    match error {
+        Error::Sidecar { code, .. } => !matches!(
+            code,
+            Some(
+                ErrorCode::NotLeader
+                    | ErrorCode::LeaderNotAvailable
+                    | ErrorCode::OutOfOrderSequence
+                    | ErrorCode::ProducerFenced
+                    | ErrorCode::UnknownTopic
+                    | ErrorCode::UnknownPartition
+                    | ErrorCode::BatchTooLarge
+                    | ErrorCode::CorruptBatch
+                    | ErrorCode::NotAuthorized
+            )
+        ),
+        _ => true,
     }
 }
 

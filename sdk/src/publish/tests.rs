@@ -573,6 +573,42 @@ fn a_failed_batch_fails_its_receipts_and_renumbers_the_rest() {
 }
 
 #[test]
+fn a_batch_that_may_have_been_written_is_not_renumbered_but_fails_as_unknown() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    acc.assume_established(CONNECTION);
+    let (mut doomed, _) = append(&mut acc, None, b"a", Acks::All, now);
+    acc.flush(now);
+    let (mut uncertain, _) = append(&mut acc, None, b"b", Acks::All, now);
+    acc.flush(now);
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 2);
+    // The second one timed out at the sidecar after it was passed on: it may be in the log.
+    acc.handle_outcome(
+        sent[1].at,
+        sent[1].id,
+        Outcome::Retry(refused(ErrorCode::Timeout)),
+        now,
+    );
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Fail(refused(ErrorCode::NotAuthorized)),
+        now,
+    );
+    assert!(matches!(resolved(&mut doomed), Some(Err(_))));
+    let resent = poll(&mut acc, now + Duration::from_secs(1));
+    assert!(
+        resent.is_empty(),
+        "sent again under a new id, it could be written twice"
+    );
+    let Some(Err(error)) = resolved(&mut uncertain) else {
+        panic!("the uncertain batch fails");
+    };
+    assert!(matches!(error, Error::OutcomeUnknown { .. }), "{error:?}");
+}
+
+#[test]
 fn retries_stop_at_the_request_timeout() {
     let now = Instant::now();
     let mut acc = accumulator(config(), 1);

@@ -1,6 +1,7 @@
 //! `sidestream cluster status|decommission`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use sidestream_proto::v1::MetadataResult;
@@ -19,8 +20,9 @@ pub(super) struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClusterCommand {
-    /// Show the cluster's nodes as the sidecar sees them: addresses, which vote in the
-    /// metadata group, and which leads it.
+    /// Show the cluster's nodes as the sidecar sees them (addresses, which vote in the
+    /// metadata group, which leads it), and each partition's leader, replicas and the
+    /// replicas in sync (caught up with the leader), as their leaders report them.
     Status,
     /// Take a node out of the cluster (a learner, if there is one, takes its vote); stop its
     /// process afterwards. Also removes a node that is gone for good.
@@ -33,10 +35,15 @@ enum ClusterCommand {
 pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let client = args.connect.connect("sidestream-cli").await?;
     let result = match args.command {
-        ClusterCommand::Status => client
-            .metadata()
-            .await
-            .map(|metadata| out(&status(&metadata))),
+        ClusterCommand::Status => match client.metadata().await {
+            Ok(metadata) => {
+                let reports = reports(&args.connect, &metadata).await;
+                out(&status(&metadata));
+                out(&partitions(&metadata, &reports));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         ClusterCommand::Decommission { node } => {
             client.decommission_node(node).await.map(|voters| {
                 let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
@@ -84,6 +91,75 @@ fn status(metadata: &MetadataResult) -> String {
             "{:<6} {:<22} {:<22} {:<8} {leader}",
             node.id, node.client_address, peer, role
         );
+    }
+    text
+}
+
+/// Every other node's own description of the cluster (each knows the leaders and in-sync
+/// replicas of the partitions it holds); a node that cannot be reached within 2 s is left out.
+async fn reports(connect: &ConnectArgs, asked: &MetadataResult) -> Vec<MetadataResult> {
+    let mut reports = Vec::new();
+    for node in asked.nodes.iter().filter(|n| n.id != asked.node_id) {
+        let Ok(addr) = node.client_address.parse() else {
+            continue;
+        };
+        let mut other = connect.clone();
+        other.sidecar = addr;
+        let ask = async {
+            let client = other.connect("sidestream-cli").await.ok()?;
+            let metadata = client.metadata().await.ok();
+            let _ = client.close().await;
+            metadata
+        };
+        if let Ok(Some(metadata)) = tokio::time::timeout(Duration::from_secs(2), ask).await {
+            reports.push(metadata);
+        }
+    }
+    reports
+}
+
+/// The partitions table: each partition as its leader describes it (or, when no node that
+/// answered leads it, as the node asked does).
+fn partitions(asked: &MetadataResult, reports: &[MetadataResult]) -> String {
+    let mut text = format!(
+        "{:<24} {:<9} {:<7} {:<12} {:<12} {}\n",
+        "TOPIC", "PARTITION", "LEADER", "REPLICAS", "IN SYNC", "HIGH WATERMARK"
+    );
+    let list = |ids: &[u64]| {
+        if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    for topic in &asked.topics {
+        for partition in &topic.partitions {
+            // The leader's own report: it alone knows which replicas are in sync.
+            let led = std::iter::once(asked).chain(reports).find_map(|report| {
+                let p = report
+                    .topics
+                    .iter()
+                    .find(|t| t.name == topic.name)?
+                    .partitions
+                    .iter()
+                    .find(|p| p.partition == partition.partition)?;
+                (p.leader == Some(report.node_id)).then_some(p)
+            });
+            let shown = led.unwrap_or(partition);
+            let _ = writeln!(
+                text,
+                "{:<24} {:<9} {:<7} {:<12} {:<12} {}",
+                topic.name,
+                partition.partition,
+                shown
+                    .leader
+                    .filter(|&l| l != 0)
+                    .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                list(&shown.replicas),
+                list(&shown.in_sync_replicas),
+                shown.high_watermark
+            );
+        }
     }
     text
 }

@@ -412,6 +412,10 @@ async fn publish_replicated(
         ));
     }
     let mut last_failure = String::from("no sidecar answered");
+    // Set once an attempt may have written the batch (a copy proposed here, or passed on and
+    // not answered): from then on a failure is answered TIMEOUT, whose outcome is unknown,
+    // never as a refusal, which would let the client number the batch anew.
+    let mut uncertain = false;
     for attempt in 0_usize.. {
         let address = match partition.kind() {
             Kind::Replicated(replicated) => {
@@ -422,7 +426,18 @@ async fn publish_replicated(
                     Ok(Routed::Here(outcome)) => {
                         return Ok(published(number, ack == Ack::None, outcome));
                     }
-                    Ok(Routed::Leader(address)) => address,
+                    Ok(Routed::Leader { address, proposed }) => {
+                        uncertain |= proposed;
+                        address
+                    }
+                    Err(e) if uncertain => {
+                        return Err(error(
+                            ErrorCode::Timeout,
+                            format!(
+                                "publish to {topic}/{number}: {e}; an earlier attempt may have written it"
+                            ),
+                        ));
+                    }
                     Err(e) => return Err(publish_error(&topic, number, &e)),
                 }
             }
@@ -438,8 +453,13 @@ async fn publish_replicated(
             Kind::Local(_) => return Err(unreachable_local()),
         };
         if passes >= MAX_PASSES {
+            let code = if uncertain {
+                ErrorCode::Timeout
+            } else {
+                ErrorCode::NotLeader
+            };
             return Err(error(
-                ErrorCode::NotLeader,
+                code,
                 format!("this sidecar does not lead {topic}/{number}; its leader is at {address}"),
             ));
         }
@@ -456,9 +476,24 @@ async fn publish_replicated(
         )
         .await
         {
-            Ok(response) if !try_again(&response) => return passed_back(response),
+            Ok(response) if !try_again(&response) => {
+                if uncertain && !is_ok(&response) {
+                    return Err(error(
+                        ErrorCode::Timeout,
+                        format!(
+                            "publish to {topic}/{number}: {}; an earlier attempt may have written it",
+                            response.message
+                        ),
+                    ));
+                }
+                return passed_back(response);
+            }
             Ok(response) => last_failure = response.message,
-            Err(e) => last_failure = e.to_string(),
+            Err(e) => {
+                // The leader may have taken it and its answer been lost.
+                uncertain = true;
+                last_failure = e.to_string();
+            }
         }
         if Instant::now() + RETRY_PAUSE >= deadline {
             break;
@@ -469,6 +504,10 @@ async fn publish_replicated(
         ErrorCode::Timeout,
         format!("publish to {topic}/{number} was not acknowledged in time: {last_failure}"),
     ))
+}
+
+fn is_ok(response: &Response) -> bool {
+    response.code == i32::from(ErrorCode::Ok)
 }
 
 /// The peer address of one of `replicas` (the `attempt`-th in turn) that is registered.

@@ -55,8 +55,14 @@ pub(crate) enum Ack {
 pub(crate) enum Routed {
     /// This sidecar leads the partition and answered.
     Here(PublishOutcome),
-    /// Another sidecar leads it, at this peer address.
-    Leader(String),
+    /// Another sidecar leads it, at this peer address. `proposed`: this sidecar led it a
+    /// moment ago and proposed the batch, which the new leader may still commit.
+    Leader {
+        /// The leader's peer address.
+        address: String,
+        /// Whether a copy was proposed here.
+        proposed: bool,
+    },
 }
 
 /// This sidecar's replica of a partition, as publishers use it.
@@ -120,19 +126,39 @@ impl Replicated {
         let started = Instant::now();
         let early_deadline = deadline.min(started + EARLY_BATCH_WAIT);
         let producer = header.producer;
+        // Once a copy was proposed, a failure may hide a write: it is answered as one whose
+        // outcome is unknown, never as a refusal (the client would then number it anew).
+        let mut proposed = false;
+        let uncertain = |proposed: bool, error: PublishError| {
+            if proposed {
+                unacknowledged(started)
+            } else {
+                error
+            }
+        };
         loop {
             if Instant::now() >= deadline {
                 return Err(unacknowledged(started));
             }
-            let term = match self.leading(deadline).await? {
+            let leading = self
+                .leading(deadline)
+                .await
+                .map_err(|e| uncertain(proposed, e))?;
+            let term = match leading {
                 Leading::Here(term) => term,
-                Leading::Elsewhere(address) => return Ok(Routed::Leader(address)),
+                Leading::Elsewhere(address) => {
+                    return Ok(Routed::Leader { address, proposed });
+                }
             };
-            let sent = match self
+            let step = self
                 .propose(term, partition, &batch, header, ack, deadline)
-                .await?
-            {
-                Step::Sent(sent) => sent,
+                .await
+                .map_err(|e| uncertain(proposed, e))?;
+            let sent = match step {
+                Step::Sent(sent) => {
+                    proposed = true;
+                    sent
+                }
                 Step::Moved => continue,
                 Step::Duplicate(offsets) => {
                     let offsets = self
@@ -149,12 +175,15 @@ impl Replicated {
                         .await
                         .is_err()
                     {
-                        return Err(PublishError::OutOfOrder {
-                            producer_id: producer.producer_id,
-                            partition,
-                            expected,
-                            got: producer.base_sequence,
-                        });
+                        return Err(uncertain(
+                            proposed,
+                            PublishError::OutOfOrder {
+                                producer_id: producer.producer_id,
+                                partition,
+                                expected,
+                                got: producer.base_sequence,
+                            },
+                        ));
                     }
                     continue;
                 }
