@@ -18,6 +18,7 @@
 //! `SIDESTREAM_SEED` replays a run; `SIDESTREAM_FAULT_ROUNDS` sets the rounds per test.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{Member, PATIENCE, ProxiedCluster, metadata, seed, wait_until};
@@ -327,6 +328,10 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         .and_then(|r| r.parse().ok())
         .unwrap_or(default_rounds);
     let mut schedule = Schedule(seed);
+    // `SIDESTREAM_FAULT=IsolateLeader` (say) runs that fault in every round.
+    let only = std::env::var("SIDESTREAM_FAULT")
+        .ok()
+        .and_then(|name| FAULTS.into_iter().find(|f| format!("{f:?}") == name));
     let mut cluster = ProxiedCluster::start_sized(size, seed, |_| {});
     let tls = cluster.tls.clone();
     for member in &cluster.members {
@@ -338,7 +343,8 @@ async fn run_rounds(size: u64, default_rounds: u32) {
     let mut checked = 0_usize;
     for round in 0..rounds {
         let started = std::time::Instant::now();
-        let fault = FAULTS[usize::try_from(schedule.below(FAULTS.len() as u64)).unwrap_or(0)];
+        let drawn = FAULTS[usize::try_from(schedule.below(FAULTS.len() as u64)).unwrap_or(0)];
+        let fault = only.unwrap_or(drawn);
         let topic = format!("round-{round}");
         // Five members: replica sets of three (some members relay) or of all five.
         let replication = if size >= 5 && schedule.below(2) == 0 {
@@ -406,8 +412,9 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         }
 
         if let Err(violation) = read_and_check(&cluster, &topic, &published).await {
+            let logs = warnings(&mut cluster);
             panic!(
-                "REPRODUCE: SIDESTREAM_SEED={seed}: round {round} ({fault:?}): {violation}; unacknowledged: {:#?}",
+                "REPRODUCE: SIDESTREAM_SEED={seed}: round {round} ({fault:?}): {violation}; unacknowledged: {:#?}\n{logs}",
                 unacknowledged(&published)
             );
         }
@@ -437,6 +444,21 @@ async fn create_topic(cluster: &ProxiedCluster, topic: &str, replication: u32) {
         .await
         .unwrap_or_else(|e| panic!("cannot create {topic}: {e}"));
     let _ = creator.close().await;
+}
+
+/// The members' warnings and errors (their processes are stopped to collect the logs).
+fn warnings(cluster: &mut ProxiedCluster) -> String {
+    let mut text = String::new();
+    for member in &mut cluster.members {
+        let log = member.process.kill();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        let _ = writeln!(text, "--- member {} ---\n{}", member.id, tail.join("\n"));
+    }
+    text
 }
 
 /// The first few publishes without a receipt, and why.

@@ -463,19 +463,15 @@ async fn publish_replicated(
                 format!("this sidecar does not lead {topic}/{number}; its leader is at {address}"),
             ));
         }
-        let Some(cluster) = &shared.cluster else {
-            return Err(unreachable_local());
-        };
         request.timeout_ms = remaining_ms(deadline);
-        match pass_on(
-            cluster,
-            &address,
-            request::Body::Publish(request.clone()),
-            passes + 1,
-            deadline,
-        )
-        .await
-        {
+        let Some(answered) =
+            pass_publish(shared, partition, &address, &request, passes, deadline).await
+        else {
+            uncertain = true;
+            last_failure = format!("the leader at {address} was replaced while it had the publish");
+            continue;
+        };
+        match answered {
             Ok(response) if !try_again(&response) => {
                 if uncertain && !is_ok(&response) {
                     return Err(error(
@@ -504,6 +500,31 @@ async fn publish_replicated(
         ErrorCode::Timeout,
         format!("publish to {topic}/{number} was not acknowledged in time: {last_failure}"),
     ))
+}
+
+/// Passes a publish on to the leader at `address`; `None` when a replica here saw another
+/// leader take over first. A leader that died does not answer (its connection fails only when
+/// QUIC gives it up): a replica here sees the new leader sooner, and the publish goes there.
+async fn pass_publish(
+    shared: &Shared,
+    partition: &Partition,
+    address: &str,
+    request: &v1::Publish,
+    passes: u32,
+    deadline: Instant,
+) -> Option<Result<Response, super::routing::PassError>> {
+    let Some(cluster) = &shared.cluster else {
+        return Some(Ok(*unreachable_local()));
+    };
+    let body = request::Body::Publish(request.clone());
+    let call = pass_on(cluster, address, body, passes + 1, deadline);
+    match partition.kind() {
+        Kind::Replicated(replicated) => tokio::select! {
+            answered = call => Some(answered),
+            () = replicated.leader_moved_from(address) => None,
+        },
+        _ => Some(call.await),
+    }
 }
 
 fn is_ok(response: &Response) -> bool {

@@ -329,6 +329,26 @@ impl Replicated {
         }
     }
 
+    /// Resolves once this replica knows a leader other than the one at `address`; never if
+    /// the replica stops.
+    pub(crate) async fn leader_moved_from(&self, address: &str) {
+        let mut metrics = self.replica.raft.metrics();
+        loop {
+            let moved = {
+                let m = metrics.borrow_and_update();
+                m.current_leader
+                    .and_then(|leader| m.membership_config.membership().get_node(&leader).cloned())
+                    .is_some_and(|node| node.addr != address)
+            };
+            if moved {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Waits for the partition to have a leader; this node's current term if it is the leader.
     async fn leading(&self, deadline: Instant) -> Result<Leading, PublishError> {
         let mut metrics = self.replica.raft.metrics();
