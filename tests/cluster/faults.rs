@@ -328,10 +328,7 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         .and_then(|r| r.parse().ok())
         .unwrap_or(default_rounds);
     let mut schedule = Schedule(seed);
-    // `SIDESTREAM_FAULT=IsolateLeader` (say) runs that fault in every round.
-    let only = std::env::var("SIDESTREAM_FAULT")
-        .ok()
-        .and_then(|name| FAULTS.into_iter().find(|f| format!("{f:?}") == name));
+    let only = pinned_fault();
     let mut cluster = ProxiedCluster::start_sized(size, seed, |_| {});
     let tls = cluster.tls.clone();
     for member in &cluster.members {
@@ -418,6 +415,7 @@ async fn run_rounds(size: u64, default_rounds: u32) {
                 unacknowledged(&published)
             );
         }
+        delete_topic(&cluster, &topic).await;
         checked += 1;
         let acknowledged = published.iter().filter(|p| p.outcome.is_ok()).count();
         report_round(
@@ -431,19 +429,46 @@ async fn run_rounds(size: u64, default_rounds: u32) {
     assert_eq!(checked, usize::try_from(rounds).unwrap_or(0));
 }
 
+/// The fault `SIDESTREAM_FAULT` names (`IsolateLeader`, say), to run in every round.
+fn pinned_fault() -> Option<Fault> {
+    let name = std::env::var("SIDESTREAM_FAULT").ok()?;
+    FAULTS.into_iter().find(|f| format!("{f:?}") == name)
+}
+
+/// A client of member 1 for creating and deleting the rounds' topics: patient, as a member
+/// that has just restarted takes a while to catch up with the metadata.
+async fn admin_client(cluster: &ProxiedCluster) -> sidestream::Client {
+    sidestream::Client::builder("fault-test-admin")
+        .sidecar(cluster.members[0].process.addr().to_string())
+        .tls_dir(&cluster.tls)
+        .request_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("member 1 takes clients")
+}
+
 /// Creates the round's topic (two partitions) through member 1.
 async fn create_topic(cluster: &ProxiedCluster, topic: &str, replication: u32) {
-    let creator = producer_client(&cluster.members[0], &cluster.tls)
-        .await
-        .expect("member 1 takes clients");
+    let admin = admin_client(cluster).await;
     let settings = sidestream::TopicSettings::new()
         .partitions(2)
         .replication_factor(replication);
-    creator
+    admin
         .create_topic(topic, settings)
         .await
         .unwrap_or_else(|e| panic!("cannot create {topic}: {e}"));
-    let _ = creator.close().await;
+    let _ = admin.close().await;
+}
+
+/// Deletes the round's topic, so that the cluster does not grow by two Raft groups a round
+/// (every group heartbeats on its own).
+async fn delete_topic(cluster: &ProxiedCluster, topic: &str) {
+    let admin = admin_client(cluster).await;
+    admin
+        .delete_topic(topic)
+        .await
+        .unwrap_or_else(|e| panic!("cannot delete {topic}: {e}"));
+    let _ = admin.close().await;
 }
 
 /// The members' warnings and errors (their processes are stopped to collect the logs).
