@@ -272,7 +272,10 @@ impl PartitionQueue {
             config.max_in_flight.max(1)
         };
         let mut i = 0;
-        while i < self.batches.len() && self.outstanding < limit {
+        // The oldest batch goes whatever the limit: the sidecar holds later batches of the
+        // producer until it has it, so waiting for them to come back first would only wait
+        // out their hold.
+        while i < self.batches.len() && (self.outstanding < limit || i == 0) {
             let batch = &mut self.batches[i];
             match batch.state {
                 BatchState::Outstanding => {

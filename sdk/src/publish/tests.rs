@@ -609,6 +609,39 @@ fn a_batch_that_may_have_been_written_is_not_renumbered_but_fails_as_unknown() {
 }
 
 #[test]
+fn the_oldest_batch_is_sent_again_while_later_ones_are_held_by_the_sidecar() {
+    let now = Instant::now();
+    let mut acc = accumulator(config(), 1);
+    acc.assume_established(CONNECTION);
+    let (mut first, _) = append(&mut acc, None, b"a", Acks::All, now);
+    acc.flush(now);
+    let (_second, _) = append(&mut acc, None, b"b", Acks::All, now);
+    acc.flush(now);
+    let sent = poll(&mut acc, now);
+    assert_eq!(sent.len(), 2);
+    // The first is refused for now; the second is held by the sidecar until the first comes.
+    acc.handle_outcome(
+        sent[0].at,
+        sent[0].id,
+        Outcome::Retry(refused(ErrorCode::LeaderNotAvailable)),
+        now,
+    );
+    let resent = poll(&mut acc, now + Duration::from_secs(1));
+    assert_eq!(resent.len(), 1, "the first goes again at once");
+    assert_eq!(
+        validate(&resent[0].bytes).unwrap().producer.base_sequence,
+        0
+    );
+    acc.handle_outcome(
+        resent[0].at,
+        resent[0].id,
+        Outcome::Acked(Some(0), CONNECTION),
+        now,
+    );
+    assert_eq!(resolved(&mut first).unwrap().unwrap().offset, Some(0));
+}
+
+#[test]
 fn retries_stop_at_the_request_timeout() {
     let now = Instant::now();
     let mut acc = accumulator(config(), 1);
