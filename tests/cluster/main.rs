@@ -727,3 +727,65 @@ async fn a_replicated_topic_keeps_every_acknowledged_event_when_a_partition_lead
     read_back(&reader, "orders", &acknowledged).await;
     let _ = reader.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_nodes_replicas_move_to_the_others_before_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut processes = start_members(dir.path(), 4);
+    let tls = processes[0].tls_dir();
+    wait_until(processes[0].addr(), &tls, "four nodes", |m| {
+        m.nodes.len() == 4
+    })
+    .await;
+    let client = sidestream::Client::builder("cluster-test")
+        .sidecar(processes[0].addr().to_string())
+        .tls_dir(&tls)
+        .request_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .unwrap();
+    let created = client
+        .create_topic("moving", sidestream::TopicSettings::new().partitions(4))
+        .await
+        .unwrap();
+    let acknowledged = publish_range(&client, "moving", 0..200).await;
+
+    // A node other than the first, holding replicas, leaves; its replicas go elsewhere.
+    let leaving = created
+        .partitions
+        .iter()
+        .flat_map(|p| p.replicas.iter().copied())
+        .find(|&id| id != 1)
+        .unwrap();
+    let (ok, stdout, stderr) = cluster_cli(
+        &processes[0],
+        &dir.path().join("node-1"),
+        &["decommission", &leaving.to_string()],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("replicas moved"), "{stdout}");
+    let seen = wait_until(processes[0].addr(), &tls, "the new replica sets", |m| {
+        m.topics.iter().any(|t| t.name == "moving")
+    })
+    .await;
+    let topic = seen.topics.iter().find(|t| t.name == "moving").unwrap();
+    for partition in &topic.partitions {
+        assert_eq!(partition.replicas.len(), 3, "{topic:?}");
+        assert!(!partition.replicas.contains(&leaving), "{topic:?}");
+    }
+
+    // It goes for good: every acknowledged event is still there, through every other node.
+    let index = usize::try_from(leaving - 1).unwrap();
+    processes[index].kill();
+    let _ = client.close().await;
+    for (i, process) in processes.iter().enumerate().filter(|(i, _)| *i != index) {
+        let reader = sidestream::Client::builder("cluster-test")
+            .sidecar(process.addr().to_string())
+            .tls_dir(&tls)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("node {}: {e}", i + 1));
+        read_back(&reader, "moving", &acknowledged).await;
+        let _ = reader.close().await;
+    }
+}

@@ -24,8 +24,10 @@ enum ClusterCommand {
     /// metadata group, which leads it), and each partition's leader, replicas and the
     /// replicas in sync (caught up with the leader), as their leaders report them.
     Status,
-    /// Take a node out of the cluster (a learner, if there is one, takes its vote); stop its
-    /// process afterwards. Also removes a node that is gone for good.
+    /// Take a node out of the cluster (a learner, if there is one, takes its vote) and wait
+    /// until its partition replicas have moved to other nodes and caught up; stop its process
+    /// afterwards. Also removes a node that is gone for good (its replicas are rebuilt from
+    /// the others).
     Decommission {
         /// The node's id.
         node: u64,
@@ -42,21 +44,80 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 out(&partitions(&metadata, &reports));
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(anyhow::Error::from(e)),
         },
-        ClusterCommand::Decommission { node } => {
-            client.decommission_node(node).await.map(|voters| {
+        ClusterCommand::Decommission { node } => match client.decommission_node(node).await {
+            Ok(voters) => {
                 let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
                 out(&format!(
                     "node {node} left the cluster; metadata voters: {}\n",
                     voters.join(", ")
                 ));
-            })
-        }
+                match replicas_moved(&args.connect, &client, node).await {
+                    Ok(()) => {
+                        out(&format!(
+                            "node {node}'s replicas moved; stop its process now\n"
+                        ));
+                        Ok(())
+                    }
+                    Err(reason) => Err(anyhow::anyhow!(
+                        "node {node} left, but its replicas have not all moved yet: {reason}; see `sidestream cluster status`"
+                    )),
+                }
+            }
+            Err(e) => Err(e.into()),
+        },
     };
     let closed = client.close().await;
     result?;
     Ok(closed?)
+}
+
+/// Longest `decommission` waits for the leaving node's replicas to move.
+const MOVE_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until no partition lists node `gone` and every partition's leader reports all its
+/// replicas in sync (the replacements caught up), as the nodes describe themselves.
+async fn replicas_moved(
+    connect: &ConnectArgs,
+    client: &sidestream::Client,
+    gone: u64,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + MOVE_WAIT;
+    loop {
+        let asked = client.metadata().await.map_err(|e| e.to_string())?;
+        let reports = reports(connect, &asked).await;
+        let mut pending = Vec::new();
+        for topic in &asked.topics {
+            for partition in &topic.partitions {
+                let led = std::iter::once(&asked).chain(&reports).find_map(|report| {
+                    let p = report
+                        .topics
+                        .iter()
+                        .find(|t| t.name == topic.name)?
+                        .partitions
+                        .iter()
+                        .find(|p| p.partition == partition.partition)?;
+                    (p.leader == Some(report.node_id)).then_some(p)
+                });
+                let moved = led.is_some_and(|p| {
+                    !p.replicas.contains(&gone)
+                        && p.leader != Some(gone)
+                        && p.replicas.iter().all(|r| p.in_sync_replicas.contains(r))
+                });
+                if !moved {
+                    pending.push(format!("{}/{}", topic.name, partition.partition));
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("still moving: {}", pending.join(", ")));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The status table.

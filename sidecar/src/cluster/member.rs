@@ -264,8 +264,8 @@ impl ClusterMember {
     }
 
     /// Opens this node's replica of partition `partition` of `topic`, whose log lives in `dir`;
-    /// a new replica forms the partition's group with the topic's replica set (every replica
-    /// does so, with the same membership, which openraft allows).
+    /// a new replica of the replica set the topic was created with forms the partition's group
+    /// with that set (every one does so, with the same membership, which openraft allows).
     pub async fn open_replica(
         &self,
         topic: &ClusterTopic,
@@ -279,13 +279,15 @@ impl ClusterMember {
             .open_partition(&group, partition, dir, config)
             .await?;
         let formed = replica.raft.is_initialized().await.unwrap_or(true);
-        if !formed {
+        let set = usize::try_from(partition)
+            .ok()
+            .and_then(|p| topic.created.get(p))
+            .cloned()
+            .unwrap_or_default();
+        // A replica added after the topic was created (in place of a node that left) waits
+        // for the group's leader to take it in, as a learner first.
+        if !formed && set.contains(&self.node_id()) {
             let state = self.state();
-            let set = usize::try_from(partition)
-                .ok()
-                .and_then(|p| topic.replicas.get(p))
-                .cloned()
-                .unwrap_or_default();
             let members: BTreeMap<NodeId, BasicNode> = set
                 .iter()
                 .filter_map(|id| {

@@ -101,6 +101,9 @@ pub struct ClusterTopic {
     pub id: String,
     /// Each partition's replica set, preferred leader first.
     pub replicas: Vec<Vec<NodeId>>,
+    /// Each partition's replica set when the topic was created: these replicas form the
+    /// partition's Raft group; a replica added later joins it through its leader.
+    pub created: Vec<Vec<NodeId>>,
 }
 
 impl ClusterTopic {
@@ -140,19 +143,63 @@ impl ClusterState {
             }
             MetadataCommand::DeregisterNode { node_id } => {
                 self.nodes.remove(&node_id);
+                self.reassign(node_id);
             }
             MetadataCommand::CreateTopic { spec, id, replicas } => {
                 // A second creation under a name in use lost a race at the leader: the first
                 // stays.
                 if !self.topics.contains_key(&spec.name) {
                     let name = spec.name.clone();
-                    self.topics
-                        .insert(name, ClusterTopic { spec, id, replicas });
+                    let created = replicas.clone();
+                    let topic = ClusterTopic {
+                        spec,
+                        id,
+                        replicas,
+                        created,
+                    };
+                    self.topics.insert(name, topic);
                 }
             }
             MetadataCommand::DeleteTopic { name, id } => {
                 if self.topics.get(&name).is_some_and(|topic| topic.id == id) {
                     self.topics.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Moves every replica on node `gone` (which left the cluster) to another registered node:
+    /// the one, not in the partition's set yet, that holds the fewest replicas (the lowest id
+    /// among equals). Every member applies the same commands in the same order, so every
+    /// member moves the same replicas to the same nodes. A partition with no node left to take
+    /// the replica keeps one replica fewer.
+    fn reassign(&mut self, gone: NodeId) {
+        let mut load: BTreeMap<NodeId, usize> = self.nodes.keys().map(|&id| (id, 0)).collect();
+        for topic in self.topics.values() {
+            for id in topic.replicas.iter().flatten() {
+                if let Some(count) = load.get_mut(id) {
+                    *count += 1;
+                }
+            }
+        }
+        for topic in self.topics.values_mut() {
+            for set in &mut topic.replicas {
+                let Some(at) = set.iter().position(|&id| id == gone) else {
+                    continue;
+                };
+                let replacement = load
+                    .iter()
+                    .filter(|(id, _)| !set.contains(id))
+                    .min_by_key(|&(&id, &count)| (count, id))
+                    .map(|(&id, _)| id);
+                match replacement {
+                    Some(id) => {
+                        set[at] = id;
+                        *load.entry(id).or_default() += 1;
+                    }
+                    None => {
+                        set.remove(at);
+                    }
                 }
             }
         }
@@ -242,6 +289,43 @@ fn apply_batch(state: &mut ClusterState, batch: &Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leaving_nodes_replicas_go_to_the_least_loaded_nodes_outside_each_set() {
+        let mut state = ClusterState::default();
+        for id in 1..=4 {
+            state.apply(MetadataCommand::RegisterNode {
+                node_id: id,
+                peer_address: format!("p{id}"),
+                client_address: format!("c{id}"),
+            });
+        }
+        let spec = |name: &str| TopicSpec {
+            name: name.to_owned(),
+            partitions: 2,
+            replication_factor: 3,
+            retention_ms: -1,
+            retention_bytes: -1,
+            cleanup: crate::topics::Cleanup::Delete,
+            fsync: sidestream_log::FsyncPolicy::Always,
+        };
+        let replicas = state.place(2, 3).unwrap();
+        assert_eq!(replicas, vec![vec![1, 2, 3], vec![2, 3, 4]]);
+        state.apply(MetadataCommand::CreateTopic {
+            spec: spec("t"),
+            id: "a".into(),
+            replicas,
+        });
+        state.apply(MetadataCommand::DeregisterNode { node_id: 2 });
+        let topic = &state.topics["t"];
+        // Node 4 held one replica, node 1 one: 1 is the only node outside {2, 3, 4}, and 4 the
+        // only one outside {1, 2, 3}.
+        assert_eq!(topic.replicas, vec![vec![1, 4, 3], vec![1, 3, 4]]);
+        assert_eq!(topic.created, vec![vec![1, 2, 3], vec![2, 3, 4]]);
+        // No node left to take a replica: the set shrinks.
+        state.apply(MetadataCommand::DeregisterNode { node_id: 4 });
+        assert_eq!(state.topics["t"].replicas, vec![vec![1, 3], vec![1, 3]]);
+    }
 
     #[test]
     fn commands_fold_into_the_state_and_unknown_ones_are_skipped() {

@@ -180,6 +180,12 @@ impl RunningSidecar {
                 .reconciler
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reconciler);
+            // Ends at the shutdown signal (each step of it is bounded).
+            tokio::spawn(replicas::converge(
+                Arc::clone(cluster),
+                Arc::clone(&shared.topics),
+                shared.shutdown.clone(),
+            ));
         }
         tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
         let peer_address = shared

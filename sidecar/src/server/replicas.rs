@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -45,13 +46,17 @@ pub(super) async fn reconcile(
                 return;
             }
             let held = topics.get(name);
-            if held.as_deref().and_then(Topic::id) != Some(wanted.id.as_str()) {
-                if let Some(older) = held
-                    && older.id().is_some()
-                {
-                    remove(&cluster, &topics, &groups, &older).await;
+            let same = held.as_deref().and_then(Topic::id) == Some(wanted.id.as_str());
+            if !same {
+                if let Some(older) = held.as_ref().filter(|t| t.id().is_some()) {
+                    remove(&cluster, &topics, &groups, older).await;
                 }
-                open(&cluster, &topics, &root, wanted).await;
+                open(&cluster, &topics, &root, wanted, None).await;
+            } else if let Some(held) = held
+                && placement(&held) != wanted.replicas
+            {
+                // Replicas moved (a node left): open the ones now here, close the ones gone.
+                open(&cluster, &topics, &root, wanted, Some(&held)).await;
             }
         }
         topics.set_reconciled(now.applied_offset);
@@ -62,12 +67,28 @@ pub(super) async fn reconcile(
     }
 }
 
-/// Opens this node's replicas of `wanted` and installs the topic.
+/// Each partition's replica set as `topic` holds it.
+fn placement(topic: &Topic) -> Vec<Vec<u64>> {
+    topic
+        .partitions()
+        .iter()
+        .map(|p| match p.kind() {
+            Kind::Replicated(replicated) => replicated.replicas().to_vec(),
+            Kind::Remote(replicas) => replicas.clone(),
+            Kind::Local(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// Opens this node's replicas of `wanted` and installs the topic; with `held`, the topic as
+/// installed so far (its replica sets changed): replicas still here are kept, replicas no
+/// longer here are stopped and their files removed.
 async fn open(
     cluster: &ClusterMember,
     topics: &Topics,
     root: &std::path::Path,
     wanted: &ClusterTopic,
+    held: Option<&Arc<Topic>>,
 ) {
     let dir = root.join(wanted.group_name());
     let mut config = log_config(&wanted.spec, topics.settings());
@@ -78,8 +99,27 @@ async fn open(
     let mut partitions = Vec::with_capacity(wanted.replicas.len());
     for (number, set) in (0_u32..).zip(&wanted.replicas) {
         let remote = || Arc::new(Partition::remote(number, set.clone()));
+        let before = held.and_then(|topic| topic.partition(number));
+        let replica_here = before.and_then(|p| match p.kind() {
+            Kind::Replicated(replicated) => Some(replicated.replica().clone()),
+            _ => None,
+        });
         if !set.contains(&me) {
+            if let (Some(before), Some(_)) = (before, replica_here) {
+                before.close("this sidecar no longer holds a replica of the partition (it moved to another node); subscribe again");
+                cluster.close_replica(&wanted.group_name(), number).await;
+                let doomed = dir.join(number.to_string());
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed)).await;
+                tracing::info!(topic = %wanted.spec.name, partition = number, "replica moved away from this node");
+            }
             partitions.push(remote());
+            continue;
+        }
+        if let Some(replica) = replica_here {
+            partitions.push(Arc::new(Partition::replicated(
+                number,
+                Replicated::new(me, set.clone(), replica),
+            )));
             continue;
         }
         let partition_dir = dir.join(number.to_string());
@@ -99,12 +139,50 @@ async fn open(
         }
     }
     tracing::info!(topic = %wanted.spec.name, partitions = partitions.len(), "replicated topic opened");
-    topics.install(Arc::new(Topic::replicated(
+    let topic = Arc::new(Topic::replicated(
         dir,
         wanted.id.clone(),
         wanted.spec.clone(),
         partitions,
-    )));
+    ));
+    if held.is_some() {
+        topics.replace(topic);
+    } else {
+        topics.install(topic);
+    }
+}
+
+/// How often a member checks that the partitions it leads have the replica sets the
+/// metadata names.
+const CONVERGE_EVERY: Duration = Duration::from_secs(1);
+
+/// Makes the Raft group of every partition this member leads match the replica set the
+/// metadata names (a replica moved after a node left), one partition at a time, until
+/// `shutdown` turns true.
+pub(super) async fn converge(
+    cluster: Arc<ClusterMember>,
+    topics: Arc<Topics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        for topic in topics.all() {
+            for partition in topic.partitions() {
+                if *shutdown.borrow() {
+                    return;
+                }
+                if let Kind::Replicated(replicated) = partition.kind() {
+                    let nodes = cluster.state().nodes;
+                    if let Err(reason) = replicated.converge(&nodes).await {
+                        tracing::warn!(topic = %topic.spec().name, partition = partition.number(), %reason, "replica set change not done yet");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CONVERGE_EVERY) => {}
+            _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
 }
 
 /// Uninstalls `topic`, stops this node's replicas of it and removes their files.

@@ -245,6 +245,16 @@ impl Topics {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// Replaces a replicated topic by the same instance with other partitions (its replicas
+    /// moved); subscriptions of the old one go on.
+    pub(crate) fn replace(&self, topic: Arc<Topic>) {
+        self.by_name
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.spec.name.clone(), topic);
+        self.version.send_modify(|v| *v += 1);
+    }
+
     /// Takes a replicated topic out (if `name` is still instance `id`) and marks it deleted;
     /// returns it.
     pub(crate) fn uninstall(&self, name: &str, id: &str) -> Option<Arc<Topic>> {

@@ -178,6 +178,13 @@ impl Partition {
         }
     }
 
+    /// Ends this partition's service here: readers waiting on it get `reason`.
+    pub(crate) fn close(&self, reason: &str) {
+        self.committed.send_modify(|c| {
+            c.failed.get_or_insert_with(|| reason.to_owned());
+        });
+    }
+
     pub(crate) fn high_watermark(&self) -> u64 {
         self.committed.borrow().high_watermark
     }

@@ -36,6 +36,9 @@ use crate::cluster::{AppendNotice, NodeId, PartitionRaft, PartitionReplica, Part
 /// Longest an early batch of an idempotent producer waits for its predecessor.
 const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest one step of a replica set change may take (a new replica catching up included).
+const CONVERGE_WAIT: Duration = Duration::from_secs(30);
+
 /// Offsets recorded for a batch proposed but not yet appended.
 const PENDING: (u64, u64) = (u64::MAX, u64::MAX);
 
@@ -327,6 +330,63 @@ impl Replicated {
         if proposals.term == term {
             proposals.term = 0;
         }
+    }
+
+    /// If this replica leads the partition and its Raft group's voters are not the replica
+    /// set the metadata names, changes them: the new replicas join as learners (their peer
+    /// addresses in `nodes`), are waited for until they have caught up (at most
+    /// [`CONVERGE_WAIT`]), then the voters become the replica set. Does nothing elsewhere.
+    pub(crate) async fn converge(
+        &self,
+        nodes: &std::collections::BTreeMap<NodeId, crate::cluster::NodeInfo>,
+    ) -> Result<(), String> {
+        let metrics = self.replica.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id) || self.replicas.is_empty() {
+            return Ok(());
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let wanted: std::collections::BTreeSet<NodeId> = self.replicas.iter().copied().collect();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters == wanted {
+            return Ok(());
+        }
+        let raft = &self.replica.raft;
+        let last = metrics.last_log_index.unwrap_or(0);
+        for &id in wanted.difference(&voters) {
+            if membership.get_node(&id).is_none() {
+                let node = nodes
+                    .get(&id)
+                    .ok_or_else(|| format!("node {id} is not registered"))?;
+                let added =
+                    raft.add_learner(id, openraft::BasicNode::new(&node.peer_address), false);
+                tokio::time::timeout(CONVERGE_WAIT, added)
+                    .await
+                    .map_err(|_| format!("adding node {id} took longer than {CONVERGE_WAIT:?}"))?
+                    .map_err(|e| format!("cannot add node {id}: {e}"))?;
+            }
+            let caught_up = raft
+                .wait(Some(CONVERGE_WAIT))
+                .metrics(
+                    |m| {
+                        m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id).copied().flatten())
+                            .is_some_and(|matched| matched.index >= last)
+                    },
+                    format!("node {id} catches up"),
+                )
+                .await;
+            caught_up.map_err(|e| format!("node {id} has not caught up: {e}"))?;
+        }
+        let change = raft.change_membership(wanted.clone(), false);
+        tokio::time::timeout(CONVERGE_WAIT, change)
+            .await
+            .map_err(|_| {
+                format!("the change to voters {wanted:?} took longer than {CONVERGE_WAIT:?}")
+            })?
+            .map_err(|e| format!("cannot make {wanted:?} the voters: {e}"))?;
+        tracing::info!(voters = ?wanted, "partition replica set changed");
+        Ok(())
     }
 
     /// Resolves once this replica knows a leader other than the one at `address`; never if
