@@ -135,6 +135,26 @@ fn check(published: &[Publish], reads: &BTreeMap<u64, Reads>) -> Result<(), Stri
             }
         }
     }
+    // Acknowledged or not, what a producer published to a partition is in its order there.
+    for (member, delivered) in reads {
+        let mut last: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
+        for ((partition, offset), value) in delivered {
+            let Some((producer, index)) = value.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<u64>() else {
+                continue;
+            };
+            let key = (producer.to_owned(), *partition);
+            if let Some((earlier_index, earlier_offset)) = last.insert(key, (index, *offset))
+                && index <= earlier_index
+            {
+                return Err(format!(
+                    "member {member}: {value:?} at {partition}/{offset} follows event {earlier_index} of the same producer at offset {earlier_offset}"
+                ));
+            }
+        }
+    }
     let mut by_producer: BTreeMap<(usize, u32), u64> = BTreeMap::new();
     for publish in published {
         if let Ok((partition, offset)) = publish.outcome
@@ -235,7 +255,7 @@ async fn read_all(
         .collect();
     let mut reads = Vec::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    let drain = Duration::from_millis(300);
+    let drain = Duration::from_millis(500);
     // Nothing acknowledged: whatever was written (it may be) comes within the drain.
     let mut drain_until = wanted
         .is_empty()
@@ -613,6 +633,16 @@ fn the_checker_catches_lost_reordered_phantom_and_diverging_events() {
         (2, read(&[((0, 0), "a"), ((0, 1), "b"), ((0, 2), "a")])),
     ]);
     assert!(check(&published, &diverging).is_err());
+    let unacknowledged = vec![
+        publish(0, "r0-p0-0", Err("timed out".to_owned())),
+        publish(0, "r0-p0-1", Err("timed out".to_owned())),
+    ];
+    let swapped = BTreeMap::from([(1, read(&[((0, 0), "r0-p0-1"), ((0, 1), "r0-p0-0")]))]);
+    assert!(
+        check(&unacknowledged, &swapped)
+            .unwrap_err()
+            .contains("follows event 1")
+    );
     let reordered = vec![publish(0, "a", Ok((0, 1))), publish(0, "b", Ok((0, 0)))];
     let both = BTreeMap::from([(1, read(&[((0, 0), "b"), ((0, 1), "a")]))]);
     assert!(

@@ -48,6 +48,9 @@ pub struct ClientBuilder {
     commit_interval: Duration,
 }
 
+/// The most batches of one partition in flight at once.
+const MAX_IN_FLIGHT_PER_PARTITION: usize = 8;
+
 impl ClientBuilder {
     pub(crate) fn new(service: impl Into<String>) -> Self {
         Self {
@@ -144,9 +147,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Batches of one partition in flight at once (at least 1).
+    /// Batches of one partition in flight at once (1 to 8: a sidecar remembers a producer's
+    /// last 8 batches to answer their retries; past that, a retry could not be told apart from
+    /// an old batch).
     pub fn max_in_flight_per_partition(mut self, batches: usize) -> Self {
-        self.max_in_flight_per_partition = batches;
+        self.max_in_flight_per_partition = batches.clamp(1, MAX_IN_FLIGHT_PER_PARTITION);
         self
     }
 

@@ -27,7 +27,7 @@ use sidestream_log::batch::{BatchBuilder, CRC_START, ProducerState};
 use super::accumulator::{BatchConfig, PartitionRef, Transmit};
 use super::receipt::BatchCompletion;
 use super::standard_headers::Header;
-use crate::{Acks, Error};
+use crate::{Acks, Error, TransportError};
 use sidestream_proto::v1::ErrorCode;
 
 /// The fields of one record, borrowed.
@@ -102,6 +102,8 @@ pub(crate) struct PartitionQueue {
     topic: Arc<str>,
     number: u32,
     producer_id: i64,
+    /// Bumped at each renumbering: the sidecar then fences late copies of the old numbering.
+    producer_epoch: i16,
     next_sequence: i32,
     open: Option<OpenBatch>,
     batches: VecDeque<SealedBatch>,
@@ -156,6 +158,7 @@ impl PartitionQueue {
             topic,
             number,
             producer_id,
+            producer_epoch: 0,
             next_sequence: 0,
             open: None,
             batches: VecDeque::new(),
@@ -291,6 +294,10 @@ impl PartitionQueue {
             if now >= batch.deadline {
                 let error = timeout(&self.topic, self.number, config, batch.last_error.take());
                 self.fail_at(i, error, &mut effects);
+                if self.rotate {
+                    // The rest waits for the renumbering: sent now, it would follow a gap.
+                    break;
+                }
                 continue;
             }
             batch.state = BatchState::Outstanding;
@@ -393,7 +400,7 @@ impl PartitionQueue {
         let records = open.builder.record_count();
         open.builder.set_producer(ProducerState {
             producer_id: self.producer_id,
-            producer_epoch: 0,
+            producer_epoch: self.producer_epoch,
             base_sequence: self.next_sequence,
         });
         effects.sealed = true;
@@ -482,12 +489,20 @@ impl PartitionQueue {
             batches = self.batches.len(),
             "new producer id after a failed batch"
         );
-        self.producer_id = id;
+        // A new epoch of the same producer: copies of the old numbering still on their way
+        // (passed on between sidecars) are fenced instead of landing after the new ones. A new
+        // id once the epochs run out.
+        if self.producer_epoch < i16::MAX {
+            self.producer_epoch += 1;
+        } else {
+            self.producer_id = id;
+            self.producer_epoch = 0;
+        }
         self.next_sequence = 0;
         for batch in &mut self.batches {
             let producer = ProducerState {
-                producer_id: id,
-                producer_epoch: 0,
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
                 base_sequence: self.next_sequence,
             };
             batch.bytes = restamp(&batch.bytes, producer);
@@ -582,6 +597,8 @@ fn may_have_written(error: &Error) -> bool {
                     | ErrorCode::NotAuthorized
             )
         ),
+        // The request never left: nothing to write.
+        Error::Connect(_) | Error::Transport(TransportError::Reconnected) => false,
         _ => true,
     }
 }

@@ -559,9 +559,13 @@ fn a_failed_batch_fails_its_receipts_and_renumbers_the_rest() {
     assert_eq!(resent.len(), 1);
     let header = validate(&resent[0].bytes).unwrap();
     assert_eq!(
-        (header.producer.producer_id, header.producer.base_sequence),
-        (7777, 0),
-        "a new producer id, numbered from 0"
+        (
+            header.producer.producer_id,
+            header.producer.producer_epoch,
+            header.producer.base_sequence
+        ),
+        (validate(&sent[1].bytes).unwrap().producer.producer_id, 1, 0),
+        "a new epoch of the producer, numbered from 0"
     );
     acc.handle_outcome(
         resent[0].at,

@@ -87,6 +87,13 @@ pub struct PartitionReplica {
     pub(crate) producers: Arc<std::sync::Mutex<crate::topics::producers::Producers>>,
 }
 
+impl PartitionReplica {
+    /// This replica's node id in its group.
+    pub fn raft_id(&self) -> NodeId {
+        self.raft.metrics().borrow().id
+    }
+}
+
 impl std::fmt::Debug for PartitionReplica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartitionReplica")

@@ -441,15 +441,20 @@ async fn publish_replicated(
                     Err(e) => return Err(publish_error(&topic, number, &e)),
                 }
             }
-            Kind::Remote(replicas) => match replica_address(shared, replicas, attempt) {
-                Some(address) => address,
-                None => {
+            Kind::Remote(replicas) => {
+                let Some(address) = replica_address(shared, replicas, attempt) else {
+                    let code = if uncertain {
+                        ErrorCode::Timeout
+                    } else {
+                        ErrorCode::LeaderNotAvailable
+                    };
                     return Err(error(
-                        ErrorCode::LeaderNotAvailable,
+                        code,
                         format!("no replica of {topic}/{number} is registered with the cluster"),
                     ));
-                }
-            },
+                };
+                address
+            }
             Kind::Local(_) => return Err(unreachable_local()),
         };
         if passes >= MAX_PASSES {
@@ -577,7 +582,9 @@ fn publish_error(topic: &str, partition: u32, e: &PublishError) -> Box<Response>
         PublishError::OutOfOrder { .. } => ErrorCode::OutOfOrderSequence,
         PublishError::Stale { .. } => ErrorCode::InvalidRequest,
         PublishError::Fenced { .. } => ErrorCode::ProducerFenced,
-        PublishError::Timeout { .. } | PublishError::Unacknowledged { .. } => ErrorCode::Timeout,
+        PublishError::Timeout { .. }
+        | PublishError::Unacknowledged { .. }
+        | PublishError::Expired => ErrorCode::Timeout,
         PublishError::NoLeader => ErrorCode::LeaderNotAvailable,
         PublishError::Stopped => ErrorCode::Unavailable,
     };
@@ -616,7 +623,7 @@ pub(super) async fn fetch(shared: &Shared, request: v1::Fetch, passes: u32) -> A
             // A replica behind its leader (or a consumer that read from one ahead of it) has
             // not committed the offset yet: nothing to read here so far, as at its end.
             Err(ReadError::OffsetOutOfRange { offset, end, .. })
-                if offset > end && matches!(partition.kind(), Kind::Replicated(_)) =>
+                if offset > end && not_committed_yet(&partition, offset) =>
             {
                 let changed = committed.changed();
                 if wait.is_zero() || tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -672,6 +679,18 @@ async fn fetch_remote(
         ErrorCode::Unavailable,
         format!("no replica of {topic}/{number} answered: {last_failure}"),
     ))
+}
+
+/// Whether `offset`, above this replica's high watermark, may yet be committed here: on a
+/// follower (it may lag its leader) always; on the leader only if its log holds it (an offset
+/// past the leader's log end is out of range).
+fn not_committed_yet(partition: &Partition, offset: u64) -> bool {
+    let Kind::Replicated(replicated) = partition.kind() else {
+        return false;
+    };
+    let replica = replicated.replica();
+    let leads = replica.raft.metrics().borrow().current_leader == Some(replica.raft_id());
+    !leads || offset <= replica.log.state().next_offset
 }
 
 pub(super) fn read_failure(topic: &str, partition: u32, e: &ReadError) -> Box<Response> {

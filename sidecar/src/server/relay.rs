@@ -78,9 +78,6 @@ impl Relayed {
     ) {
         let wanted = u32::try_from(max_bytes).unwrap_or(u32::MAX);
         loop {
-            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(wanted).await else {
-                return;
-            };
             let fetch = v1::Fetch {
                 topic: self.topic.clone(),
                 partition: self.partition,
@@ -106,6 +103,13 @@ impl Relayed {
                         return;
                     };
                     offset = next;
+                    // Read budget is taken for what came, after the long poll: an idle relayed
+                    // partition holds none of it.
+                    let size: usize = result.batches.iter().map(bytes::Bytes::len).sum();
+                    let size = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, wanted);
+                    let Ok(permit) = Arc::clone(&budget).acquire_many_owned(size).await else {
+                        return;
+                    };
                     let frame = Response::ok(response::Body::SubscriptionBatches(
                         v1::SubscriptionBatches {
                             partition: self.partition,
@@ -124,7 +128,6 @@ impl Relayed {
                     return;
                 }
                 Err(refused) => {
-                    drop(permit);
                     tracing::debug!(topic = %self.topic, partition = self.partition, reason = %refused.message, "relayed fetch failed; asking again");
                     if frames.is_closed() {
                         return;

@@ -22,6 +22,12 @@ pub(super) const MAX_PASSES: u32 = 2;
 /// peer restarting).
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Whether a passed-on request long-polls.
+enum BodyKind {
+    Fetch,
+    Other,
+}
+
 /// Why a request could not be passed on.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PassError {
@@ -42,6 +48,11 @@ pub(super) async fn pass_on(
     passes: u32,
     deadline: Instant,
 ) -> Result<Response, PassError> {
+    let body_kind = if matches!(body, request::Body::Fetch(_)) {
+        BodyKind::Fetch
+    } else {
+        BodyKind::Other
+    };
     let request = PeerRequest {
         group: None,
         body: Some(peer_request::Body::Client(PassedOn {
@@ -54,9 +65,17 @@ pub(super) async fn pass_on(
             passes,
         })),
     };
+    // Only the first pass of a request that answers at once takes a permit: a nested pass
+    // waiting for one held by its caller could wait for ever, and a relay's long-polling
+    // fetch would hold one for seconds.
+    let limited = passes == 1 && !matches!(body_kind, BodyKind::Fetch);
     let clients = cluster.clients();
     let call = async {
-        let _permit = cluster.passing_permit().await;
+        let _permit = if limited {
+            cluster.passing_permit().await
+        } else {
+            None
+        };
         clients.call(address, &request).await
     };
     let response = tokio::time::timeout_at(deadline, call)

@@ -75,6 +75,8 @@ pub(crate) enum PublishError {
     NoLeader,
     #[error("this sidecar's replica of the partition has stopped")]
     Stopped,
+    #[error("the publish's time ran out before it could be proposed")]
+    Expired,
     #[error(
         "the batch was not acknowledged within {waited:?}: it may or may not have been written (the partition's leadership moved, or a majority of its replicas is unreachable)"
     )]

@@ -260,6 +260,11 @@ impl Replicated {
             }
             Ack::None | Ack::All => (AppendNotice::default(), None),
         };
+        if Instant::now() >= deadline {
+            // Late (it may have waited for the lock or a term): its client has given up and
+            // may have numbered its batches anew; proposing it now could put it after them.
+            return Err(PublishError::Expired);
+        }
         let write = PartitionWrite(batch.clone(), notice);
         let applied = match self.replica.raft.client_write_ff(write).await {
             Ok(applied) => applied,
