@@ -749,6 +749,17 @@ async fn a_decommissioned_nodes_replicas_move_to_the_others_before_it_goes() {
         .await
         .unwrap();
     let acknowledged = publish_range(&client, "moving", 0..200).await;
+    // One replica per partition, one partition per node: the leaving node's is the only copy.
+    client
+        .create_topic(
+            "single",
+            sidestream::TopicSettings::new()
+                .partitions(4)
+                .replication_factor(1),
+        )
+        .await
+        .unwrap();
+    let single = publish_range(&client, "single", 0..80).await;
 
     // A node other than the first, holding replicas, leaves; its replicas go elsewhere.
     let leaving = created
@@ -786,6 +797,7 @@ async fn a_decommissioned_nodes_replicas_move_to_the_others_before_it_goes() {
             .await
             .unwrap_or_else(|e| panic!("node {}: {e}", i + 1));
         read_back(&reader, "moving", &acknowledged).await;
+        read_back(&reader, "single", &single).await;
         let _ = reader.close().await;
     }
 }

@@ -27,7 +27,7 @@ enum ClusterCommand {
     /// Take a node out of the cluster (a learner, if there is one, takes its vote) and wait
     /// until its partition replicas have moved to other nodes and caught up; stop its process
     /// afterwards. Also removes a node that is gone for good (its replicas are rebuilt from
-    /// the others).
+    /// the others, where the others still form a majority of each partition's set).
     Decommission {
         /// The node's id.
         node: u64,

@@ -275,9 +275,21 @@ pub(crate) async fn handle_leave(
             None => {}
         }
     }
-    limited(raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write()))
-        .await
-        .map_err(|e| failed(&format!("deregister node {id}"), e))?;
+    let deregistered =
+        limited(raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write()))
+            .await
+            .map_err(|e| failed(&format!("deregister node {id}"), e))?;
+    // The leaving node must learn it left (its replicas move away, and it hands over the
+    // partitions it leads) before it is cut off from the metadata; a dead one never will.
+    let index = deregistered.log_id.index;
+    let _ = tokio::time::timeout(
+        CHANGE_TIMEOUT,
+        raft.wait(None).metrics(
+            |m| matched(m, id) >= Some(index),
+            format!("node {id} learns it left"),
+        ),
+    )
+    .await;
     let change = if voters.contains(&id) {
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))
     } else {

@@ -121,6 +121,9 @@ pub struct ClusterState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// The replicated topics, by name.
     pub topics: BTreeMap<String, ClusterTopic>,
+    /// Nodes that left: their ids are never registered again (a node that came back under one,
+    /// without its old state, could vote in a group as if it had it).
+    pub departed: std::collections::BTreeSet<NodeId>,
     /// The offset after the last command applied.
     pub applied_offset: u64,
 }
@@ -133,6 +136,13 @@ impl ClusterState {
                 peer_address,
                 client_address,
             } => {
+                if self.departed.contains(&node_id) {
+                    tracing::warn!(
+                        node = node_id,
+                        "ignoring the registration of a node id that left the cluster"
+                    );
+                    return;
+                }
                 self.nodes.insert(
                     node_id,
                     NodeInfo {
@@ -143,6 +153,7 @@ impl ClusterState {
             }
             MetadataCommand::DeregisterNode { node_id } => {
                 self.nodes.remove(&node_id);
+                self.departed.insert(node_id);
                 self.reassign(node_id);
             }
             MetadataCommand::CreateTopic { spec, id, replicas } => {
@@ -322,6 +333,13 @@ mod tests {
         // only one outside {1, 2, 3}.
         assert_eq!(topic.replicas, vec![vec![1, 4, 3], vec![1, 3, 4]]);
         assert_eq!(topic.created, vec![vec![1, 2, 3], vec![2, 3, 4]]);
+        // A node id that left is not registered again.
+        state.apply(MetadataCommand::RegisterNode {
+            node_id: 2,
+            peer_address: "p2".into(),
+            client_address: "c2".into(),
+        });
+        assert!(!state.nodes.contains_key(&2));
         // No node left to take a replica: the set shrinks.
         state.apply(MetadataCommand::DeregisterNode { node_id: 4 });
         assert_eq!(state.topics["t"].replicas, vec![vec![1, 3], vec![1, 3]]);

@@ -410,7 +410,13 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
         ),
         "{refused}"
     );
-    assert!(refused.to_string().contains("not a sidecar"), "{refused:?}");
+    // The close reason names it when it arrives before the stream fails; on a busy machine
+    // the stream may fail first, with the connection simply gone.
+    let text = refused.to_string();
+    assert!(
+        text.contains("not a sidecar") || text.contains("connection lost"),
+        "{refused:?}"
+    );
 
     // A sidecar of another cluster (another CA): the handshake fails.
     let other = DevCertificates::ensure(other_dir.path(), &[]).unwrap();

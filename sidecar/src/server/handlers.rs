@@ -215,14 +215,17 @@ fn describe_partition(shared: &Shared, partition: &Partition) -> PartitionDescri
         Kind::Local(_) => (Some(node), vec![node], vec![node]),
         Kind::Replicated(replicated) => {
             let metrics = replicated.replica().raft.metrics().borrow().clone();
-            let replicas = replicated.replicas().to_vec();
-            // Only the leader knows how far each replica has come.
+            let replicas = replicated.replicas();
+            let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            // Only the leader knows how far each replica has come; a replica is in sync once it
+            // votes and has the leader's log.
             let in_sync = match &metrics.replication {
                 Some(matched) if metrics.current_leader == Some(node) => {
                     let last = metrics.last_log_index;
                     replicas
                         .iter()
                         .copied()
+                        .filter(|id| voters.contains(id))
                         .filter(|id| {
                             *id == node
                                 || matched

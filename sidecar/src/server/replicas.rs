@@ -73,7 +73,7 @@ fn placement(topic: &Topic) -> Vec<Vec<u64>> {
         .partitions()
         .iter()
         .map(|p| match p.kind() {
-            Kind::Replicated(replicated) => replicated.replicas().to_vec(),
+            Kind::Replicated(replicated) => replicated.replicas(),
             Kind::Remote(replicas) => replicas.clone(),
             Kind::Local(_) => Vec::new(),
         })
@@ -81,8 +81,9 @@ fn placement(topic: &Topic) -> Vec<Vec<u64>> {
 }
 
 /// Opens this node's replicas of `wanted` and installs the topic; with `held`, the topic as
-/// installed so far (its replica sets changed): replicas still here are kept, replicas no
-/// longer here are stopped and their files removed.
+/// installed so far (its replica sets changed): partitions whose replica is here stay the
+/// same objects and take their new set (a replica moved away keeps serving as a voter until
+/// its group no longer counts it: `converge` then stops it), new replicas here are opened.
 async fn open(
     cluster: &ClusterMember,
     topics: &Topics,
@@ -98,28 +99,17 @@ async fn open(
     let me = cluster.node_id();
     let mut partitions = Vec::with_capacity(wanted.replicas.len());
     for (number, set) in (0_u32..).zip(&wanted.replicas) {
-        let remote = || Arc::new(Partition::remote(number, set.clone()));
         let before = held.and_then(|topic| topic.partition(number));
-        let replica_here = before.and_then(|p| match p.kind() {
-            Kind::Replicated(replicated) => Some(replicated.replica().clone()),
-            _ => None,
-        });
-        if !set.contains(&me) {
-            if let (Some(before), Some(_)) = (before, replica_here) {
-                before.close("this sidecar no longer holds a replica of the partition (it moved to another node); subscribe again");
-                cluster.close_replica(&wanted.group_name(), number).await;
-                let doomed = dir.join(number.to_string());
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed)).await;
-                tracing::info!(topic = %wanted.spec.name, partition = number, "replica moved away from this node");
-            }
-            partitions.push(remote());
+        if let Some(before) = before
+            && let Kind::Replicated(replicated) = before.kind()
+        {
+            // Same replica, same publishers' table: only its set changes.
+            replicated.set_replicas(set.clone());
+            partitions.push(Arc::clone(before));
             continue;
         }
-        if let Some(replica) = replica_here {
-            partitions.push(Arc::new(Partition::replicated(
-                number,
-                Replicated::new(me, set.clone(), replica),
-            )));
+        if !set.contains(&me) {
+            partitions.push(Arc::new(Partition::remote(number, set.clone())));
             continue;
         }
         let partition_dir = dir.join(number.to_string());
@@ -134,21 +124,54 @@ async fn open(
             Err(error) => {
                 // The other replicas serve it; this node passes its requests on to them.
                 tracing::error!(topic = %wanted.spec.name, partition = number, %error, "cannot open this node's replica; serving the partition through the others");
-                partitions.push(remote());
+                partitions.push(Arc::new(Partition::remote(number, set.clone())));
             }
         }
     }
+    if let Some(held) = held {
+        topics.replace(Arc::new(held.with_partitions(partitions)));
+        return;
+    }
     tracing::info!(topic = %wanted.spec.name, partitions = partitions.len(), "replicated topic opened");
-    let topic = Arc::new(Topic::replicated(
+    topics.install(Arc::new(Topic::replicated(
         dir,
         wanted.id.clone(),
         wanted.spec.clone(),
         partitions,
-    ));
-    if held.is_some() {
-        topics.replace(topic);
-    } else {
-        topics.install(topic);
+    )));
+}
+
+/// Stops the replicas of `topic` that were moved away and that their groups no longer count
+/// as voters, removes their files (through the trash), and serves those partitions as held
+/// elsewhere from then on.
+async fn drain(cluster: &ClusterMember, topics: &Arc<Topics>, topic: &Arc<Topic>) {
+    let Some(id) = topic.id() else { return };
+    let group = format!("{}-{id}", topic.spec().name);
+    let mut changed = false;
+    let mut partitions = Vec::with_capacity(topic.partitions().len());
+    for partition in topic.partitions() {
+        let Kind::Replicated(replicated) = partition.kind() else {
+            partitions.push(Arc::clone(partition));
+            continue;
+        };
+        if !replicated.drained() {
+            partitions.push(Arc::clone(partition));
+            continue;
+        }
+        partition.close("this sidecar no longer holds a replica of the partition (it moved to another node); subscribe again");
+        cluster.close_replica(&group, partition.number()).await;
+        let doomed = topic.dir().join(partition.number().to_string());
+        let trash = Arc::clone(topics);
+        let _ = tokio::task::spawn_blocking(move || trash.discard(&doomed)).await;
+        tracing::info!(topic = %topic.spec().name, partition = partition.number(), "replica moved away from this node");
+        partitions.push(Arc::new(Partition::remote(
+            partition.number(),
+            replicated.replicas(),
+        )));
+        changed = true;
+    }
+    if changed {
+        topics.replace(Arc::new(topic.with_partitions(partitions)));
     }
 }
 
@@ -165,18 +188,24 @@ pub(super) async fn converge(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // Metadata behind the group (a restart): changing the group now could undo a move. A
+        // node that left is cut off from the metadata, whose last word it has: it hands the
+        // partitions it leads over.
+        let state = cluster.state();
+        let ready = state.departed.contains(&cluster.node_id())
+            || (cluster.metadata_caught_up() && topics.reconciled() >= state.applied_offset);
         for topic in topics.all() {
-            for partition in topic.partitions() {
+            for partition in topic.partitions().iter().filter(|_| ready) {
                 if *shutdown.borrow() {
                     return;
                 }
-                if let Kind::Replicated(replicated) = partition.kind() {
-                    let nodes = cluster.state().nodes;
-                    if let Err(reason) = replicated.converge(&nodes).await {
-                        tracing::warn!(topic = %topic.spec().name, partition = partition.number(), %reason, "replica set change not done yet");
-                    }
+                if let Kind::Replicated(replicated) = partition.kind()
+                    && let Err(reason) = replicated.converge(&state.nodes).await
+                {
+                    tracing::warn!(topic = %topic.spec().name, partition = partition.number(), %reason, "replica set change not done yet");
                 }
             }
+            drain(&cluster, &topics, &topic).await;
         }
         tokio::select! {
             () = tokio::time::sleep(CONVERGE_EVERY) => {}

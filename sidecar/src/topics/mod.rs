@@ -45,7 +45,7 @@ pub(crate) struct Topic {
     id: Option<String>,
     spec: TopicSpec,
     partitions: Vec<Arc<Partition>>,
-    deleted: watch::Sender<bool>,
+    deleted: Arc<watch::Sender<bool>>,
 }
 
 impl Topic {
@@ -62,7 +62,19 @@ impl Topic {
             id: Some(id),
             spec,
             partitions,
-            deleted: watch::Sender::new(false),
+            deleted: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// The same topic instance with other partitions (replicas moved); it shares the deleted
+    /// flag, so subscriptions of either end when the topic is deleted.
+    pub(crate) fn with_partitions(&self, partitions: Vec<Arc<Partition>>) -> Self {
+        Self {
+            dir: self.dir.clone(),
+            id: self.id.clone(),
+            spec: self.spec.clone(),
+            partitions,
+            deleted: Arc::clone(&self.deleted),
         }
     }
 
@@ -383,12 +395,18 @@ impl Topics {
         &self.settings
     }
 
-    /// Removes the directory `dir` (a deleted replicated topic's): at once from its place, its
-    /// files soon after.
+    /// Removes the directory `dir` (a deleted replicated topic's, or a moved replica's): at
+    /// once from its place (one rename into the trash), its files soon after.
     pub(crate) fn discard(&self, dir: &Path) {
-        let doomed = self
-            .trash
-            .join(dir.file_name().unwrap_or(std::ffi::OsStr::new("topic")));
+        // A topic's directory name is unique; a partition's number is not: name it after both.
+        let name = match (dir.parent().and_then(Path::file_name), dir.file_name()) {
+            (Some(parent), Some(own)) if own.to_string_lossy().parse::<u32>().is_ok() => {
+                format!("{}-{}", parent.to_string_lossy(), own.to_string_lossy())
+            }
+            (_, Some(own)) => own.to_string_lossy().into_owned(),
+            _ => "topic".to_owned(),
+        };
+        let doomed = self.trash.join(name);
         if let Err(error) = fs::rename(dir, &doomed) {
             tracing::warn!(dir = %dir.display(), %error, "cannot move a deleted topic's files to the trash");
             return;
@@ -469,7 +487,7 @@ fn open_topic(
         id: None,
         spec,
         partitions,
-        deleted: watch::Sender::new(false),
+        deleted: Arc::new(watch::Sender::new(false)),
     })
 }
 

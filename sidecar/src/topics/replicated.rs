@@ -71,8 +71,9 @@ pub(crate) enum Routed {
 /// This sidecar's replica of a partition, as publishers use it.
 pub(crate) struct Replicated {
     node_id: NodeId,
-    /// The partition's replica set as the cluster's metadata places it.
-    replicas: Vec<NodeId>,
+    /// The partition's replica set as the cluster's metadata places it (it changes when a
+    /// node leaves).
+    replicas: Mutex<Vec<NodeId>>,
     replica: PartitionReplica,
     proposals: tokio::sync::Mutex<Proposals>,
     /// Woken after every proposal, for batches waiting for their predecessor.
@@ -100,7 +101,7 @@ impl Replicated {
     pub(crate) fn new(node_id: NodeId, replicas: Vec<NodeId>, replica: PartitionReplica) -> Self {
         Self {
             node_id,
-            replicas,
+            replicas: Mutex::new(replicas),
             replica,
             proposals: tokio::sync::Mutex::new(Proposals::default()),
             proposed: Notify::new(),
@@ -112,8 +113,31 @@ impl Replicated {
     }
 
     /// The partition's replica set.
-    pub(crate) fn replicas(&self) -> &[NodeId] {
-        &self.replicas
+    pub(crate) fn replicas(&self) -> Vec<NodeId> {
+        lock(&self.replicas).clone()
+    }
+
+    /// Takes the partition's new replica set (a node left).
+    pub(crate) fn set_replicas(&self, replicas: Vec<NodeId>) {
+        *lock(&self.replicas) = replicas;
+    }
+
+    /// Whether this replica was moved away and the group's committed voters no longer
+    /// include it: it may be stopped and its files removed.
+    pub(crate) fn drained(&self) -> bool {
+        if self.replicas().contains(&self.node_id) {
+            return false;
+        }
+        let metrics = self.replica.raft.metrics().borrow().clone();
+        let membership = &metrics.membership_config;
+        let committed = membership
+            .log_id()
+            .is_some_and(|log| metrics.last_applied.is_some_and(|applied| applied >= log));
+        committed
+            && !membership
+                .membership()
+                .voter_ids()
+                .any(|id| id == self.node_id)
     }
 
     /// Publishes `batch` (validated, a data batch) if this sidecar leads the partition, or says
@@ -346,11 +370,12 @@ impl Replicated {
         nodes: &std::collections::BTreeMap<NodeId, crate::cluster::NodeInfo>,
     ) -> Result<(), String> {
         let metrics = self.replica.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.node_id) || self.replicas.is_empty() {
+        let replicas = self.replicas();
+        if metrics.current_leader != Some(self.node_id) || replicas.is_empty() {
             return Ok(());
         }
         let membership = metrics.membership_config.membership().clone();
-        let wanted: std::collections::BTreeSet<NodeId> = self.replicas.iter().copied().collect();
+        let wanted: std::collections::BTreeSet<NodeId> = replicas.iter().copied().collect();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters == wanted {
             return Ok(());
