@@ -295,7 +295,9 @@ impl PartitionQueue {
                 let error = timeout(&self.topic, self.number, config, batch.last_error.take());
                 self.fail_at(i, error, &mut effects);
                 if self.rotate {
-                    // The rest waits for the renumbering: sent now, it would follow a gap.
+                    // The rest waits for the renumbering (sent now, it would follow a gap):
+                    // the next poll, at once, renumbers them once nothing is outstanding.
+                    effects.wake_at(now);
                     break;
                 }
                 continue;
