@@ -25,6 +25,9 @@ use crate::topics::{
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Longest a cluster member that does not know a topic waits to catch up with the metadata.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// The longest one attempt to pass a publish on to a replica may take when this sidecar holds
+/// none (it cannot see a dead replica replaced).
+const REMOTE_ATTEMPT: Duration = Duration::from_millis(1500);
 /// How much longer than its own wait a fetch passed on to another sidecar may take.
 const PASS_ON_GRACE: Duration = Duration::from_secs(5);
 /// Bytes of batches a fetch or subscription frame returns when it names no limit.
@@ -400,7 +403,7 @@ fn published(partition: u32, acks_none: bool, outcome: PublishOutcome) -> respon
 async fn publish_replicated(
     shared: &Shared,
     partition: &Partition,
-    mut request: v1::Publish,
+    request: v1::Publish,
     header: &BatchHeader,
     ack: Ack,
     deadline: Instant,
@@ -471,7 +474,6 @@ async fn publish_replicated(
                 format!("this sidecar does not lead {topic}/{number}; its leader is at {address}"),
             ));
         }
-        request.timeout_ms = remaining_ms(deadline);
         let Some(answered) =
             pass_publish(shared, partition, &address, &request, passes, deadline).await
         else {
@@ -524,7 +526,15 @@ async fn pass_publish(
     let Some(cluster) = &shared.cluster else {
         return Some(Ok(*unreachable_local()));
     };
-    let body = request::Body::Publish(request.clone());
+    // Holding no replica, this sidecar cannot see a dead replica replaced: each attempt gets
+    // a slice of the time, and the next one goes to the next replica.
+    let deadline = match partition.kind() {
+        Kind::Remote(_) => deadline.min(Instant::now() + REMOTE_ATTEMPT),
+        _ => deadline,
+    };
+    let mut request = request.clone();
+    request.timeout_ms = remaining_ms(deadline);
+    let body = request::Body::Publish(request);
     let call = pass_on(cluster, address, body, passes + 1, deadline);
     match partition.kind() {
         Kind::Replicated(replicated) => tokio::select! {
