@@ -90,16 +90,7 @@ async fn replicas_moved(
         let mut pending = Vec::new();
         for topic in &asked.topics {
             for partition in &topic.partitions {
-                let led = std::iter::once(&asked).chain(&reports).find_map(|report| {
-                    let p = report
-                        .topics
-                        .iter()
-                        .find(|t| t.name == topic.name)?
-                        .partitions
-                        .iter()
-                        .find(|p| p.partition == partition.partition)?;
-                    (p.leader == Some(report.node_id)).then_some(p)
-                });
+                let led = leaders_report(&asked, &reports, &topic.name, partition.partition);
                 let moved = led.is_some_and(|p| {
                     !p.replicas.contains(&gone)
                         && p.leader != Some(gone)
@@ -196,16 +187,7 @@ fn partitions(asked: &MetadataResult, reports: &[MetadataResult]) -> String {
     for topic in &asked.topics {
         for partition in &topic.partitions {
             // The leader's own report: it alone knows which replicas are in sync.
-            let led = std::iter::once(asked).chain(reports).find_map(|report| {
-                let p = report
-                    .topics
-                    .iter()
-                    .find(|t| t.name == topic.name)?
-                    .partitions
-                    .iter()
-                    .find(|p| p.partition == partition.partition)?;
-                (p.leader == Some(report.node_id)).then_some(p)
-            });
+            let led = leaders_report(asked, reports, &topic.name, partition.partition);
             let shown = led.unwrap_or(partition);
             let _ = writeln!(
                 text,
@@ -223,4 +205,24 @@ fn partitions(asked: &MetadataResult, reports: &[MetadataResult]) -> String {
         }
     }
     text
+}
+
+/// A partition as the node that leads it describes it (only the leader knows which replicas
+/// are in sync), among the asked node's and the others' reports.
+fn leaders_report<'a>(
+    asked: &'a MetadataResult,
+    reports: &'a [MetadataResult],
+    topic: &str,
+    partition: u32,
+) -> Option<&'a sidestream_proto::v1::PartitionDescription> {
+    std::iter::once(asked).chain(reports).find_map(|report| {
+        let p = report
+            .topics
+            .iter()
+            .find(|t| t.name == topic)?
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)?;
+        (p.leader == Some(report.node_id)).then_some(p)
+    })
 }

@@ -449,13 +449,8 @@ async fn publish_replicated(
             }
             Kind::Remote(replicas) => {
                 let Some(address) = replica_address(shared, replicas, attempt) else {
-                    let code = if uncertain {
-                        ErrorCode::Timeout
-                    } else {
-                        ErrorCode::LeaderNotAvailable
-                    };
                     return Err(error(
-                        code,
+                        unless_uncertain(uncertain, ErrorCode::LeaderNotAvailable),
                         format!("no replica of {topic}/{number} is registered with the cluster"),
                     ));
                 };
@@ -464,13 +459,8 @@ async fn publish_replicated(
             Kind::Local(_) => return Err(unreachable_local()),
         };
         if passes >= MAX_PASSES {
-            let code = if uncertain {
-                ErrorCode::Timeout
-            } else {
-                ErrorCode::NotLeader
-            };
             return Err(error(
-                code,
+                unless_uncertain(uncertain, ErrorCode::NotLeader),
                 format!("this sidecar does not lead {topic}/{number}; its leader is at {address}"),
             ));
         }
@@ -542,6 +532,16 @@ async fn pass_publish(
             () = replicated.leader_moved_from(address) => None,
         },
         _ => Some(call.await),
+    }
+}
+
+/// `refusal`, or `TIMEOUT` once an attempt may have written the batch (a refusal would let
+/// the client number it anew).
+fn unless_uncertain(uncertain: bool, refusal: ErrorCode) -> ErrorCode {
+    if uncertain {
+        ErrorCode::Timeout
+    } else {
+        refusal
     }
 }
 
