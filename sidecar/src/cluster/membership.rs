@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   joiner ── Join ──▶ any member ── Join ──▶ metadata leader: add_learner, wait until caught up
-//!                     (not leader: passes it on)              AddVoterIds (while < 3 voters)
+//!                     (not leader: passes it on)              AddVoterIds (to 3 voters, then 5)
 //!                                                             client_write(RegisterNode)
 //!   operator ── DecommissionNode ──▶ any member ── Leave ──▶ metadata leader:
 //!                                                 AddVoterIds(a caught-up learner, for a voter)
@@ -123,11 +123,22 @@ pub(crate) async fn handle_join(
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let mut voter = voters.contains(&id);
-    if !voter && voters.len() < MAX_VOTERS {
-        limited(raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true))
-            .await
-            .map_err(|e| format!("cannot make node {id} a voter of the metadata group: {e}"))?;
-        voter = true;
+    if !voter {
+        let metrics = raft.metrics().borrow().clone();
+        let caught_up = |learner: NodeId| caught_up(&metrics, learner);
+        let promote = new_voters(
+            &voters,
+            id,
+            membership.learner_ids().filter(|&l| caught_up(l)),
+        );
+        if !promote.is_empty() {
+            limited(raft.change_membership(ChangeMembers::AddVoterIds(promote.clone()), true))
+                .await
+                .map_err(|e| {
+                    format!("cannot make nodes {promote:?} voters of the metadata group: {e}")
+                })?;
+            voter = true;
+        }
     }
     let register = MetadataCommand::RegisterNode {
         node_id: id,
@@ -145,6 +156,35 @@ pub(crate) async fn handle_join(
 }
 
 /// The last log index the leader knows node `id` holds.
+/// Whether learner `id` is at most [`CAUGHT_UP_ENTRIES`] behind the leader's log.
+fn caught_up(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
+    let last = metrics.last_log_index.unwrap_or(0);
+    matched(metrics, id).is_some_and(|m| m + CAUGHT_UP_ENTRIES >= last)
+}
+
+/// The nodes that become voters of the metadata group as node `joiner` (a caught-up learner
+/// now) joins it, given its `voters` and its other caught-up `learners`: the joiner while
+/// there are fewer than three voters; at three, the joiner and one learner together, as a
+/// group of four tolerates no more failures than one of three; at four, the joiner. None once
+/// there are [`MAX_VOTERS`].
+fn new_voters(
+    voters: &BTreeSet<NodeId>,
+    joiner: NodeId,
+    learners: impl Iterator<Item = NodeId>,
+) -> BTreeSet<NodeId> {
+    match voters.len() {
+        n if n >= MAX_VOTERS => BTreeSet::new(),
+        3 => {
+            let mut others = learners.filter(|&l| l != joiner && !voters.contains(&l));
+            others
+                .next()
+                .map(|other| BTreeSet::from([joiner, other]))
+                .unwrap_or_default()
+        }
+        _ => BTreeSet::from([joiner]),
+    }
+}
+
 fn matched(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
     let replication = metrics.replication.as_ref()?;
     replication.get(&id).copied().flatten().map(|log| log.index)
@@ -253,11 +293,9 @@ pub(crate) async fn handle_leave(
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let failed = |what: &str, e: String| LeaveError::Unavailable(format!("cannot {what}: {e}"));
     if voters.contains(&id) {
-        let last = metrics.last_log_index.unwrap_or(0);
-        let learner = membership.learner_ids().find(|&learner| {
-            learner != id
-                && matched(&metrics, learner).is_some_and(|m| m + CAUGHT_UP_ENTRIES >= last)
-        });
+        let learner = membership
+            .learner_ids()
+            .find(|&learner| learner != id && caught_up(&metrics, learner));
         match learner {
             Some(learner) => {
                 let promote = ChangeMembers::AddVoterIds(BTreeSet::from([learner]));
@@ -305,4 +343,37 @@ pub(crate) async fn handle_leave(
         .unwrap_or_default();
     tracing::info!(node = id, ?voters, "node left the cluster");
     Ok(Left { voters })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_metadata_group_grows_to_three_voters_then_to_five_in_a_pair() {
+        // One at a time up to three.
+        assert_eq!(new_voters(&set(&[]), 1, [].into_iter()), set(&[1]));
+        assert_eq!(new_voters(&set(&[1, 2]), 3, [3].into_iter()), set(&[3]));
+        // The fourth node waits as a learner: four voters need three for a majority.
+        assert_eq!(new_voters(&set(&[1, 2, 3]), 4, [4].into_iter()), set(&[]));
+        // The fifth brings the fourth in with it.
+        assert_eq!(
+            new_voters(&set(&[1, 2, 3]), 5, [4, 5].into_iter()),
+            set(&[4, 5])
+        );
+        // Four voters (one left): the next joiner makes five.
+        assert_eq!(
+            new_voters(&set(&[1, 2, 3, 5]), 6, [6].into_iter()),
+            set(&[6])
+        );
+        // Five: everyone else follows.
+        assert_eq!(
+            new_voters(&set(&[1, 2, 3, 4, 5]), 6, [6, 7].into_iter()),
+            set(&[])
+        );
+    }
 }

@@ -4,8 +4,10 @@
 //! peer calls) over the internal topic [`METADATA_TOPIC`], partition 0, as Kafka's `KRaft` keeps
 //! its metadata in the `__cluster_metadata` topic. Each command is one record whose value is
 //! the command's JSON; every member folds the committed records, in offset order, into the same
-//! state. Its voters are the first [`MAX_VOTERS`] nodes to join; later ones follow as learners,
-//! so a large cluster does not make a large voting group.
+//! state. Its voters are the first three nodes to join, and the first five once five have (the
+//! fourth follows as a learner until the fifth comes, as four voters tolerate no more failures
+//! than three); later ones follow as learners, so a large cluster does not make a large voting
+//! group.
 //!
 //! ```text
 //!   join / topic admin ─▶ metadata leader: client_write(command batch) ─▶ committed on a majority
@@ -28,8 +30,9 @@ use crate::topics::TopicSpec;
 /// The internal topic whose partition 0 holds the cluster's metadata log.
 pub const METADATA_TOPIC: &str = "__cluster";
 
-/// The most voters the metadata group has.
-pub const MAX_VOTERS: usize = 3;
+/// The most voters the metadata group has: five once five nodes have joined, so that any two
+/// of them may be down at once (as any two replicas of a partition of five may).
+pub const MAX_VOTERS: usize = 5;
 
 /// A change to the cluster's metadata: one record of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
