@@ -51,11 +51,11 @@ mod topics;
 
 pub use cluster::{
     AppendNotice, Applied, ClusterConfig, ClusterError, ClusterMember, ClusterState, ClusterTopic,
-    ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, JoinAccepted, LeaveError, Left, LoadSnapshotError,
-    MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeId, NodeInfo, OpenReplicaError,
-    PartitionEntry, PartitionLogStore, PartitionNetwork, PartitionRaft, PartitionReplica,
-    PartitionSnapshotBuilder, PartitionState, PartitionStateMachine, PartitionWrite, PeerLink,
-    PeerNode, RaftGroups, partition_raft_config,
+    ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, JoinAccepted, JoinError, LeaveError, Left,
+    LoadSnapshotError, MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeId, NodeInfo,
+    OpenReplicaError, PartitionEntry, PartitionLogStore, PartitionNetwork, PartitionRaft,
+    PartitionReplica, PartitionSnapshotBuilder, PartitionState, PartitionStateMachine,
+    PartitionWrite, PeerLink, PeerNode, RaftGroups, partition_raft_config,
 };
 pub use config::{DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
 pub use groups::OpenGroupsError;

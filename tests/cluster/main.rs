@@ -801,3 +801,91 @@ async fn a_decommissioned_nodes_replicas_move_to_the_others_before_it_goes() {
         let _ = reader.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, tls) = three_members(dir.path()).await;
+    let client = connect(&members[0], &tls).await;
+    client
+        .create_topic("wiped", sidestream::TopicSettings::new().partitions(2))
+        .await
+        .unwrap();
+    let mut acknowledged = publish_range(&client, "wiped", 0..200).await;
+
+    // Node 3 loses its disk; the other two go on.
+    let mut wiped = members.pop().unwrap();
+    assert_eq!(wiped.id, 3);
+    wiped.process.kill();
+    std::fs::remove_dir_all(&wiped.data_dir).unwrap();
+    acknowledged.extend(publish_range(&client, "wiped", 200..400).await);
+
+    // Started again under its id, it is refused before it takes part in anything: with no log
+    // and no vote of its own, it could elect a leader that lacks acknowledged events.
+    let seed_peer = members[0].process.peer_addr().unwrap().to_string();
+    let rejoin = member_args(3, "127.0.0.1:0", Some(&seed_peer), Some(&tls));
+    let rejoin: Vec<&str> = rejoin.iter().map(String::as_str).collect();
+    let (status, log) = sidestream_tests::run_sidecar_to_exit(&wiped.data_dir, &rejoin, PATIENCE)
+        .expect("a wiped member stops by itself");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("node 3 is a member of the cluster, but this sidecar has no cluster state")
+            && log.contains("sidestream cluster decommission 3"),
+        "{log}"
+    );
+
+    // A replacement joins under a new id, and the wiped node is taken out for good: its
+    // replicas move to the replacement, which catches up from the others (the decommission
+    // command waits until every leader reports it in sync).
+    let replacement_dir = dir.path().join("node-4");
+    let args = member_args(4, "127.0.0.1:0", Some(&seed_peer), Some(&tls));
+    let replacement = Member {
+        id: 4,
+        process: start(&replacement_dir, loopback(), &args),
+        data_dir: replacement_dir,
+    };
+    wait_until(members[0].process.addr(), &tls, "four nodes", |m| {
+        m.nodes.len() == 4
+    })
+    .await;
+    let (ok, stdout, stderr) = cluster_cli(
+        &members[0].process,
+        &dir.path().join("node-1"),
+        &["decommission", "3"],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let moved = |m: &MetadataResult| {
+        m.topics.iter().any(|t| {
+            t.name == "wiped"
+                && t.partitions
+                    .iter()
+                    .all(|p| p.replicas.contains(&4) && !p.replicas.contains(&3))
+        })
+    };
+    wait_until(
+        members[0].process.addr(),
+        &tls,
+        "node 3's replicas on node 4",
+        moved,
+    )
+    .await;
+    acknowledged.extend(publish_range(&client, "wiped", 400..500).await);
+    let _ = client.close().await;
+
+    // Every acknowledged event, through every member, the replacement included.
+    members.push(replacement);
+    for member in &members {
+        let reader = connect(member, &tls).await;
+        read_back(&reader, "wiped", &acknowledged).await;
+        let _ = reader.close().await;
+    }
+
+    // The removed id is never taken in again.
+    let (status, log) = sidestream_tests::run_sidecar_to_exit(&wiped.data_dir, &rejoin, PATIENCE)
+        .expect("a removed node stops by itself");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("node id 3 was removed from the cluster for good"),
+        "{log}"
+    );
+}

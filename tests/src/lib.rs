@@ -249,6 +249,42 @@ impl Drop for SidecarProcess {
     }
 }
 
+/// Runs `sidestream sidecar` on `data_dir` (client port free on 127.0.0.1) with more flags,
+/// for one expected to stop by itself: its exit status and log, or `None` (and the process
+/// killed) if it still runs after `timeout`.
+pub fn run_sidecar_to_exit(
+    data_dir: &Path,
+    extra_args: &[&str],
+    timeout: Duration,
+) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = Command::new(cli_path())
+        .arg("sidecar")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(extra_args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sidestream binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let status = wait_for(timeout, || child.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = log.join().unwrap_or_default();
+    status.map(|status| (status, log))
+}
+
 /// A UDP port of 127.0.0.1 free a moment ago, for a sidecar's peer port whose address a test
 /// must know before the sidecar starts (to put a [`FaultProxy`] in front of it). Another
 /// process could take it in between; the sidecar then fails to start, naming the address.

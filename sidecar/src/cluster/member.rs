@@ -71,6 +71,9 @@ pub enum ClusterError {
     /// openraft refused to form the metadata group.
     #[error("cannot form the cluster: {0}")]
     Initialize(String),
+    /// The cluster will never take this node in as it is.
+    #[error("cannot join the cluster: {0}")]
+    Refused(super::JoinError),
 }
 
 /// A sidecar's membership of its cluster.
@@ -150,10 +153,23 @@ impl ClusterMember {
     > {
         let peer_address = node.peer_address().to_owned();
         let dir = data_dir.join("cluster").join(format!("{METADATA_TOPIC}-0"));
+        let mut join = Join {
+            node_id,
+            peer_address: peer_address.clone(),
+            client_address,
+            fresh: !dir.exists(),
+        };
+        if join.fresh && !config.seeds.is_empty() {
+            // Before this node serves the metadata group's calls: a node the cluster knows,
+            // back without its data, would vote as if it had none to lose.
+            check_fresh(&node.clients(), &join, &config.seeds).await?;
+            join.fresh = false;
+        }
         let metadata = node
             .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default())
             .await?;
         let (state_tx, state) = watch::channel(ClusterState::default());
+        let _ = node.groups().cluster_state.set(state.clone());
         let follow = tokio::spawn(metadata::follow(metadata.clone(), state_tx)).abort_handle();
         let formed = metadata
             .raft
@@ -176,11 +192,7 @@ impl ClusterMember {
             }
             tracing::info!(node = node_id, %peer_address, "formed a new cluster");
         }
-        let join = Join {
-            node_id,
-            peer_address: peer_address.clone(),
-            client_address,
-        };
+        join.fresh = false;
         let register = tokio::spawn(register(
             node.groups(),
             node.clients(),
@@ -390,6 +402,30 @@ fn peer_tuning(tuning: &QuicTuning) -> QuicTuning {
     peer
 }
 
+/// Asks the seeds, in turn, whether this node, without cluster state of its own, may join
+/// (`join.fresh`), until one answers; the refusal if the cluster knows the node or removed it.
+async fn check_fresh(
+    clients: &super::peer::PeerClients,
+    join: &Join,
+    seeds: &[String],
+) -> Result<(), ClusterError> {
+    let mut attempt = 0_u64;
+    loop {
+        let seed = &seeds[usize::try_from(attempt).unwrap_or(0) % seeds.len()];
+        match membership::forward_join(clients, seed, join.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(reason) if reason.is_permanent() => return Err(ClusterError::Refused(reason)),
+            Err(reason) => {
+                if attempt >= 10 {
+                    tracing::warn!(node = join.node_id, %seed, %reason, "no seed has said whether this node may join yet");
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
+}
+
 /// How long a node waits between two attempts to join.
 const JOIN_RETRY: Duration = Duration::from_millis(500);
 
@@ -418,6 +454,10 @@ async fn register(
                     voter,
                     "registered with the cluster"
                 );
+                return;
+            }
+            Err(reason) if reason.is_permanent() => {
+                tracing::error!(node = join.node_id, %reason, "the cluster will not take this node in");
                 return;
             }
             Err(reason) => {

@@ -76,38 +76,89 @@ pub(crate) fn route(groups: &RaftGroups) -> Result<Route, String> {
         .ok_or_else(|| format!("the metadata leader {leader} has no known address"))
 }
 
+/// Why a node could not join the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum JoinError {
+    /// The node is known to the cluster, but came back without its data: its votes and its
+    /// copies of partitions are gone, so it must not take its old place.
+    #[error("{0}")]
+    LostState(String),
+    /// The node's id was removed from the cluster for good; it is never taken in again.
+    #[error("{0}")]
+    Departed(String),
+    /// The id is a member at another peer address.
+    #[error("{0}")]
+    IdTaken(String),
+    /// The metadata group cannot take the node in now (no leader, the leader unreachable, a
+    /// change that failed or took too long); asking again may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl JoinError {
+    /// Whether asking again can never succeed (the node must change, not wait).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::LostState(_) | Self::Departed(_))
+    }
+}
+
 /// Takes `join` in if this sidecar leads the metadata group, or passes it on to the leader.
 ///
-/// The error names why the node could not join now (no leader yet, the leader unreachable, a
-/// change that failed or took too long, an id taken at another address); the joiner asks again.
+/// A `fresh` join (a node without cluster state of its own) is only checked: refused if the
+/// cluster knows the id or removed it, answered at once otherwise, changing nothing.
 pub(crate) async fn handle_join(
     groups: &RaftGroups,
     clients: &PeerClients,
     join: Join,
-) -> Result<JoinAccepted, String> {
-    let raft = match route(groups)? {
+) -> Result<JoinAccepted, JoinError> {
+    let raft = match route(groups).map_err(JoinError::Unavailable)? {
         Route::Here(raft) => raft,
         Route::Leader(address) => return forward_join(clients, &address, join).await,
     };
     let id = join.node_id;
-    tracing::info!(peer_address = %join.peer_address, "node {id} asks to join the cluster");
+    tracing::info!(peer_address = %join.peer_address, fresh = join.fresh, "node {id} asks to join the cluster");
     // One change at a time: each decides from the membership the previous one left.
     let _one_at_a_time = groups.membership_changes.lock().await;
     let metrics = raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
+    let (registered, departed) = groups.cluster_state.get().map_or((false, false), |state| {
+        let state = state.borrow();
+        (state.nodes.contains_key(&id), state.departed.contains(&id))
+    });
+    if departed {
+        return Err(JoinError::Departed(format!(
+            "node id {id} was removed from the cluster for good and is never taken in again: start the node under a new id"
+        )));
+    }
+    if join.fresh {
+        if registered || membership.get_node(&id).is_some() {
+            return Err(JoinError::LostState(format!(
+                "node {id} is a member of the cluster, but this sidecar has no cluster state (its data directory is new): a node that lost its data must not take its old place, as the votes and partition copies it had are gone; take it out with `sidestream cluster decommission {id}` and start it under a new id, or start it on its old data directory"
+            )));
+        }
+        return Ok(JoinAccepted {
+            leader: metrics.id,
+            voter: false,
+        });
+    }
     match membership.get_node(&id).map(|node| node.addr.as_str()) {
         Some(known) if known != join.peer_address => {
-            return Err(format!(
+            return Err(JoinError::IdTaken(format!(
                 "node id {id} is a member at {known}, not at {}: decommission it first, or use another id",
                 join.peer_address
-            ));
+            )));
         }
         Some(_) => {}
         None => {
             let last = metrics.last_log_index.unwrap_or(0);
             limited(raft.add_learner(id, BasicNode::new(&join.peer_address), false))
                 .await
-                .map_err(|e| format!("cannot add node {id} to the metadata group: {e}"))?;
+                .map_err(|e| {
+                    JoinError::Unavailable(format!(
+                        "cannot add node {id} to the metadata group: {e}"
+                    ))
+                })?;
             // Replicating the metadata log to it; voting waits until it has it.
             limited(async {
                 raft.wait(None)
@@ -118,7 +169,11 @@ pub(crate) async fn handle_join(
                     .await
             })
             .await
-            .map_err(|e| format!("node {id} did not catch up with the metadata log: {e}"))?;
+            .map_err(|e| {
+                JoinError::Unavailable(format!(
+                    "node {id} did not catch up with the metadata log: {e}"
+                ))
+            })?;
         }
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -135,7 +190,9 @@ pub(crate) async fn handle_join(
             limited(raft.change_membership(ChangeMembers::AddVoterIds(promote.clone()), true))
                 .await
                 .map_err(|e| {
-                    format!("cannot make nodes {promote:?} voters of the metadata group: {e}")
+                    JoinError::Unavailable(format!(
+                        "cannot make nodes {promote:?} voters of the metadata group: {e}"
+                    ))
                 })?;
             voter = true;
         }
@@ -147,7 +204,7 @@ pub(crate) async fn handle_join(
     };
     limited(raft.client_write(register.to_write()))
         .await
-        .map_err(|e| format!("cannot register node {id}: {e}"))?;
+        .map_err(|e| JoinError::Unavailable(format!("cannot register node {id}: {e}")))?;
     tracing::info!(node = id, voter, "node joined the cluster");
     Ok(JoinAccepted {
         leader: metrics.id,
@@ -205,14 +262,15 @@ pub(crate) async fn forward_join(
     clients: &PeerClients,
     address: &str,
     join: Join,
-) -> Result<JoinAccepted, String> {
+) -> Result<JoinAccepted, JoinError> {
     forward_call(
         clients,
         address,
         peer_request::Body::Join(join),
         "join result",
     )
-    .await?
+    .await
+    .map_err(JoinError::Unavailable)?
 }
 
 /// Makes the membership call `body` to the member at `address` and reads its answer, a

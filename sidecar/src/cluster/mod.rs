@@ -56,7 +56,7 @@ pub use election::ELECTION_TIMEOUT;
 pub use log_store::PartitionLogStore;
 pub use member::{ClusterConfig, ClusterError, ClusterMember};
 pub(crate) use member::{NotProposed, PassedOnHandler};
-pub use membership::{JoinAccepted, LeaveError, Left};
+pub use membership::{JoinAccepted, JoinError, LeaveError, Left};
 pub use metadata::{
     ClusterState, ClusterTopic, MAX_VOTERS, METADATA_TOPIC, MetadataCommand, NodeInfo,
 };

@@ -54,6 +54,11 @@ pub struct RaftGroups {
     /// Held while a join changes the metadata group's membership: one change at a time, each
     /// deciding from the membership the previous one left.
     pub(crate) membership_changes: tokio::sync::Mutex<()>,
+    /// The cluster's metadata as this node applies it, once its metadata replica is open: a
+    /// join is checked against the registry (a node that lost its data, an id removed for
+    /// good).
+    pub(crate) cluster_state:
+        std::sync::OnceLock<tokio::sync::watch::Receiver<crate::cluster::metadata::ClusterState>>,
 }
 
 impl std::fmt::Debug for RaftGroups {
