@@ -74,6 +74,60 @@ pub(crate) async fn run(raft: openraft::Raft<PartitionRaft>, heard: std::sync::A
     }
 }
 
+/// How long after it last heard from its group a replica asked to stand (by a leader handing
+/// over) stands: once openraft's leader lease (250 ms, `election_timeout_max`) has run out on
+/// the other voters too, so that they grant their votes; before the earliest election timeout
+/// of theirs ([`ELECTION_TIMEOUT`]), so that it stands first.
+const STAND_AFTER: Duration = Duration::from_millis(270);
+
+/// How long a replica asked to stand waits for its group to go quiet: a leader that goes on
+/// sending heartbeats has taken its leadership back.
+const STAND_WITHIN: Duration = Duration::from_secs(1);
+
+/// Stands for election at the request of `leader`, which hands its leadership over (it has
+/// stopped proposing and sending heartbeats): once the group has been quiet for
+/// [`STAND_AFTER`], within [`STAND_WITHIN`]. Whether it will: not if this replica follows
+/// another leader or does not vote.
+pub(crate) fn stand_for(
+    raft: openraft::Raft<PartitionRaft>,
+    heard: std::sync::Arc<Heard>,
+    leader: super::type_config::NodeId,
+) -> bool {
+    {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == m.id);
+        if m.current_leader != Some(leader) || !voter {
+            return false;
+        }
+    }
+    tokio::spawn(async move {
+        let give_up = Instant::now() + STAND_WITHIN;
+        loop {
+            let due = heard.last() + STAND_AFTER;
+            if Instant::now() >= due {
+                break;
+            }
+            if due > give_up {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+        tracing::info!(
+            from = leader,
+            "standing for election: the leader hands over"
+        );
+        if raft.trigger().elect().await.is_ok() {
+            heard.now();
+        }
+    });
+    true
+}
+
 /// A random time in [`ELECTION_TIMEOUT`].
 fn random_timeout() -> Duration {
     let span = ELECTION_TIMEOUT.end.saturating_sub(ELECTION_TIMEOUT.start);

@@ -277,7 +277,8 @@ impl ClusterMember {
 
     /// Opens this node's replica of partition `partition` of `topic`, whose log lives in `dir`;
     /// a new replica of the replica set the topic was created with forms the partition's group
-    /// with that set (every one does so, with the same membership, which openraft allows).
+    /// with that set: the set's first node at once, the others later if nothing reached them
+    /// (the same membership either way, which openraft allows).
     pub async fn open_replica(
         &self,
         topic: &ClusterTopic,
@@ -308,9 +309,28 @@ impl ClusterMember {
                 })
                 .collect();
             if members.len() == set.len() {
-                if let Err(error) = replica.raft.initialize(members).await {
-                    // Another replica's membership reached this one first: nothing to do.
-                    tracing::debug!(group, partition, %error, "partition group not initialized here");
+                // The set's first node (its preferred leader: placement spreads them evenly)
+                // forms the group and stands at once, so it leads; each other one forms it
+                // only if nothing reached it after FORM_FALLBACK per place in the set (the
+                // first may be down).
+                let rank = set.iter().position(|&id| id == self.node_id()).unwrap_or(0);
+                let raft = replica.raft.clone();
+                let form = async move {
+                    let wait = FORM_FALLBACK * u32::try_from(rank).unwrap_or(u32::MAX);
+                    tokio::time::sleep(wait).await;
+                    if raft.is_initialized().await.unwrap_or(true) {
+                        return;
+                    }
+                    if let Err(error) = raft.initialize(members).await {
+                        // Another replica's membership reached this one first: nothing to do.
+                        tracing::debug!(group, partition, %error, "partition group not initialized here");
+                    }
+                };
+                if rank == 0 {
+                    form.await;
+                } else {
+                    // Stops by itself: a closed replica's Raft answers with an error.
+                    tokio::spawn(form);
                 }
             } else {
                 tracing::warn!(
@@ -365,6 +385,37 @@ impl ClusterMember {
     /// Serves services' requests that peers pass on with `handler`.
     pub(crate) fn serve_passed_on(&self, handler: PassedOnHandler) {
         self.node.serve_passed_on(handler);
+    }
+
+    /// Asks node `to` (at peer address `address`) to stand for election in partition
+    /// `partition` of the group named `group`, which this node leads and hands over; whether
+    /// it will. At most [`STAND_CALL_WAIT`].
+    pub(crate) async fn ask_to_stand(
+        &self,
+        group: &str,
+        partition: u32,
+        to: NodeId,
+        address: &str,
+    ) -> Result<bool, String> {
+        use sidestream_proto::peer::v1::{PeerErrorCode, PeerRequest, Stand, peer_request};
+        let request = PeerRequest {
+            group: Some(super::peer::wire::group(group, partition)),
+            body: Some(peer_request::Body::Stand(Stand {
+                leader: self.node_id(),
+            })),
+        };
+        let clients = self.node.clients();
+        let response = tokio::time::timeout(STAND_CALL_WAIT, clients.call(address, &request))
+            .await
+            .map_err(|_| format!("node {to} did not answer within {STAND_CALL_WAIT:?}"))?
+            .map_err(|e| format!("node {to}: {e}"))?;
+        if response.code != i32::from(PeerErrorCode::Ok) {
+            return Err(format!("node {to} refused: {}", response.message));
+        }
+        let standing: Result<bool, ()> =
+            super::peer::wire::from_json(&response.result, "stand result")
+                .map_err(|e| format!("node {to}: {e}"))?;
+        standing.map_err(|()| format!("node {to} answered an error"))
     }
 
     /// Takes node `id` out of the cluster (through the metadata leader, wherever it is).
@@ -425,6 +476,14 @@ async fn check_fresh(
         tokio::time::sleep(JOIN_RETRY).await;
     }
 }
+
+/// How long a leader handing over waits for the preferred replica to answer its call to
+/// stand (publishes are held back meanwhile).
+const STAND_CALL_WAIT: Duration = Duration::from_millis(500);
+
+/// How long the second node of a new partition's replica set waits for the first to form the
+/// group before it forms the group itself (the third waits twice as long, and so on).
+const FORM_FALLBACK: Duration = Duration::from_secs(2);
 
 /// How long a node waits between two attempts to join.
 const JOIN_RETRY: Duration = Duration::from_millis(500);

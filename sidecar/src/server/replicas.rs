@@ -199,17 +199,47 @@ pub(super) async fn converge(
                 if *shutdown.borrow() {
                     return;
                 }
-                if let Kind::Replicated(replicated) = partition.kind()
-                    && let Err(reason) = replicated.converge(&state.nodes).await
-                {
+                let Kind::Replicated(replicated) = partition.kind() else {
+                    continue;
+                };
+                if let Err(reason) = replicated.converge(&state.nodes).await {
                     tracing::warn!(topic = %topic.spec().name, partition = partition.number(), %reason, "replica set change not done yet");
                 }
+                balance(&cluster, &topic, partition.number(), replicated, &state).await;
             }
             drain(&cluster, &topics, &topic).await;
         }
         tokio::select! {
             () = tokio::time::sleep(CONVERGE_EVERY) => {}
             _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
+}
+
+/// Hands the leadership of a partition this node leads over to its preferred replica (the
+/// replica set's first) once that one has kept up for a while: leaders spread over the nodes
+/// as the placement spreads preferred replicas, after restarts and failovers too.
+async fn balance(
+    cluster: &ClusterMember,
+    topic: &Topic,
+    partition: u32,
+    replicated: &Replicated,
+    state: &crate::cluster::ClusterState,
+) {
+    let Some(to) = replicated.balance_due() else {
+        return;
+    };
+    let (Some(id), Some(node)) = (topic.id(), state.nodes.get(&to)) else {
+        return;
+    };
+    let group = format!("{}-{id}", topic.spec().name);
+    let ask = cluster.ask_to_stand(&group, partition, to, &node.peer_address);
+    match replicated.hand_over(to, ask).await {
+        Ok(true) => {}
+        Ok(false) => replicated.balance_failed(),
+        Err(reason) => {
+            replicated.balance_failed();
+            tracing::warn!(topic = %topic.spec().name, partition, to, %reason, "leadership not handed over to the preferred replica");
         }
     }
 }

@@ -19,6 +19,7 @@
 //!        Early     ─▶ wait for the next proposal (up to 5 s), check again
 //! ```
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +39,18 @@ const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest one step of a replica set change may take (a new replica catching up included).
 const CONVERGE_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest each step of handing leadership over may take: the preferred replica catching up,
+/// and leadership moving to it.
+const HANDOVER_WAIT: Duration = Duration::from_millis(1500);
+
+/// For how many checks in a row (one a second) leadership must be worth handing to the
+/// preferred replica before it is handed over: a replica back from a restart first shows
+/// that it keeps up.
+const BALANCE_CHECKS: i32 = 5;
+
+/// How many checks a failed handover waits before the next attempt.
+const BALANCE_BACKOFF: i32 = 30;
 
 /// Offsets recorded for a batch proposed but not yet appended.
 const PENDING: (u64, u64) = (u64::MAX, u64::MAX);
@@ -78,6 +91,9 @@ pub(crate) struct Replicated {
     proposals: tokio::sync::Mutex<Proposals>,
     /// Woken after every proposal, for batches waiting for their predecessor.
     proposed: Notify,
+    /// Checks in a row that found leadership worth handing to the preferred replica
+    /// (negative: backing off after a failed handover).
+    balance_checks: std::sync::atomic::AtomicI32,
 }
 
 /// The leader's table of proposed batches, valid for one term.
@@ -105,6 +121,7 @@ impl Replicated {
             replica,
             proposals: tokio::sync::Mutex::new(Proposals::default()),
             proposed: Notify::new(),
+            balance_checks: std::sync::atomic::AtomicI32::new(0),
         }
     }
 
@@ -419,6 +436,101 @@ impl Replicated {
         Ok(())
     }
 
+    /// The replica to hand leadership over to now, called once a second: the replica set's
+    /// first (its preferred leader; placement spreads them evenly), once for
+    /// [`BALANCE_CHECKS`] calls in a row this replica led, the group's committed voters were
+    /// the replica set, and the preferred replica was a voter close behind the leader's log.
+    pub(crate) fn balance_due(&self) -> Option<NodeId> {
+        use std::sync::atomic::Ordering;
+        let Some(to) = self.preferred_elsewhere() else {
+            // Backing off stays backing off; anything else starts again.
+            let _ = self
+                .balance_checks
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.min(0)));
+            return None;
+        };
+        let checks = self.balance_checks.fetch_add(1, Ordering::Relaxed) + 1;
+        (checks >= BALANCE_CHECKS).then(|| {
+            self.balance_checks.store(0, Ordering::Relaxed);
+            to
+        })
+    }
+
+    /// After a failed handover: wait [`BALANCE_BACKOFF`] checks before the next.
+    pub(crate) fn balance_failed(&self) {
+        self.balance_checks
+            .store(-BALANCE_BACKOFF, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The preferred replica, if this replica leads in its place, the group's committed voters
+    /// are the replica set, and the preferred one is at most 4096 entries behind.
+    fn preferred_elsewhere(&self) -> Option<NodeId> {
+        let replicas = self.replicas();
+        let preferred = *replicas.first()?;
+        let m = self.replica.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.node_id) || preferred == self.node_id {
+            return None;
+        }
+        let membership = &m.membership_config;
+        let committed = membership
+            .log_id()
+            .is_some_and(|log| m.last_applied.is_some_and(|applied| applied >= log));
+        let voters: std::collections::BTreeSet<NodeId> =
+            membership.membership().voter_ids().collect();
+        let wanted: std::collections::BTreeSet<NodeId> = replicas.iter().copied().collect();
+        let matched = matched(&m, preferred)?;
+        (committed && voters == wanted && matched + 4096 >= m.last_log_index.unwrap_or(0))
+            .then_some(preferred)
+    }
+
+    /// Hands this replica's leadership over to `to`: with proposals held back, waits until
+    /// `to` has the whole log, asks it to stand (`ask`: the peer call, whether it will), stops
+    /// sending heartbeats so that the voters' leases run out, and waits for another leader;
+    /// then sends heartbeats again (should it lead again) and lets publishes go on (to the new
+    /// leader). Each wait is at most [`HANDOVER_WAIT`]. Whether leadership moved.
+    pub(crate) async fn hand_over(
+        &self,
+        to: NodeId,
+        ask: impl Future<Output = Result<bool, String>>,
+    ) -> Result<bool, String> {
+        let mut proposals = self.proposals.lock().await;
+        let raft = &self.replica.raft;
+        let me = self.node_id;
+        // Every proposal made before the lock is in the leader's log after this call, which
+        // the Raft takes in order.
+        raft.with_raft_state(|_| ())
+            .await
+            .map_err(|e| e.to_string())?;
+        let caught_up = raft
+            .wait(Some(HANDOVER_WAIT))
+            .metrics(
+                |m| {
+                    m.current_leader != Some(me)
+                        || matched(m, to) >= Some(m.last_log_index.unwrap_or(0))
+                },
+                format!("node {to} has the whole log"),
+            )
+            .await
+            .map_err(|e| format!("node {to} did not catch up: {e}"))?;
+        if caught_up.current_leader != Some(me) {
+            return Ok(false);
+        }
+        if !ask.await? {
+            return Err(format!("node {to} does not stand"));
+        }
+        raft.runtime_config().heartbeat(false);
+        let moved = raft
+            .wait(Some(HANDOVER_WAIT))
+            .metrics(|m| m.current_leader != Some(me), "leadership moves")
+            .await
+            .is_ok();
+        raft.runtime_config().heartbeat(true);
+        proposals.term = 0;
+        drop(proposals);
+        tracing::info!(to, moved, "leadership handed over to the preferred replica");
+        Ok(moved)
+    }
+
     /// Resolves once this replica knows a leader other than the one at `address`; never if
     /// the replica stops.
     pub(crate) async fn leader_moved_from(&self, address: &str) {
@@ -537,6 +649,14 @@ struct Sent {
 enum Leading {
     Here(u64),
     Elsewhere(String),
+}
+
+/// How far follower `id`'s log matches the leader's, as the leader's metrics say.
+fn matched(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>, id: NodeId) -> Option<u64> {
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id).copied().flatten())
+        .map(|log| log.index)
 }
 
 fn unacknowledged(started: Instant) -> PublishError {

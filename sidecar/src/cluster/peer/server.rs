@@ -177,6 +177,7 @@ enum RaftCall {
     Vote(bytes::Bytes),
     AppendEntries(sidestream_proto::peer::v1::AppendEntries),
     InstallSnapshot(bytes::Bytes),
+    Stand(sidestream_proto::peer::v1::Stand),
 }
 
 async fn try_answer(
@@ -228,6 +229,7 @@ async fn try_answer(
         Some(peer_request::Body::Vote(json)) => RaftCall::Vote(json),
         Some(peer_request::Body::AppendEntries(append)) => RaftCall::AppendEntries(append),
         Some(peer_request::Body::InstallSnapshot(json)) => RaftCall::InstallSnapshot(json),
+        Some(peer_request::Body::Stand(stand)) => RaftCall::Stand(stand),
     };
     let group = request.group.ok_or(WireError::NoGroup)?;
     let Some(super::Group { raft, heard, .. }) = peers.groups.get(&group.topic, group.partition)
@@ -279,6 +281,10 @@ async fn try_answer(
                 heard.now();
             }
             wire::to_json(&result, "install_snapshot result")?
+        }
+        RaftCall::Stand(stand) => {
+            let standing = crate::cluster::election::stand_for(raft, heard, stand.leader);
+            wire::to_json(&Ok::<bool, ()>(standing), "stand result")?
         }
     };
     Ok(wire::answered(result))
