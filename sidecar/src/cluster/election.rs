@@ -81,8 +81,9 @@ pub(crate) async fn run(raft: openraft::Raft<PartitionRaft>, heard: std::sync::A
 const STAND_AFTER: Duration = Duration::from_millis(270);
 
 /// How long a replica asked to stand waits for its group to go quiet: a leader that goes on
-/// sending heartbeats has taken its leadership back.
-const STAND_WITHIN: Duration = Duration::from_secs(1);
+/// sending heartbeats has given up handing over (it holds publishes back for at most 0.2 s
+/// before it stops its heartbeats).
+const STAND_WITHIN: Duration = Duration::from_millis(1500);
 
 /// Stands for election at the request of `leader`, which hands its leadership over (it has
 /// stopped proposing and sending heartbeats): once the group has been quiet for

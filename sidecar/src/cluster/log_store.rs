@@ -18,6 +18,8 @@ use sidestream_log::{
     AppendError, Appended, BatchHeader, FsyncPolicy, Log, Offset, RaftLogId, RaftVote,
 };
 
+use sidestream_log::batch::ValidBatch;
+
 use super::entry_codec::{self, EncodeEntryError, openraft_log_id, raft_log_id};
 use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 
@@ -83,7 +85,10 @@ impl PartitionLogStore {
         if let EntryPayload::Normal(PartitionWrite(bytes, _)) = &entry.payload {
             self.check_leader_offset(raft, bytes)?;
         }
-        let appended = self.log.append_entry(&batch, raft)?;
+        // Checked where it was taken in: a client's batch by the server, a leader's by
+        // `wire::decode_append`, a control batch built here.
+        let valid = ValidBatch::checked_before(&batch).map_err(EncodeEntryError::from)?;
+        let appended = self.log.append_entry_valid(&valid, raft)?;
         if let EntryPayload::Normal(PartitionWrite(_, notice)) = &entry.payload {
             notice.appended(appended.base_offset, appended.next_offset);
         }

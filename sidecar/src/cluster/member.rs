@@ -277,8 +277,7 @@ impl ClusterMember {
 
     /// Opens this node's replica of partition `partition` of `topic`, whose log lives in `dir`;
     /// a new replica of the replica set the topic was created with forms the partition's group
-    /// with that set: the set's first node at once, the others later if nothing reached them
-    /// (the same membership either way, which openraft allows).
+    /// with that set (every one does so, with the same membership, which openraft allows).
     pub async fn open_replica(
         &self,
         topic: &ClusterTopic,
@@ -309,28 +308,25 @@ impl ClusterMember {
                 })
                 .collect();
             if members.len() == set.len() {
-                // The set's first node (its preferred leader: placement spreads them evenly)
-                // forms the group and stands at once, so it leads; each other one forms it
-                // only if nothing reached it after FORM_FALLBACK per place in the set (the
-                // first may be down).
-                let rank = set.iter().position(|&id| id == self.node_id()).unwrap_or(0);
-                let raft = replica.raft.clone();
-                let form = async move {
-                    let wait = FORM_FALLBACK * u32::try_from(rank).unwrap_or(u32::MAX);
-                    tokio::time::sleep(wait).await;
-                    if raft.is_initialized().await.unwrap_or(true) {
-                        return;
-                    }
-                    if let Err(error) = raft.initialize(members).await {
-                        // Another replica's membership reached this one first: nothing to do.
-                        tracing::debug!(group, partition, %error, "partition group not initialized here");
-                    }
-                };
-                if rank == 0 {
-                    form.await;
-                } else {
+                // Every replica forms the group with the same membership, so each has it
+                // whoever stands first (a replica that only granted a vote could never form
+                // it). The set's first node (its preferred leader: placement spreads them
+                // evenly) stands again at once if the first round found no leader (they all
+                // stood together), ahead of the others' election timers; balancing moves
+                // leadership to it later otherwise.
+                if let Err(error) = replica.raft.initialize(members).await {
+                    // Another replica's membership or vote reached this one first.
+                    tracing::debug!(group, partition, %error, "partition group not initialized here");
+                }
+                if set.first() == Some(&self.node_id()) {
+                    let raft = replica.raft.clone();
                     // Stops by itself: a closed replica's Raft answers with an error.
-                    tokio::spawn(form);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(FIRST_STAND_AGAIN).await;
+                        if raft.metrics().borrow().current_leader.is_none() {
+                            let _ = raft.trigger().elect().await;
+                        }
+                    });
                 }
             } else {
                 tracing::warn!(
@@ -481,9 +477,10 @@ async fn check_fresh(
 /// stand (publishes are held back meanwhile).
 const STAND_CALL_WAIT: Duration = Duration::from_millis(500);
 
-/// How long the second node of a new partition's replica set waits for the first to form the
-/// group before it forms the group itself (the third waits twice as long, and so on).
-const FORM_FALLBACK: Duration = Duration::from_secs(2);
+/// When the first node of a new partition's replica set stands again if the group's first
+/// round of votes found no leader: before any other replica's election timer (300 ms at the
+/// earliest) fires.
+const FIRST_STAND_AGAIN: Duration = Duration::from_millis(100);
 
 /// How long a node waits between two attempts to join.
 const JOIN_RETRY: Duration = Duration::from_millis(500);

@@ -3,11 +3,13 @@
 //!
 //! ```text
 //!   joiner ── Join ──▶ any member ── Join ──▶ metadata leader: add_learner, wait until caught up
-//!                     (not leader: passes it on)              AddVoterIds (to 3 voters, then 5)
-//!                                                             client_write(RegisterNode)
+//!                     (not leader: passes it on)              client_write(RegisterNode)
+//!                                                             AddVoterIds (to 3 voters, then 5;
+//!                                                             learners that have the registration)
 //!   operator ── DecommissionNode ──▶ any member ── Leave ──▶ metadata leader:
-//!                                                 AddVoterIds(a caught-up learner, for a voter)
-//!                                                 client_write(DeregisterNode), remove the node
+//!                                                 client_write(DeregisterNode)
+//!                                                 AddVoterIds(a learner that has it, for a voter)
+//!                                                 remove the node
 //! ```
 //!
 //! The first node of a cluster, started without seeds, forms the metadata group alone and
@@ -37,8 +39,8 @@ pub(crate) const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a join or leave passed on to the metadata leader waits for its answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A learner at most this many entries behind the leader may take a leaving voter's place.
-const CAUGHT_UP_ENTRIES: u64 = 64;
+/// How long a join waits for the learners it would promote to show they are current.
+const PROMOTION_WAIT: Duration = Duration::from_secs(2);
 
 /// What the metadata leader answers a joining node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,16 +178,18 @@ pub(crate) async fn handle_join(
             })?;
         }
     }
+    let register = MetadataCommand::RegisterNode {
+        node_id: id,
+        peer_address: join.peer_address,
+        client_address: join.client_address,
+    };
+    let registered = limited(raft.client_write(register.to_write()))
+        .await
+        .map_err(|e| JoinError::Unavailable(format!("cannot register node {id}: {e}")))?;
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let mut voter = voters.contains(&id);
     if !voter {
-        let metrics = raft.metrics().borrow().clone();
-        let caught_up = |learner: NodeId| caught_up(&metrics, learner);
-        let promote = new_voters(
-            &voters,
-            id,
-            membership.learner_ids().filter(|&l| caught_up(l)),
-        );
+        let promote = promotion(&raft, &voters, id, registered.log_id.index).await;
         if !promote.is_empty() {
             limited(raft.change_membership(ChangeMembers::AddVoterIds(promote.clone()), true))
                 .await
@@ -197,14 +201,6 @@ pub(crate) async fn handle_join(
             voter = true;
         }
     }
-    let register = MetadataCommand::RegisterNode {
-        node_id: id,
-        peer_address: join.peer_address,
-        client_address: join.client_address,
-    };
-    limited(raft.client_write(register.to_write()))
-        .await
-        .map_err(|e| JoinError::Unavailable(format!("cannot register node {id}: {e}")))?;
     tracing::info!(node = id, voter, "node joined the cluster");
     Ok(JoinAccepted {
         leader: metrics.id,
@@ -212,11 +208,38 @@ pub(crate) async fn handle_join(
     })
 }
 
-/// The last log index the leader knows node `id` holds.
-/// Whether learner `id` is at most [`CAUGHT_UP_ENTRIES`] behind the leader's log.
-fn caught_up(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
-    let last = metrics.last_log_index.unwrap_or(0);
-    matched(metrics, id).is_some_and(|m| m + CAUGHT_UP_ENTRIES >= last)
+/// The learners that become voters as node `joiner` (a learner now) joins, among those that
+/// show they are alive and current: each must have the joiner's registration (at index
+/// `registered`) within [`PROMOTION_WAIT`] (a dead learner's last known position never goes
+/// stale, and the metadata log moves seldom).
+async fn promotion(
+    raft: &openraft::Raft<PartitionRaft>,
+    voters: &BTreeSet<NodeId>,
+    joiner: NodeId,
+    registered: u64,
+) -> BTreeSet<NodeId> {
+    let learners: Vec<NodeId> = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().learner_ids().collect()
+    };
+    if new_voters(voters, joiner, learners.iter().copied()).is_empty() {
+        return BTreeSet::new();
+    }
+    let live = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+        let current = learners
+            .iter()
+            .copied()
+            .filter(|&l| matched(m, l) >= Some(registered));
+        let promote = new_voters(voters, joiner, current);
+        (promote.iter().all(|&n| matched(m, n) >= Some(registered)) && !promote.is_empty())
+            .then_some(promote)
+    };
+    let waited = raft
+        .wait(Some(PROMOTION_WAIT))
+        .metrics(|m| live(m).is_some(), "learners current for a promotion")
+        .await;
+    waited.ok().and_then(|m| live(&m)).unwrap_or_default()
 }
 
 /// The nodes that become voters of the metadata group as node `joiner` (a caught-up learner
@@ -242,6 +265,7 @@ fn new_voters(
     }
 }
 
+/// The last log index the leader knows node `id` holds.
 fn matched(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
     let replication = metrics.replication.as_ref()?;
     replication.get(&id).copied().flatten().map(|log| log.index)
@@ -324,8 +348,9 @@ pub enum LeaveError {
 /// Takes node `id` out of the cluster if this sidecar leads the metadata group, or passes the
 /// request on to the leader.
 ///
-/// A voter's place goes first to a learner that has caught up with the metadata log, if there
-/// is one, so the group keeps its size; then the node leaves the registry and the group.
+/// The node leaves the registry; a voter's place goes to a learner that shows it is current
+/// (it has the deregistration within [`PROMOTION_WAIT`]), if there is one, so the group keeps
+/// its size; then the node leaves the group.
 pub(crate) async fn handle_leave(
     groups: &RaftGroups,
     clients: &PeerClients,
@@ -350,11 +375,30 @@ pub(crate) async fn handle_leave(
     }
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let failed = |what: &str, e: String| LeaveError::Unavailable(format!("cannot {what}: {e}"));
+    if voters.len() == 1 && voters.contains(&id) && membership.learner_ids().next().is_none() {
+        return Err(LeaveError::LastVoter(format!(
+            "node {id} is the metadata group's only voter; start another node first"
+        )));
+    }
+    let deregistered =
+        limited(raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write()))
+            .await
+            .map_err(|e| failed(&format!("deregister node {id}"), e))?;
+    let index = deregistered.log_id.index;
     if voters.contains(&id) {
-        let learner = membership
-            .learner_ids()
-            .find(|&learner| learner != id && caught_up(&metrics, learner));
-        match learner {
+        // A learner that shows it is alive and current (it has the deregistration) takes the
+        // vote, so the group keeps its size.
+        let current = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.membership_config
+                .membership()
+                .learner_ids()
+                .find(|&l| l != id && matched(m, l) >= Some(index))
+        };
+        let waited = raft
+            .wait(Some(PROMOTION_WAIT))
+            .metrics(|m| current(m).is_some(), "a current learner")
+            .await;
+        match waited.ok().and_then(|m| current(&m)) {
             Some(learner) => {
                 let promote = ChangeMembers::AddVoterIds(BTreeSet::from([learner]));
                 limited(raft.change_membership(promote, true))
@@ -365,19 +409,14 @@ pub(crate) async fn handle_leave(
             }
             None if voters.len() == 1 => {
                 return Err(LeaveError::LastVoter(format!(
-                    "node {id} is the metadata group's only voter; start another node first"
+                    "node {id} is the metadata group's only voter, and no learner is current enough to take its place"
                 )));
             }
             None => {}
         }
     }
-    let deregistered =
-        limited(raft.client_write(MetadataCommand::DeregisterNode { node_id: id }.to_write()))
-            .await
-            .map_err(|e| failed(&format!("deregister node {id}"), e))?;
     // The leaving node must learn it left (its replicas move away, and it hands over the
     // partitions it leads) before it is cut off from the metadata; a dead one never will.
-    let index = deregistered.log_id.index;
     let _ = tokio::time::timeout(
         CHANGE_TIMEOUT,
         raft.wait(None).metrics(

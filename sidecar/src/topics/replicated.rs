@@ -40,9 +40,15 @@ const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
 /// Longest one step of a replica set change may take (a new replica catching up included).
 const CONVERGE_WAIT: Duration = Duration::from_secs(30);
 
-/// Longest each step of handing leadership over may take: the preferred replica catching up,
-/// and leadership moving to it.
-const HANDOVER_WAIT: Duration = Duration::from_millis(1500);
+/// Longest a leader handing over waits, publishes held back, for the preferred replica to
+/// have its whole log (it was at most [`BALANCE_LAG`] entries behind).
+const CATCH_UP_WAIT: Duration = Duration::from_millis(200);
+
+/// Longest a leader handing over waits, publishes held back, for another leader.
+const HANDOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// How far behind the leader's log the preferred replica may be for a handover to start.
+const BALANCE_LAG: u64 = 64;
 
 /// For how many checks in a row (one a second) leadership must be worth handing to the
 /// preferred replica before it is handed over: a replica back from a restart first shows
@@ -463,7 +469,7 @@ impl Replicated {
     }
 
     /// The preferred replica, if this replica leads in its place, the group's committed voters
-    /// are the replica set, and the preferred one is at most 4096 entries behind.
+    /// are the replica set, and the preferred one is at most [`BALANCE_LAG`] entries behind.
     fn preferred_elsewhere(&self) -> Option<NodeId> {
         let replicas = self.replicas();
         let preferred = *replicas.first()?;
@@ -479,44 +485,44 @@ impl Replicated {
             membership.membership().voter_ids().collect();
         let wanted: std::collections::BTreeSet<NodeId> = replicas.iter().copied().collect();
         let matched = matched(&m, preferred)?;
-        (committed && voters == wanted && matched + 4096 >= m.last_log_index.unwrap_or(0))
+        (committed && voters == wanted && matched + BALANCE_LAG >= m.last_log_index.unwrap_or(0))
             .then_some(preferred)
     }
 
-    /// Hands this replica's leadership over to `to`: with proposals held back, waits until
-    /// `to` has the whole log, asks it to stand (`ask`: the peer call, whether it will), stops
-    /// sending heartbeats so that the voters' leases run out, and waits for another leader;
-    /// then sends heartbeats again (should it lead again) and lets publishes go on (to the new
-    /// leader). Each wait is at most [`HANDOVER_WAIT`]. Whether leadership moved.
+    /// Hands this replica's leadership over to `to`: asks it to stand (`ask`: the peer call,
+    /// whether it will; before anything is held back, so an unreachable replica costs
+    /// publishes nothing); then, with proposals held back, waits (at most [`CATCH_UP_WAIT`])
+    /// until `to` has the whole log, stops sending heartbeats so that the voters' leases run
+    /// out, and waits (at most [`HANDOVER_WAIT`]) for another leader; then sends heartbeats
+    /// again (should it lead again) and lets publishes go on (to the new leader). Whether
+    /// leadership moved.
     pub(crate) async fn hand_over(
         &self,
         to: NodeId,
         ask: impl Future<Output = Result<bool, String>>,
     ) -> Result<bool, String> {
-        let mut proposals = self.proposals.lock().await;
+        if !ask.await? {
+            return Err(format!("node {to} does not stand"));
+        }
+        let proposals = self.proposals.lock().await;
         let raft = &self.replica.raft;
         let me = self.node_id;
-        // Every proposal made before the lock is in the leader's log after this call, which
-        // the Raft takes in order.
+        // The Raft takes calls in order and appends a proposal to the log before its next
+        // call: after this one, the log holds every proposal made before the lock.
         raft.with_raft_state(|_| ())
             .await
             .map_err(|e| e.to_string())?;
+        let last = self.replica.log.state().last.map_or(0, |l| l.index);
         let caught_up = raft
-            .wait(Some(HANDOVER_WAIT))
+            .wait(Some(CATCH_UP_WAIT))
             .metrics(
-                |m| {
-                    m.current_leader != Some(me)
-                        || matched(m, to) >= Some(m.last_log_index.unwrap_or(0))
-                },
+                |m| m.current_leader != Some(me) || matched(m, to) >= Some(last),
                 format!("node {to} has the whole log"),
             )
             .await
             .map_err(|e| format!("node {to} did not catch up: {e}"))?;
         if caught_up.current_leader != Some(me) {
             return Ok(false);
-        }
-        if !ask.await? {
-            return Err(format!("node {to} does not stand"));
         }
         raft.runtime_config().heartbeat(false);
         let moved = raft
@@ -525,7 +531,7 @@ impl Replicated {
             .await
             .is_ok();
         raft.runtime_config().heartbeat(true);
-        proposals.term = 0;
+        // A new leader means a new term, which rebuilds the table of proposals.
         drop(proposals);
         tracing::info!(to, moved, "leadership handed over to the preferred replica");
         Ok(moved)

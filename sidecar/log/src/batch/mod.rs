@@ -320,6 +320,20 @@ impl<'a> ValidBatch<'a> {
         Ok(Self { bytes, header })
     }
 
+    /// A batch whose CRC and records were checked before (by [`validate`] where it was taken
+    /// in) or which was built here, and has not crossed a trust boundary since: only its header
+    /// is parsed and its length checked against `bytes`.
+    pub fn checked_before(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let header = BatchHeader::parse(bytes)?;
+        if bytes.len() != header.length as usize {
+            return Err(DecodeError::Truncated {
+                needed: header.length as usize,
+                available: bytes.len(),
+            });
+        }
+        Ok(Self { bytes, header })
+    }
+
     /// The batch's bytes.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
@@ -329,6 +343,15 @@ impl<'a> ValidBatch<'a> {
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
+}
+
+/// Checks `batch`'s header and CRC, not its records, and returns its header: for a batch
+/// whose records were checked by [`validate`] where it was first taken in (a leader's log,
+/// read back and sent to a follower), which the CRC shows unchanged since.
+pub fn validate_crc(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
+    let header = BatchHeader::parse(batch)?;
+    header.verify_crc(batch)?;
+    Ok(header)
 }
 
 /// Checks that `batch` is exactly one well-formed batch (header, CRC, and every record or the

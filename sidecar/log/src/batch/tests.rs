@@ -63,6 +63,44 @@ fn every_flipped_bit_after_the_crc_is_detected() {
 }
 
 #[test]
+fn the_crc_check_alone_takes_records_it_does_not_read() {
+    let bytes = sample().encode().unwrap();
+    assert_eq!(validate_crc(&bytes), validate(&bytes));
+    // Records that are not records, under a CRC that matches them: only the full check sees it.
+    let mut garbage = bytes.clone();
+    for byte in &mut garbage[HEADER_LEN..] {
+        *byte = 0xff;
+    }
+    let crc = crc32c::crc32c(&garbage[CRC_START..]);
+    garbage[29..33].copy_from_slice(&crc.to_le_bytes());
+    assert!(validate(&garbage).is_err());
+    assert!(validate_crc(&garbage).is_ok());
+    // A flipped bit is seen by both.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    assert!(matches!(validate_crc(&flipped), Err(DecodeError::BadCrc { .. })));
+}
+
+#[test]
+fn a_batch_checked_before_is_only_measured() {
+    let bytes = sample().encode().unwrap();
+    let valid = ValidBatch::checked_before(&bytes).unwrap();
+    assert_eq!(valid.bytes().len(), bytes.len());
+    assert_eq!(*valid.header(), validate(&bytes).unwrap());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        ValidBatch::checked_before(&longer),
+        Err(DecodeError::Truncated { .. })
+    ));
+    assert!(matches!(
+        ValidBatch::checked_before(&bytes[..HEADER_LEN - 1]),
+        Err(DecodeError::Truncated { .. })
+    ));
+}
+
+#[test]
 fn control_batches_take_no_offsets() {
     let batch = RecordBatch::control(ControlKind::Membership, 5, Bytes::from_static(b"{}"));
     let bytes = Bytes::from(batch.encode().unwrap());

@@ -179,6 +179,16 @@ impl Log {
         self.append_inner(&ValidBatch::new(batch)?, Some(raft))
     }
 
+    /// [`Log::append_entry`] for a batch already validated, which is not checked again.
+    pub fn append_entry_valid(
+        &self,
+        batch: &ValidBatch<'_>,
+        raft: RaftLogId,
+    ) -> Result<Appended, AppendError> {
+        self.check_size(batch.bytes())?;
+        self.append_inner(batch, Some(raft))
+    }
+
     fn append_inner(
         &self,
         valid: &ValidBatch<'_>,

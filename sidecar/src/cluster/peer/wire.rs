@@ -5,7 +5,7 @@ use bytes::Bytes;
 use openraft::raft::AppendEntriesRequest;
 use openraft::{LogId, Vote};
 use serde::{Deserialize, Serialize};
-use sidestream_log::batch::validate;
+use sidestream_log::batch::validate_crc;
 use sidestream_proto::peer::v1::{AppendEntries, PeerErrorCode, PeerResponse, RaftGroup};
 
 use crate::cluster::entry_codec::{self, DecodeEntryError, EncodeEntryError};
@@ -106,10 +106,11 @@ pub(crate) fn decode_append(
     };
     let mut entries = Vec::with_capacity(message.entries.len());
     for (expected, (position, batch)) in (first..).zip(message.entries.into_iter().enumerate()) {
-        // The whole batch, CRC and records, not only its header: a batch the follower's log
-        // would refuse must be refused here, as a bad call, and not reach the log store, where
-        // a failed append is a storage error that stops the replica's Raft.
-        validate(&batch).map_err(|source| WireError::Entry {
+        // Header and CRC: a batch the follower's log would refuse must be refused here, as a
+        // bad call, and not reach the log store, where a failed append is a storage error that
+        // stops the replica's Raft. The records were checked where the leader took them in;
+        // the CRC shows them unchanged since (read back from the leader's disk included).
+        validate_crc(&batch).map_err(|source| WireError::Entry {
             position,
             source: DecodeEntryError::Batch(source),
         })?;
