@@ -5,9 +5,12 @@
 //! everything that waits for the disk (the group-commit fsync after an append, votes, the
 //! committed id, truncation and purge) runs on tokio's blocking pool.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -40,6 +43,98 @@ use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 #[derive(Debug, Clone)]
 pub struct PartitionLogStore {
     log: Arc<Log>,
+    /// The entries appended last, as the log holds them, for replication to read.
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The entries a log store appended last, each as the log holds it (stamped with its offset
+/// and Raft id): a leader's replication streams read what was just appended, and take it
+/// from here instead of reading it back from the log (a read, a buffer, a CRC per follower).
+///
+/// Always a contiguous run of Raft indexes ending at the log's last entry, or empty. At most
+/// [`RECENT_BYTES`]; committed entries are dropped down to [`RECENT_COMMITTED_BYTES`] (a
+/// slower follower may still want them), so an idle partition keeps little.
+#[derive(Debug, Default)]
+struct Recent {
+    entries: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// The most bytes of recent entries a log store keeps.
+const RECENT_BYTES: usize = 8 << 20;
+
+/// The most bytes of committed recent entries a log store keeps.
+const RECENT_COMMITTED_BYTES: usize = 256 << 10;
+
+impl Recent {
+    /// Takes entry `index` (the next after the last kept), dropping the oldest past the limit.
+    fn push(&mut self, index: u64, batch: Bytes) {
+        if self
+            .entries
+            .back()
+            .is_some_and(|(last, _)| last + 1 != index)
+        {
+            self.clear();
+        }
+        self.bytes += batch.len();
+        self.entries.push_back((index, batch));
+        while self.bytes > RECENT_BYTES {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, batch)) = self.entries.pop_front() {
+            self.bytes -= batch.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries of `range` if all of them are kept.
+    fn get(&self, range: &Range<u64>) -> Option<Vec<Bytes>> {
+        let (first, _) = self.entries.front()?;
+        let (last, _) = self.entries.back()?;
+        if range.start < *first || range.end > last + 1 || range.is_empty() {
+            return None;
+        }
+        let skip = usize::try_from(range.start - first).ok()?;
+        let take = usize::try_from(range.end - range.start).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|(_, batch)| batch.clone())
+                .collect(),
+        )
+    }
+
+    /// Drops entries from `index` on (the log was truncated there).
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(last, _)| *last >= index) {
+            if let Some((_, batch)) = self.entries.pop_back() {
+                self.bytes -= batch.len();
+            }
+        }
+    }
+
+    /// Drops entries through `purged`, and committed ones (through `committed`) while more
+    /// than [`RECENT_COMMITTED_BYTES`] are kept.
+    fn forget(&mut self, purged: Option<u64>, committed: Option<u64>) {
+        while let Some((first, _)) = self.entries.front() {
+            let purged = purged.is_some_and(|p| *first <= p);
+            let committed = committed.is_some_and(|c| *first <= c);
+            if purged || (committed && self.bytes > RECENT_COMMITTED_BYTES) {
+                self.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
 }
 
 /// Why an entry could not be appended.
@@ -70,7 +165,14 @@ pub(crate) enum AppendEntryError {
 impl PartitionLogStore {
     /// A log store over `log`, which it alone writes from now on.
     pub fn new(log: Arc<Log>) -> Self {
-        Self { log }
+        Self {
+            log,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The partition log underneath.
@@ -89,9 +191,20 @@ impl PartitionLogStore {
         // `wire::decode_append`, a control batch built here.
         let valid = ValidBatch::checked_before(&batch).map_err(EncodeEntryError::from)?;
         let appended = self.log.append_entry_valid(&valid, raft)?;
+        let header = *valid.header();
         if let EntryPayload::Normal(PartitionWrite(_, notice)) = &entry.payload {
             notice.appended(appended.base_offset, appended.next_offset);
         }
+        // Kept as the log holds it: a batch replicated from the leader is so already (shared,
+        // not copied); the leader's own are stamped on a copy.
+        let held = if header.raft == raft && header.base_offset == appended.base_offset {
+            batch
+        } else {
+            let mut stamped = batch.to_vec();
+            BatchHeader::stamp(&mut stamped, appended.base_offset, raft);
+            Bytes::from(stamped)
+        };
+        self.recent().push(raft.index, held);
         Ok(appended)
     }
 
@@ -137,10 +250,15 @@ impl RaftLogReader<PartitionRaft> for PartitionLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<PartitionEntry>, StorageError<NodeId>> {
-        let batches = self
-            .log
-            .read_entries(half_open(&range))
-            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        let range = half_open(&range);
+        let recent = self.recent().get(&range);
+        let batches = match recent {
+            Some(batches) => batches,
+            None => self
+                .log
+                .read_entries(range)
+                .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?,
+        };
         let mut entries = Vec::with_capacity(batches.len());
         for batch in batches {
             let entry = entry_codec::decode(batch)
@@ -192,6 +310,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
+        self.recent().forget(None, committed.map(|c| c.index));
         let committed = committed.as_ref().map(raft_log_id);
         self.blocking(move |log| log.save_committed(committed))
             .await?
@@ -246,6 +365,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let index = log_id.index;
+        self.recent().truncate(index);
         self.blocking(move |log| log.truncate_from(index))
             .await?
             .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e))
@@ -263,6 +383,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
     /// not match (an offset-mismatch append error).
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let through = raft_log_id(&log_id);
+        self.recent().forget(Some(log_id.index), None);
         self.blocking(move |log| log.purge_through(through))
             .await?
             .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e))
@@ -291,4 +412,70 @@ fn half_open(range: &impl RangeBounds<u64>) -> Range<u64> {
         Bound::Unbounded => u64::MAX,
     };
     start..end
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    fn batch(len: usize) -> Bytes {
+        Bytes::from(vec![0_u8; len])
+    }
+
+    #[test]
+    fn recent_entries_are_a_contiguous_run_ending_at_the_last() {
+        let mut recent = Recent::default();
+        for index in 5..10 {
+            recent.push(index, batch(10));
+        }
+        assert_eq!(recent.get(&(5..10)).map(|b| b.len()), Some(5));
+        assert_eq!(recent.get(&(7..9)).map(|b| b.len()), Some(2));
+        // Anything not wholly kept is read from the log.
+        assert!(recent.get(&(4..6)).is_none());
+        assert!(recent.get(&(8..11)).is_none());
+        assert!(recent.get(&(6..6)).is_none());
+        // A gap (the log went elsewhere) starts the run again.
+        recent.push(20, batch(10));
+        assert!(recent.get(&(5..6)).is_none());
+        assert_eq!(recent.get(&(20..21)).map(|b| b.len()), Some(1));
+        assert_eq!(recent.bytes, 10);
+    }
+
+    #[test]
+    fn truncation_purge_and_commit_drop_what_they_must() {
+        let mut recent = Recent::default();
+        for index in 0..10 {
+            recent.push(index, batch(100 << 10));
+        }
+        recent.truncate(8);
+        assert!(recent.get(&(7..9)).is_none());
+        assert_eq!(recent.get(&(0..8)).map(|b| b.len()), Some(8));
+        recent.push(8, batch(100 << 10));
+        recent.forget(Some(1), None);
+        assert!(recent.get(&(1..2)).is_none());
+        assert!(recent.get(&(2..9)).is_some());
+        // Committed entries go while more than the committed allowance is kept, oldest first.
+        recent.forget(None, Some(8));
+        assert!(recent.bytes <= RECENT_COMMITTED_BYTES);
+        assert!(recent.get(&(8..9)).is_some());
+        // Uncommitted entries stay whatever their size.
+        let mut big = Recent::default();
+        for index in 0..4 {
+            big.push(index, batch(1 << 20));
+        }
+        big.forget(None, Some(0));
+        assert_eq!(big.get(&(1..4)).map(|b| b.len()), Some(3));
+        assert_eq!(big.bytes, 3 << 20);
+    }
+
+    #[test]
+    fn at_most_the_limit_is_kept() {
+        let mut recent = Recent::default();
+        for index in 0..20 {
+            recent.push(index, batch(1 << 20));
+        }
+        assert!(recent.bytes <= RECENT_BYTES);
+        assert!(recent.get(&(19..20)).is_some());
+        assert!(recent.get(&(0..1)).is_none());
+    }
 }

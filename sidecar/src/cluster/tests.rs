@@ -193,6 +193,14 @@ async fn followers_store_the_leaders_bytes_at_the_leaders_offsets() {
 
     let mut reader = leader.get_log_reader().await;
     let replicated = reader.try_get_log_entries(0..4).await.unwrap();
+    // Served from the entries kept in memory, they are the log's own bytes, stamped.
+    let on_disk = leader.log().read_entries(0..4).unwrap();
+    for (entry, disk) in replicated.iter().zip(&on_disk).skip(2) {
+        let EntryPayload::Normal(PartitionWrite(kept, _)) = &entry.payload else {
+            panic!("a data entry: {entry:?}");
+        };
+        assert_eq!(kept, disk);
+    }
     follower.blocking_append(replicated.clone()).await.unwrap();
     assert_eq!(follower.try_get_log_entries(..).await.unwrap(), replicated);
     assert_eq!(follower.log().state(), leader.log().state());
