@@ -32,6 +32,7 @@ pub(super) async fn reconcile(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut state = cluster.watch_state();
+    let mut swept = false;
     loop {
         let now = state.borrow_and_update().clone();
         for topic in topics.all() {
@@ -60,9 +61,54 @@ pub(super) async fn reconcile(
             }
         }
         topics.set_reconciled(now.applied_offset);
+        if !swept
+            && cluster.metadata_caught_up()
+            && cluster.state().applied_offset == now.applied_offset
+        {
+            swept = true;
+            let (root, topics, now) = (root.clone(), Arc::clone(&topics), now.clone());
+            let _ = tokio::task::spawn_blocking(move || sweep(&root, &topics, &now)).await;
+        }
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
             _ = shutdown.wait_for(|down| *down) => return,
+        }
+    }
+}
+
+/// Removes the replica directories under `root` that the metadata no longer accounts for:
+/// of topics deleted, and of replicas moved to other nodes, while this node was away. Called
+/// once this node has applied its whole metadata log and opened what it names: a topic whose
+/// replica this node held is then known again, unless it was deleted.
+fn sweep(root: &std::path::Path, topics: &Topics, state: &crate::cluster::ClusterState) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(wanted) = state.topics.values().find(|t| t.group_name() == name) else {
+            tracing::info!(dir = %entry.path().display(), "removing the replicas of a topic deleted while this node was away");
+            topics.discard(&entry.path());
+            continue;
+        };
+        let Some(installed) = topics
+            .get(&wanted.spec.name)
+            .filter(|t| t.id() == Some(wanted.id.as_str()))
+        else {
+            continue;
+        };
+        let Ok(partitions) = std::fs::read_dir(entry.path()) else {
+            continue;
+        };
+        for partition in partitions.flatten() {
+            let number = partition.file_name().to_string_lossy().parse::<u32>().ok();
+            let moved = number
+                .and_then(|n| installed.partition(n))
+                .is_some_and(|p| matches!(p.kind(), Kind::Remote(_)));
+            if moved {
+                tracing::info!(dir = %partition.path().display(), "removing a replica moved to another node while this node was away");
+                topics.discard(&partition.path());
+            }
         }
     }
 }
@@ -268,4 +314,59 @@ async fn remove(
     let dir = topic.dir().to_path_buf();
     let _ = tokio::task::spawn_blocking(move || topics.discard(&dir)).await;
     tracing::info!(topic = %topic.spec().name, "replicated topic removed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterState;
+    use crate::topics::{Cleanup, LogSettings, TopicSpec};
+
+    fn spec(name: &str) -> TopicSpec {
+        TopicSpec {
+            name: name.to_owned(),
+            partitions: 2,
+            replication_factor: 1,
+            retention_ms: -1,
+            retention_bytes: -1,
+            cleanup: Cleanup::Delete,
+            fsync: sidestream_log::FsyncPolicy::Always,
+        }
+    }
+
+    #[test]
+    fn sweeping_removes_replicas_the_metadata_no_longer_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::open(dir.path(), LogSettings::default()).unwrap();
+        let root = dir.path().join("replicas");
+        for partition in ["kept-a/1", "kept-a/9", "gone-b/0"] {
+            std::fs::create_dir_all(root.join(partition)).unwrap();
+        }
+        // Topic `kept` (instance `a`): partition 1 moved to node 2 while this node was away.
+        // Topic `gone` was deleted meanwhile.
+        let kept = ClusterTopic {
+            spec: spec("kept"),
+            id: "a".to_owned(),
+            replicas: vec![vec![1], vec![2]],
+            created: vec![vec![1], vec![1]],
+        };
+        let mut state = ClusterState::default();
+        state.topics.insert("kept".to_owned(), kept);
+        let installed = Topic::replicated(
+            root.join("kept-a"),
+            "a".to_owned(),
+            spec("kept"),
+            vec![
+                Arc::new(Partition::remote(0, vec![2])),
+                Arc::new(Partition::remote(1, vec![2])),
+            ],
+        );
+        topics.install(Arc::new(installed));
+
+        sweep(&root, &topics, &state);
+        assert!(!root.join("gone-b").exists());
+        assert!(!root.join("kept-a/1").exists());
+        // What the topic does not know as held elsewhere stays.
+        assert!(root.join("kept-a/9").exists());
+    }
 }

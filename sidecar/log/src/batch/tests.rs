@@ -79,7 +79,10 @@ fn the_crc_check_alone_takes_records_it_does_not_read() {
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x01;
-    assert!(matches!(validate_crc(&flipped), Err(DecodeError::BadCrc { .. })));
+    assert!(matches!(
+        validate_crc(&flipped),
+        Err(DecodeError::BadCrc { .. })
+    ));
 }
 
 #[test]
