@@ -67,7 +67,8 @@ pub(super) async fn reconcile(
         {
             swept = true;
             let (root, topics, now) = (root.clone(), Arc::clone(&topics), now.clone());
-            let _ = tokio::task::spawn_blocking(move || sweep(&root, &topics, &now)).await;
+            let me = cluster.node_id();
+            let _ = tokio::task::spawn_blocking(move || sweep(&root, &topics, &now, me)).await;
         }
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
@@ -79,8 +80,14 @@ pub(super) async fn reconcile(
 /// Removes the replica directories under `root` that the metadata no longer accounts for:
 /// of topics deleted, and of replicas moved to other nodes, while this node was away. Called
 /// once this node has applied its whole metadata log and opened what it names: a topic whose
-/// replica this node held is then known again, unless it was deleted.
-fn sweep(root: &std::path::Path, topics: &Topics, state: &crate::cluster::ClusterState) {
+/// replica this node held is then known again, unless it was deleted. A replica placed on this
+/// node `me` stays, even one that could not be opened.
+fn sweep(
+    root: &std::path::Path,
+    topics: &Topics,
+    state: &crate::cluster::ClusterState,
+    me: crate::cluster::NodeId,
+) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
@@ -104,7 +111,7 @@ fn sweep(root: &std::path::Path, topics: &Topics, state: &crate::cluster::Cluste
             let number = partition.file_name().to_string_lossy().parse::<u32>().ok();
             let moved = number
                 .and_then(|n| installed.partition(n))
-                .is_some_and(|p| matches!(p.kind(), Kind::Remote(_)));
+                .is_some_and(|p| matches!(p.kind(), Kind::Remote(set) if !set.contains(&me)));
             if moved {
                 tracing::info!(dir = %partition.path().display(), "removing a replica moved to another node while this node was away");
                 topics.discard(&partition.path());
@@ -339,11 +346,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let topics = Topics::open(dir.path(), LogSettings::default()).unwrap();
         let root = dir.path().join("replicas");
-        for partition in ["kept-a/1", "kept-a/9", "gone-b/0"] {
+        for partition in ["kept-a/0", "kept-a/1", "kept-a/9", "gone-b/0"] {
             std::fs::create_dir_all(root.join(partition)).unwrap();
         }
-        // Topic `kept` (instance `a`): partition 1 moved to node 2 while this node was away.
-        // Topic `gone` was deleted meanwhile.
+        // Topic `kept` (instance `a`): partition 1 moved to node 2 while this node (node 1) was
+        // away; partition 0 is placed here but could not be opened. Topic `gone` was deleted
+        // meanwhile.
         let kept = ClusterTopic {
             spec: spec("kept"),
             id: "a".to_owned(),
@@ -357,16 +365,17 @@ mod tests {
             "a".to_owned(),
             spec("kept"),
             vec![
-                Arc::new(Partition::remote(0, vec![2])),
+                Arc::new(Partition::remote(0, vec![1])),
                 Arc::new(Partition::remote(1, vec![2])),
             ],
         );
         topics.install(Arc::new(installed));
 
-        sweep(&root, &topics, &state);
+        sweep(&root, &topics, &state, 1);
         assert!(!root.join("gone-b").exists());
         assert!(!root.join("kept-a/1").exists());
-        // What the topic does not know as held elsewhere stays.
+        // A replica placed here stays, and what the topic does not know.
+        assert!(root.join("kept-a/0").exists());
         assert!(root.join("kept-a/9").exists());
     }
 }
