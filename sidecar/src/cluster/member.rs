@@ -474,7 +474,7 @@ async fn check_fresh(
 }
 
 /// How long a leader handing over waits for the preferred replica to answer its call to
-/// stand (publishes are held back meanwhile).
+/// stand (before it holds publishes back: an unreachable replica costs them nothing).
 const STAND_CALL_WAIT: Duration = Duration::from_millis(500);
 
 /// When the first node of a new partition's replica set stands again if the group's first
