@@ -79,17 +79,8 @@ impl SidecarProcess {
 
     /// Starts a sidecar on `addr` with more flags.
     pub fn start_with(data_dir: &Path, addr: SocketAddr, extra_args: &[&str]) -> Self {
-        let mut child = Command::new(cli_path())
-            .arg("sidecar")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+        let mut child = sidecar_command(data_dir, addr, extra_args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("the sidestream binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -249,6 +240,23 @@ impl Drop for SidecarProcess {
     }
 }
 
+/// `sidestream sidecar` on `data_dir`, listening on `addr`, with more flags; its log (at level
+/// info) on a piped stderr, no stdin.
+fn sidecar_command(data_dir: &Path, addr: SocketAddr, extra_args: &[&str]) -> Command {
+    let mut command = Command::new(cli_path());
+    command
+        .arg("sidecar")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(extra_args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// Runs `sidestream sidecar` on `data_dir` (client port free on 127.0.0.1) with more flags,
 /// for one expected to stop by itself: its exit status and log, or `None` (and the process
 /// killed) if it still runs after `timeout`.
@@ -257,17 +265,8 @@ pub fn run_sidecar_to_exit(
     extra_args: &[&str],
     timeout: Duration,
 ) -> Option<(std::process::ExitStatus, String)> {
-    let mut child = Command::new(cli_path())
-        .arg("sidecar")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .args(extra_args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
+    let mut child = sidecar_command(data_dir, SocketAddr::from(([127, 0, 0, 1], 0)), extra_args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("the sidestream binary starts");
     let stderr = child.stderr.take().expect("stderr is piped");

@@ -163,7 +163,6 @@ impl ClusterMember {
             // Before this node serves the metadata group's calls: a node the cluster knows,
             // back without its data, would vote as if it had none to lose.
             check_fresh(&node.clients(), &join, &config.seeds).await?;
-            join.fresh = false;
         }
         let metadata = node
             .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default())
@@ -192,6 +191,7 @@ impl ClusterMember {
             }
             tracing::info!(node = node_id, %peer_address, "formed a new cluster");
         }
+        // Asked as a member from now on (checked above, or formed here, or known already).
         join.fresh = false;
         let register = tokio::spawn(register(
             node.groups(),
@@ -393,24 +393,17 @@ impl ClusterMember {
         to: NodeId,
         address: &str,
     ) -> Result<bool, String> {
-        use sidestream_proto::peer::v1::{PeerErrorCode, PeerRequest, Stand, peer_request};
-        let request = PeerRequest {
-            group: Some(super::peer::wire::group(group, partition)),
-            body: Some(peer_request::Body::Stand(Stand {
-                leader: self.node_id(),
-            })),
-        };
-        let clients = self.node.clients();
-        let response = tokio::time::timeout(STAND_CALL_WAIT, clients.call(address, &request))
+        use sidestream_proto::peer::v1::{Stand, peer_request};
+        let group = Some(super::peer::wire::group(group, partition));
+        let body = peer_request::Body::Stand(Stand {
+            leader: self.node_id(),
+        });
+        let standing: Result<bool, ()> = self
+            .node
+            .clients()
+            .call_json(address, group, body, "stand result", STAND_CALL_WAIT)
             .await
-            .map_err(|_| format!("node {to} did not answer within {STAND_CALL_WAIT:?}"))?
             .map_err(|e| format!("node {to}: {e}"))?;
-        if response.code != i32::from(PeerErrorCode::Ok) {
-            return Err(format!("node {to} refused: {}", response.message));
-        }
-        let standing: Result<bool, ()> =
-            super::peer::wire::from_json(&response.result, "stand result")
-                .map_err(|e| format!("node {to}: {e}"))?;
         standing.map_err(|()| format!("node {to} answered an error"))
     }
 

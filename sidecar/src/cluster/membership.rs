@@ -26,8 +26,9 @@ use std::time::Duration;
 use openraft::{BasicNode, ChangeMembers};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sidestream_proto::peer::v1::{Join, Leave, PeerErrorCode, PeerRequest, peer_request};
+use sidestream_proto::peer::v1::{Join, Leave, peer_request};
 
+use super::matched;
 use super::metadata::{MAX_VOTERS, METADATA_TOPIC, MetadataCommand};
 use super::peer::{PeerClients, RaftGroups, wire};
 use super::type_config::{NodeId, PartitionRaft};
@@ -265,12 +266,6 @@ fn new_voters(
     }
 }
 
-/// The last log index the leader knows node `id` holds.
-fn matched(metrics: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
-    let replication = metrics.replication.as_ref()?;
-    replication.get(&id).copied().flatten().map(|log| log.index)
-}
-
 /// `change` within [`CHANGE_TIMEOUT`]; its own error or the timeout, as text.
 pub(crate) async fn limited<T, E: std::fmt::Display>(
     change: impl Future<Output = Result<T, E>>,
@@ -297,29 +292,18 @@ pub(crate) async fn forward_join(
     .map_err(JoinError::Unavailable)?
 }
 
-/// Makes the membership call `body` to the member at `address` and reads its answer, a
-/// `Result` as JSON.
+/// Makes the membership call `body` to the member at `address` (the metadata group's) and
+/// reads its answer, a `Result` as JSON.
 async fn forward_call<T: DeserializeOwned>(
     clients: &PeerClients,
     address: &str,
     body: peer_request::Body,
     what: &'static str,
 ) -> Result<T, String> {
-    let request = PeerRequest {
-        group: Some(wire::group(METADATA_TOPIC, 0)),
-        body: Some(body),
-    };
-    let response = tokio::time::timeout(FORWARD_TIMEOUT, clients.call(address, &request))
+    let group = Some(wire::group(METADATA_TOPIC, 0));
+    clients
+        .call_json(address, group, body, what, FORWARD_TIMEOUT)
         .await
-        .map_err(|_| format!("{address} did not answer within {FORWARD_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
-    if response.code != i32::from(PeerErrorCode::Ok) {
-        return Err(format!(
-            "{address} refused the request: {}",
-            response.message
-        ));
-    }
-    wire::from_json(&response.result, what).map_err(|e| e.to_string())
 }
 
 /// The cluster after a node left it.

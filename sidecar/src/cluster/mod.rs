@@ -71,6 +71,16 @@ pub use type_config::{
     AppendNotice, Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite,
 };
 
+/// The last log index the leader knows node `id` holds, from a leader's Raft metrics (`None`
+/// elsewhere, or for a node it does not replicate to).
+pub(crate) fn matched(
+    metrics: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    id: NodeId,
+) -> Option<u64> {
+    let replication = metrics.replication.as_ref()?;
+    replication.get(&id).copied().flatten().map(|log| log.index)
+}
+
 #[cfg(test)]
 mod replication_tests;
 #[cfg(test)]

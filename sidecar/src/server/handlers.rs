@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::routing::{MAX_PASSES, RETRY_PAUSE, pass_on, try_again};
 use super::topic_admin::{create_replicated, delete_replicated};
-use crate::cluster::LeaveError;
+use crate::cluster::{LeaveError, matched};
 use crate::groups::GroupError;
 use crate::topics::{
     Ack, Kind, Partition, PublishError, PublishOutcome, Routed, Topic, TopicSpec, TopicsError,
@@ -223,19 +223,14 @@ fn describe_partition(shared: &Shared, partition: &Partition) -> PartitionDescri
             // Only the leader knows how far each replica has come; a replica is in sync once it
             // votes and has the leader's log.
             let in_sync = match &metrics.replication {
-                Some(matched) if metrics.current_leader == Some(node) => {
+                Some(_) if metrics.current_leader == Some(node) => {
                     let last = metrics.last_log_index;
                     replicas
                         .iter()
                         .copied()
                         .filter(|id| voters.contains(id))
-                        .filter(|id| {
-                            *id == node
-                                || matched
-                                    .get(id)
-                                    .copied()
-                                    .flatten()
-                                    .is_some_and(|m| Some(m.index) >= last)
+                        .filter(|&id| {
+                            id == node || matched(&metrics, id).is_some_and(|m| Some(m) >= last)
                         })
                         .collect()
                 }

@@ -32,7 +32,9 @@ use tokio::time::Instant;
 
 use super::partition::{PublishError, PublishOutcome};
 use super::producers::{Producers, Sequence};
-use crate::cluster::{AppendNotice, NodeId, PartitionRaft, PartitionReplica, PartitionWrite};
+use crate::cluster::{
+    AppendNotice, NodeId, PartitionRaft, PartitionReplica, PartitionWrite, matched,
+};
 
 /// Longest an early batch of an idempotent producer waits for its predecessor.
 const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
@@ -420,12 +422,7 @@ impl Replicated {
             let caught_up = raft
                 .wait(Some(CONVERGE_WAIT))
                 .metrics(
-                    |m| {
-                        m.replication
-                            .as_ref()
-                            .and_then(|r| r.get(&id).copied().flatten())
-                            .is_some_and(|matched| matched.index >= last)
-                    },
+                    |m| matched(m, id) >= Some(last),
                     format!("node {id} catches up"),
                 )
                 .await;
@@ -655,14 +652,6 @@ struct Sent {
 enum Leading {
     Here(u64),
     Elsewhere(String),
-}
-
-/// How far follower `id`'s log matches the leader's, as the leader's metrics say.
-fn matched(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>, id: NodeId) -> Option<u64> {
-    m.replication
-        .as_ref()
-        .and_then(|r| r.get(&id).copied().flatten())
-        .map(|log| log.index)
 }
 
 fn unacknowledged(started: Instant) -> PublishError {

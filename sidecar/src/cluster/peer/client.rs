@@ -145,6 +145,30 @@ impl PeerClients {
         true
     }
 
+    /// Makes call `body` to group `group` of the peer at `addr` within `wait`, and reads its
+    /// answer's result as the JSON of a `T` (named `what` in errors); the error as text.
+    pub(crate) async fn call_json<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        group: Option<sidestream_proto::peer::v1::RaftGroup>,
+        body: peer_request::Body,
+        what: &'static str,
+        wait: Duration,
+    ) -> Result<T, String> {
+        let request = PeerRequest {
+            group,
+            body: Some(body),
+        };
+        let response = tokio::time::timeout(wait, self.call(addr, &request))
+            .await
+            .map_err(|_| format!("{addr} did not answer within {wait:?}"))?
+            .map_err(|e| e.to_string())?;
+        if response.code != i32::from(sidestream_proto::peer::v1::PeerErrorCode::Ok) {
+            return Err(format!("{addr} refused the request: {}", response.message));
+        }
+        super::wire::from_json(&response.result, what).map_err(|e| e.to_string())
+    }
+
     /// Makes one call to the peer at `addr` (`host:port`) and returns its answer.
     pub(crate) async fn call(
         &self,
