@@ -24,6 +24,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -78,7 +79,14 @@ impl SidecarProcess {
     }
 
     /// Starts a sidecar on `addr` with more flags.
+    ///
+    /// Port 0 means a free port from [`free_udp_addr`], so that a restart can bind it again.
     pub fn start_with(data_dir: &Path, addr: SocketAddr, extra_args: &[&str]) -> Self {
+        let addr = if addr.port() == 0 && addr.ip().is_loopback() {
+            SocketAddr::new(addr.ip(), free_udp_addr().port())
+        } else {
+            addr
+        };
         let mut child = sidecar_command(data_dir, addr, extra_args)
             .stdout(Stdio::piped())
             .spawn()
@@ -284,12 +292,38 @@ pub fn run_sidecar_to_exit(
     status.map(|status| (status, log))
 }
 
-/// A UDP port of 127.0.0.1 free a moment ago, for a sidecar's peer port whose address a test
-/// must know before the sidecar starts (to put a [`FaultProxy`] in front of it). Another
-/// process could take it in between; the sidecar then fails to start, naming the address.
+/// A UDP port of 127.0.0.1 free a moment ago, for a sidecar port that must stay the same
+/// across restarts (a peer port behind a [`FaultProxy`], or a client port).
+///
+/// It comes from below the kernel's ephemeral range, never from it: while a sidecar is down,
+/// a port the kernel hands out could be given to any socket bound to port 0 (an SDK client's,
+/// a sidecar's outgoing one), and the restarted sidecar could not bind it again. Ports are
+/// handed out in turn from a start that differs between processes, and each is checked free;
+/// a test process on another port could still take it in between, and the sidecar then fails
+/// to start, naming the address.
 pub fn free_udp_addr() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("a free UDP port");
-    socket.local_addr().expect("a bound address")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let high = ephemeral_low().max(LOWEST + 1_000);
+    let span = high - LOWEST;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOWEST + (start + turn) % span;
+        let port = u16::try_from(port).expect("ports below the ephemeral range fit in u16");
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return SocketAddr::from(([127, 0, 0, 1], port));
+        }
+    }
+    panic!("no UDP port of 127.0.0.1 between {LOWEST} and {high} is free");
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default where it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Runs `check` every 20 ms until it returns `Some`, for at most `timeout`.

@@ -82,9 +82,28 @@ fn fail(error: &anyhow::Error) -> ExitCode {
         reason = "the command line reports its errors on stderr"
     )]
     {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", error_chain(error));
     }
     ExitCode::FAILURE
+}
+
+/// `error` and its causes joined by `": "`, each cause left out when the message before it
+/// already ends with it (an error whose message names its source as well as returning it).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut last = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !last.is_empty() && last.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        last = message;
+    }
+    text
 }
 
 /// Writes command output to stdout; a closed stdout (a pipe whose reader left) is not an
@@ -104,4 +123,27 @@ fn init_tracing(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("peer port: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot bind 127.0.0.1:7")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let error = anyhow::Error::new(Outer(Inner(io))).context("starting");
+        assert_eq!(
+            error_chain(&error),
+            "starting: peer port: cannot bind 127.0.0.1:7: address in use"
+        );
+    }
 }
