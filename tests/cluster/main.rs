@@ -26,12 +26,18 @@ struct Member {
 
 /// The flags of member `id` with its peer port on `peer`, joining through `seed`, with the
 /// certificates of the first node's development CA in `tls` (the first node makes them).
+/// Port 0 of `127.0.0.1` means a free port that a restart can bind again.
 fn member_args(id: u64, peer: &str, seed: Option<&str>, tls: Option<&Path>) -> Vec<String> {
+    let peer = if peer == "127.0.0.1:0" {
+        sidestream_tests::free_udp_addr().to_string()
+    } else {
+        peer.to_owned()
+    };
     let mut args = vec![
         "--node-id".to_owned(),
         id.to_string(),
         "--peer-listen".to_owned(),
-        peer.to_owned(),
+        peer,
     ];
     if let Some(seed) = seed {
         args.extend(["--seed".to_owned(), seed.to_owned()]);
@@ -979,4 +985,142 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
         log.contains("node id 3 was removed from the cluster for good"),
         "{log}"
     );
+}
+
+/// Takes `count` deliveries of `subscription`, acknowledging each; their values.
+async fn take_acked(
+    subscription: &mut sidestream::Subscription<sidestream::RawEvent>,
+    count: usize,
+) -> Vec<String> {
+    let mut values = Vec::new();
+    while values.len() < count {
+        let delivery = tokio::time::timeout(PATIENCE, subscription.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the subscription goes on")
+            .expect("a readable delivery");
+        values.push(String::from_utf8_lossy(&delivery.event.value).into_owned());
+        delivery.ack().await.expect("acknowledged");
+    }
+    values
+}
+
+/// The sum over partitions of `group`'s committed offsets in `topic`, read through `client`:
+/// how many events the group has consumed when every partition starts at offset 0.
+async fn committed_total(client: &sidestream::Client, group: &str, topic: &str) -> u64 {
+    client
+        .committed_offsets(group, topic)
+        .await
+        .expect("committed offsets are readable through any member")
+        .iter()
+        .map(|c| c.offset)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_are_replicated_with_their_partitions_and_a_replaced_member_commits_nothing()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, tls) = three_members(dir.path()).await;
+    let admin = connect(&members[0], &tls).await;
+    admin
+        .create_topic("payments", sidestream::TopicSettings::new().partitions(2))
+        .await
+        .expect("a replicated topic");
+    let published = publish_range(&admin, "payments", 0..40).await;
+
+    // A member through node 2 consumes 10 events and commits them; any member reads that.
+    let node2 = connect(&members[1], &tls).await;
+    let mut first = node2
+        .subscribe_raw("payments")
+        .group("billing")
+        .from(sidestream::StartAt::Earliest)
+        .start()
+        .await
+        .expect("a group subscription of a replicated topic");
+    let mut consumed = take_acked(&mut first, 10).await;
+    first.commit().await.expect("committed");
+    assert_eq!(committed_total(&admin, "billing", "payments").await, 10);
+
+    // A second member joins through node 3: it starts where the first committed, and the
+    // partitions refuse the first member's later commits (its sidecar then ends it).
+    let node3 = connect(&members[2], &tls).await;
+    let mut second = node3
+        .subscribe_raw("payments")
+        .group("billing")
+        .from(sidestream::StartAt::Earliest)
+        .start()
+        .await
+        .expect("a second member");
+    let starts: u64 = second.assignment().iter().map(|p| p.next_offset).sum();
+    assert_eq!(starts, 10, "{:?}", second.assignment());
+    let late = take_acked(&mut first, 5).await;
+    let _ = first.commit().await;
+    assert_eq!(
+        committed_total(&admin, "billing", "payments").await,
+        10,
+        "a replaced member's commit was refused"
+    );
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match first.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => break Some(error),
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the replaced member ends in time");
+    assert!(
+        ended
+            .as_ref()
+            .is_some_and(|e| e.code() == Some(sidestream_proto::v1::ErrorCode::StaleGeneration)),
+        "the replaced member ends as stale: {ended:?}"
+    );
+    assert!(late.iter().all(|v| v.starts_with("event-")));
+    consumed.extend(take_acked(&mut second, 10).await);
+    second.close().await.expect("committed on close");
+    assert_eq!(committed_total(&admin, "billing", "payments").await, 20);
+    let _ = node2.close().await;
+    let _ = node3.close().await;
+
+    // Partition 0's leader dies: the committed offsets stay, and the group resumes after them
+    // through a surviving member, every event consumed once.
+    let leader = wait_until(
+        members[0].process.addr(),
+        &tls,
+        "a leader of payments/0",
+        |m| {
+            m.topics
+                .iter()
+                .any(|t| t.name == "payments" && t.partitions[0].leader.is_some_and(|l| l != 0))
+        },
+    )
+    .await
+    .topics
+    .iter()
+    .find(|t| t.name == "payments")
+    .and_then(|t| t.partitions[0].leader)
+    .unwrap();
+    let _ = admin.close().await;
+    let index = members.iter().position(|m| m.id == leader).unwrap();
+    let mut dead = members.remove(index);
+    dead.process.kill();
+    let survivor = connect(&members[0], &tls).await;
+    assert_eq!(committed_total(&survivor, "billing", "payments").await, 20);
+    let mut third = survivor
+        .subscribe_raw("payments")
+        .group("billing")
+        .start()
+        .await
+        .expect("a member after the leader's death");
+    consumed.extend(take_acked(&mut third, 20).await);
+    third.close().await.expect("committed on close");
+    assert_eq!(committed_total(&survivor, "billing", "payments").await, 40);
+    let mut expected: Vec<String> = published.into_iter().map(|(_, _, v)| v).collect();
+    expected.sort();
+    consumed.sort();
+    assert_eq!(consumed, expected, "every event consumed once, in commits");
+    let _ = survivor.close().await;
 }

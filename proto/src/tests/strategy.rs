@@ -7,12 +7,13 @@ use proptest::option::of;
 use proptest::prelude::*;
 
 use crate::v1::{
-    AssignedPartition, Assignment, CommitOffset, CommitOffsetResult, CommittedOffset, CreateTopic,
-    CreateTopicResult, DeleteTopic, DeleteTopicResult, DescribeTopic, DescribeTopicResult,
-    Earliest, Fetch, FetchCommittedOffsets, FetchCommittedOffsetsResult, FetchResult, FsyncPolicy,
-    Latest, ListTopics, ListTopicsResult, Metadata, MetadataResult, Node, PartitionDescription,
-    Publish, PublishResult, Request, Response, Subscribe, SubscriptionBatches, TopicConfig,
-    TopicDescription, TopicSummary, request, response, subscribe,
+    AssignedPartition, Assignment, ClaimPartition, ClaimPartitionResult, CommitOffset,
+    CommitOffsetResult, CommittedOffset, CreateTopic, CreateTopicResult, DeleteTopic,
+    DeleteTopicResult, DescribeTopic, DescribeTopicResult, Earliest, Fetch, FetchCommittedOffsets,
+    FetchCommittedOffsetsResult, FetchResult, FsyncPolicy, Latest, ListTopics, ListTopicsResult,
+    Metadata, MetadataResult, Node, PartitionDescription, Publish, PublishResult, Request,
+    Response, Subscribe, SubscriptionBatches, TopicConfig, TopicDescription, TopicSummary, request,
+    response, subscribe,
 };
 
 pub(crate) fn request() -> impl Strategy<Value = Request> {
@@ -45,10 +46,26 @@ fn request_body() -> impl Strategy<Value = request::Body> {
         fetch().prop_map(request::Body::Fetch),
         subscribe().prop_map(request::Body::Subscribe),
         commit_offset().prop_map(request::Body::CommitOffset),
-        (any::<String>(), any::<String>()).prop_map(|(group, topic)| {
-            request::Body::FetchCommittedOffsets(FetchCommittedOffsets { group, topic })
-        }),
+        (any::<String>(), any::<String>(), of(any::<u32>())).prop_map(
+            |(group, topic, partition)| {
+                request::Body::FetchCommittedOffsets(FetchCommittedOffsets {
+                    group,
+                    topic,
+                    partition,
+                })
+            }
+        ),
         Just(request::Body::Metadata(Metadata {})),
+        (any::<String>(), any::<String>(), any::<u32>(), any::<u64>()).prop_map(
+            |(group, topic, partition, generation)| {
+                request::Body::ClaimPartition(ClaimPartition {
+                    group,
+                    topic,
+                    partition,
+                    generation,
+                })
+            }
+        ),
     ]
 }
 
@@ -70,6 +87,9 @@ fn response_body() -> impl Strategy<Value = response::Body> {
         }),
         metadata_result().prop_map(response::Body::Metadata),
         subscription_batches().prop_map(response::Body::SubscriptionBatches),
+        (of(any::<u64>()), any::<u64>()).prop_map(|(offset, generation)| {
+            response::Body::ClaimPartition(ClaimPartitionResult { offset, generation })
+        }),
     ]
 }
 

@@ -274,6 +274,7 @@ impl Client {
         let body = request::Body::FetchCommittedOffsets(FetchCommittedOffsets {
             group: group.to_owned(),
             topic: topic.clone(),
+            partition: None,
         });
         match self
             .request(body, Some(&topic), RetryPolicy::Idempotent)

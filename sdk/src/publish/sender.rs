@@ -155,5 +155,6 @@ pub(crate) fn body_name(body: Option<&response::Body>) -> &'static str {
         Some(response::Body::Metadata(_)) => "metadata",
         Some(response::Body::SubscriptionBatches(_)) => "subscription_batches",
         Some(response::Body::DecommissionNode(_)) => "decommission_node",
+        Some(response::Body::ClaimPartition(_)) => "claim_partition",
     }
 }

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use sidestream_log::batch::{DecodeError, EncodeError};
-use sidestream_log::{BatchBody, BatchHeader, ControlKind, RaftLogId, RecordBatch};
+use sidestream_log::{BatchBody, BatchHeader, ControlKind, ControlRecord, RaftLogId, RecordBatch};
 
 use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 
@@ -18,8 +18,9 @@ pub(crate) enum EncodeEntryError {
     /// A control batch for a blank or membership entry could not be encoded.
     #[error("cannot encode control batch: {0}")]
     Batch(#[from] EncodeError),
-    /// A client write is a control batch; only Raft itself writes those.
-    #[error("a client write may not be a control batch")]
+    /// A client write is a control batch other than a group command; only Raft itself
+    /// writes those.
+    #[error("a client write may not be a control batch other than a group command")]
     ControlWrite,
     /// A client write does not start with a valid batch header.
     #[error("client write is not a record batch: {0}")]
@@ -58,15 +59,16 @@ pub(crate) enum DecodeEntryError {
 /// Encodes an entry's payload as the record batch the log stores, not yet stamped with an
 /// offset or log id.
 ///
-/// A normal entry's batch is the producer's bytes, unchanged; a blank or membership entry
-/// becomes a control batch created at `now_ms` (membership as JSON).
+/// A normal entry's batch is the producer's bytes (or a group command's control batch, which
+/// the sidecar built), unchanged; a blank or membership entry becomes a control batch created
+/// at `now_ms` (membership as JSON).
 pub(crate) fn encode(
     payload: &EntryPayload<PartitionRaft>,
     now_ms: i64,
 ) -> Result<Bytes, EncodeEntryError> {
     let control = match payload {
         EntryPayload::Normal(PartitionWrite(batch, _)) => {
-            if BatchHeader::parse(batch)?.control {
+            if BatchHeader::parse(batch)?.control && !is_group_command(batch) {
                 return Err(EncodeEntryError::ControlWrite);
             }
             return Ok(batch.clone());
@@ -115,6 +117,7 @@ pub(crate) fn decode(batch: Bytes) -> Result<PartitionEntry, DecodeEntryError> {
                 serde_json::from_slice(&control.payload)
                     .map_err(|source| DecodeEntryError::Membership { raft, source })?,
             ),
+            ControlKind::Group => EntryPayload::Normal(PartitionWrite::from(batch)),
             kind => return Err(DecodeEntryError::UnknownControl { raft, kind }),
         }
     } else {
@@ -124,6 +127,18 @@ pub(crate) fn decode(batch: Bytes) -> Result<PartitionEntry, DecodeEntryError> {
         log_id: openraft_log_id(raft),
         payload,
     })
+}
+
+/// Whether `batch`, a control batch, holds a group command (its body's first byte names the
+/// kind; STORAGE.md, "Control batch body").
+fn is_group_command(batch: &Bytes) -> bool {
+    matches!(
+        RecordBatch::decode(batch).map(|b| b.body),
+        Ok(BatchBody::Control(ControlRecord {
+            kind: ControlKind::Group,
+            ..
+        }))
+    )
 }
 
 /// The log's Raft position of an openraft log id (its term and index).
@@ -233,6 +248,19 @@ mod tests {
             encode(&garbage, 0),
             Err(EncodeEntryError::Header(_))
         ));
+    }
+
+    #[test]
+    fn group_commands_travel_as_normal_entries() {
+        let command = RecordBatch::control(ControlKind::Group, 7, Bytes::from("{}"));
+        let command = Bytes::from(command.encode().unwrap());
+        let entry = round_trip(&EntryPayload::Normal(PartitionWrite::from(command)), 12);
+        let EntryPayload::Normal(PartitionWrite(read, _)) = entry.payload else {
+            panic!("expected a normal entry");
+        };
+        let header = BatchHeader::parse(&read).unwrap();
+        assert!(header.control);
+        assert_eq!(header.next_offset(), 12, "a group command takes no offset");
     }
 
     #[test]

@@ -41,6 +41,7 @@
 
 mod election;
 mod entry_codec;
+mod group_state;
 mod log_store;
 mod member;
 mod membership;
@@ -53,6 +54,7 @@ mod state_machine;
 mod type_config;
 
 pub use election::ELECTION_TIMEOUT;
+pub(crate) use group_state::{GroupApplied, GroupCommand, GroupPosition};
 pub use log_store::PartitionLogStore;
 pub use member::{ClusterConfig, ClusterError, ClusterMember};
 pub(crate) use member::{NotProposed, PassedOnHandler};

@@ -85,6 +85,8 @@ pub struct PartitionReplica {
     pub high_watermark: watch::Receiver<Offset>,
     /// The idempotent producers' table as the committed batches left it.
     pub(crate) producers: Arc<std::sync::Mutex<crate::topics::producers::Producers>>,
+    /// The consumer groups' positions as the committed group commands left them.
+    pub(crate) groups: Arc<std::sync::Mutex<super::group_state::GroupTable>>,
 }
 
 impl PartitionReplica {
@@ -229,6 +231,7 @@ impl PeerNode {
         let state_machine = PartitionStateMachine::open(dir)?;
         let high_watermark = state_machine.watch_high_watermark();
         let producers = state_machine.shared_producers();
+        let groups = state_machine.shared_groups();
         let config = partition_raft_config()
             .validate()
             .map_err(|e| raft_error(e.to_string()))?;
@@ -268,6 +271,7 @@ impl PeerNode {
             log,
             high_watermark,
             producers,
+            groups,
         })
     }
 

@@ -31,6 +31,10 @@ pub struct PartitionState {
     /// last batches. Absent from snapshots written before it was kept (an empty table then).
     #[serde(default)]
     pub(crate) producers: Producers,
+    /// Consumer groups' positions in the partition. Absent from snapshots written before they
+    /// were kept here (an empty table then).
+    #[serde(default)]
+    pub(crate) groups: super::group_state::GroupTable,
 }
 
 /// Why the stored snapshot could not be loaded.

@@ -17,9 +17,10 @@ use openraft::{
     Snapshot, SnapshotMeta, StorageError, StoredMembership,
 };
 use sidestream_log::batch::DecodeError;
-use sidestream_log::{BatchHeader, Offset};
+use sidestream_log::{BatchBody, BatchHeader, Offset, RecordBatch};
 use tokio::sync::watch;
 
+use super::group_state::{GroupApplied, GroupCommand, GroupTable};
 use super::log_store::storage_error;
 use super::snapshot::{LoadSnapshotError, PartitionState, SnapshotStore, StoredSnapshot};
 use super::type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
@@ -42,6 +43,8 @@ pub struct PartitionStateMachine {
     /// The producers' table as applied, shared with the partition's publishers (a new leader
     /// starts its own table of proposed batches from it).
     producers: Arc<Mutex<Producers>>,
+    /// The groups' positions as applied, shared with readers of committed offsets.
+    groups: Arc<Mutex<GroupTable>>,
 }
 
 /// Builds a snapshot of the state as it was when the builder was made.
@@ -63,6 +66,7 @@ impl PartitionStateMachine {
         Ok(Self {
             high_watermark: watch::Sender::new(state.high_watermark),
             producers: Arc::new(Mutex::new(state.producers.clone())),
+            groups: Arc::new(Mutex::new(state.groups.clone())),
             state,
             snapshots: Arc::new(snapshots),
         })
@@ -77,6 +81,11 @@ impl PartitionStateMachine {
     /// The idempotent producers' table as the applied batches left it.
     pub(crate) fn shared_producers(&self) -> Arc<Mutex<Producers>> {
         Arc::clone(&self.producers)
+    }
+
+    /// The groups' positions as the applied group commands left them.
+    pub(crate) fn shared_groups(&self) -> Arc<Mutex<GroupTable>> {
+        Arc::clone(&self.groups)
     }
 
     /// Tells the watchers of the high watermark where it is now.
@@ -101,8 +110,15 @@ impl PartitionStateMachine {
 
     fn apply_one(&mut self, entry: PartitionEntry) -> Result<Applied, DecodeError> {
         let log_id = entry.log_id;
+        let mut group = None;
         let base_offset = match entry.payload {
             EntryPayload::Blank => self.state.high_watermark,
+            EntryPayload::Normal(PartitionWrite(batch, _))
+                if BatchHeader::parse(&batch)?.control =>
+            {
+                group = Some(self.apply_group(log_id, &batch));
+                self.state.high_watermark
+            }
             EntryPayload::Normal(PartitionWrite(batch, _)) => {
                 let header = BatchHeader::parse(&batch)?;
                 if header.base_offset != self.state.high_watermark {
@@ -136,7 +152,37 @@ impl PartitionStateMachine {
         Ok(Applied {
             base_offset,
             high_watermark: self.state.high_watermark,
+            group,
         })
+    }
+
+    /// Applies a group command's control batch (the only control batch a normal entry
+    /// carries). One that cannot be read is refused as stale by every replica alike, and
+    /// changes nothing.
+    fn apply_group(&mut self, log_id: LogId<NodeId>, batch: &bytes::Bytes) -> GroupApplied {
+        let command = match RecordBatch::decode(batch) {
+            Ok(RecordBatch {
+                body: BatchBody::Control(control),
+                ..
+            }) => GroupCommand::from_payload(&control.payload).map_err(|e| e.to_string()),
+            Ok(_) => Err("not a control batch".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        let command = match command {
+            Ok(command) => command,
+            Err(error) => {
+                tracing::warn!(%log_id, %error, "committed group command cannot be read");
+                return GroupApplied::Stale { current: u64::MAX };
+            }
+        };
+        let applied = command.apply(&mut self.state.groups);
+        if let Some(position) = self.state.groups.get(command.group()) {
+            self.groups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(command.group().to_owned(), position.clone());
+        }
+        applied
     }
 }
 
@@ -200,6 +246,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
             .producers
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = state.producers.clone();
+        *self.groups.lock().unwrap_or_else(PoisonError::into_inner) = state.groups.clone();
         self.state = state;
         self.publish_high_watermark();
         Ok(())

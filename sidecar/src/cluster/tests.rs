@@ -235,6 +235,7 @@ async fn applying_moves_the_high_watermark_and_answers_per_entry() {
     let applied = |base_offset, high_watermark| Applied {
         base_offset,
         high_watermark,
+        group: None,
     };
     assert_eq!(
         replies,

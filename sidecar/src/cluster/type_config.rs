@@ -102,4 +102,6 @@ pub struct Applied {
     pub base_offset: Offset,
     /// The high watermark after the entry: the offset after the last committed data batch.
     pub high_watermark: Offset,
+    /// For a group command, what it did.
+    pub group: Option<super::GroupApplied>,
 }

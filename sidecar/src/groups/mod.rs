@@ -128,11 +128,24 @@ impl Groups {
 
     /// Joins `group` for `topic`, taking its partitions over from any earlier member.
     pub(crate) fn join(&self, group: &str, topic: &str) -> Membership {
+        let generation = self.new_generation(0);
+        self.join_as(group, topic, generation)
+    }
+
+    /// A generation no member of this sidecar was given yet, above `above` (a generation the
+    /// partitions of a replicated topic say another sidecar gave).
+    pub(crate) fn new_generation(&self, above: u64) -> u64 {
+        let mut state = lock(&self.state);
+        state.next_generation = state.next_generation.max(above) + 1;
+        state.next_generation
+    }
+
+    /// Joins `group` for `topic` in `generation` (from [`Self::new_generation`]), taking its
+    /// partitions over from any earlier member of this sidecar.
+    pub(crate) fn join_as(&self, group: &str, topic: &str, generation: u64) -> Membership {
         let key = (group.to_owned(), topic.to_owned());
         let (evict, evicted) = watch::channel(false);
         let mut state = lock(&self.state);
-        state.next_generation += 1;
-        let generation = state.next_generation;
         state.generations.insert(key.clone(), generation);
         if let Some(old) = state.members.insert(key, Member { generation, evict }) {
             old.evict.send_replace(true);
@@ -140,6 +153,21 @@ impl Groups {
         Membership {
             generation,
             evicted,
+        }
+    }
+
+    /// Stops the member of `group` in `generation`, if it is still this sidecar's member: a
+    /// later generation took its partitions over on another sidecar.
+    pub(crate) fn evict(&self, group: &str, topic: &str, generation: u64) {
+        let mut state = lock(&self.state);
+        let key = (group.to_owned(), topic.to_owned());
+        if state
+            .members
+            .get(&key)
+            .is_some_and(|m| m.generation == generation)
+            && let Some(member) = state.members.remove(&key)
+        {
+            member.evict.send_replace(true);
         }
     }
 

@@ -719,10 +719,26 @@ pub(super) fn max_bytes(asked: u32) -> usize {
     }
 }
 
-pub(super) async fn commit_offset(shared: &Shared, request: v1::CommitOffset) -> Answer {
+pub(super) async fn commit_offset(
+    shared: &Shared,
+    request: v1::CommitOffset,
+    passes: u32,
+) -> Answer {
     checked_group(&request.group)?;
-    let topic = find_topic(shared, &request.topic)?;
+    let topic = find_topic_ready(shared, &request.topic).await?;
     let partition = find_partition(&topic, request.partition)?;
+    if !matches!(partition.kind(), Kind::Local(_)) {
+        let (group, generation) = (request.group.clone(), request.generation);
+        let answer = super::group_offsets::commit_offset(shared, &partition, request, passes).await;
+        // A later member took the partition over on another sidecar: this one's member is
+        // done (a member of this sidecar would have been stopped when the later one joined).
+        if let (Err(refused), Some(generation)) = (&answer, generation)
+            && refused.code == i32::from(ErrorCode::StaleGeneration)
+        {
+            shared.groups.evict(&group, &topic.spec().name, generation);
+        }
+        return answer;
+    }
     let high_watermark = partition.high_watermark();
     if request.offset > high_watermark {
         return Err(error(
@@ -769,12 +785,24 @@ pub(super) async fn commit_offset(shared: &Shared, request: v1::CommitOffset) ->
     Ok(response::Body::CommitOffset(v1::CommitOffsetResult {}))
 }
 
-pub(super) fn fetch_committed_offsets(
+pub(super) async fn fetch_committed_offsets(
     shared: &Shared,
     request: &v1::FetchCommittedOffsets,
+    passes: u32,
 ) -> Answer {
     checked_group(&request.group)?;
     checked_name(&request.topic)?;
+    if shared.cluster.is_some() {
+        let topic = find_topic_ready(shared, &request.topic).await?;
+        if topic
+            .partitions()
+            .iter()
+            .any(|p| !matches!(p.kind(), Kind::Local(_)))
+        {
+            return super::group_offsets::fetch_committed_offsets(shared, &topic, request, passes)
+                .await;
+        }
+    }
     let offsets = shared
         .groups
         .committed(&request.group, &request.topic)

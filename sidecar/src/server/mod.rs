@@ -8,6 +8,7 @@
 //! finish (up to the grace period), close the endpoint, then sync every log.
 
 pub(crate) mod frames;
+mod group_offsets;
 mod handlers;
 mod relay;
 mod replicas;
@@ -439,7 +440,14 @@ async fn stream_task(
 /// Answers a one-response request; `passes` is how many sidecars passed it on (0: a service
 /// sent it here).
 async fn answer(shared: &Shared, body: request::Body, passes: u32) -> Response {
-    let data = matches!(body, request::Body::Publish(_) | request::Body::Fetch(_));
+    let data = matches!(
+        body,
+        request::Body::Publish(_)
+            | request::Body::Fetch(_)
+            | request::Body::CommitOffset(_)
+            | request::Body::FetchCommittedOffsets(_)
+            | request::Body::ClaimPartition(_)
+    );
     let mut response = answer_once(shared, body, passes).await;
     // The sidecar that passed it on knows the topic: this one has not applied the metadata
     // that created it yet (or restarted and is catching up). Worth asking again.
@@ -462,9 +470,14 @@ async fn answer_once(shared: &Shared, body: request::Body, passes: u32) -> Respo
         request::Body::DeleteTopic(delete) => handlers::delete_topic(shared, delete, passes).await,
         request::Body::ListTopics(_) => Ok(handlers::list_topics(shared)),
         request::Body::DescribeTopic(describe) => handlers::describe_topic(shared, &describe),
-        request::Body::CommitOffset(commit) => handlers::commit_offset(shared, commit).await,
+        request::Body::CommitOffset(commit) => {
+            handlers::commit_offset(shared, commit, passes).await
+        }
         request::Body::FetchCommittedOffsets(fetch) => {
-            handlers::fetch_committed_offsets(shared, &fetch)
+            handlers::fetch_committed_offsets(shared, &fetch, passes).await
+        }
+        request::Body::ClaimPartition(claim) => {
+            group_offsets::claim_partition(shared, claim, passes).await
         }
         request::Body::Metadata(_) => Ok(handlers::metadata(shared)),
         request::Body::DecommissionNode(decommission) => {

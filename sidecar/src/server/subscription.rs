@@ -133,7 +133,17 @@ async fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Re
             .cloned()
             .collect()
     };
+    let replicated = partitions
+        .iter()
+        .any(|p| !matches!(p.kind(), Kind::Local(_)));
+    let mut claimed = None;
     let committed = match &request.group {
+        Some(group) if replicated => {
+            checked_group(group)?;
+            let (generation, committed) = claim(shared, group, &request.topic, &partitions).await?;
+            claimed = Some(generation);
+            committed
+        }
         Some(group) => {
             checked_group(group)?;
             shared
@@ -157,15 +167,69 @@ async fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Re
         assigned.push((partition, offset));
     }
     // Join last, so that a refused subscription does not evict the current member.
-    let membership = request
-        .group
-        .as_ref()
-        .map(|group| shared.groups.join(group, &request.topic));
+    let membership = request.group.as_ref().map(|group| match claimed {
+        Some(generation) => shared.groups.join_as(group, &request.topic, generation),
+        None => shared.groups.join(group, &request.topic),
+    });
     Ok(Start {
         topic,
         assigned,
         membership,
     })
+}
+
+/// How many times a group member claims its partitions with a newer generation when a later
+/// one (given by another sidecar) holds one of them.
+const CLAIM_ROUNDS: usize = 3;
+
+/// Claims every partition of a replicated topic for a new member of `group`, in a new
+/// generation (a later one when another sidecar gave one); the generation, and each
+/// partition's committed offset as the claim found it.
+async fn claim(
+    shared: &Shared,
+    group: &str,
+    topic: &str,
+    partitions: &[Arc<Partition>],
+) -> Result<(u64, std::collections::BTreeMap<u32, u64>), Box<Response>> {
+    let mut generation = shared.groups.new_generation(0);
+    let mut round = 0;
+    'claiming: loop {
+        round += 1;
+        let mut committed = std::collections::BTreeMap::new();
+        for partition in partitions {
+            let request = v1::ClaimPartition {
+                group: group.to_owned(),
+                topic: topic.to_owned(),
+                partition: partition.number(),
+                generation,
+            };
+            match super::group_offsets::claim_partition(shared, request, 0).await {
+                Ok(response::Body::ClaimPartition(result)) => {
+                    if let Some(offset) = result.offset {
+                        committed.insert(partition.number(), offset);
+                    }
+                }
+                Ok(_) => {
+                    return Err(error(
+                        ErrorCode::InternalError,
+                        "a claim was answered as another request",
+                    ));
+                }
+                Err(refused) if refused.code == i32::from(ErrorCode::StaleGeneration) => {
+                    let Some(response::Body::ClaimPartition(held)) = &refused.body else {
+                        return Err(refused);
+                    };
+                    if round >= CLAIM_ROUNDS {
+                        return Err(refused);
+                    }
+                    generation = shared.groups.new_generation(held.generation);
+                    continue 'claiming;
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        return Ok((generation, committed));
+    }
 }
 
 fn start_offset(

@@ -110,7 +110,7 @@ pub(crate) enum Kind {
     /// This sidecar, alone: a batch is committed when it is durable.
     Local(Arc<Log>),
     /// The partition's Raft group, of which this sidecar holds a replica.
-    Replicated(Replicated),
+    Replicated(Box<Replicated>),
     /// The partition's Raft group, of which this sidecar holds no replica: these nodes do.
     Remote(Vec<NodeId>),
 }
@@ -132,7 +132,7 @@ impl Partition {
     pub(crate) fn replicated(number: u32, replicated: Replicated) -> Self {
         let mut high_watermark = replicated.replica().high_watermark.clone();
         let start = *high_watermark.borrow_and_update();
-        let partition = Self::with_kind(number, Kind::Replicated(replicated), start);
+        let partition = Self::with_kind(number, Kind::Replicated(Box::new(replicated)), start);
         let committed = Arc::clone(&partition.committed);
         // Ends when the replica's state machine is gone (its Raft stopped).
         tokio::spawn(async move {

@@ -33,7 +33,8 @@ use tokio::time::Instant;
 use super::partition::{PublishError, PublishOutcome};
 use super::producers::{Producers, Sequence};
 use crate::cluster::{
-    AppendNotice, NodeId, PartitionRaft, PartitionReplica, PartitionWrite, matched,
+    AppendNotice, GroupApplied, GroupCommand, GroupPosition, NodeId, PartitionRaft,
+    PartitionReplica, PartitionWrite, matched,
 };
 
 /// Longest an early batch of an idempotent producer waits for its predecessor.
@@ -59,6 +60,9 @@ const BALANCE_CHECKS: i32 = 5;
 
 /// How many checks a failed handover waits before the next attempt.
 const BALANCE_BACKOFF: i32 = 30;
+
+/// How long a group command waits before asking again when leadership moved under it.
+const LEADER_CHANGE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Offsets recorded for a batch proposed but not yet appended.
 const PENDING: (u64, u64) = (u64::MAX, u64::MAX);
@@ -87,6 +91,25 @@ pub(crate) enum Routed {
         /// Whether a copy was proposed here.
         proposed: bool,
     },
+}
+
+/// Who answered a request of the partition's leader.
+#[derive(Debug)]
+pub(crate) enum Led<T> {
+    /// This sidecar leads the partition and answered.
+    Here(T),
+    /// Another sidecar leads it, at this peer address.
+    Elsewhere(String),
+}
+
+impl<T> Led<T> {
+    /// The answer here turned into another.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Led<U> {
+        match self {
+            Self::Here(answer) => Led::Here(f(answer)),
+            Self::Elsewhere(address) => Led::Elsewhere(address),
+        }
+    }
 }
 
 /// This sidecar's replica of a partition, as publishers use it.
@@ -532,6 +555,99 @@ impl Replicated {
         drop(proposals);
         tracing::info!(to, moved, "leadership handed over to the preferred replica");
         Ok(moved)
+    }
+
+    /// Whether this replica leads the partition now, as far as it knows.
+    pub(crate) fn leads(&self) -> bool {
+        self.replica.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// Proposes a group's `command` if this sidecar leads the partition and answers what
+    /// applying it did, or says where the leader is. Waits for a leader up to `deadline`.
+    ///
+    /// A command whose outcome was lost with a leader is proposed again to the next one:
+    /// claiming or committing twice is the same as once.
+    pub(crate) async fn group_command(
+        &self,
+        partition: u32,
+        command: &GroupCommand,
+        deadline: Instant,
+    ) -> Result<Led<GroupApplied>, PublishError> {
+        let started = Instant::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let batch = command
+            .to_batch(now_ms)
+            .map_err(|reason| PublishError::Storage { partition, reason })?;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(unacknowledged(started));
+            }
+            if let Leading::Elsewhere(address) = self.leading(deadline).await? {
+                return Ok(Led::Elsewhere(address));
+            }
+            // Held back with publishes while leadership is handed over.
+            let proposals = self.proposals.lock().await;
+            let write = PartitionWrite(batch.clone(), AppendNotice::default());
+            let applied = self.replica.raft.client_write_ff(write).await;
+            drop(proposals);
+            let applied = applied.map_err(|fatal| PublishError::Storage {
+                partition,
+                reason: fatal.to_string(),
+            })?;
+            match tokio::time::timeout_at(deadline, applied).await {
+                Ok(Ok(Ok(written))) => {
+                    let outcome = written.data.group.ok_or_else(|| PublishError::Storage {
+                        partition,
+                        reason: "a group command was applied as data".to_owned(),
+                    })?;
+                    return Ok(Led::Here(outcome));
+                }
+                // Leadership moved on before it was applied: ask again.
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(_))) | Err(_)) => {
+                    tokio::time::sleep(LEADER_CHANGE_PAUSE).await;
+                }
+                Ok(Ok(Err(error))) => {
+                    return Err(PublishError::Storage {
+                        partition,
+                        reason: error.to_string(),
+                    });
+                }
+                Err(_) => return Err(unacknowledged(started)),
+            }
+        }
+    }
+
+    /// A group's position in the partition as committed when the call was made (a
+    /// linearizable read: this replica confirms with a majority that it still leads, and
+    /// applies up to its commit index first), or where the leader is.
+    pub(crate) async fn group_position(
+        &self,
+        group: &str,
+        deadline: Instant,
+    ) -> Result<Led<Option<GroupPosition>>, PublishError> {
+        loop {
+            if let Leading::Elsewhere(address) = self.leading(deadline).await? {
+                return Ok(Led::Elsewhere(address));
+            }
+            match tokio::time::timeout_at(deadline, self.replica.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => {
+                    let groups = lock(&self.replica.groups);
+                    return Ok(Led::Here(groups.get(group).cloned()));
+                }
+                Ok(Err(openraft::error::RaftError::APIError(_))) => {
+                    if Instant::now() + LEADER_CHANGE_PAUSE >= deadline {
+                        return Err(PublishError::NoLeader);
+                    }
+                    tokio::time::sleep(LEADER_CHANGE_PAUSE).await;
+                }
+                Ok(Err(openraft::error::RaftError::Fatal(_))) => {
+                    return Err(PublishError::Stopped);
+                }
+                Err(_) => return Err(PublishError::NoLeader),
+            }
+        }
     }
 
     /// Resolves once this replica knows a leader other than the one at `address`; never if

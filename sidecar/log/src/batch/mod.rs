@@ -74,6 +74,9 @@ pub enum ControlKind {
     Blank,
     /// A Raft membership entry.
     Membership,
+    /// A consumer group's command kept in the partition's Raft state (a member taking the
+    /// partition over, or committing its position).
+    Group,
 }
 
 /// Why bytes are not a valid record batch.
@@ -237,6 +240,7 @@ impl RecordBatch {
                 out.push(match c.kind {
                     ControlKind::Blank => CONTROL_BLANK,
                     ControlKind::Membership => CONTROL_MEMBERSHIP,
+                    ControlKind::Group => CONTROL_GROUP,
                 });
                 out.extend_from_slice(&c.payload);
             }
@@ -362,7 +366,7 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
     let body = &batch[HEADER_LEN..];
     if header.control {
         match body.first() {
-            Some(&(CONTROL_BLANK | CONTROL_MEMBERSHIP)) => {}
+            Some(&(CONTROL_BLANK | CONTROL_MEMBERSHIP | CONTROL_GROUP)) => {}
             Some(_) => return Err(DecodeError::BadControl("unknown control kind")),
             None => return Err(DecodeError::BadControl("empty control payload")),
         }
@@ -397,6 +401,7 @@ fn decode_control(header: &BatchHeader, body: &Bytes) -> Result<ControlRecord, D
     let kind = match body.first() {
         Some(&CONTROL_BLANK) => ControlKind::Blank,
         Some(&CONTROL_MEMBERSHIP) => ControlKind::Membership,
+        Some(&CONTROL_GROUP) => ControlKind::Group,
         Some(_) => return Err(DecodeError::BadControl("unknown control kind")),
         None => return Err(DecodeError::BadControl("empty control payload")),
     };
@@ -409,6 +414,7 @@ fn decode_control(header: &BatchHeader, body: &Bytes) -> Result<ControlRecord, D
 
 const CONTROL_BLANK: u8 = 0;
 const CONTROL_MEMBERSHIP: u8 = 1;
+const CONTROL_GROUP: u8 = 2;
 
 #[cfg(test)]
 mod tests;

@@ -233,18 +233,17 @@ fn arb_batch() -> impl Strategy<Value = RecordBatch> {
             .collect();
         BatchBody::Records(records)
     });
-    let control =
-        (any::<bool>(), any::<i64>(), arb_bytes(100)).prop_map(|(blank, timestamp, payload)| {
-            BatchBody::Control(ControlRecord {
-                kind: if blank {
-                    ControlKind::Blank
-                } else {
-                    ControlKind::Membership
-                },
-                timestamp,
-                payload,
-            })
-        });
+    let control = (0..3u8, any::<i64>(), arb_bytes(100)).prop_map(|(kind, timestamp, payload)| {
+        BatchBody::Control(ControlRecord {
+            kind: match kind {
+                0 => ControlKind::Blank,
+                1 => ControlKind::Membership,
+                _ => ControlKind::Group,
+            },
+            timestamp,
+            payload,
+        })
+    });
     (
         any::<u64>(),
         any::<u64>(),
