@@ -13,7 +13,11 @@
 //!   offsets in the order it published them, and a subscription sees offsets only grow;
 //! - nothing is delivered that was never published, and nothing twice (producers are
 //!   idempotent);
-//! - every member reads the same event at the same offset.
+//! - every member reads the same event at the same offset;
+//! - committed offsets never go back: a group consumes the topic through one live member
+//!   during the burst, committing as it goes, and every read of its committed offsets (its
+//!   own after each commit, then one through member 1 after the round) finds each partition's
+//!   offset at or past the one read before; it delivers nothing that was never published.
 //!
 //! `SIDESTREAM_SEED` replays a run; `SIDESTREAM_FAULT_ROUNDS` sets the rounds per test.
 
@@ -85,6 +89,50 @@ struct Publish {
 
 /// What one member's subscription delivered: (partition, offset) → value, in delivery order.
 type Reads = Vec<((u32, u64), String)>;
+
+/// The group a round's consumer is a member of.
+const GROUP: &str = "fault-group";
+
+/// How often the round's group consumer commits and reads its committed offsets back.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// What the round's group consumer saw: the group's committed offsets at each read, in the
+/// order read, and the values it was delivered.
+#[derive(Debug, Default)]
+struct GroupHistory {
+    committed: Vec<BTreeMap<u32, u64>>,
+    delivered: Vec<String>,
+}
+
+/// Checks a group's history: each partition's committed offset never goes back from one
+/// read to the next, and nothing delivered was never published.
+fn check_group(published: &[Publish], history: &GroupHistory) -> Result<(), String> {
+    let sent: BTreeSet<&str> = published.iter().map(|p| p.value.as_str()).collect();
+    if let Some(phantom) = history
+        .delivered
+        .iter()
+        .find(|v| !sent.contains(v.as_str()))
+    {
+        return Err(format!(
+            "the group was delivered {phantom:?}, never published"
+        ));
+    }
+    let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
+    for (read, offsets) in history.committed.iter().enumerate() {
+        for (&partition, &offset) in &highest {
+            match offsets.get(&partition) {
+                Some(&now) if now >= offset => {}
+                now => {
+                    return Err(format!(
+                        "the group's committed offset of partition {partition} went from {offset} to {now:?} (read {read})"
+                    ));
+                }
+            }
+        }
+        highest.clone_from(offsets);
+    }
+    Ok(())
+}
 
 /// Checks a round's history; the first violation found, named.
 fn check(published: &[Publish], reads: &BTreeMap<u64, Reads>) -> Result<(), String> {
@@ -227,6 +275,64 @@ async fn produce(
     }
     let _ = client.close().await;
     published
+}
+
+/// Consumes `topic` as a member of [`GROUP`] through `client` until `stop`, acknowledging
+/// every delivery, committing and reading the committed offsets back every
+/// [`COMMIT_EVERY`]; subscribes again whenever the subscription ends (the fault may end it).
+async fn consume_group(
+    client: sidestream::Client,
+    topic: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> GroupHistory {
+    let mut history = GroupHistory::default();
+    let mut subscription = None;
+    let mut next_commit = tokio::time::Instant::now() + COMMIT_EVERY;
+    while !*stop.borrow() {
+        let Some(current) = subscription.as_mut() else {
+            let started = client
+                .subscribe_raw(&topic)
+                .group(GROUP)
+                .from(sidestream::StartAt::Earliest)
+                .start();
+            tokio::select! {
+                _ = stop.changed() => {}
+                started = started => match started {
+                    Ok(started) => subscription = Some(started),
+                    Err(_) => tokio::time::sleep(COMMIT_EVERY).await,
+                },
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = stop.changed() => {}
+            next = current.next() => match next {
+                Some(Ok(delivery)) => {
+                    history
+                        .delivered
+                        .push(String::from_utf8_lossy(&delivery.event.value).into_owned());
+                    let _ = delivery.ack().await;
+                }
+                // Ended (the fault ended it): subscribe again.
+                Some(Err(_)) | None => subscription = None,
+            },
+            () = tokio::time::sleep_until(next_commit) => {
+                next_commit = tokio::time::Instant::now() + COMMIT_EVERY;
+                if current.commit().await.is_ok()
+                    && let Ok(offsets) = client.committed_offsets(GROUP, &topic).await
+                {
+                    history
+                        .committed
+                        .push(offsets.iter().map(|c| (c.partition, c.offset)).collect());
+                }
+            }
+        }
+    }
+    if let Some(subscription) = subscription {
+        let _ = tokio::time::timeout(PATIENCE, subscription.close()).await;
+    }
+    let _ = client.close().await;
+    history
 }
 
 /// Reads `topic` from the start through `member` until every acknowledged event came back,
@@ -391,6 +497,7 @@ async fn run_rounds(size: u64, default_rounds: u32) {
                 producers.spawn(produce(client, topic.clone(), round, index));
             }
         }
+        let (stop_group, group) = start_group(&cluster, &survivors, &topic, &mut schedule).await;
 
         // The fault, at a random moment of the burst.
         tokio::time::sleep(schedule.millis(100, 600)).await;
@@ -421,8 +528,13 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         for index in down {
             restart(&mut cluster, index);
         }
-
-        if let Err(violation) = read_and_check(&cluster, &topic, &published).await {
+        let _ = stop_group.send(true);
+        let mut history = group.await.expect("the group consumer's task");
+        history
+            .committed
+            .push(final_committed(&cluster, &topic).await);
+        let checked_round = read_and_check(&cluster, &topic, &published).await;
+        if let Err(violation) = checked_round.and_then(|()| check_group(&published, &history)) {
             let logs = warnings(&mut cluster);
             panic!(
                 "REPRODUCE: SIDESTREAM_SEED={seed}: round {round} ({fault:?}): {violation}; unacknowledged: {:#?}\n{logs}",
@@ -431,14 +543,7 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         }
         delete_topic(&cluster, &topic).await;
         checked += 1;
-        let acknowledged = published.iter().filter(|p| p.outcome.is_ok()).count();
-        report_round(
-            round,
-            fault,
-            acknowledged,
-            published.len(),
-            started.elapsed(),
-        );
+        report_round(round, fault, &published, &history, started.elapsed());
     }
     assert_eq!(checked, usize::try_from(rounds).unwrap_or(0));
 }
@@ -576,6 +681,38 @@ async fn inject(
     Vec::new()
 }
 
+/// Starts the round's group consumer through one of the `live` members (the schedule picks
+/// it); the sender that stops it, and its task.
+async fn start_group(
+    cluster: &ProxiedCluster,
+    live: &BTreeSet<usize>,
+    topic: &str,
+    schedule: &mut Schedule,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<GroupHistory>,
+) {
+    let live: Vec<usize> = live.iter().copied().collect();
+    let through = live[usize::try_from(schedule.below(live.len() as u64)).unwrap_or(0)];
+    let client = producer_client(&cluster.members[through], &cluster.tls)
+        .await
+        .unwrap_or_else(|| panic!("member {through} takes no client"));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(consume_group(client, topic.to_owned(), stopped));
+    (stop, task)
+}
+
+/// The group's committed offsets after the round, read through member 1.
+async fn final_committed(cluster: &ProxiedCluster, topic: &str) -> BTreeMap<u32, u64> {
+    let admin = admin_client(cluster).await;
+    let offsets = admin
+        .committed_offsets(GROUP, topic)
+        .await
+        .unwrap_or_else(|e| panic!("the group's committed offsets of {topic}: {e}"));
+    let _ = admin.close().await;
+    offsets.iter().map(|c| (c.partition, c.offset)).collect()
+}
+
 /// Reads the round's topic back through every member and checks the history.
 async fn read_and_check(
     cluster: &ProxiedCluster,
@@ -591,14 +728,24 @@ async fn read_and_check(
 }
 
 /// Shows a round's result with the test's output.
-fn report_round(round: u32, fault: Fault, acknowledged: usize, published: usize, took: Duration) {
+fn report_round(
+    round: u32,
+    fault: Fault,
+    published: &[Publish],
+    group: &GroupHistory,
+    took: Duration,
+) {
+    let acknowledged = published.iter().filter(|p| p.outcome.is_ok()).count();
+    let published = published.len();
+    let (delivered, reads) = (group.delivered.len(), group.committed.len());
+    let last = group.committed.last();
     #[expect(
         clippy::print_stdout,
         reason = "each round's result is shown with the test's output"
     )]
     {
         println!(
-            "round {round}: {fault:?}: {acknowledged} of {published} acknowledged, all checked ({took:.1?})"
+            "round {round}: {fault:?}: {acknowledged} of {published} acknowledged; the group took {delivered}, read its offsets {reads} times, last {last:?}; all checked ({took:.1?})"
         );
     }
 }
@@ -657,6 +804,45 @@ fn the_checker_catches_lost_reordered_phantom_and_diverging_events() {
         check(&reordered, &both)
             .unwrap_err()
             .contains("before an earlier")
+    );
+}
+
+#[test]
+fn the_group_checker_catches_offsets_going_back_and_phantom_deliveries() {
+    let published = vec![Publish {
+        producer: 0,
+        value: "a".to_owned(),
+        outcome: Ok((0, 0)),
+    }];
+    let history = |committed: &[&[(u32, u64)]], delivered: &[&str]| GroupHistory {
+        committed: committed
+            .iter()
+            .map(|read| read.iter().copied().collect())
+            .collect(),
+        delivered: delivered.iter().map(|v| (*v).to_owned()).collect(),
+    };
+    let good = history(
+        &[&[], &[(0, 1)], &[(0, 1), (1, 3)], &[(0, 4), (1, 3)]],
+        &["a"],
+    );
+    assert_eq!(check_group(&published, &good), Ok(()));
+    let back = history(&[&[(0, 4)], &[(0, 2)]], &["a"]);
+    assert!(
+        check_group(&published, &back)
+            .unwrap_err()
+            .contains("went from 4")
+    );
+    let gone = history(&[&[(0, 4), (1, 1)], &[(0, 4)]], &[]);
+    assert!(
+        check_group(&published, &gone)
+            .unwrap_err()
+            .contains("to None")
+    );
+    let phantom = history(&[], &["z"]);
+    assert!(
+        check_group(&published, &phantom)
+            .unwrap_err()
+            .contains("never published")
     );
 }
 

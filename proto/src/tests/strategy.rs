@@ -56,16 +56,22 @@ fn request_body() -> impl Strategy<Value = request::Body> {
             }
         ),
         Just(request::Body::Metadata(Metadata {})),
-        (any::<String>(), any::<String>(), any::<u32>(), any::<u64>()).prop_map(
-            |(group, topic, partition, generation)| {
+        (
+            any::<String>(),
+            any::<String>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(group, topic, partition, generation, claimant)| {
                 request::Body::ClaimPartition(ClaimPartition {
                     group,
                     topic,
                     partition,
                     generation,
+                    claimant,
                 })
-            }
-        ),
+            }),
     ]
 }
 

@@ -8,18 +8,25 @@
 //! whether a command counts:
 //!
 //! ```text
-//!   Claim  { group, generation }          generation ≥ the group's ─▶ it becomes the group's;
-//!                                                                    answer: committed offset
-//!                                         otherwise               ─▶ Stale { current }
-//!   Commit { group, generation?, offset } generation ≥ the group's
-//!                                         (or none given)         ─▶ offset stored
-//!                                         otherwise               ─▶ Stale { current }
+//!   Claim  { group, generation, claimant }  generation > the group's, or the same one by the
+//!                                           same claimant (a retry)  ─▶ it becomes the group's;
+//!                                                                       answer: committed offset
+//!                                           otherwise               ─▶ Stale { current }
+//!   Commit { group, generation, offset }    generation = the group's ─▶ offset stored, unless
+//!                                                                       lower than the stored one
+//!                                                                       (a late copy of an
+//!                                                                       earlier commit)
+//!                                           otherwise               ─▶ Stale { current }
+//!   Commit { group, offset } (no generation)                        ─▶ offset stored (an
+//!                                                                       operator's reset)
 //! ```
 //!
 //! A member claims each partition it is given before it reads from it, and starts at the
 //! offset its claim answers: an older member's commit ordered after the claim is refused, one
 //! ordered before it is in the answer, so the committed offset never goes back because a
-//! member was replaced.
+//! member was replaced. Generations come from each sidecar's own counter, so two sidecars may
+//! give the same number: the claimant (the sidecar's node id) tells them apart, and the second
+//! is refused and claims again above it.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +44,8 @@ pub(crate) enum GroupCommand {
         group: String,
         /// The member's generation.
         generation: u64,
+        /// The node id of the sidecar that gave the generation.
+        claimant: u64,
     },
     /// A member of `group` (in `generation`, if given) commits `offset`.
     Commit {
@@ -52,8 +61,11 @@ pub(crate) enum GroupCommand {
 /// Where a group stands in a partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct GroupPosition {
-    /// The latest generation that claimed the partition or committed in it.
+    /// The latest generation that claimed the partition.
     pub(crate) generation: u64,
+    /// The node id of the sidecar that gave that generation.
+    #[serde(default)]
+    pub(crate) claimant: u64,
     /// The committed offset, if any.
     pub(crate) offset: Option<u64>,
 }
@@ -69,11 +81,13 @@ pub enum GroupApplied {
         /// The committed offset, if any.
         offset: Option<u64>,
     },
-    /// A later generation holds the partition: it was refused.
+    /// Another generation holds the partition: it was refused.
     Stale {
         /// That generation.
         current: u64,
     },
+    /// The command could not be read (every replica finds the same): nothing changed.
+    Unreadable,
 }
 
 impl GroupCommand {
@@ -103,28 +117,39 @@ impl GroupCommand {
     /// Applies the command to `table`.
     pub(crate) fn apply(&self, table: &mut GroupTable) -> GroupApplied {
         let position = table.entry(self.group().to_owned()).or_default();
+        let stale = GroupApplied::Stale {
+            current: position.generation,
+        };
         match *self {
-            Self::Claim { generation, .. } => {
-                if generation < position.generation {
-                    return GroupApplied::Stale {
-                        current: position.generation,
-                    };
+            Self::Claim {
+                generation,
+                claimant,
+                ..
+            } => {
+                let retry = generation == position.generation && claimant == position.claimant;
+                if generation <= position.generation && !retry {
+                    return stale;
                 }
                 position.generation = generation;
+                position.claimant = claimant;
             }
             Self::Commit {
-                generation, offset, ..
+                generation: Some(generation),
+                offset,
+                ..
             } => {
-                if let Some(generation) = generation {
-                    if generation < position.generation {
-                        return GroupApplied::Stale {
-                            current: position.generation,
-                        };
-                    }
-                    position.generation = generation;
+                if generation != position.generation {
+                    return stale;
                 }
-                position.offset = Some(offset);
+                if position.offset.is_none_or(|stored| offset >= stored) {
+                    position.offset = Some(offset);
+                }
             }
+            Self::Commit {
+                generation: None,
+                offset,
+                ..
+            } => position.offset = Some(offset),
         }
         GroupApplied::Done {
             offset: position.offset,
@@ -139,9 +164,14 @@ mod tests {
     use super::*;
 
     fn claim(generation: u64) -> GroupCommand {
+        claim_by(generation, 1)
+    }
+
+    fn claim_by(generation: u64, claimant: u64) -> GroupCommand {
         GroupCommand::Claim {
             group: "payments".to_owned(),
             generation,
+            claimant,
         }
     }
 
@@ -190,8 +220,51 @@ mod tests {
             table.get("payments"),
             Some(&GroupPosition {
                 generation: 11,
+                claimant: 1,
                 offset: Some(42)
             })
+        );
+    }
+
+    #[test]
+    fn the_same_generation_from_another_sidecar_is_refused() {
+        let mut table = GroupTable::new();
+        assert_eq!(
+            claim_by(7, 1).apply(&mut table),
+            GroupApplied::Done { offset: None }
+        );
+        assert_eq!(
+            claim_by(7, 2).apply(&mut table),
+            GroupApplied::Stale { current: 7 }
+        );
+        assert_eq!(
+            claim_by(8, 2).apply(&mut table),
+            GroupApplied::Done { offset: None }
+        );
+        // A commit of a generation that never claimed the partition is refused too.
+        assert_eq!(
+            commit(Some(9), 5).apply(&mut table),
+            GroupApplied::Stale { current: 8 }
+        );
+        assert_eq!(
+            commit(Some(u64::MAX), 5).apply(&mut table),
+            GroupApplied::Stale { current: 8 }
+        );
+    }
+
+    #[test]
+    fn a_late_copy_of_an_earlier_commit_does_not_move_the_offset_back() {
+        let mut table = GroupTable::new();
+        claim(3).apply(&mut table);
+        commit(Some(3), 20).apply(&mut table);
+        assert_eq!(
+            commit(Some(3), 12).apply(&mut table),
+            GroupApplied::Done { offset: Some(20) }
+        );
+        // An operator's reset (no generation) may move it back.
+        assert_eq!(
+            commit(None, 0).apply(&mut table),
+            GroupApplied::Done { offset: Some(0) }
         );
     }
 

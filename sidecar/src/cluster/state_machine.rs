@@ -157,8 +157,7 @@ impl PartitionStateMachine {
     }
 
     /// Applies a group command's control batch (the only control batch a normal entry
-    /// carries). One that cannot be read is refused as stale by every replica alike, and
-    /// changes nothing.
+    /// carries). One that cannot be read changes nothing, on every replica alike.
     fn apply_group(&mut self, log_id: LogId<NodeId>, batch: &bytes::Bytes) -> GroupApplied {
         let command = match RecordBatch::decode(batch) {
             Ok(RecordBatch {
@@ -172,7 +171,7 @@ impl PartitionStateMachine {
             Ok(command) => command,
             Err(error) => {
                 tracing::warn!(%log_id, %error, "committed group command cannot be read");
-                return GroupApplied::Stale { current: u64::MAX };
+                return GroupApplied::Unreadable;
             }
         };
         let applied = command.apply(&mut self.state.groups);

@@ -136,7 +136,7 @@ impl Groups {
     /// partitions of a replicated topic say another sidecar gave).
     pub(crate) fn new_generation(&self, above: u64) -> u64 {
         let mut state = lock(&self.state);
-        state.next_generation = state.next_generation.max(above) + 1;
+        state.next_generation = state.next_generation.max(above).saturating_add(1);
         state.next_generation
     }
 

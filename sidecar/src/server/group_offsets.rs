@@ -31,6 +31,13 @@ use crate::topics::{Kind, Led, Partition, PublishError, Topic};
 /// Longest a group request waits for its partition's leader to answer.
 const GROUP_WAIT: Duration = Duration::from_secs(10);
 
+/// Longest a leader waits for its high watermark to reach an offset committed through a
+/// replica ahead of it (a follower may apply a commit before its leader does).
+const HIGH_WATERMARK_WAIT: Duration = Duration::from_secs(1);
+
+/// Generations a claim may name: from 1, below 2^63 (room above any a sidecar gives).
+const GENERATIONS: std::ops::Range<u64> = 1..1 << 63;
+
 /// Longest one attempt through a replica's sidecar takes, when this sidecar holds no replica
 /// (a dead replica must not use the whole wait).
 const REMOTE_ATTEMPT: Duration = Duration::from_millis(1500);
@@ -67,9 +74,25 @@ pub(super) async fn claim_partition(
     let topic = find_topic_ready(shared, &request.topic).await?;
     let partition = find_partition(&topic, request.partition)?;
     let (name, number) = (request.topic.as_str(), request.partition);
+    if matches!(partition.kind(), Kind::Local(_)) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            format!("{name} is not replicated: only partitions of replicated topics are claimed"),
+        ));
+    }
+    if !GENERATIONS.contains(&request.generation) {
+        return Err(error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "generation {} is outside {}..{}",
+                request.generation, GENERATIONS.start, GENERATIONS.end
+            ),
+        ));
+    }
     let command = GroupCommand::Claim {
         group: request.group.clone(),
         generation: request.generation,
+        claimant: request.claimant,
     };
     let body = request::Body::ClaimPartition(request.clone());
     let op = Op::Command(&command);
@@ -84,7 +107,7 @@ pub(super) async fn claim_partition(
             Err(Box::new(Response {
                 code: ErrorCode::StaleGeneration.into(),
                 message: format!(
-                    "group {:?} holds {name}/{number} in generation {current}, later than {}",
+                    "group {:?} holds {name}/{number} in generation {current}; claim it above that, not in {}",
                     request.group, request.generation
                 ),
                 body: Some(response::Body::ClaimPartition(v1::ClaimPartitionResult {
@@ -93,13 +116,14 @@ pub(super) async fn claim_partition(
                 })),
             }))
         }
+        Answered::Here(Reply::Applied(GroupApplied::Unreadable)) => Err(unreadable()),
         Answered::Here(Reply::Position(_)) => Err(mismatched()),
         Answered::Passed(answer) => answer,
     }
 }
 
 /// Commits a group's offset in a partition of a replicated topic (`CommitOffset`); a leader
-/// here refuses an offset past its log's end.
+/// here refuses an offset past its high watermark (once it has waited a moment for it).
 pub(super) async fn commit_offset(
     shared: &Shared,
     partition: &Arc<Partition>,
@@ -107,14 +131,21 @@ pub(super) async fn commit_offset(
     passes: u32,
 ) -> Answer {
     let (name, number) = (request.topic.as_str(), request.partition);
-    if let Kind::Replicated(replicated) = partition.kind() {
-        let end = replicated.replica().log.state().next_offset;
-        if request.offset > end && replicated.leads() {
+    if let Kind::Replicated(replicated) = partition.kind()
+        && replicated.leads()
+    {
+        let mut committed = partition.watch_committed();
+        let reached = committed.wait_for(|c| c.high_watermark >= request.offset);
+        if !matches!(
+            tokio::time::timeout(HIGH_WATERMARK_WAIT, reached).await,
+            Ok(Ok(_))
+        ) {
             return Err(error(
                 ErrorCode::OffsetOutOfRange,
                 format!(
-                    "offset {} of {name}/{number} is past the end of its log, {end}",
-                    request.offset
+                    "offset {} of {name}/{number} is past the high watermark {}",
+                    request.offset,
+                    partition.high_watermark()
                 ),
             ));
         }
@@ -133,11 +164,12 @@ pub(super) async fn commit_offset(
         Answered::Here(Reply::Applied(GroupApplied::Stale { current })) => Err(error(
             ErrorCode::StaleGeneration,
             format!(
-                "group {:?} is not consuming {name}/{number} in generation {}; generation {current} took it over",
+                "group {:?} is not consuming {name}/{number} in generation {}; generation {current} holds it",
                 request.group,
                 request.generation.unwrap_or_default()
             ),
         )),
+        Answered::Here(Reply::Applied(GroupApplied::Unreadable)) => Err(unreadable()),
         Answered::Here(Reply::Position(_)) => Err(mismatched()),
         Answered::Passed(answer) => answer,
     }
@@ -271,6 +303,14 @@ async fn to_leader(
         ErrorCode::Timeout,
         format!("no leader of {topic}/{number} answered in time: {last_failure}"),
     ))
+}
+
+/// The partition's replicas could not read a group command the leader proposed (a bug).
+fn unreadable() -> Box<Response> {
+    error(
+        ErrorCode::InternalError,
+        "the partition could not read the group command it committed",
+    )
 }
 
 /// The leader answered another kind of request than it was asked (a bug).

@@ -160,7 +160,10 @@ async fn start(shared: &Shared, request: &v1::Subscribe) -> Result<Start, Box<Re
             None => relay::bounds(shared, &request.topic, partition.number()).await?,
         };
         let offset = match committed.get(&partition.number()) {
-            // A committed offset that retention has passed restarts at the log start.
+            // A committed offset that retention has passed restarts at the log start. One
+            // claimed from a replicated partition's leader may be above the high watermark of
+            // the replica read here, which lags: reading waits there for it.
+            Some(&offset) if claimed.is_some() => offset.max(log_start),
             Some(&offset) => offset.max(log_start).min(high_watermark),
             None => start_offset(&topic, &partition, (log_start, high_watermark), request)?,
         };
@@ -191,6 +194,7 @@ async fn claim(
     topic: &str,
     partitions: &[Arc<Partition>],
 ) -> Result<(u64, std::collections::BTreeMap<u32, u64>), Box<Response>> {
+    let claimant = shared.cluster.as_ref().map_or(0, |c| c.node_id());
     let mut generation = shared.groups.new_generation(0);
     let mut round = 0;
     'claiming: loop {
@@ -202,6 +206,7 @@ async fn claim(
                 topic: topic.to_owned(),
                 partition: partition.number(),
                 generation,
+                claimant,
             };
             match super::group_offsets::claim_partition(shared, request, 0).await {
                 Ok(response::Body::ClaimPartition(result)) => {

@@ -589,6 +589,10 @@ impl Replicated {
             }
             // Held back with publishes while leadership is handed over.
             let proposals = self.proposals.lock().await;
+            if Instant::now() >= deadline {
+                // Its caller has given up and may have sent a later command.
+                return Err(PublishError::Expired);
+            }
             let write = PartitionWrite(batch.clone(), AppendNotice::default());
             let applied = self.replica.raft.client_write_ff(write).await;
             drop(proposals);
