@@ -52,16 +52,20 @@ pub struct PartitionLogStore {
 /// from here instead of reading it back from the log (a read, a buffer, a CRC per follower).
 ///
 /// Always a contiguous run of Raft indexes ending at the log's last entry, or empty. At most
-/// [`RECENT_BYTES`]; committed entries are dropped down to [`RECENT_COMMITTED_BYTES`] (a
-/// slower follower may still want them), so an idle partition keeps little.
+/// [`RECENT_BYTES`] (a follower that far behind reads from the log); entries committed before
+/// the latest commit are dropped down to [`RECENT_COMMITTED_BYTES`], so an idle partition
+/// keeps little. Those of the latest commit stay until the next: openraft reads them again to
+/// apply them, and a follower one step behind the majority wants them next.
 #[derive(Debug, Default)]
 struct Recent {
     entries: VecDeque<(u64, Bytes)>,
     bytes: usize,
+    /// The commit index before the latest one.
+    committed_before: Option<u64>,
 }
 
 /// The most bytes of recent entries a log store keeps.
-const RECENT_BYTES: usize = 8 << 20;
+const RECENT_BYTES: usize = 32 << 20;
 
 /// The most bytes of committed recent entries a log store keeps.
 const RECENT_COMMITTED_BYTES: usize = 256 << 10;
@@ -120,6 +124,13 @@ impl Recent {
                 self.bytes -= batch.len();
             }
         }
+    }
+
+    /// Takes the new commit index: drops the entries committed before the previous one while
+    /// more than [`RECENT_COMMITTED_BYTES`] are kept.
+    fn committed(&mut self, committed: Option<u64>) {
+        let before = std::mem::replace(&mut self.committed_before, committed);
+        self.forget(None, before);
     }
 
     /// Drops entries through `purged`, and committed ones (through `committed`) while more
@@ -310,7 +321,7 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.recent().forget(None, committed.map(|c| c.index));
+        self.recent().committed(committed.map(|c| c.index));
         let committed = committed.as_ref().map(raft_log_id);
         self.blocking(move |log| log.save_committed(committed))
             .await?
@@ -458,6 +469,16 @@ mod recent_tests {
         recent.forget(None, Some(8));
         assert!(recent.bytes <= RECENT_COMMITTED_BYTES);
         assert!(recent.get(&(8..9)).is_some());
+        // Those of the latest commit stay until the next one (openraft reads them to apply).
+        let mut applied = Recent::default();
+        for index in 0..10 {
+            applied.push(index, batch(100 << 10));
+        }
+        applied.committed(Some(9));
+        assert_eq!(applied.get(&(0..10)).map(|b| b.len()), Some(10));
+        applied.committed(Some(9));
+        assert!(applied.bytes <= RECENT_COMMITTED_BYTES);
+        assert!(applied.get(&(9..10)).is_some());
         // Uncommitted entries stay whatever their size.
         let mut big = Recent::default();
         for index in 0..4 {
@@ -471,11 +492,11 @@ mod recent_tests {
     #[test]
     fn at_most_the_limit_is_kept() {
         let mut recent = Recent::default();
-        for index in 0..20 {
+        for index in 0..40 {
             recent.push(index, batch(1 << 20));
         }
         assert!(recent.bytes <= RECENT_BYTES);
-        assert!(recent.get(&(19..20)).is_some());
+        assert!(recent.get(&(39..40)).is_some());
         assert!(recent.get(&(0..1)).is_none());
     }
 }
