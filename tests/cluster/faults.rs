@@ -96,6 +96,9 @@ const GROUP: &str = "fault-group";
 /// How often the round's group consumer commits and reads its committed offsets back.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
+/// Longest the round's group consumer takes for its last commit and to close, once stopped.
+const GROUP_STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// What the round's group consumer saw: the group's committed offsets at each read, in the
 /// order read, and the values it was delivered.
 #[derive(Debug, Default)]
@@ -288,7 +291,7 @@ async fn consume_group(
     let mut history = GroupHistory::default();
     let mut subscription = None;
     let mut next_commit = tokio::time::Instant::now() + COMMIT_EVERY;
-    while !*stop.borrow() {
+    loop {
         let Some(current) = subscription.as_mut() else {
             let started = client
                 .subscribe_raw(&topic)
@@ -296,7 +299,7 @@ async fn consume_group(
                 .from(sidestream::StartAt::Earliest)
                 .start();
             tokio::select! {
-                _ = stop.changed() => {}
+                () = stopped(&mut stop) => break,
                 started = started => match started {
                     Ok(started) => subscription = Some(started),
                     Err(_) => tokio::time::sleep(COMMIT_EVERY).await,
@@ -305,7 +308,7 @@ async fn consume_group(
             continue;
         };
         tokio::select! {
-            _ = stop.changed() => {}
+            () = stopped(&mut stop) => break,
             next = current.next() => match next {
                 Some(Ok(delivery)) => {
                     history
@@ -318,21 +321,32 @@ async fn consume_group(
             },
             () = tokio::time::sleep_until(next_commit) => {
                 next_commit = tokio::time::Instant::now() + COMMIT_EVERY;
-                if current.commit().await.is_ok()
-                    && let Ok(offsets) = client.committed_offsets(GROUP, &topic).await
-                {
-                    history
+                let read = async {
+                    current.commit().await.ok()?;
+                    client.committed_offsets(GROUP, &topic).await.ok()
+                };
+                tokio::select! {
+                    () = stopped(&mut stop) => break,
+                    Some(offsets) = read => history
                         .committed
-                        .push(offsets.iter().map(|c| (c.partition, c.offset)).collect());
+                        .push(offsets.iter().map(|c| (c.partition, c.offset)).collect()),
+                    else => {}
                 }
             }
         }
     }
+    // A member that cannot be reached now must not hold the round up: what it could not
+    // commit stays uncommitted, which the check allows.
     if let Some(subscription) = subscription {
-        let _ = tokio::time::timeout(PATIENCE, subscription.close()).await;
+        let _ = tokio::time::timeout(GROUP_STOP_WAIT, subscription.close()).await;
     }
-    let _ = client.close().await;
+    let _ = tokio::time::timeout(GROUP_STOP_WAIT, client.close()).await;
     history
+}
+
+/// Resolves once `stop` says so, or its sender is gone (the round ended early).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Reads `topic` from the start through `member` until every acknowledged event came back,
@@ -528,13 +542,11 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         for index in down {
             restart(&mut cluster, index);
         }
-        let _ = stop_group.send(true);
-        let mut history = group.await.expect("the group consumer's task");
-        history
-            .committed
-            .push(final_committed(&cluster, &topic).await);
-        let checked_round = read_and_check(&cluster, &topic, &published).await;
-        if let Err(violation) = checked_round.and_then(|()| check_group(&published, &history)) {
+        let group = finish_group(stop_group, group, &cluster, &topic).await;
+        let checked_round = read_and_check(&cluster, &topic, &published)
+            .await
+            .and_then(|()| check_group(&published, group.as_ref().map_err(Clone::clone)?));
+        if let Err(violation) = checked_round {
             let logs = warnings(&mut cluster);
             panic!(
                 "REPRODUCE: SIDESTREAM_SEED={seed}: round {round} ({fault:?}): {violation}; unacknowledged: {:#?}\n{logs}",
@@ -543,6 +555,7 @@ async fn run_rounds(size: u64, default_rounds: u32) {
         }
         delete_topic(&cluster, &topic).await;
         checked += 1;
+        let history = group.unwrap_or_default();
         report_round(round, fault, &published, &history, started.elapsed());
     }
     assert_eq!(checked, usize::try_from(rounds).unwrap_or(0));
@@ -693,7 +706,8 @@ async fn start_group(
     tokio::task::JoinHandle<GroupHistory>,
 ) {
     let live: Vec<usize> = live.iter().copied().collect();
-    let through = live[usize::try_from(schedule.below(live.len() as u64)).unwrap_or(0)];
+    let pick = usize::try_from(schedule.below(live.len() as u64)).unwrap_or(0);
+    let through = *live.get(pick).expect("a member took a producer's client");
     let client = producer_client(&cluster.members[through], &cluster.tls)
         .await
         .unwrap_or_else(|| panic!("member {through} takes no client"));
@@ -702,15 +716,29 @@ async fn start_group(
     (stop, task)
 }
 
-/// The group's committed offsets after the round, read through member 1.
-async fn final_committed(cluster: &ProxiedCluster, topic: &str) -> BTreeMap<u32, u64> {
+/// Stops the round's group consumer (at most [`GROUP_STOP_WAIT`] and a margin), and adds a
+/// last read of the group's committed offsets, through member 1, to its history.
+async fn finish_group(
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<GroupHistory>,
+    cluster: &ProxiedCluster,
+    topic: &str,
+) -> Result<GroupHistory, String> {
+    let _ = stop.send(true);
+    let mut history = tokio::time::timeout(GROUP_STOP_WAIT * 3, task)
+        .await
+        .map_err(|_| "the group consumer did not stop in time".to_owned())?
+        .map_err(|e| format!("the group consumer failed: {e}"))?;
     let admin = admin_client(cluster).await;
     let offsets = admin
         .committed_offsets(GROUP, topic)
         .await
-        .unwrap_or_else(|e| panic!("the group's committed offsets of {topic}: {e}"));
+        .map_err(|e| format!("the group's committed offsets of {topic} after the round: {e}"));
     let _ = admin.close().await;
-    offsets.iter().map(|c| (c.partition, c.offset)).collect()
+    history
+        .committed
+        .push(offsets?.iter().map(|c| (c.partition, c.offset)).collect());
+    Ok(history)
 }
 
 /// Reads the round's topic back through every member and checks the history.

@@ -295,7 +295,7 @@ pub fn run_sidecar_to_exit(
 /// A UDP port of 127.0.0.1 free a moment ago, for a sidecar port that must stay the same
 /// across restarts (a peer port behind a [`FaultProxy`], or a client port).
 ///
-/// It comes from below the kernel's ephemeral range, never from it: while a sidecar is down,
+/// It comes from outside the kernel's ephemeral range, never from it: while a sidecar is down,
 /// a port the kernel hands out could be given to any socket bound to port 0 (an SDK client's,
 /// a sidecar's outgoing one), and the restarted sidecar could not bind it again. Ports are
 /// handed out in turn from a start that differs between processes, and each is checked free;
@@ -303,27 +303,45 @@ pub fn run_sidecar_to_exit(
 /// to start, naming the address.
 pub fn free_udp_addr() -> SocketAddr {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOWEST: u32 = 10_000;
-    let high = ephemeral_low().max(LOWEST + 1_000);
-    let span = high - LOWEST;
+    let Some((lowest, span)) = outside_ephemeral_range() else {
+        // No room outside it (a system that hands out almost every port): any free port.
+        let socket = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("a free UDP port");
+        return socket.local_addr().expect("a bound address");
+    };
     let start = std::process::id().wrapping_mul(7_919) % span;
     for _ in 0..span {
         let turn = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = LOWEST + (start + turn) % span;
-        let port = u16::try_from(port).expect("ports below the ephemeral range fit in u16");
+        let port = lowest + (start + turn) % span;
+        let port = u16::try_from(port).expect("ports below 65536");
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return SocketAddr::from(([127, 0, 0, 1], port));
         }
     }
-    panic!("no UDP port of 127.0.0.1 between {LOWEST} and {high} is free");
+    panic!(
+        "no UDP port of 127.0.0.1 from {lowest} to {} is free",
+        lowest + span - 1
+    );
 }
 
-/// The first port of the kernel's ephemeral range (Linux's default where it cannot be read).
-fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+/// The larger run of ports outside the kernel's ephemeral range (Linux's default where it
+/// cannot be read), from port 10000 on, as its first port and length; `None` if neither run
+/// has 1000 ports.
+fn outside_ephemeral_range() -> Option<(u32, u32)> {
+    const LOWEST: u32 = 10_000;
+    const HIGHEST: u32 = 65_535;
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+        .and_then(|range| {
+            let mut ends = range.split_whitespace().map(str::parse::<u32>);
+            Some((ends.next()?.ok()?, ends.next()?.ok()?))
+        })
+        .unwrap_or((32_768, 60_999));
+    let below = (LOWEST, low.saturating_sub(LOWEST));
+    let above = (high + 1, HIGHEST.saturating_sub(high));
+    [below, above]
+        .into_iter()
+        .max_by_key(|&(_, span)| span)
+        .filter(|&(_, span)| span >= 1_000)
 }
 
 /// Runs `check` every 20 ms until it returns `Some`, for at most `timeout`.

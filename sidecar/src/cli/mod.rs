@@ -94,7 +94,7 @@ fn error_chain(error: &anyhow::Error) -> String {
     let mut last = String::new();
     for cause in error.chain() {
         let message = cause.to_string();
-        if !last.is_empty() && last.ends_with(&message) {
+        if !last.is_empty() && (last == message || last.ends_with(&format!(": {message}"))) {
             continue;
         }
         if !text.is_empty() {

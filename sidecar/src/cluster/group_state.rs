@@ -45,6 +45,7 @@ pub(crate) enum GroupCommand {
         /// The member's generation.
         generation: u64,
         /// The node id of the sidecar that gave the generation.
+        #[serde(default)]
         claimant: u64,
     },
     /// A member of `group` (in `generation`, if given) commits `offset`.
@@ -88,6 +89,11 @@ pub enum GroupApplied {
     },
     /// The command could not be read (every replica finds the same): nothing changed.
     Unreadable,
+    /// Not proposed: a commit past the leader's high watermark (which it waited for a moment).
+    PastHighWatermark {
+        /// The leader's high watermark.
+        high_watermark: u64,
+    },
 }
 
 impl GroupCommand {

@@ -53,15 +53,18 @@ pub struct PartitionLogStore {
 ///
 /// Always a contiguous run of Raft indexes ending at the log's last entry, or empty. At most
 /// [`RECENT_BYTES`] (a follower that far behind reads from the log); entries committed before
-/// the latest commit are dropped down to [`RECENT_COMMITTED_BYTES`], so an idle partition
-/// keeps little. Those of the latest commit stay until the next: openraft reads them again to
-/// apply them, and a follower one step behind the majority wants them next.
+/// the latest commit are dropped down to [`RECENT_COMMITTED_BYTES`]. Those of the latest
+/// commit stay until the next: openraft reads them again to apply them, and a follower one
+/// step behind the majority wants them next; or until a sweep finds no commit since the one
+/// before (the partition went idle), so an idle partition keeps little.
 #[derive(Debug, Default)]
 struct Recent {
     entries: VecDeque<(u64, Bytes)>,
     bytes: usize,
-    /// The commit index before the latest one.
-    committed_before: Option<u64>,
+    /// The latest commit index.
+    latest_commit: Option<u64>,
+    /// Whether a commit came since the last sweep.
+    committed_since_sweep: bool,
 }
 
 /// The most bytes of recent entries a log store keeps.
@@ -129,8 +132,17 @@ impl Recent {
     /// Takes the new commit index: drops the entries committed before the previous one while
     /// more than [`RECENT_COMMITTED_BYTES`] are kept.
     fn committed(&mut self, committed: Option<u64>) {
-        let before = std::mem::replace(&mut self.committed_before, committed);
+        let before = std::mem::replace(&mut self.latest_commit, committed);
+        self.committed_since_sweep = true;
         self.forget(None, before);
+    }
+
+    /// Drops the latest commit's entries too (down to [`RECENT_COMMITTED_BYTES`]) if no commit
+    /// came since the last sweep.
+    fn sweep(&mut self) {
+        if !std::mem::take(&mut self.committed_since_sweep) {
+            self.forget(None, self.latest_commit);
+        }
     }
 
     /// Drops entries through `purged`, and committed ones (through `committed`) while more
@@ -180,6 +192,12 @@ impl PartitionLogStore {
             log,
             recent: Arc::default(),
         }
+    }
+
+    /// Lets an idle partition's entries go (call it every second or so): those of the latest
+    /// commit are kept only while commits keep coming.
+    pub(crate) fn sweep_recent(&self) {
+        self.recent().sweep();
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
@@ -479,6 +497,16 @@ mod recent_tests {
         applied.committed(Some(9));
         assert!(applied.bytes <= RECENT_COMMITTED_BYTES);
         assert!(applied.get(&(9..10)).is_some());
+        // A sweep lets them go once no commit came since the sweep before.
+        let mut idle = Recent::default();
+        for index in 0..10 {
+            idle.push(index, batch(100 << 10));
+        }
+        idle.committed(Some(9));
+        idle.sweep();
+        assert_eq!(idle.get(&(0..10)).map(|b| b.len()), Some(10));
+        idle.sweep();
+        assert!(idle.bytes <= RECENT_COMMITTED_BYTES);
         // Uncommitted entries stay whatever their size.
         let mut big = Recent::default();
         for index in 0..4 {

@@ -87,6 +87,8 @@ pub struct PartitionReplica {
     pub(crate) producers: Arc<std::sync::Mutex<crate::topics::producers::Producers>>,
     /// The consumer groups' positions as the committed group commands left them.
     pub(crate) groups: Arc<std::sync::Mutex<super::group_state::GroupTable>>,
+    /// The log store openraft writes through (to sweep its recent entries).
+    pub(crate) store: PartitionLogStore,
 }
 
 impl PartitionReplica {
@@ -237,11 +239,12 @@ impl PeerNode {
             .map_err(|e| raft_error(e.to_string()))?;
         let network =
             PartitionNetwork::new(self.node_id, topic, partition, Arc::clone(&self.clients));
+        let store = PartitionLogStore::new(Arc::clone(&log));
         let raft = openraft::Raft::new(
             self.node_id,
             Arc::new(config),
             network,
-            PartitionLogStore::new(Arc::clone(&log)),
+            store.clone(),
             state_machine,
         )
         .await
@@ -272,6 +275,7 @@ impl PeerNode {
             high_watermark,
             producers,
             groups,
+            store,
         })
     }
 

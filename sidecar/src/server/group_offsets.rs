@@ -31,10 +31,6 @@ use crate::topics::{Kind, Led, Partition, PublishError, Topic};
 /// Longest a group request waits for its partition's leader to answer.
 const GROUP_WAIT: Duration = Duration::from_secs(10);
 
-/// Longest a leader waits for its high watermark to reach an offset committed through a
-/// replica ahead of it (a follower may apply a commit before its leader does).
-const HIGH_WATERMARK_WAIT: Duration = Duration::from_secs(1);
-
 /// Generations a claim may name: from 1, below 2^63 (room above any a sidecar gives).
 const GENERATIONS: std::ops::Range<u64> = 1..1 << 63;
 
@@ -117,13 +113,15 @@ pub(super) async fn claim_partition(
             }))
         }
         Answered::Here(Reply::Applied(GroupApplied::Unreadable)) => Err(unreadable()),
-        Answered::Here(Reply::Position(_)) => Err(mismatched()),
+        Answered::Here(
+            Reply::Applied(GroupApplied::PastHighWatermark { .. }) | Reply::Position(_),
+        ) => Err(mismatched()),
         Answered::Passed(answer) => answer,
     }
 }
 
-/// Commits a group's offset in a partition of a replicated topic (`CommitOffset`); a leader
-/// here refuses an offset past its high watermark (once it has waited a moment for it).
+/// Commits a group's offset in a partition of a replicated topic (`CommitOffset`); the
+/// leader refuses an offset past its high watermark (once it has waited a moment for it).
 pub(super) async fn commit_offset(
     shared: &Shared,
     partition: &Arc<Partition>,
@@ -131,25 +129,6 @@ pub(super) async fn commit_offset(
     passes: u32,
 ) -> Answer {
     let (name, number) = (request.topic.as_str(), request.partition);
-    if let Kind::Replicated(replicated) = partition.kind()
-        && replicated.leads()
-    {
-        let mut committed = partition.watch_committed();
-        let reached = committed.wait_for(|c| c.high_watermark >= request.offset);
-        if !matches!(
-            tokio::time::timeout(HIGH_WATERMARK_WAIT, reached).await,
-            Ok(Ok(_))
-        ) {
-            return Err(error(
-                ErrorCode::OffsetOutOfRange,
-                format!(
-                    "offset {} of {name}/{number} is past the high watermark {}",
-                    request.offset,
-                    partition.high_watermark()
-                ),
-            ));
-        }
-    }
     let command = GroupCommand::Commit {
         group: request.group.clone(),
         generation: request.generation,
@@ -169,6 +148,15 @@ pub(super) async fn commit_offset(
                 request.generation.unwrap_or_default()
             ),
         )),
+        Answered::Here(Reply::Applied(GroupApplied::PastHighWatermark { high_watermark })) => {
+            Err(error(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {} of {name}/{number} is past the high watermark {high_watermark}",
+                    request.offset
+                ),
+            ))
+        }
         Answered::Here(Reply::Applied(GroupApplied::Unreadable)) => Err(unreadable()),
         Answered::Here(Reply::Position(_)) => Err(mismatched()),
         Answered::Passed(answer) => answer,

@@ -61,6 +61,10 @@ const BALANCE_CHECKS: i32 = 5;
 /// How many checks a failed handover waits before the next attempt.
 const BALANCE_BACKOFF: i32 = 30;
 
+/// Longest a leader waits for its high watermark to reach an offset a group commits (a
+/// follower may apply a commit before its leader does).
+const HIGH_WATERMARK_WAIT: Duration = Duration::from_secs(1);
+
 /// How long a group command waits before asking again when leadership moved under it.
 const LEADER_CHANGE_PAUSE: Duration = Duration::from_millis(20);
 
@@ -409,6 +413,7 @@ impl Replicated {
         }
     }
 
+    /// Sweeps the log store's recent entries (every second: an idle partition keeps little).
     /// If this replica leads the partition and its Raft group's voters are not the replica
     /// set the metadata names, changes them: the new replicas join as learners (their peer
     /// addresses in `nodes`), are waited for until they have caught up (at most
@@ -417,6 +422,7 @@ impl Replicated {
         &self,
         nodes: &std::collections::BTreeMap<NodeId, crate::cluster::NodeInfo>,
     ) -> Result<(), String> {
+        self.replica.store.sweep_recent();
         let metrics = self.replica.raft.metrics().borrow().clone();
         let replicas = self.replicas();
         if metrics.current_leader != Some(self.node_id) || replicas.is_empty() {
@@ -557,11 +563,6 @@ impl Replicated {
         Ok(moved)
     }
 
-    /// Whether this replica leads the partition now, as far as it knows.
-    pub(crate) fn leads(&self) -> bool {
-        self.replica.raft.metrics().borrow().current_leader == Some(self.node_id)
-    }
-
     /// Proposes a group's `command` if this sidecar leads the partition and answers what
     /// applying it did, or says where the leader is. Waits for a leader up to `deadline`.
     ///
@@ -586,6 +587,21 @@ impl Replicated {
             }
             if let Leading::Elsewhere(address) = self.leading(deadline).await? {
                 return Ok(Led::Elsewhere(address));
+            }
+            // A commit names an offset a consumer read: committed, though a follower may have
+            // applied it before this leader did.
+            if let GroupCommand::Commit { offset, .. } = command {
+                let mut applied = self.replica.high_watermark.clone();
+                let reached = applied.wait_for(|high_watermark| high_watermark >= offset);
+                if !matches!(
+                    tokio::time::timeout(HIGH_WATERMARK_WAIT, reached).await,
+                    Ok(Ok(_))
+                ) {
+                    let high_watermark = *applied.borrow();
+                    return Ok(Led::Here(GroupApplied::PastHighWatermark {
+                        high_watermark,
+                    }));
+                }
             }
             // Held back with publishes while leadership is handed over.
             let proposals = self.proposals.lock().await;
