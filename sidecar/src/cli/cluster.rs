@@ -35,7 +35,21 @@ enum ClusterCommand {
 }
 
 pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let client = args.connect.connect("sidestream-cli").await?;
+    // Taking a node out waits for the metadata group's change (longer for a dead node, which
+    // the metadata leader gives a while to learn it left), and cannot be asked twice.
+    let decommission = matches!(args.command, ClusterCommand::Decommission { .. });
+    let client = args
+        .connect
+        .connect_with("sidestream-cli", |builder| {
+            if decommission {
+                builder
+                    .answer_timeout(DECOMMISSION_ANSWER_WAIT)
+                    .request_timeout(DECOMMISSION_ANSWER_WAIT)
+            } else {
+                builder
+            }
+        })
+        .await?;
     let result = match args.command {
         ClusterCommand::Status => match client.metadata().await {
             Ok(metadata) => {
@@ -72,6 +86,10 @@ pub(super) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     result?;
     Ok(closed?)
 }
+
+/// Longest the sidecar may take to answer a request of this command (a decommission is
+/// passed on to the metadata leader, which may take up to 30 s).
+const DECOMMISSION_ANSWER_WAIT: Duration = Duration::from_secs(60);
 
 /// Longest `decommission` waits for the leaving node's replicas to move.
 const MOVE_WAIT: Duration = Duration::from_secs(120);
