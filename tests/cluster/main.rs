@@ -1112,6 +1112,7 @@ async fn group_offsets_are_replicated_with_their_partitions_and_a_replaced_membe
     let mut third = survivor
         .subscribe_raw("payments")
         .group("billing")
+        .from(sidestream::StartAt::Earliest)
         .start()
         .await
         .expect("a member after the leader's death");
