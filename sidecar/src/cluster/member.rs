@@ -17,7 +17,7 @@ use tokio::task::AbortHandle;
 
 use super::membership::{self, JoinAccepted, LeaveError, Left};
 use super::metadata::{self, ClusterState, ClusterTopic, METADATA_TOPIC, MetadataCommand};
-use super::replica::{OpenReplicaError, PartitionReplica, PeerNode};
+use super::replica::{Formation, OpenReplicaError, PartitionReplica, PeerNode};
 use super::type_config::NodeId;
 use crate::tls::PeerTls;
 
@@ -165,7 +165,7 @@ impl ClusterMember {
             check_fresh(&node.clients(), &join, &config.seeds).await?;
         }
         let metadata = node
-            .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default())
+            .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default(), None)
             .await?;
         let (state_tx, state) = watch::channel(ClusterState::default());
         let _ = node.groups().cluster_state.set(state.clone());
@@ -286,48 +286,26 @@ impl ClusterMember {
         config: LogConfig,
     ) -> Result<PartitionReplica, OpenReplicaError> {
         let group = topic.group_name();
-        let replica = self
-            .node
-            .open_partition(&group, partition, dir, config)
-            .await?;
-        let formed = replica.raft.is_initialized().await.unwrap_or(true);
         let set = usize::try_from(partition)
             .ok()
             .and_then(|p| topic.created.get(p))
             .cloned()
             .unwrap_or_default();
-        // A replica added after the topic was created (in place of a node that left) waits
-        // for the group's leader to take it in, as a learner first.
-        if !formed && set.contains(&self.node_id()) {
+        // A replica of the set the topic was created with forms the group with that set; a
+        // replica added later (in place of a node that left) waits for the group's leader to
+        // take it in, as a learner first.
+        let form = if set.contains(&self.node_id()) {
             let state = self.state();
-            let members: BTreeMap<NodeId, BasicNode> = set
+            let voters: BTreeMap<NodeId, BasicNode> = set
                 .iter()
                 .filter_map(|id| {
                     let node = state.nodes.get(id)?;
                     Some((*id, BasicNode::new(&node.peer_address)))
                 })
                 .collect();
-            if members.len() == set.len() {
-                // Every replica forms the group with the same membership, so each has it
-                // whoever stands first (a replica that only granted a vote could never form
-                // it). The set's first node (its preferred leader: placement spreads them
-                // evenly) stands again at once if the first round found no leader (they all
-                // stood together), ahead of the others' election timers; balancing moves
-                // leadership to it later otherwise.
-                if let Err(error) = replica.raft.initialize(members).await {
-                    // Another replica's membership or vote reached this one first.
-                    tracing::debug!(group, partition, %error, "partition group not initialized here");
-                }
-                if set.first() == Some(&self.node_id()) {
-                    let raft = replica.raft.clone();
-                    // Stops by itself: a closed replica's Raft answers with an error.
-                    tokio::spawn(async move {
-                        tokio::time::sleep(FIRST_STAND_AGAIN).await;
-                        if raft.metrics().borrow().current_leader.is_none() {
-                            let _ = raft.trigger().elect().await;
-                        }
-                    });
-                }
+            if voters.len() == set.len() {
+                set.first()
+                    .map(|&preferred| Formation { voters, preferred })
             } else {
                 tracing::warn!(
                     group,
@@ -335,8 +313,15 @@ impl ClusterMember {
                     ?set,
                     "a replica's node is not registered: the partition's group waits for its leader"
                 );
+                None
             }
-        }
+        } else {
+            None
+        };
+        let replica = self
+            .node
+            .open_partition(&group, partition, dir, config, form)
+            .await?;
         Ok(replica)
     }
 
@@ -469,11 +454,6 @@ async fn check_fresh(
 /// How long a leader handing over waits for the preferred replica to answer its call to
 /// stand (before it holds publishes back: an unreachable replica costs them nothing).
 const STAND_CALL_WAIT: Duration = Duration::from_millis(500);
-
-/// When the first node of a new partition's replica set stands again if the group's first
-/// round of votes found no leader: before any other replica's election timer (300 ms at the
-/// earliest) fires.
-const FIRST_STAND_AGAIN: Duration = Duration::from_millis(100);
 
 /// How long a node waits between two attempts to join.
 const JOIN_RETRY: Duration = Duration::from_millis(500);

@@ -1,11 +1,12 @@
 //! A sidecar's replica of one partition: its segment log, state machine and Raft, joined to
 //! the partition's Raft group through the peer port.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use openraft::{Config, SnapshotPolicy};
+use openraft::{BasicNode, Config, SnapshotPolicy};
 use sidestream_log::{FileStorage, Log, LogConfig, Offset, OpenError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -71,6 +72,51 @@ pub enum OpenReplicaError {
         reason: String,
     },
 }
+
+/// The replica set a new partition's group is formed with: every replica of the set the
+/// topic was created with forms it with the same membership (which openraft allows), so each
+/// holds the membership whoever stands first.
+#[derive(Debug)]
+pub struct Formation {
+    /// The voters, with their peer addresses.
+    pub voters: BTreeMap<NodeId, BasicNode>,
+    /// The set's first node, its preferred leader (placement spreads them evenly).
+    pub preferred: NodeId,
+}
+
+impl Formation {
+    /// Forms the group on this replica; the preferred leader stands again at once if the
+    /// first round found no leader (they all stood together), ahead of the others' election
+    /// timers.
+    async fn form(
+        self,
+        raft: &openraft::Raft<PartitionRaft>,
+        me: NodeId,
+        topic: &str,
+        partition: u32,
+    ) {
+        if let Err(error) = raft.initialize(self.voters).await {
+            // Left to the replicas that did form it: they take this one in.
+            tracing::warn!(topic, partition, %error, "a replica did not form its partition's group");
+            return;
+        }
+        if self.preferred == me {
+            let raft = raft.clone();
+            // Stops by itself: a closed replica's Raft answers with an error.
+            tokio::spawn(async move {
+                tokio::time::sleep(FIRST_STAND_AGAIN).await;
+                if raft.metrics().borrow().current_leader.is_none() {
+                    let _ = raft.trigger().elect().await;
+                }
+            });
+        }
+    }
+}
+
+/// When the first node of a new partition's replica set stands again if the group's first
+/// round of votes found no leader: before any other replica's election timer (300 ms at the
+/// earliest) fires.
+const FIRST_STAND_AGAIN: Duration = Duration::from_millis(100);
 
 /// One partition's replica on this sidecar.
 #[derive(Clone)]
@@ -207,14 +253,19 @@ impl PeerNode {
     }
 
     /// Opens this node's replica of partition `partition` of `topic`, whose log lives in
-    /// `dir`, and joins it to the partition's Raft group (a new group is formed by
-    /// `Raft::initialize` on one of its members).
+    /// `dir`, and joins it to the partition's Raft group.
+    ///
+    /// With `form`, a replica that has not yet formed or joined a group forms one
+    /// (`Raft::initialize`) before its peers can reach it: a replica that granted a vote
+    /// first could not form it any more, and if that candidate died before its first entry
+    /// reached the others, none of them would hold a membership to elect with.
     pub async fn open_partition(
         &self,
         topic: &str,
         partition: u32,
         dir: &Path,
         log_config: LogConfig,
+        form: Option<Formation>,
     ) -> Result<PartitionReplica, OpenReplicaError> {
         let raft_error = |reason: String| OpenReplicaError::Raft {
             topic: topic.to_owned(),
@@ -249,6 +300,11 @@ impl PeerNode {
         )
         .await
         .map_err(|e| raft_error(e.to_string()))?;
+        if let Some(formation) = form
+            && !raft.is_initialized().await.unwrap_or(true)
+        {
+            formation.form(&raft, self.node_id, topic, partition).await;
+        }
         let heard = Arc::new(Heard::new());
         let election = tokio::spawn(election::run(raft.clone(), Arc::clone(&heard))).abort_handle();
         let group = Group {

@@ -11,6 +11,7 @@ use sidestream::transport::QuicTuning;
 use sidestream_log::{BatchHeader, LogConfig, RecordBatch};
 use tempfile::TempDir;
 
+use super::replica::Formation;
 use super::type_config::{NodeId, PartitionWrite};
 use super::{PartitionReplica, PeerNode};
 use crate::tls::{DevCertificates, PeerTls};
@@ -40,31 +41,45 @@ impl Cluster {
             tls,
             members: BTreeMap::new(),
         };
-        let mut nodes = BTreeMap::new();
-        for id in 1..=3 {
-            let member = cluster
-                .open(id, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-                .await;
-            nodes.insert(id, BasicNode::new(member.node.local_addr().unwrap()));
+        // As a sidecar does: every replica forms the group with the same three voters.
+        let nodes: Vec<(NodeId, PeerNode)> = (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    cluster.start_node(id, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+                )
+            })
+            .collect();
+        let voters: BTreeMap<NodeId, BasicNode> = nodes
+            .iter()
+            .map(|(id, node)| (*id, BasicNode::new(node.local_addr().unwrap())))
+            .collect();
+        for (id, node) in nodes {
+            let formation = Formation {
+                voters: voters.clone(),
+                preferred: 1,
+            };
+            let member = cluster.open_on(id, node, Some(formation)).await;
             cluster.members.insert(id, member);
         }
-        cluster.members[&1]
-            .replica
-            .raft
-            .initialize(nodes)
-            .await
-            .unwrap();
         cluster
+    }
+
+    fn start_node(&self, id: NodeId, addr: SocketAddr) -> PeerNode {
+        PeerNode::start(id, addr, None, self.tls.clone(), &QuicTuning::default()).unwrap()
     }
 
     /// Starts node `id` on `addr` with its replica of the partition, from whatever its
     /// directory holds.
     async fn open(&self, id: NodeId, addr: SocketAddr) -> Member {
-        let node =
-            PeerNode::start(id, addr, None, self.tls.clone(), &QuicTuning::default()).unwrap();
+        let node = self.start_node(id, addr);
+        self.open_on(id, node, None).await
+    }
+
+    async fn open_on(&self, id: NodeId, node: PeerNode, form: Option<Formation>) -> Member {
         let log_dir = self.dir.path().join(format!("node-{id}"));
         let replica = node
-            .open_partition(TOPIC, 0, &log_dir, LogConfig::default())
+            .open_partition(TOPIC, 0, &log_dir, LogConfig::default(), form)
             .await
             .unwrap();
         Member { node, replica }
@@ -253,6 +268,33 @@ async fn followers_hold_the_leaders_batches_at_the_same_offsets_and_survive_its_
     cluster.wait_high_watermark(100).await;
     assert_eq!(cluster.assert_identical_data().len(), 50);
     cluster.shutdown().await;
+}
+
+/// Every replica forms a new group before its peers reach it, so the group's first leader may
+/// die the moment it is elected (before its first entry reached anyone) and the two left
+/// still hold the membership to elect another with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_groups_first_leader_may_die_at_once_and_the_others_elect_one() {
+    for _ in 0..3 {
+        let mut cluster = Cluster::start().await;
+        let first = cluster.leader(Duration::from_secs(10)).await;
+        cluster.stop(first).await;
+        for member in cluster.members.values() {
+            let membership = member
+                .replica
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .clone();
+            let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+            assert_eq!(voters, BTreeSet::from([1, 2, 3]));
+        }
+        let next = cluster.leader(Duration::from_secs(10)).await;
+        assert_ne!(next, first);
+        assert_eq!(cluster.publish(next, 0, 1).await.len(), 1);
+        cluster.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
