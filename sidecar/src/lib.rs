@@ -28,7 +28,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let log = Log::open(Arc::new(FileStorage), dir.path(), LogConfig::default())?;
 //! let mut store = PartitionLogStore::new(Arc::new(log));
-//! let _state_machine = PartitionStateMachine::open(dir.path())?;
+//! let _state_machine = PartitionStateMachine::open(dir.path(), &store)?;
 //!
 //! let blank = Entry::<PartitionRaft> {
 //!     log_id: LogId::new(CommittedLeaderId::new(1, 0), 0),

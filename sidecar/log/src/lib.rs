@@ -55,7 +55,7 @@ pub use batch::{
 };
 pub use config::{Clock, FsyncPolicy, LogConfig, ParseFsyncPolicyError, SystemClock};
 pub use log::{
-    AppendError, Appended, Corruption, Fetched, Log, LogState, OpenError, ReadError,
+    AppendError, Appended, Corruption, Fetched, Log, LogState, OpenError, RaftPrefix, ReadError,
     RetentionReport, SyncError, WriteError,
 };
 pub use meta_file::RaftVote;

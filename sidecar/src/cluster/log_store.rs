@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use sidestream_log::{
 
 use sidestream_log::batch::ValidBatch;
 
+use super::bundle::{self, BundleError, LogPart};
 use super::entry_codec::{self, EncodeEntryError, openraft_log_id, raft_log_id};
 use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 
@@ -39,12 +41,16 @@ use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 ///   method returns only when its change is durable, except [`append`](RaftLogStorage::append),
 ///   which reports durability through its callback after the group-commit fsync.
 /// - The snapshot of the partition's state machine lives beside the log but apart from it;
-///   the log store learns of snapshots only through openraft's `purge`.
+///   the log store learns of snapshots through openraft's `purge`, and of one installed from
+///   the leader when the state machine rebuilds the log from its batches.
 #[derive(Debug, Clone)]
 pub struct PartitionLogStore {
     log: Arc<Log>,
     /// The entries appended last, as the log holds them, for replication to read.
     recent: Arc<Mutex<Recent>>,
+    /// The last entry of the latest snapshot whose batches rebuilt the log (see
+    /// [`PartitionLogStore::install`]); held while it rebuilds it.
+    installed: Arc<Mutex<Option<u64>>>,
 }
 
 /// The entries a log store appended last, each as the log holds it (stamped with its offset
@@ -191,7 +197,48 @@ impl PartitionLogStore {
         Self {
             log,
             recent: Arc::default(),
+            installed: Arc::default(),
         }
+    }
+
+    /// Rebuilds the log from the bundle of a snapshot from the leader, staged at `path`
+    /// (`part` and `body` as its header gave them), unless the log already holds the
+    /// snapshot's last entry `last`; then removes the bundle. Blocks on file IO.
+    ///
+    /// openraft purges the log through `last` when it installs a snapshot, without waiting
+    /// for the state machine to install it: a purge that comes after the rebuild must not
+    /// delete the batches just written, so [`purge`](RaftLogStorage::purge) deletes nothing
+    /// through the last entry installed, and waits while an install runs.
+    pub(crate) fn install(
+        &self,
+        path: &Path,
+        part: &LogPart,
+        body: u64,
+        last: LogId<NodeId>,
+    ) -> Result<(), BundleError> {
+        let last = raft_log_id(&last);
+        let mut installed = self
+            .installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *installed = Some(last.index);
+        if !self.holds(last) {
+            bundle::restore_log(&self.log, path, part, body, last)?;
+            self.recent().clear();
+        }
+        bundle::remove_staged(path);
+        Ok(())
+    }
+
+    /// Whether the log holds Raft entry `id` (and so, the logs matching, every one before it
+    /// as the leader has them).
+    fn holds(&self, id: RaftLogId) -> bool {
+        self.log
+            .read_entries(id.index..id.index.saturating_add(1))
+            .ok()
+            .and_then(|entries| entries.into_iter().next())
+            .and_then(|batch| BatchHeader::parse(&batch).ok())
+            .is_some_and(|header| header.raft == id)
     }
 
     /// Lets an idle partition's entries go (call it every second or so): those of the latest
@@ -402,20 +449,23 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
 
     /// Purges the log through `log_id`, which openraft guarantees a snapshot covers.
     ///
-    /// Purging past the last entry (a snapshot installed ahead of this log) empties the log,
-    /// and the log keeps its own next offset. `Log::reset(next_offset, last_included)` exists to
-    /// restart it at the snapshot's high watermark instead; it is not called here because
-    /// openraft 0.9 issues this purge without waiting for the state machine to install the
-    /// snapshot, so the log store cannot know that offset yet. A snapshot that carries the
-    /// leader's segments (DESIGN "Retention and snapshots") will rebuild the log at the leader's
-    /// offsets; until then a batch replicated after such a purge is refused if its offset does
-    /// not match (an offset-mismatch append error).
+    /// Purging past the last entry (a snapshot installed ahead of this log) empties the log;
+    /// the state machine then rebuilds it from the batches the snapshot carries
+    /// (`PartitionLogStore::install`, whatever order the two come in).
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let through = raft_log_id(&log_id);
         self.recent().forget(Some(log_id.index), None);
-        self.blocking(move |log| log.purge_through(through))
-            .await?
-            .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e))
+        let installed = Arc::clone(&self.installed);
+        self.blocking(move |log| {
+            let installed = installed.lock().unwrap_or_else(PoisonError::into_inner);
+            if installed.is_some_and(|i| through.index <= i) {
+                // The batches an installed snapshot brought: retention's to delete.
+                return Ok(());
+            }
+            log.purge_through(through)
+        })
+        .await?
+        .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Delete, &e))
     }
 }
 

@@ -33,7 +33,9 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// election timeout. The state machine's snapshot is a few hundred bytes of metadata, so
 /// snapshots are cheap and taken every 4096 entries; the log is never purged because of one
 /// (`max_in_snapshot_log_to_keep` is unbounded): a partition's log is its data, and only
-/// retention removes it.
+/// retention removes it. A snapshot sent to a follower carries the log's batches, in chunks
+/// of 1 MiB; the last chunk's call waits for the follower to rebuild its log from them, so
+/// the call may take up to a minute.
 pub fn partition_raft_config() -> Config {
     Config {
         cluster_name: "sidestream-partition".into(),
@@ -43,6 +45,8 @@ pub fn partition_raft_config() -> Config {
         enable_elect: false,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(4096),
         max_in_snapshot_log_to_keep: u64::MAX,
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 60_000,
         ..Config::default()
     }
 }
@@ -281,7 +285,8 @@ impl PeerNode {
             ));
         }
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
-        let state_machine = PartitionStateMachine::open(dir)?;
+        let store = PartitionLogStore::new(Arc::clone(&log));
+        let state_machine = PartitionStateMachine::open(dir, &store)?;
         let high_watermark = state_machine.watch_high_watermark();
         let producers = state_machine.shared_producers();
         let groups = state_machine.shared_groups();
@@ -290,7 +295,6 @@ impl PeerNode {
             .map_err(|e| raft_error(e.to_string()))?;
         let network =
             PartitionNetwork::new(self.node_id, topic, partition, Arc::clone(&self.clients));
-        let store = PartitionLogStore::new(Arc::clone(&log));
         let raft = openraft::Raft::new(
             self.node_id,
             Arc::new(config),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -331,6 +332,99 @@ async fn a_restarted_follower_catches_up_from_its_own_log() {
     cluster.shutdown().await;
 }
 
+/// A follower that missed entries the leader has since purged is sent a snapshot that carries
+/// the leader's batches from its log start (DESIGN "Retention and snapshots"): it ends up with
+/// the same batches at the same offsets, takes the entries after them, and can lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_gets_the_batches_with_the_snapshot() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    cluster.publish(leader, 0, 20).await;
+    cluster.wait_applied(leader).await;
+    let follower = *cluster.members.keys().find(|&&id| id != leader).unwrap();
+    let addr = cluster.stop(follower).await;
+    cluster.publish(leader, 20, 30).await;
+    cluster.wait_applied(leader).await;
+
+    // The leader snapshots and purges its log up to an entry the follower never had.
+    let raft = cluster.members[&leader].replica.raft.clone();
+    let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+    raft.trigger().snapshot().await.unwrap();
+    let mut metrics = raft.metrics();
+    let snapshotted = tokio::time::timeout(
+        Duration::from_secs(10),
+        metrics.wait_for(|m| m.snapshot.map(|s| s.index) >= applied),
+    )
+    .await
+    .is_ok_and(|built| built.is_ok());
+    assert!(snapshotted, "no snapshot built");
+    let purge_through = applied.unwrap() - 8;
+    raft.trigger().purge_log(purge_through).await.unwrap();
+    let leader_log = Arc::clone(&cluster.members[&leader].replica.log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_log.state().last_purged.map(|p| p.index) != Some(purge_through) {
+        assert!(Instant::now() < deadline, "the leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        leader_log.state().start_offset > 40,
+        "{:?}",
+        leader_log.state()
+    );
+
+    // The follower comes back behind the leader's log start: a snapshot brings it the rest.
+    let member = cluster.open(follower, addr).await;
+    cluster.members.insert(follower, member);
+    cluster.wait_high_watermark(100).await;
+    // (A replica back from a stop may stand for election before the leader reaches it: the
+    // new leader's blank entry then follows.)
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    cluster.wait_applied(leader).await;
+    let leader_log = Arc::clone(&cluster.members[&leader].replica.log);
+    let restored = Arc::clone(&cluster.members[&follower].replica.log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while restored.state().last != leader_log.state().last {
+        assert!(Instant::now() < deadline, "the follower never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(entries(&restored), entries(&leader_log));
+    assert_eq!(
+        restored.state().start_offset,
+        leader_log.state().start_offset
+    );
+    assert!(
+        !restored.dir().join(super::bundle::INCOMING_FILE).exists(),
+        "the received bundle is removed once installed"
+    );
+
+    // It takes what comes next, reads it back, and the group survives the leader's loss.
+    cluster.publish(leader, 50, 5).await;
+    cluster.wait_applied(leader).await;
+    cluster.wait_high_watermark(110).await;
+    let start = leader_log.state().start_offset;
+    let fetched = restored.read_committed(start, usize::MAX, 110).unwrap();
+    let expected = leader_log.read_committed(start, usize::MAX, 110).unwrap();
+    assert_eq!(fetched.batches, expected.batches);
+    cluster.stop(leader).await;
+    let next = cluster.leader(Duration::from_secs(10)).await;
+    assert_eq!(cluster.publish(next, 55, 1).await, vec![110]);
+    cluster.shutdown().await;
+}
+
+/// Every entry a log holds: its Raft id and offset, and its bytes if it is a data batch (a
+/// control batch carries the time its replica wrote it).
+fn entries(log: &sidestream_log::Log) -> Vec<(sidestream_log::RaftLogId, u64, Option<Bytes>)> {
+    log.read_entries(0..u64::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|batch| {
+            let header = BatchHeader::parse(&batch).unwrap();
+            let data = (!header.control).then_some(batch);
+            (header.raft, header.base_offset, data)
+        })
+        .collect()
+}
+
 fn batch_bytes(i: usize) -> Bytes {
     batch(i).0
 }
@@ -348,12 +442,7 @@ fn bare_clients(tls: &PeerTls) -> super::peer::PeerClients {
         node_id: 99,
         peer_address: endpoint.local_addr().unwrap().to_string(),
     };
-    super::peer::PeerClients::new(
-        endpoint,
-        Duration::from_secs(5),
-        hello,
-        std::sync::Arc::new(|_| {}),
-    )
+    super::peer::PeerClients::new(endpoint, Duration::from_secs(5), hello, Arc::new(|_| {}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,11 @@
 //! The partition's snapshot: the state machine's small state, kept in one file beside the log.
 //!
 //! For a partition the log *is* the data, so a snapshot is metadata only (last applied log id,
-//! last membership, high watermark, idempotent producers). The current snapshot is the file `raft-snapshot` in the
-//! partition directory, JSON, replaced atomically (write `raft-snapshot.tmp`, fsync, rename,
-//! fsync the directory); the log removes a stray `.tmp` when it opens.
+//! last membership, high watermark, idempotent producers, groups' positions). The current
+//! snapshot is the file `raft-snapshot` in the partition directory, JSON, replaced atomically
+//! (write `raft-snapshot.tmp`, fsync, rename, fsync the directory); the log removes a stray
+//! `.tmp` when it opens. A snapshot sent to a follower carries the log's batches as well
+//! ([`super::bundle`]).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -59,6 +61,9 @@ pub enum LoadSnapshotError {
         #[source]
         source: io::Error,
     },
+    /// A snapshot received from the leader could not be installed in full.
+    #[error(transparent)]
+    Install(#[from] super::bundle::BundleError),
     /// The snapshot file is of a format version this sidecar does not read.
     #[error("{}: unknown snapshot format version {version}", path.display())]
     Version {
@@ -116,11 +121,6 @@ impl StoredSnapshot {
             meta,
             state,
         }
-    }
-
-    /// The snapshot data sent to followers: the state as JSON.
-    pub(crate) fn data(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&self.state)
     }
 }
 

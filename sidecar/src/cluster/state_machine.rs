@@ -6,8 +6,7 @@
 //! next sequence and last batches, as the applied batches left it). Snapshots hold just that;
 //! see [`super::snapshot`].
 
-use std::io::Cursor;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,8 +19,9 @@ use sidestream_log::batch::DecodeError;
 use sidestream_log::{BatchBody, BatchHeader, Offset, RecordBatch};
 use tokio::sync::watch;
 
+use super::bundle::{self, BundleError, SnapshotData};
 use super::group_state::{GroupApplied, GroupCommand, GroupTable};
-use super::log_store::storage_error;
+use super::log_store::{PartitionLogStore, storage_error};
 use super::snapshot::{LoadSnapshotError, PartitionState, SnapshotStore, StoredSnapshot};
 use super::type_config::{Applied, NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 use crate::topics::producers::Producers;
@@ -39,6 +39,11 @@ use crate::topics::producers::Producers;
 pub struct PartitionStateMachine {
     state: PartitionState,
     snapshots: Arc<SnapshotStore>,
+    /// The partition's directory, where a snapshot from the leader is received.
+    dir: PathBuf,
+    /// The partition's log store: snapshots sent carry its batches, and one installed
+    /// rebuilds its log.
+    store: PartitionLogStore,
     high_watermark: watch::Sender<Offset>,
     /// The producers' table as applied, shared with the partition's publishers (a new leader
     /// starts its own table of proposed batches from it).
@@ -52,18 +57,21 @@ pub struct PartitionStateMachine {
 pub struct PartitionSnapshotBuilder {
     state: PartitionState,
     snapshots: Arc<SnapshotStore>,
+    store: PartitionLogStore,
 }
 
 impl PartitionStateMachine {
-    /// Opens the state machine of the partition whose directory is `dir`, starting from the
-    /// snapshot saved there, if any.
-    pub fn open(dir: &Path) -> Result<Self, LoadSnapshotError> {
+    /// Opens the state machine of the partition whose directory is `dir` and whose log store
+    /// is `store`, starting from the snapshot saved there, if any. A snapshot whose install a
+    /// crash cut short (saved, but the log not yet rebuilt from it) is finished first.
+    pub fn open(dir: &Path, store: &PartitionLogStore) -> Result<Self, LoadSnapshotError> {
         let snapshots = SnapshotStore::open(dir)?;
-        let state = snapshots
-            .current()
-            .map(|snapshot| snapshot.state)
-            .unwrap_or_default();
+        let current = snapshots.current();
+        finish_install(dir, store, current.as_ref())?;
+        let state = current.map(|snapshot| snapshot.state).unwrap_or_default();
         Ok(Self {
+            dir: dir.to_path_buf(),
+            store: store.clone(),
             high_watermark: watch::Sender::new(state.high_watermark),
             producers: Arc::new(Mutex::new(state.producers.clone())),
             groups: Arc::new(Mutex::new(state.groups.clone())),
@@ -216,31 +224,53 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         PartitionSnapshotBuilder {
             state: self.state.clone(),
             snapshots: Arc::clone(&self.snapshots),
+            store: self.store.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        let data = SnapshotData::incoming(&self.dir)
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        Ok(Box::new(data))
     }
 
-    /// Replaces the state with the snapshot's and saves it as the current snapshot.
+    /// Replaces the state with the snapshot's and saves it as the current snapshot, then
+    /// rebuilds the log from the batches the snapshot carries (unless the log holds the
+    /// snapshot's last entry already: then it holds everything before it too).
     ///
-    /// The log is left to openraft, which purges it through the snapshot's last log id.
+    /// The order makes a crash harmless: the received file stays until the log is rebuilt,
+    /// and opening the state machine finishes an install whose snapshot was saved.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let state: PartitionState = serde_json::from_slice(snapshot.get_ref())
-            .map_err(|e| storage_error(subject(), ErrorVerb::Read, &e))?;
+        let failed = |e: BundleError| storage_error(subject(), ErrorVerb::Read, &e);
+        let path = snapshot.stage(&self.dir).await.map_err(failed)?;
+        let staged = path.clone();
+        let (header, body) = tokio::task::spawn_blocking(move || bundle::read_header(&staged))
+            .await
+            .map_err(|e| storage_error(subject(), ErrorVerb::Read, &e))?
+            .map_err(failed)?;
+        let state = header.state;
         if state.last_applied != meta.last_log_id || state.last_membership != meta.last_membership {
             return Err(storage_error(subject(), ErrorVerb::Read, &SnapshotMismatch));
         }
         let stored = StoredSnapshot::new(meta.clone(), state.clone());
         save(&self.snapshots, stored, Some(meta)).await?;
+        if let (Some(part), Some(last)) = (header.log, meta.last_log_id) {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.install(&path, &part, body, last))
+                .await
+                .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?
+                .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
+        } else {
+            bundle::remove_staged(&path);
+        }
         *self
             .producers
             .lock()
@@ -257,13 +287,13 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         let Some(stored) = self.snapshots.current() else {
             return Ok(None);
         };
-        let data = stored.data().map_err(|e| {
+        let data = SnapshotData::outgoing(&stored.state, self.store.log()).map_err(|e| {
             let signature = Some(stored.meta.signature());
             storage_error(ErrorSubject::Snapshot(signature), ErrorVerb::Read, &e)
         })?;
         Ok(Some(Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         }))
     }
 }
@@ -286,19 +316,44 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
             snapshot_id,
         };
         let stored = StoredSnapshot::new(meta.clone(), self.state.clone());
-        let data = stored.data().map_err(|e| {
+        save(&self.snapshots, stored, None).await?;
+        let data = SnapshotData::outgoing(&self.state, self.store.log()).map_err(|e| {
             storage_error(
                 ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
+                ErrorVerb::Read,
                 &e,
             )
         })?;
-        save(&self.snapshots, stored, None).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         })
     }
+}
+
+/// Finishes, when the partition opens, an install of a snapshot from the leader that a crash
+/// cut short: if the received bundle is the current snapshot's and the log does not hold the
+/// snapshot's last entry, the log is rebuilt from the bundle. A bundle left from a transfer
+/// that never completed (or an install that did) is removed.
+fn finish_install(
+    dir: &Path,
+    store: &PartitionLogStore,
+    current: Option<&StoredSnapshot>,
+) -> Result<(), BundleError> {
+    let path = dir.join(bundle::INCOMING_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    if let Ok((header, body)) = bundle::read_header(&path)
+        && let Some(current) = current
+        && header.state.last_applied == current.state.last_applied
+        && let (Some(part), Some(last)) = (header.log, current.meta.last_log_id)
+    {
+        tracing::warn!(dir = %dir.display(), %last, "finishing a snapshot install a crash cut short");
+        return store.install(&path, &part, body, last);
+    }
+    bundle::remove_staged(&path);
+    Ok(())
 }
 
 /// The snapshot's data does not describe the state its meta names.

@@ -40,8 +40,9 @@ fn passes_openraft_storage_suite() {
 
 fn open(dir: &Path) -> (PartitionLogStore, PartitionStateMachine) {
     let log = Log::open(Arc::new(FileStorage), dir, LogConfig::default()).unwrap();
-    let state_machine = PartitionStateMachine::open(dir).unwrap();
-    (PartitionLogStore::new(Arc::new(log)), state_machine)
+    let store = PartitionLogStore::new(Arc::new(log));
+    let state_machine = PartitionStateMachine::open(dir, &store).unwrap();
+    (store, state_machine)
 }
 
 fn log_id(term: u64, index: u64) -> LogId<NodeId> {
@@ -247,6 +248,13 @@ async fn applying_moves_the_high_watermark_and_answers_per_entry() {
     assert_eq!(last_membership.log_id(), &Some(log_id(0, 0)));
 }
 
+async fn bytes_of(mut data: Box<super::bundle::SnapshotData>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes).await.unwrap();
+    bytes
+}
+
 #[tokio::test]
 async fn the_snapshot_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,11 +279,15 @@ async fn the_snapshot_survives_a_restart() {
     );
     let current = state_machine.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, built.meta);
-    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+    assert_eq!(
+        bytes_of(current.snapshot).await,
+        bytes_of(built.snapshot).await
+    );
 
-    // Installed on another partition directory, it replaces that state machine's state.
+    // Installed on another partition directory, it replaces that state machine's state and
+    // rebuilds that log from the batches it carries.
     let other = tempfile::tempdir().unwrap();
-    let (_, mut follower) = open(other.path());
+    let (follower_store, mut follower) = open(other.path());
     let mut data = follower.begin_receiving_snapshot().await.unwrap();
     *data = *state_machine
         .get_current_snapshot()
@@ -285,11 +297,74 @@ async fn the_snapshot_survives_a_restart() {
         .snapshot;
     follower.install_snapshot(&built.meta, data).await.unwrap();
     assert_eq!(follower.high_watermark(), 4);
+    let (leader_store, _) = open(dir.path());
+    assert_eq!(
+        follower_store.log().read_entries(0..10).unwrap(),
+        leader_store.log().read_entries(0..10).unwrap()
+    );
+    assert_eq!(follower_store.log().read_entries(0..10).unwrap().len(), 2);
     let (_, mut reopened) = open(other.path());
     assert_eq!(
         reopened.applied_state().await.unwrap().0,
         Some(log_id(1, 1))
     );
+}
+
+/// A crash after a follower saved a snapshot from its leader but before it rebuilt its log
+/// from the batches that came with it: opening the partition finishes the install. A bundle
+/// whose install never got that far is dropped and leaves the log alone.
+#[tokio::test]
+async fn opening_finishes_a_snapshot_install_a_crash_cut_short() {
+    use super::snapshot::{SnapshotStore, StoredSnapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut state_machine) = open(dir.path());
+    store
+        .blocking_append([membership(0, 0, &[1, 2]), write(1, 1, 4), write(1, 2, 3)])
+        .await
+        .unwrap();
+    let committed = store.get_log_entries(0..3).await.unwrap();
+    state_machine.apply(committed).await.unwrap();
+    let built = state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let leader_entries = store.log().read_entries(0..10).unwrap();
+
+    // A follower with a log of its own received the bundle and saved the snapshot, then died.
+    let other = tempfile::tempdir().unwrap();
+    {
+        let (mut follower_store, _) = open(other.path());
+        follower_store
+            .blocking_append([write(1, 0, 1)])
+            .await
+            .unwrap();
+    }
+    let staged = built.snapshot.stage(other.path()).await.unwrap();
+    let (header, _) = super::bundle::read_header(&staged).unwrap();
+    let snapshots = SnapshotStore::open(other.path()).unwrap();
+    snapshots
+        .replace(StoredSnapshot::new(built.meta.clone(), header.state))
+        .unwrap();
+    drop(snapshots);
+    let (follower_store, follower) = open(other.path());
+    assert_eq!(follower.high_watermark(), 7);
+    assert_eq!(
+        follower_store.log().read_entries(0..10).unwrap(),
+        leader_entries
+    );
+    assert!(!staged.exists());
+
+    // A bundle of a later snapshot than the one saved never finished arriving: dropped.
+    std::fs::write(&staged, b"SSBUNDL1\0\0\0\x05{").unwrap();
+    drop((follower_store, follower));
+    let (follower_store, _) = open(other.path());
+    assert_eq!(
+        follower_store.log().read_entries(0..10).unwrap(),
+        leader_entries
+    );
+    assert!(!staged.exists());
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! ([`PartitionWrite`]), what applying an entry answers ([`Applied`]), and the type
 //! configuration that ties them to openraft ([`PartitionRaft`]).
 
-use std::io::Cursor;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -28,7 +27,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<PartitionRaft>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::bundle::SnapshotData,
         AsyncRuntime = TokioRuntime,
 );
 

@@ -148,6 +148,9 @@ pub enum ReadError {
         #[source]
         source: io::Error,
     },
+    /// The log holds no Raft entry with this index.
+    #[error("raft entry {0} is not in the log")]
+    MissingEntry(u64),
 }
 
 /// Why a sync (or waiting for one) failed.

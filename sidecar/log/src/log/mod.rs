@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use error::{AppendError, Corruption, OpenError, ReadError, SyncError, WriteError};
+pub use raft::RaftPrefix;
 pub use retention::RetentionReport;
 
 use crate::Offset;

@@ -159,8 +159,13 @@ impl Log {
     }
 
     /// Empties the log and restarts it at `next_offset`, as if everything up to Raft entry
-    /// `last_included` had been purged (installing a snapshot that is ahead of the log).
-    pub fn reset(&self, next_offset: u64, last_included: RaftLogId) -> Result<(), WriteError> {
+    /// `last_included` had been purged (installing a snapshot that is ahead of the log; with
+    /// `None`, the next entry appended may have any index).
+    pub fn reset(
+        &self,
+        next_offset: u64,
+        last_included: Option<RaftLogId>,
+    ) -> Result<(), WriteError> {
         let shared = &*self.shared;
         let _writer = lock(&shared.writer);
         if shared.durability.is_poisoned() {
@@ -170,10 +175,80 @@ impl Log {
         shared.replace_start(
             LogStart {
                 start_offset: next_offset,
-                last_purged: Some(last_included),
+                last_purged: last_included,
             },
             true,
         )
+    }
+
+    /// The log's batches from its first one through Raft entry `through`, as byte ranges of
+    /// its segment files: what a follower that lacks the log's start is sent with a snapshot
+    /// taken at `through`. The files stay readable through the prefix while it lives, even if
+    /// retention deletes them meanwhile (it holds them open).
+    ///
+    /// Fails if the log does not hold `through` (nor has purged it: then the prefix is empty).
+    pub fn raft_prefix(&self, through: u64) -> Result<RaftPrefix, ReadError> {
+        let state = self.state();
+        let segments = self.shared.segments();
+        let mut prefix = RaftPrefix {
+            start_offset: state.start_offset,
+            prev: state.last_purged,
+            parts: Vec::new(),
+            len: 0,
+        };
+        let first = state.last_purged.map_or(0, |p| p.index + 1);
+        if through < first {
+            return if state.last_purged.is_some() {
+                Ok(prefix)
+            } else {
+                Err(ReadError::MissingEntry(through))
+            };
+        }
+        let damaged = |segment: &Segment| {
+            let path = segment.path().to_path_buf();
+            move |d: segment::Damage| d.into_read_error(path)
+        };
+        let mut found_last = false;
+        for segment in segments.iter() {
+            let meta = segment.meta().clone();
+            let (Some(seg_first), Some(seg_last)) = (meta.first_raft_index, meta.last_raft) else {
+                continue;
+            };
+            if seg_last.index < first {
+                continue;
+            }
+            if seg_first > through {
+                break;
+            }
+            let start = if seg_first < first {
+                segment
+                    .locate_raft_index(first)
+                    .map_err(damaged(segment))?
+                    .map_or(0, |b| b.position)
+            } else {
+                0
+            };
+            let last = seg_last.index.min(through);
+            let Some(end) = segment.locate_raft_index(last).map_err(damaged(segment))? else {
+                return Err(ReadError::MissingEntry(last));
+            };
+            let end = end.position + u64::from(end.header.length);
+            prefix.parts.push(PrefixPart {
+                file: Arc::clone(segment.file()),
+                start,
+                len: end - start,
+            });
+            prefix.len += end - start;
+            if last == through {
+                found_last = true;
+                break;
+            }
+        }
+        if found_last {
+            Ok(prefix)
+        } else {
+            Err(ReadError::MissingEntry(through))
+        }
     }
 
     /// Durably records a vote (after making every earlier append durable, so the vote never
@@ -323,4 +398,55 @@ fn locate(
         .locate_raft_index(raft_index)
         .map(|b| b.map(|b| b.header))
         .map_err(|d| (segment.path().to_path_buf(), d))
+}
+
+/// A prefix of a log's batches (see [`Log::raft_prefix`]): byte ranges of segment files, read
+/// as one run of whole batches.
+#[derive(Debug, Clone)]
+pub struct RaftPrefix {
+    /// The offset of the prefix's first batch (the log's start offset).
+    pub start_offset: u64,
+    /// The Raft entry before the prefix's first one (the log's last purged), if any.
+    pub prev: Option<RaftLogId>,
+    parts: Vec<PrefixPart>,
+    len: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PrefixPart {
+    file: Arc<dyn crate::StorageFile>,
+    start: u64,
+    len: u64,
+}
+
+impl RaftPrefix {
+    /// The prefix's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the prefix holds no batch.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads into `buf` from byte `pos` of the prefix; returns 0 at its end.
+    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        let mut skipped = 0;
+        for part in &self.parts {
+            if pos < skipped + part.len {
+                let within = pos - skipped;
+                let room = usize::try_from(part.len - within).unwrap_or(usize::MAX);
+                let want = buf.len().min(room);
+                crate::storage::read_exact_at(
+                    part.file.as_ref(),
+                    &mut buf[..want],
+                    part.start + within,
+                )?;
+                return Ok(want);
+            }
+            skipped += part.len;
+        }
+        Ok(0)
+    }
 }

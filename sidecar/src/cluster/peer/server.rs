@@ -7,8 +7,10 @@ use prost::Message;
 use sidestream_proto::Request;
 
 use bytes::BytesMut;
-use openraft::error::{Fatal, RaftError};
-use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest, VoteRequest};
+use openraft::error::{Fatal, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+};
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 use sidestream_proto::FrameCodec;
 use sidestream_proto::peer::v1::{
@@ -273,7 +275,7 @@ async fn try_answer(
         RaftCall::InstallSnapshot(json) => {
             let rpc: InstallSnapshotRequest<PartitionRaft> =
                 wire::from_json(&json, "install_snapshot")?;
-            let result = raft.install_snapshot(rpc).await;
+            let result = install_snapshot(&raft, &heard, rpc).await;
             if let Err(RaftError::Fatal(fatal)) = &result {
                 return Ok(unavailable(&group, fatal));
             }
@@ -288,6 +290,24 @@ async fn try_answer(
         }
     };
     Ok(wire::answered(result))
+}
+
+/// Passes a snapshot chunk to the group. The last chunk's call lasts until the log is rebuilt
+/// from the snapshot: the leader is heard all along (openraft refuses a stale leader's chunk
+/// at once), so the replica does not stand for election meanwhile.
+async fn install_snapshot(
+    raft: &openraft::Raft<PartitionRaft>,
+    heard: &crate::cluster::election::Heard,
+    rpc: InstallSnapshotRequest<PartitionRaft>,
+) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+    let install = raft.install_snapshot(rpc);
+    tokio::pin!(install);
+    loop {
+        tokio::select! {
+            result = &mut install => return result,
+            () = tokio::time::sleep(crate::cluster::HEARTBEAT_INTERVAL) => heard.now(),
+        }
+    }
 }
 
 /// The answer of a group whose Raft has stopped (shut down, or failed on storage).

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{ManualClock, config, control_batch, data_batch, open};
-use crate::batch::{self, BatchBody, RaftLogId, RecordBatch};
+use crate::batch::{self, BatchBody, BatchHeader, RaftLogId, RecordBatch};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::log::{AppendError, Log, OpenError, ReadError, SyncError};
 use crate::meta_file::RaftVote;
@@ -301,7 +301,8 @@ fn reset_restarts_the_log_at_a_snapshot() {
     let cfg = config(FsyncPolicy::Always, 1 << 20);
     let log = open(&storage, &cfg);
     log.append(&data_batch(2, 1, 0, 0)).unwrap();
-    log.reset(500, RaftLogId { term: 4, index: 70 }).unwrap();
+    log.reset(500, Some(RaftLogId { term: 4, index: 70 }))
+        .unwrap();
     let next = log
         .append_entry(&data_batch(1, 1, 0, 0), RaftLogId { term: 4, index: 71 })
         .unwrap();
@@ -310,6 +311,100 @@ fn reset_restarts_the_log_at_a_snapshot() {
     let log = open(&storage, &cfg);
     assert_eq!(log.state().start_offset, 500);
     assert_eq!(log.state().next_offset, 501);
+}
+
+/// Every batch in `bytes`, a run of whole batches.
+fn split_batches(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let length = BatchHeader::parse(rest).unwrap().length as usize;
+        batches.push(rest[..length].to_vec());
+        rest = &rest[length..];
+    }
+    batches
+}
+
+#[test]
+fn a_raft_prefix_rebuilds_the_log_elsewhere_at_the_same_offsets() {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = config(FsyncPolicy::Always, 1_000);
+    let log = open(&storage, &cfg);
+    for i in 0..30 {
+        let batch = if i % 7 == 3 {
+            control_batch(0)
+        } else {
+            data_batch(2, 100, 0, 1)
+        };
+        log.append_entry(
+            &batch,
+            RaftLogId {
+                term: 1 + i / 10,
+                index: i,
+            },
+        )
+        .unwrap();
+    }
+    log.purge_through(RaftLogId { term: 1, index: 8 }).unwrap();
+    assert!(log.state().segment_count > 3);
+
+    // Entries 9 to 24: from inside a segment, across several, to inside another.
+    let prefix = log.raft_prefix(24).unwrap();
+    assert_eq!(prefix.start_offset, log.state().start_offset);
+    assert_eq!(prefix.prev, Some(RaftLogId { term: 1, index: 8 }));
+    let mut bytes = vec![0; usize::try_from(prefix.len()).unwrap()];
+    let mut pos = 0;
+    while pos < bytes.len() {
+        // Odd-sized reads cross the parts' ends.
+        let end = (pos + 333).min(bytes.len());
+        let n = prefix.read_at(&mut bytes[pos..end], pos as u64).unwrap();
+        assert!(n > 0);
+        pos += n;
+    }
+    assert_eq!(prefix.read_at(&mut [0; 8], prefix.len()).unwrap(), 0);
+    let batches = split_batches(&bytes);
+    let held: Vec<Vec<u8>> = log
+        .read_entries(9..25)
+        .unwrap()
+        .iter()
+        .map(|b| b.to_vec())
+        .collect();
+    assert_eq!(batches, held);
+
+    // A follower's log rebuilt from it holds the same entries at the same offsets, and
+    // takes the leader's next entry.
+    let other = Arc::new(FaultStorage::new());
+    let copy = open(&other, &cfg);
+    copy.append(&data_batch(1, 1, 0, 9)).unwrap();
+    copy.reset(prefix.start_offset, prefix.prev).unwrap();
+    for batch in &batches {
+        let header = BatchHeader::parse(batch).unwrap();
+        let appended = copy.append_entry(batch, header.raft).unwrap();
+        assert_eq!(appended.base_offset, header.base_offset);
+    }
+    let next = log.read_entries(25..26).unwrap().remove(0);
+    copy.append_entry(&next, RaftLogId { term: 3, index: 25 })
+        .unwrap();
+    assert_eq!(
+        copy.read_entries(0..26).unwrap(),
+        log.read_entries(9..26).unwrap()
+    );
+    assert_eq!(copy.state().start_offset, log.state().start_offset);
+    drop(copy);
+    let copy = open(&other, &cfg);
+    assert_eq!(copy.read_entries(0..26).unwrap().len(), 17);
+
+    // Through the last purged entry: nothing to send; below it or past the end: an error.
+    assert!(log.raft_prefix(8).unwrap().is_empty());
+    assert!(matches!(
+        log.raft_prefix(30),
+        Err(ReadError::MissingEntry(30))
+    ));
+    let fresh = open(&Arc::new(FaultStorage::new()), &cfg);
+    assert!(matches!(
+        fresh.raft_prefix(0),
+        Err(ReadError::MissingEntry(0))
+    ));
 }
 
 #[test]
