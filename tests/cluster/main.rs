@@ -542,11 +542,20 @@ async fn a_cluster_forms_and_replaces_its_dead_leader_on_a_lossy_reordering_netw
 /// Starts three members on 127.0.0.1 (the first forms the cluster, the others join through
 /// it) and waits until they agree on a metadata leader.
 async fn three_members(dir: &Path) -> (Vec<Member>, PathBuf) {
+    three_members_with(dir, &[]).await
+}
+
+/// [`three_members`], each started with `extra` flags as well.
+async fn three_members_with(dir: &Path, extra: &[&str]) -> (Vec<Member>, PathBuf) {
+    let with_extra = |mut args: Vec<String>| {
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
     let first_dir = dir.join("node-1");
     let first = start(
         &first_dir,
         loopback(),
-        &member_args(1, "127.0.0.1:0", None, None),
+        &with_extra(member_args(1, "127.0.0.1:0", None, None)),
     );
     let tls = first.tls_dir();
     let seed_peer = first.peer_addr().expect("a member prints its peer port");
@@ -557,7 +566,12 @@ async fn three_members(dir: &Path) -> (Vec<Member>, PathBuf) {
     }];
     for id in [2, 3] {
         let data_dir = dir.join(format!("node-{id}"));
-        let args = member_args(id, "127.0.0.1:0", Some(&seed_peer.to_string()), Some(&tls));
+        let args = with_extra(member_args(
+            id,
+            "127.0.0.1:0",
+            Some(&seed_peer.to_string()),
+            Some(&tls),
+        ));
         members.push(Member {
             id,
             process: start(&data_dir, loopback(), &args),
@@ -1124,4 +1138,109 @@ async fn group_offsets_are_replicated_with_their_partitions_and_a_replaced_membe
     consumed.sort();
     assert_eq!(consumed, expected, "every event consumed once, in commits");
     let _ = survivor.close().await;
+}
+
+/// Partition 0 of `topic` as the member at `member` describes its own replica: (log start
+/// offset, high watermark), once it answers.
+async fn replica_offsets(member: &Member, tls: &Path, topic: &str) -> Option<(u64, u64)> {
+    let client = sidestream::Client::builder("cluster-test")
+        .sidecar(member.process.addr().to_string())
+        .tls_dir(tls)
+        .connect()
+        .await
+        .ok()?;
+    let described = client.describe_topic(topic).await.ok();
+    let _ = client.close().await;
+    let partition = described?.partitions.into_iter().next()?;
+    Some((partition.log_start_offset, partition.high_watermark))
+}
+
+/// Asks `member` until its replica's (log start, high watermark) pass `check` (at most
+/// [`PATIENCE`]); returns them.
+async fn wait_for_offsets(
+    member: &Member,
+    tls: &Path,
+    topic: &str,
+    what: &str,
+    check: impl Fn(u64, u64) -> bool,
+) -> (u64, u64) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = None;
+    loop {
+        if let Some((start, high)) = replica_offsets(member, tls, topic).await {
+            if check(start, high) {
+                return (start, high);
+            }
+            last = Some((start, high));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}: {what}: never (last seen log start and high watermark {last:?})",
+            member.id
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Retention of a replicated topic goes through openraft on every replica; a replica that was
+/// down meanwhile comes back behind its leader's log start, and gets the batches it lacks with
+/// a snapshot: the same log start, the same events at the same offsets, and it takes its
+/// share of the group's work when another member dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_trims_every_replica_and_a_replica_back_from_a_stop_gets_the_leaders_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--segment-bytes", "4096", "--retention-check-ms", "300"];
+    let (mut members, tls) = three_members_with(dir.path(), &extra).await;
+    let admin = connect(&members[0], &tls).await;
+    admin
+        .create_topic(
+            "trimmed",
+            sidestream::TopicSettings::new()
+                .partitions(1)
+                .retention_bytes(16 << 10),
+        )
+        .await
+        .expect("a replicated topic with a size limit");
+    let mut acknowledged = publish_range(&admin, "trimmed", 0..50).await;
+
+    // Node 3 stops; the other two take on more than the limit, and let the oldest go.
+    tokio::task::block_in_place(|| members[2].process.kill());
+    acknowledged.extend(publish_range(&admin, "trimmed", 50..600).await);
+    let (start, high) = wait_for_offsets(&members[0], &tls, "trimmed", "trims its log", |s, h| {
+        s > 50 && h == 600
+    })
+    .await;
+    wait_for_offsets(&members[1], &tls, "trimmed", "trims its log", |s, _| s > 50).await;
+
+    // Back, node 3 is behind both: a snapshot brings it the leader's batches.
+    tokio::task::block_in_place(|| members[2].process.restart());
+    let (restored_start, _) =
+        wait_for_offsets(&members[2], &tls, "trimmed", "catches up", |s, h| {
+            s >= start && h == high
+        })
+        .await;
+    let still_held: Vec<_> = acknowledged
+        .iter()
+        .filter(|(_, offset, _)| *offset >= restored_start)
+        .cloned()
+        .collect();
+    assert!(still_held.len() > 100, "{restored_start}");
+    let node3 = connect(&members[2], &tls).await;
+    read_back(&node3, "trimmed", &still_held).await;
+
+    // With node 1 gone, nodes 2 and 3 keep the partition: node 3 serves what it holds.
+    tokio::task::block_in_place(|| members[0].process.kill());
+    let node2 = connect(&members[1], &tls).await;
+    let more = publish_range(&node2, "trimmed", 600..620).await;
+    let (last_start, _) =
+        wait_for_offsets(&members[2], &tls, "trimmed", "takes more", |_, h| h == 620).await;
+    let expected: Vec<_> = still_held
+        .into_iter()
+        .chain(more)
+        .filter(|(_, offset, _)| *offset >= last_start)
+        .collect();
+    read_back(&node3, "trimmed", &expected).await;
+    for client in [admin, node2, node3] {
+        let _ = client.close().await;
+    }
 }

@@ -46,6 +46,13 @@ pub(super) struct SidecarArgs {
     /// fsync policy of a topic created without one: always, `interval:<ms>` or never.
     #[arg(long, default_value = "always")]
     default_fsync: FsyncPolicy,
+    /// Size at which a partition's log rolls to a new segment, in bytes (retention deletes
+    /// whole segments), 4 KiB to 3 GiB [default: 1 GiB]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4096..=(3 << 30)))]
+    segment_bytes: Option<u64>,
+    /// How often retention runs, in milliseconds.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+    retention_check_ms: u64,
     /// Peer QUIC address: with it the sidecar is a member of a cluster (the first one started
     /// without --seed forms it) [default: alone, no peer port]
     #[arg(long, env = "SIDESTREAM_PEER_LISTEN")]
@@ -78,6 +85,10 @@ impl SidecarArgs {
         };
         config.topic_defaults.partitions = self.default_partitions;
         config.topic_defaults.fsync = self.default_fsync;
+        if let Some(segment_bytes) = self.segment_bytes {
+            config.log.segment_bytes = segment_bytes;
+        }
+        config.retention_interval = std::time::Duration::from_millis(self.retention_check_ms);
         config.cluster = self.peer_listen.map(|peer_listen| ClusterConfig {
             peer_listen,
             peer_advertise: self.peer_advertise,

@@ -19,7 +19,7 @@ use openraft::{
     RaftLogReader, StorageError, StorageIOError, Vote,
 };
 use sidestream_log::{
-    AppendError, Appended, BatchHeader, FsyncPolicy, Log, Offset, RaftLogId, RaftVote,
+    AppendError, Appended, BatchHeader, FsyncPolicy, Log, Offset, RaftLogId, RaftVote, WriteError,
 };
 
 use sidestream_log::batch::ValidBatch;
@@ -228,6 +228,17 @@ impl PartitionLogStore {
         }
         bundle::remove_staged(path);
         Ok(())
+    }
+
+    /// Deletes the log's segments through Raft entry `through`, which openraft has let go
+    /// already (a snapshot installed past it left these batches to retention). Blocks on
+    /// file IO; waits while a snapshot install runs.
+    pub(crate) fn purge_released(&self, through: RaftLogId) -> Result<(), WriteError> {
+        let _installing = self
+            .installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.log.purge_through(through)
     }
 
     /// Whether the log holds Raft entry `id` (and so, the logs matching, every one before it

@@ -37,7 +37,7 @@ use crate::cluster::{ClusterError, ClusterMember, PassedOnHandler};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
-use crate::topics::{Topics, TopicsError};
+use crate::topics::{Kind, Topics, TopicsError};
 use frames::{quic_code, read_error_code, read_frame, write_response};
 
 /// Why a sidecar could not start or stopped with an error.
@@ -337,7 +337,10 @@ async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
 }
 
 async fn retention_loop(shared: Arc<Shared>) {
-    let every = shared.config.retention_interval.max(Duration::from_secs(1));
+    let every = shared
+        .config
+        .retention_interval
+        .max(Duration::from_millis(100));
     let mut every = tokio::time::interval(every);
     every.tick().await;
     loop {
@@ -347,6 +350,28 @@ async fn retention_loop(shared: Arc<Shared>) {
             && deleted > 0
         {
             tracing::info!(segments = deleted, "retention deleted segments");
+        }
+        replicated_retention(&shared.topics).await;
+    }
+}
+
+/// Applies retention to every replicated partition this sidecar holds a replica of, through
+/// openraft (`Replicated::apply_retention`).
+async fn replicated_retention(topics: &Topics) {
+    for topic in topics.all() {
+        for partition in topic.partitions() {
+            let Kind::Replicated(replicated) = partition.kind() else {
+                continue;
+            };
+            match replicated.apply_retention().await {
+                Ok(Some(through)) => {
+                    tracing::info!(topic = %topic.spec().name, partition = partition.number(), through, "retention purges the log");
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(topic = %topic.spec().name, partition = partition.number(), %error, "retention failed");
+                }
+            }
         }
     }
 }

@@ -431,8 +431,8 @@ impl Topics {
         let mut deleted = 0;
         for topic in self.all() {
             for partition in topic.partitions() {
-                // A replicated partition's log is its Raft log: retention must go through
-                // openraft's purge, which is not wired yet.
+                // A replicated partition's log is its Raft log: retention goes through
+                // openraft's purge (`Replicated::apply_retention`).
                 let Kind::Local(log) = partition.kind() else {
                     continue;
                 };

@@ -20,7 +20,7 @@
 //! ```
 
 use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,6 +42,9 @@ const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest one step of a replica set change may take (a new replica catching up included).
 const CONVERGE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long retention waits for a snapshot it asked for (a few hundred bytes of state).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest a leader handing over waits, publishes held back, for the preferred replica to
 /// have its whole log (it was at most [`BALANCE_LAG`] entries behind).
@@ -418,6 +421,64 @@ impl Replicated {
     /// set the metadata names, changes them: the new replicas join as learners (their peer
     /// addresses in `nodes`), are waited for until they have caught up (at most
     /// [`CONVERGE_WAIT`]), then the voters become the replica set. Does nothing elsewhere.
+    /// Applies the topic's retention to this replica's log (every replica does, on its own
+    /// log): the whole segments retention lets go, at or below the high watermark, are purged
+    /// through openraft, once a snapshot covers them (one is taken when none does). openraft
+    /// deletes them when no follower is being sent them; a follower that needs them later gets
+    /// them from the leader's log start, with a snapshot. Returns what it did, for the log.
+    pub(crate) async fn apply_retention(&self) -> Result<Option<u64>, String> {
+        let replica = &self.replica;
+        let high_watermark = *replica.high_watermark.borrow();
+        let log = Arc::clone(&replica.log);
+        let point = tokio::task::spawn_blocking(move || log.retention_point(high_watermark))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(point) = point else {
+            return Ok(None);
+        };
+        let (purged, snapshot) = {
+            let metrics = replica.raft.metrics();
+            let metrics = metrics.borrow();
+            (
+                metrics.purged.map(|p| p.index),
+                metrics.snapshot.map(|s| s.index),
+            )
+        };
+        if purged >= Some(point.index) {
+            // openraft let these entries go already (a snapshot from the leader was installed
+            // past them): nothing of Raft needs them.
+            let store = replica.store.clone();
+            tokio::task::spawn_blocking(move || store.purge_released(point))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot delete segments through entry {point}: {e}"))?;
+            return Ok(Some(point.index));
+        }
+        let raft = &replica.raft;
+        if snapshot < Some(point.index) {
+            raft.trigger()
+                .snapshot()
+                .await
+                .map_err(|e| format!("cannot take a snapshot: {e}"))?;
+            let covered = raft
+                .wait(Some(SNAPSHOT_WAIT))
+                .metrics(
+                    |m| m.snapshot.map(|s| s.index) >= Some(point.index),
+                    "a snapshot covers the retention point",
+                )
+                .await;
+            if covered.is_err() {
+                // The entries after the last applied one are not applied yet: next time.
+                return Ok(None);
+            }
+        }
+        raft.trigger()
+            .purge_log(point.index)
+            .await
+            .map_err(|e| format!("cannot purge through entry {point}: {e}"))?;
+        Ok(Some(point.index))
+    }
+
     pub(crate) async fn converge(
         &self,
         nodes: &std::collections::BTreeMap<NodeId, crate::cluster::NodeInfo>,

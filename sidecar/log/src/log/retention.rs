@@ -1,8 +1,9 @@
 //! Retention: delete whole sealed segments by age and by total size; never the active one.
 
 use super::error::WriteError;
-use super::{Log, lock, read};
+use super::{Log, Shared, lock, read};
 use crate::Offset;
+use crate::batch::RaftLogId;
 use crate::meta_file::LogStart;
 
 /// What a retention pass removed.
@@ -28,31 +29,8 @@ impl Log {
         if shared.durability.is_poisoned() {
             return Err(WriteError::Poisoned);
         }
-        let now = shared.config.clock.now_ms();
-        let segments = shared.segments();
         let state = *read(&shared.state);
-        let mut total = state.size_bytes;
-        let mut report = RetentionReport::default();
-        let mut last_removed = None;
-        for segment in &segments[..segments.len() - 1] {
-            let size = segment.size();
-            let meta = segment.meta();
-            let too_old = shared
-                .config
-                .retention_ms
-                .is_some_and(|ms| meta.max_timestamp < now.saturating_sub(ms));
-            let too_big = shared
-                .config
-                .retention_bytes
-                .is_some_and(|limit| total.saturating_sub(size) >= limit);
-            if !(too_old || too_big) || meta.next_offset > committed {
-                break;
-            }
-            total -= size;
-            report.segments += 1;
-            report.bytes += size;
-            last_removed = Some((meta.next_offset, meta.last_raft));
-        }
+        let (report, last_removed) = shared.retention_candidates(committed);
         let Some((start_offset, last_raft)) = last_removed else {
             return Ok(report);
         };
@@ -74,5 +52,52 @@ impl Log {
             "retention deleted segments"
         );
         Ok(report)
+    }
+
+    /// The last Raft entry of the segments [`Log::apply_retention`] would delete now, without
+    /// deleting them: a replicated partition's log is its Raft log, and is purged through it
+    /// by openraft (`Log::purge_through`), which deletes the same segments.
+    pub fn retention_point(&self, committed: Offset) -> Option<RaftLogId> {
+        let shared = &*self.shared;
+        let _writer = lock(&shared.writer);
+        let (_, last_removed) = shared.retention_candidates(committed);
+        last_removed.and_then(|(_, last_raft)| last_raft)
+    }
+}
+
+impl Shared {
+    /// The sealed segments at the front of the log that retention lets go (see
+    /// [`Log::apply_retention`]): what deleting them would report, and the last one's next
+    /// offset and last Raft entry. The caller holds the writer lock.
+    fn retention_candidates(
+        &self,
+        committed: Offset,
+    ) -> (RetentionReport, Option<(Offset, Option<RaftLogId>)>) {
+        let now = self.config.clock.now_ms();
+        let segments = self.segments();
+        let state = *read(&self.state);
+        let mut total = state.size_bytes;
+        let mut report = RetentionReport::default();
+        let mut last_removed = None;
+        for segment in &segments[..segments.len() - 1] {
+            let size = segment.size();
+            let meta = segment.meta();
+            let too_old = self
+                .config
+                .retention_ms
+                .is_some_and(|ms| meta.max_timestamp < now.saturating_sub(ms));
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total.saturating_sub(size) >= limit);
+            if !(too_old || too_big) || meta.next_offset > committed {
+                break;
+            }
+            total -= size;
+            report.segments += 1;
+            report.bytes += size;
+            last_removed = Some((meta.next_offset, meta.last_raft));
+        }
+        (report, last_removed)
     }
 }

@@ -455,6 +455,33 @@ fn retention_deletes_old_and_excess_sealed_segments_only() {
     assert!(state.size_bytes < 4_000, "{state:?}");
 }
 
+/// A replicated partition's retention: the entry retention names, purged through, leaves the
+/// log as retention itself would have.
+#[test]
+fn purging_through_the_retention_point_deletes_what_retention_would() {
+    let make = || {
+        let storage = Arc::new(FaultStorage::new());
+        let cfg = LogConfig {
+            retention_bytes: Some(3_000),
+            ..config(FsyncPolicy::Never, 1_000)
+        };
+        let log = open(&storage, &cfg);
+        for _ in 0..30 {
+            log.append(&data_batch(1, 100, 0, 0)).unwrap();
+        }
+        log
+    };
+    let (by_retention, by_purge) = (make(), make());
+    // Nothing goes above the high watermark.
+    assert_eq!(by_purge.retention_point(0), None);
+    let point = by_purge.retention_point(u64::MAX).unwrap();
+    assert_eq!(by_purge.state(), by_retention.state());
+    by_retention.apply_retention(u64::MAX).unwrap();
+    by_purge.purge_through(point).unwrap();
+    assert_eq!(by_purge.state(), by_retention.state());
+    assert_eq!(by_purge.retention_point(u64::MAX), None);
+}
+
 #[test]
 fn a_failed_fsync_poisons_the_log_until_reopened() {
     let storage = Arc::new(FaultStorage::new());
