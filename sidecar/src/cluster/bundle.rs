@@ -30,7 +30,7 @@ use sidestream_log::batch::{HEADER_LEN, ValidBatch};
 use sidestream_log::{
     AppendError, BatchHeader, Log, RaftLogId, RaftPrefix, ReadError, SyncError, WriteError,
 };
-use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncSeek, AsyncSeekExt, AsyncWrite, ReadBuf};
 
 use super::snapshot::PartitionState;
 
@@ -179,11 +179,15 @@ impl SnapshotData {
     /// object directly) is written out first.
     pub(crate) async fn stage(self, dir: &Path) -> Result<PathBuf, BundleError> {
         match self.0 {
-            Data::Incoming { file, path } => {
+            Data::Incoming { mut file, path } => {
                 let io = |source| BundleError::Io {
                     path: path.clone(),
                     source,
                 };
+                // A transfer that started over wrote from the start again: whatever lies past
+                // its last chunk is left from before.
+                let end = file.stream_position().await.map_err(io)?;
+                file.set_len(end).await.map_err(io)?;
                 file.sync_all().await.map_err(io)?;
                 Ok(path)
             }
@@ -259,27 +263,26 @@ pub(crate) fn read_header(path: &Path) -> Result<(BundleHeader, u64), BundleErro
     let header: BundleHeader =
         serde_json::from_slice(&json).map_err(|e| malformed(format!("header: {e}")))?;
     let body = 12 + u64::from(n);
-    let expected = body + header.log.map_or(0, |l| l.len);
-    if file_len != expected {
+    let expected = body.checked_add(header.log.map_or(0, |l| l.len));
+    if expected != Some(file_len) {
         return Err(malformed(format!(
-            "{file_len} bytes where the header says {expected}"
+            "{file_len} bytes where the header says {expected:?}"
         )));
     }
     Ok((header, body))
 }
 
-/// Makes `log` hold exactly the batches of the bundle staged at `path` (whose header and
-/// batch start `read_header` gave): first every batch is checked (whole, its CRC, its Raft
-/// index and offset following on from the one before), then the log is emptied and restarted
-/// at the bundle's start, each batch appended as the entry it was on the sender, and the log
-/// synced. The bundle must end with entry `through` (the snapshot's last). Run again after a
-/// crash, it does the same again.
-pub(crate) fn restore_log(
-    log: &Log,
+/// Checks every batch of the bundle staged at `path` (whose header and batch start
+/// `read_header` gave) before anything is changed: whole, within `max_batch_bytes`, its CRC,
+/// its Raft index following on from the one before (from `prev`) with no lower term, its
+/// offset following on (from `start_offset`), and the last one being `through`, the
+/// snapshot's last entry.
+pub(crate) fn check(
     path: &Path,
     part: &LogPart,
     body: u64,
     through: RaftLogId,
+    max_batch_bytes: usize,
 ) -> Result<(), BundleError> {
     let malformed = |reason: String| BundleError::Malformed {
         path: path.to_path_buf(),
@@ -288,10 +291,18 @@ pub(crate) fn restore_log(
     let mut last = part.prev();
     let mut next_offset = part.start_offset;
     for_each_batch(path, part, body, |at, batch| {
+        if batch.len() > max_batch_bytes {
+            return Err(malformed(format!(
+                "batch at byte {at} is {} bytes, over {max_batch_bytes}",
+                batch.len()
+            )));
+        }
         let valid =
             ValidBatch::new(batch).map_err(|e| malformed(format!("batch at byte {at}: {e}")))?;
         let header = valid.header();
-        let follows = last.is_none_or(|l| header.raft.index == l.index + 1);
+        let follows = last.is_none_or(|l| {
+            l.index.checked_add(1) == Some(header.raft.index) && header.raft.term >= l.term
+        });
         if !follows || header.base_offset != next_offset {
             return Err(malformed(format!(
                 "batch at byte {at} (entry {}, offset {}) does not follow entry {:?} and offset \
@@ -308,9 +319,25 @@ pub(crate) fn restore_log(
             "it ends with entry {last:?}, not the snapshot's last, {through}"
         )));
     }
+    Ok(())
+}
+
+/// Makes `log` hold exactly the batches of the bundle staged at `path`, which [`check`]
+/// accepted: the log is emptied and restarted at the bundle's start, each batch appended as
+/// the entry it was on the sender, and the log synced. Run again after a crash, it does the
+/// same again.
+pub(crate) fn restore_log(
+    log: &Log,
+    path: &Path,
+    part: &LogPart,
+    body: u64,
+) -> Result<(), BundleError> {
     log.reset(part.start_offset, part.prev())?;
-    for_each_batch(path, part, body, |_, batch| {
-        let valid = ValidBatch::checked_before(batch).map_err(|e| malformed(e.to_string()))?;
+    for_each_batch(path, part, body, |at, batch| {
+        let valid = ValidBatch::checked_before(batch).map_err(|e| BundleError::Malformed {
+            path: path.to_path_buf(),
+            reason: format!("batch at byte {at}: {e}"),
+        })?;
         log.append_entry_valid(&valid, valid.header().raft)?;
         Ok(())
     })?;

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -51,6 +52,8 @@ pub struct PartitionLogStore {
     /// The last entry of the latest snapshot whose batches rebuilt the log (see
     /// [`PartitionLogStore::install`]); held while it rebuilds it.
     installed: Arc<Mutex<Option<u64>>>,
+    /// Whether a snapshot from the leader is being received (or installed).
+    receiving: Arc<AtomicBool>,
 }
 
 /// The entries a log store appended last, each as the log holds it (stamped with its offset
@@ -198,12 +201,43 @@ impl PartitionLogStore {
             log,
             recent: Arc::default(),
             installed: Arc::default(),
+            receiving: Arc::default(),
         }
     }
 
-    /// Rebuilds the log from the bundle of a snapshot from the leader, staged at `path`
-    /// (`part` and `body` as its header gave them), unless the log already holds the
-    /// snapshot's last entry `last`; then removes the bundle. Blocks on file IO.
+    /// A snapshot from the leader begins to arrive: until it is installed, a purge past the
+    /// log's end (openraft's, as it installs it) leaves the log for the install to replace.
+    pub(crate) fn receiving(&self) {
+        self.receiving.store(true, Ordering::Release);
+    }
+
+    /// A snapshot from the leader was installed without batches (only openraft's storage
+    /// suite sends such a one).
+    pub(crate) fn received(&self) {
+        self.receiving.store(false, Ordering::Release);
+    }
+
+    /// Checks the bundle of a snapshot from the leader staged at `path` (`part` and `body` as
+    /// its header gave them), unless the log holds its last entry `last` already or has
+    /// passed it (then it is not used). Blocks on file IO.
+    pub(crate) fn check_bundle(
+        &self,
+        path: &Path,
+        part: &LogPart,
+        body: u64,
+        last: LogId<NodeId>,
+    ) -> Result<(), BundleError> {
+        let last = raft_log_id(&last);
+        if self.holds_or_passed(last) {
+            return Ok(());
+        }
+        bundle::check(path, part, body, last, self.log.config().max_batch_bytes)
+    }
+
+    /// Rebuilds the log from the bundle of a snapshot from the leader, staged at `path`,
+    /// unless the log already holds the snapshot's last entry `last` or has passed it; then
+    /// removes the bundle. The bundle must have passed [`PartitionLogStore::check_bundle`]
+    /// (with `checked`), or is checked here. Blocks on file IO.
     ///
     /// openraft purges the log through `last` when it installs a snapshot, without waiting
     /// for the state machine to install it: a purge that comes after the rebuild must not
@@ -215,6 +249,7 @@ impl PartitionLogStore {
         part: &LogPart,
         body: u64,
         last: LogId<NodeId>,
+        checked: bool,
     ) -> Result<(), BundleError> {
         let last = raft_log_id(&last);
         let mut installed = self
@@ -222,12 +257,35 @@ impl PartitionLogStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *installed = Some(last.index);
-        if !self.holds(last) {
-            bundle::restore_log(&self.log, path, part, body, last)?;
+        if !self.holds_or_passed(last) {
+            if !checked {
+                bundle::check(path, part, body, last, self.log.config().max_batch_bytes)?;
+            }
+            bundle::restore_log(&self.log, path, part, body)?;
             self.recent().clear();
         }
         bundle::remove_staged(path);
+        self.receiving.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether the log holds Raft entry `id` (and so, the logs matching, every one before it
+    /// as the leader has them), or has purged past it.
+    fn holds_or_passed(&self, id: RaftLogId) -> bool {
+        if self
+            .log
+            .state()
+            .last_purged
+            .is_some_and(|p| p.index >= id.index)
+        {
+            return true;
+        }
+        self.log
+            .read_entries(id.index..id.index.saturating_add(1))
+            .ok()
+            .and_then(|entries| entries.into_iter().next())
+            .and_then(|batch| BatchHeader::parse(&batch).ok())
+            .is_some_and(|header| header.raft == id)
     }
 
     /// Deletes the log's segments through Raft entry `through`, which openraft has let go
@@ -239,17 +297,6 @@ impl PartitionLogStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         self.log.purge_through(through)
-    }
-
-    /// Whether the log holds Raft entry `id` (and so, the logs matching, every one before it
-    /// as the leader has them).
-    fn holds(&self, id: RaftLogId) -> bool {
-        self.log
-            .read_entries(id.index..id.index.saturating_add(1))
-            .ok()
-            .and_then(|entries| entries.into_iter().next())
-            .and_then(|batch| BatchHeader::parse(&batch).ok())
-            .is_some_and(|header| header.raft == id)
     }
 
     /// Lets an idle partition's entries go (call it every second or so): those of the latest
@@ -467,10 +514,19 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         let through = raft_log_id(&log_id);
         self.recent().forget(Some(log_id.index), None);
         let installed = Arc::clone(&self.installed);
+        let receiving = Arc::clone(&self.receiving);
         self.blocking(move |log| {
             let installed = installed.lock().unwrap_or_else(PoisonError::into_inner);
             if installed.is_some_and(|i| through.index <= i) {
                 // The batches an installed snapshot brought: retention's to delete.
+                return Ok(());
+            }
+            if receiving.load(Ordering::Acquire)
+                && log.state().last.is_none_or(|l| through.index > l.index)
+            {
+                // A snapshot from the leader is being installed past the log's end: the
+                // install replaces the log. Deleting it now would leave, after a crash before
+                // the snapshot is saved, a log purged past what the saved state has applied.
                 return Ok(());
             }
             log.purge_through(through)

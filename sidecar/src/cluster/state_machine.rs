@@ -234,6 +234,7 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         let data = SnapshotData::incoming(&self.dir)
             .await
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        self.store.receiving();
         Ok(Box::new(data))
     }
 
@@ -260,16 +261,26 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
         if state.last_applied != meta.last_log_id || state.last_membership != meta.last_membership {
             return Err(storage_error(subject(), ErrorVerb::Read, &SnapshotMismatch));
         }
+        let install = header.log.zip(meta.last_log_id);
+        if let Some((part, last)) = install {
+            // Checked before it is saved: a bundle that cannot be installed changes nothing.
+            let (store, staged) = (self.store.clone(), path.clone());
+            tokio::task::spawn_blocking(move || store.check_bundle(&staged, &part, body, last))
+                .await
+                .map_err(|e| storage_error(subject(), ErrorVerb::Read, &e))?
+                .map_err(failed)?;
+        }
         let stored = StoredSnapshot::new(meta.clone(), state.clone());
         save(&self.snapshots, stored, Some(meta)).await?;
-        if let (Some(part), Some(last)) = (header.log, meta.last_log_id) {
+        if let Some((part, last)) = install {
             let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.install(&path, &part, body, last))
+            tokio::task::spawn_blocking(move || store.install(&path, &part, body, last, true))
                 .await
                 .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?
                 .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
         } else {
             bundle::remove_staged(&path);
+            self.store.received();
         }
         *self
             .producers
@@ -350,7 +361,7 @@ fn finish_install(
         && let (Some(part), Some(last)) = (header.log, current.meta.last_log_id)
     {
         tracing::warn!(dir = %dir.display(), %last, "finishing a snapshot install a crash cut short");
-        return store.install(&path, &part, body, last);
+        return store.install(&path, &part, body, last, false);
     }
     bundle::remove_staged(&path);
     Ok(())

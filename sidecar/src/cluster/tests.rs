@@ -367,6 +367,50 @@ async fn opening_finishes_a_snapshot_install_a_crash_cut_short() {
     assert!(!staged.exists());
 }
 
+/// A bundle whose batches do not check out is refused before anything changes: no snapshot
+/// saved, the log as it was. A transfer that started over leaves nothing of the first try.
+#[tokio::test]
+async fn a_corrupt_snapshot_bundle_changes_nothing() {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut state_machine) = open(dir.path());
+    store
+        .blocking_append([membership(0, 0, &[1, 2]), write(1, 1, 4)])
+        .await
+        .unwrap();
+    let committed = store.get_log_entries(0..2).await.unwrap();
+    state_machine.apply(committed).await.unwrap();
+    let built = state_machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bundle = bytes_of(built.snapshot).await;
+    let last = bundle.len() - 3;
+    bundle[last] ^= 0x40; // inside the last batch's records: its CRC fails
+
+    let other = tempfile::tempdir().unwrap();
+    let (mut follower_store, mut follower) = open(other.path());
+    follower_store
+        .blocking_append([write(1, 0, 1)])
+        .await
+        .unwrap();
+    let before = follower_store.log().read_entries(0..10).unwrap();
+    let mut data = follower.begin_receiving_snapshot().await.unwrap();
+    // A first try that got further than the second.
+    data.write_all(&[7; 4096]).await.unwrap();
+    data.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+    data.write_all(&bundle).await.unwrap();
+    data.shutdown().await.unwrap();
+    let refused = follower.install_snapshot(&built.meta, data).await;
+    let error = refused.expect_err("a corrupt batch is refused").to_string();
+    assert!(error.contains("batch at byte"), "{error}");
+    assert!(follower.get_current_snapshot().await.unwrap().is_none());
+    assert_eq!(follower_store.log().read_entries(0..10).unwrap(), before);
+    assert_eq!(follower.high_watermark(), 0);
+}
+
 #[tokio::test]
 async fn a_log_purged_past_its_end_restarts_empty_and_continues_after_the_purge() {
     let dir = tempfile::tempdir().unwrap();

@@ -188,6 +188,8 @@ impl Log {
     ///
     /// Fails if the log does not hold `through` (nor has purged it: then the prefix is empty).
     pub fn raft_prefix(&self, through: u64) -> Result<RaftPrefix, ReadError> {
+        // The state and the segments as one purge or retention pass left them.
+        let _writer = lock(&self.shared.writer);
         let state = self.state();
         let segments = self.shared.segments();
         let mut prefix = RaftPrefix {
@@ -224,7 +226,8 @@ impl Log {
                 segment
                     .locate_raft_index(first)
                     .map_err(damaged(segment))?
-                    .map_or(0, |b| b.position)
+                    .ok_or(ReadError::MissingEntry(first))?
+                    .position
             } else {
                 0
             };
