@@ -945,9 +945,39 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
         "{log}"
     );
 
-    // A replacement joins under a new id, and the wiped node is taken out for good: its
-    // replicas move to the replacement, which catches up from the others (the decommission
-    // command waits until every leader reports it in sync).
+    // The wiped node is taken out for good while no other node could take its replicas:
+    // each set shrinks to the two nodes left, which go on.
+    let (ok, stdout, stderr) = cluster_cli(
+        &members[0].process,
+        &dir.path().join("node-1"),
+        &["decommission", "3"],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let sets_are = |wanted: &'static [u64]| {
+        move |m: &MetadataResult| {
+            m.topics.iter().any(|t| {
+                t.name == "wiped"
+                    && t.partitions.iter().all(|p| {
+                        let mut set = p.replicas.clone();
+                        set.sort_unstable();
+                        set == wanted
+                            && (p.in_sync_replicas.is_empty()
+                                || p.in_sync_replicas.len() == wanted.len())
+                    })
+            })
+        }
+    };
+    wait_until(
+        members[0].process.addr(),
+        &tls,
+        "sets of nodes 1 and 2",
+        sets_are(&[1, 2]),
+    )
+    .await;
+    acknowledged.extend(publish_range(&client, "wiped", 400..450).await);
+
+    // A replacement joins under a new id: every set that shrank takes it in, and it catches
+    // up from the others.
     let replacement_dir = dir.path().join("node-4");
     let args = member_args(4, "127.0.0.1:0", Some(&seed_peer), Some(&tls));
     let replacement = Member {
@@ -955,32 +985,16 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
         process: start(&replacement_dir, loopback(), &args),
         data_dir: replacement_dir,
     };
-    wait_until(members[0].process.addr(), &tls, "four nodes", |m| {
-        m.nodes.len() == 4
-    })
-    .await;
-    let (ok, stdout, stderr) = cluster_cli(
-        &members[0].process,
-        &dir.path().join("node-1"),
-        &["decommission", "3"],
-    );
-    assert!(ok, "{stdout}{stderr}");
-    let moved = |m: &MetadataResult| {
-        m.topics.iter().any(|t| {
-            t.name == "wiped"
-                && t.partitions
-                    .iter()
-                    .all(|p| p.replicas.contains(&4) && !p.replicas.contains(&3))
-        })
-    };
-    wait_until(
-        members[0].process.addr(),
-        &tls,
-        "node 3's replicas on node 4",
-        moved,
-    )
-    .await;
-    acknowledged.extend(publish_range(&client, "wiped", 400..500).await);
+    for member in &members {
+        wait_until(
+            member.process.addr(),
+            &tls,
+            "sets of nodes 1, 2 and 4, in sync",
+            sets_are(&[1, 2, 4]),
+        )
+        .await;
+    }
+    acknowledged.extend(publish_range(&client, "wiped", 450..500).await);
     let _ = client.close().await;
 
     // Every acknowledged event, through every member, the replacement included.
@@ -990,6 +1004,15 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
         read_back(&reader, "wiped", &acknowledged).await;
         let _ = reader.close().await;
     }
+
+    // The replacement votes: with node 2 gone, nodes 1 and 4 keep the partitions.
+    tokio::task::block_in_place(|| members[1].process.kill());
+    let writer = connect(&members[0], &tls).await;
+    acknowledged.extend(publish_range(&writer, "wiped", 500..520).await);
+    let _ = writer.close().await;
+    let reader = connect(&members[2], &tls).await;
+    read_back(&reader, "wiped", &acknowledged).await;
+    let _ = reader.close().await;
 
     // The removed id is never taken in again.
     let (status, log) = sidestream_tests::run_sidecar_to_exit(&wiped.data_dir, &rejoin, PATIENCE)
@@ -1197,15 +1220,18 @@ async fn retention_trims_every_replica_and_a_replica_back_from_a_stop_gets_the_l
             "trimmed",
             sidestream::TopicSettings::new()
                 .partitions(1)
-                .retention_bytes(16 << 10),
+                .retention_bytes(8 << 10),
         )
         .await
         .expect("a replicated topic with a size limit");
     let mut acknowledged = publish_range(&admin, "trimmed", 0..50).await;
 
-    // Node 3 stops; the other two take on more than the limit, and let the oldest go.
+    // Node 3 stops; the other two take on more than the limit, and let the oldest go. (In
+    // rounds: one call's events may go in one batch, and retention deletes whole segments.)
     tokio::task::block_in_place(|| members[2].process.kill());
-    acknowledged.extend(publish_range(&admin, "trimmed", 50..600).await);
+    for round in 1..12 {
+        acknowledged.extend(publish_range(&admin, "trimmed", round * 50..(round + 1) * 50).await);
+    }
     let (start, high) = wait_for_offsets(&members[0], &tls, "trimmed", "trims its log", |s, h| {
         s > 50 && h == 600
     })
@@ -1224,7 +1250,7 @@ async fn retention_trims_every_replica_and_a_replica_back_from_a_stop_gets_the_l
         .filter(|(_, offset, _)| *offset >= restored_start)
         .cloned()
         .collect();
-    assert!(still_held.len() > 100, "{restored_start}");
+    assert!(still_held.len() >= 50, "{restored_start}");
     let node3 = connect(&members[2], &tls).await;
     read_back(&node3, "trimmed", &still_held).await;
 

@@ -211,12 +211,6 @@ impl PartitionLogStore {
         self.receiving.store(true, Ordering::Release);
     }
 
-    /// A snapshot from the leader was installed without batches (only openraft's storage
-    /// suite sends such a one).
-    pub(crate) fn received(&self) {
-        self.receiving.store(false, Ordering::Release);
-    }
-
     /// Checks the bundle of a snapshot from the leader staged at `path` (`part` and `body` as
     /// its header gave them), unless the log holds its last entry `last` already or has
     /// passed it (then it is not used). Blocks on file IO.
@@ -272,14 +266,15 @@ impl PartitionLogStore {
     /// Whether the log holds Raft entry `id` (and so, the logs matching, every one before it
     /// as the leader has them), or has purged past it.
     fn holds_or_passed(&self, id: RaftLogId) -> bool {
-        if self
-            .log
+        self.log
             .state()
             .last_purged
             .is_some_and(|p| p.index >= id.index)
-        {
-            return true;
-        }
+            || self.holds(id)
+    }
+
+    /// Whether the log holds Raft entry `id`.
+    fn holds(&self, id: RaftLogId) -> bool {
         self.log
             .read_entries(id.index..id.index.saturating_add(1))
             .ok()
@@ -288,15 +283,42 @@ impl PartitionLogStore {
             .is_some_and(|header| header.raft == id)
     }
 
-    /// Deletes the log's segments through Raft entry `through`, which openraft has let go
-    /// already (a snapshot installed past it left these batches to retention). Blocks on
-    /// file IO; waits while a snapshot install runs.
-    pub(crate) fn purge_released(&self, through: RaftLogId) -> Result<(), WriteError> {
+    /// Deletes the log's segments through Raft entry `through` if an installed snapshot
+    /// brought it (openraft let those entries go when it installed the snapshot, so retention
+    /// deletes them here) and the log still holds it; returns whether it did. Blocks on file
+    /// IO; waits while a snapshot install runs.
+    pub(crate) fn purge_released(&self, through: RaftLogId) -> Result<bool, WriteError> {
+        let installed = self
+            .installed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !installed.is_some_and(|i| through.index <= i) || !self.holds(through) {
+            return Ok(false);
+        }
+        self.log.purge_through(through)?;
+        Ok(true)
+    }
+
+    /// Resets the log to start after Raft entry `last`, at `next_offset`, unless it holds
+    /// that entry or has passed it: a snapshot from the leader that carried no batches (only
+    /// openraft's storage suite sends one) leaves the log where the snapshot is. Blocks on
+    /// file IO.
+    pub(crate) fn reset_to(
+        &self,
+        next_offset: Offset,
+        last: LogId<NodeId>,
+    ) -> Result<(), WriteError> {
+        let last = raft_log_id(&last);
         let _installing = self
             .installed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.log.purge_through(through)
+        if !self.holds_or_passed(last) {
+            self.log.reset(next_offset, Some(last))?;
+            self.recent().clear();
+        }
+        self.receiving.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Lets an idle partition's entries go (call it every second or so): those of the latest

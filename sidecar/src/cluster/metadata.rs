@@ -146,13 +146,16 @@ impl ClusterState {
                     );
                     return;
                 }
-                self.nodes.insert(
+                let known = self.nodes.insert(
                     node_id,
                     NodeInfo {
                         peer_address,
                         client_address,
                     },
                 );
+                if known.is_none() {
+                    self.grow(node_id);
+                }
             }
             MetadataCommand::DeregisterNode { node_id } => {
                 self.nodes.remove(&node_id);
@@ -214,6 +217,22 @@ impl ClusterState {
                     None => {
                         set.remove(at);
                     }
+                }
+            }
+        }
+    }
+
+    /// Gives node `joined` (just registered) a replica of every partition whose set shrank
+    /// below its topic's replication factor (a node left when no other could take its
+    /// replicas), after the others in the set: the partition's leader takes it in as a
+    /// learner, and makes it a voter once it has caught up. A partition with no replica left
+    /// has nothing to grow from.
+    fn grow(&mut self, joined: NodeId) {
+        for topic in self.topics.values_mut() {
+            let factor = usize::try_from(topic.spec.replication_factor).unwrap_or(0);
+            for set in &mut topic.replicas {
+                if !set.is_empty() && set.len() < factor && !set.contains(&joined) {
+                    set.push(joined);
                 }
             }
         }
@@ -346,6 +365,23 @@ mod tests {
         // No node left to take a replica: the set shrinks.
         state.apply(MetadataCommand::DeregisterNode { node_id: 4 });
         assert_eq!(state.topics["t"].replicas, vec![vec![1, 3], vec![1, 3]]);
+        // A node that joins later takes a replica of every set that shrank; registering
+        // again (a restart) changes nothing more.
+        for _ in 0..2 {
+            state.apply(MetadataCommand::RegisterNode {
+                node_id: 5,
+                peer_address: "p5".into(),
+                client_address: "c5".into(),
+            });
+            assert_eq!(
+                state.topics["t"].replicas,
+                vec![vec![1, 3, 5], vec![1, 3, 5]]
+            );
+        }
+        assert_eq!(
+            state.topics["t"].created,
+            vec![vec![1, 2, 3], vec![2, 3, 4]]
+        );
     }
 
     #[test]

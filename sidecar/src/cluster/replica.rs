@@ -286,7 +286,13 @@ impl PeerNode {
         }
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
         let store = PartitionLogStore::new(Arc::clone(&log));
-        let state_machine = PartitionStateMachine::open(dir, &store)?;
+        // On the blocking pool: it may finish a snapshot install a crash cut short.
+        let state_machine = {
+            let (dir, store) = (dir.to_path_buf(), store.clone());
+            tokio::task::spawn_blocking(move || PartitionStateMachine::open(&dir, &store))
+                .await
+                .map_err(|e| raft_error(e.to_string()))??
+        };
         let high_watermark = state_machine.watch_high_watermark();
         let producers = state_machine.shared_producers();
         let groups = state_machine.shared_groups();

@@ -280,7 +280,13 @@ impl RaftStateMachine<PartitionRaft> for PartitionStateMachine {
                 .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
         } else {
             bundle::remove_staged(&path);
-            self.store.received();
+            if let Some(last) = meta.last_log_id {
+                let (store, next_offset) = (self.store.clone(), state.high_watermark);
+                tokio::task::spawn_blocking(move || store.reset_to(next_offset, last))
+                    .await
+                    .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?
+                    .map_err(|e| storage_error(subject(), ErrorVerb::Write, &e))?;
+            }
         }
         *self
             .producers

@@ -342,6 +342,7 @@ async fn retention_loop(shared: Arc<Shared>) {
         .retention_interval
         .max(Duration::from_millis(100));
     let mut every = tokio::time::interval(every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
         every.tick().await;
@@ -365,7 +366,7 @@ async fn replicated_retention(topics: &Topics) {
             };
             match replicated.apply_retention().await {
                 Ok(Some(through)) => {
-                    tracing::info!(topic = %topic.spec().name, partition = partition.number(), through, "retention purges the log");
+                    tracing::debug!(topic = %topic.spec().name, partition = partition.number(), through, "retention purges the log");
                 }
                 Ok(None) => {}
                 Err(error) => {

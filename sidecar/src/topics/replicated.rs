@@ -416,11 +416,6 @@ impl Replicated {
         }
     }
 
-    /// Sweeps the log store's recent entries (every second: an idle partition keeps little).
-    /// If this replica leads the partition and its Raft group's voters are not the replica
-    /// set the metadata names, changes them: the new replicas join as learners (their peer
-    /// addresses in `nodes`), are waited for until they have caught up (at most
-    /// [`CONVERGE_WAIT`]), then the voters become the replica set. Does nothing elsewhere.
     /// Applies the topic's retention to this replica's log (every replica does, on its own
     /// log): the whole segments retention lets go, at or below the high watermark, are purged
     /// through openraft, once a snapshot covers them (one is taken when none does). openraft
@@ -436,23 +431,28 @@ impl Replicated {
         let Some(point) = point else {
             return Ok(None);
         };
-        let (purged, snapshot) = {
+        // Batches an installed snapshot brought, which openraft let go already.
+        let store = replica.store.clone();
+        let released = tokio::task::spawn_blocking(move || store.purge_released(point))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot delete segments through entry {point}: {e}"))?;
+        if released {
+            return Ok(Some(point.index));
+        }
+        let (purged, snapshot, applied) = {
             let metrics = replica.raft.metrics();
             let metrics = metrics.borrow();
             (
                 metrics.purged.map(|p| p.index),
                 metrics.snapshot.map(|s| s.index),
+                metrics.last_applied.map(|a| a.index),
             )
         };
-        if purged >= Some(point.index) {
-            // openraft let these entries go already (a snapshot from the leader was installed
-            // past them): nothing of Raft needs them.
-            let store = replica.store.clone();
-            tokio::task::spawn_blocking(move || store.purge_released(point))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot delete segments through entry {point}: {e}"))?;
-            return Ok(Some(point.index));
+        if purged >= Some(point.index) || applied < Some(point.index) {
+            // Asked for already (openraft purges once no follower is being sent those
+            // entries), or not applied yet (a control entry at the end of the segment).
+            return Ok(None);
         }
         let raft = &replica.raft;
         if snapshot < Some(point.index) {
@@ -468,7 +468,6 @@ impl Replicated {
                 )
                 .await;
             if covered.is_err() {
-                // The entries after the last applied one are not applied yet: next time.
                 return Ok(None);
             }
         }
@@ -479,6 +478,11 @@ impl Replicated {
         Ok(Some(point.index))
     }
 
+    /// Sweeps the log store's recent entries (every second: an idle partition keeps little).
+    /// If this replica leads the partition and its Raft group's voters are not the replica
+    /// set the metadata names, changes them: the new replicas join as learners (their peer
+    /// addresses in `nodes`), are waited for until they have caught up (at most
+    /// [`CONVERGE_WAIT`]), then the voters become the replica set. Does nothing elsewhere.
     pub(crate) async fn converge(
         &self,
         nodes: &std::collections::BTreeMap<NodeId, crate::cluster::NodeInfo>,

@@ -96,7 +96,10 @@ impl Shared {
             total -= size;
             report.segments += 1;
             report.bytes += size;
-            last_removed = Some((meta.next_offset, meta.last_raft));
+            let last_raft = meta
+                .last_raft
+                .or(last_removed.and_then(|(_, last_raft)| last_raft));
+            last_removed = Some((meta.next_offset, last_raft));
         }
         (report, last_removed)
     }
