@@ -310,19 +310,16 @@ async fn the_snapshot_survives_a_restart() {
     );
 }
 
-/// A crash after a follower saved a snapshot from its leader but before it rebuilt its log
-/// from the batches that came with it: opening the partition finishes the install. A bundle
-/// whose install never got that far is dropped and leaves the log alone.
-#[tokio::test]
-async fn opening_finishes_a_snapshot_install_a_crash_cut_short() {
-    use super::snapshot::{SnapshotStore, StoredSnapshot};
-    let dir = tempfile::tempdir().unwrap();
-    let (mut store, mut state_machine) = open(dir.path());
-    store
-        .blocking_append([membership(0, 0, &[1, 2]), write(1, 1, 4), write(1, 2, 3)])
-        .await
-        .unwrap();
-    let committed = store.get_log_entries(0..3).await.unwrap();
+/// A partition in `dir` with `entries` appended and applied, and a snapshot built after them:
+/// its log store and the snapshot.
+async fn snapshotted(
+    dir: &Path,
+    entries: Vec<PartitionEntry>,
+) -> (PartitionLogStore, openraft::Snapshot<PartitionRaft>) {
+    let (mut store, mut state_machine) = open(dir);
+    let count = entries.len() as u64;
+    store.blocking_append(entries).await.unwrap();
+    let committed = store.get_log_entries(0..count).await.unwrap();
     state_machine.apply(committed).await.unwrap();
     let built = state_machine
         .get_snapshot_builder()
@@ -330,6 +327,18 @@ async fn opening_finishes_a_snapshot_install_a_crash_cut_short() {
         .build_snapshot()
         .await
         .unwrap();
+    (store, built)
+}
+
+/// A crash after a follower saved a snapshot from its leader but before it rebuilt its log
+/// from the batches that came with it: opening the partition finishes the install. A bundle
+/// whose install never got that far is dropped and leaves the log alone.
+#[tokio::test]
+async fn opening_finishes_a_snapshot_install_a_crash_cut_short() {
+    use super::snapshot::{SnapshotStore, StoredSnapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let entries = vec![membership(0, 0, &[1, 2]), write(1, 1, 4), write(1, 2, 3)];
+    let (store, built) = snapshotted(dir.path(), entries).await;
     let leader_entries = store.log().read_entries(0..10).unwrap();
 
     // A follower with a log of its own received the bundle and saved the snapshot, then died.
@@ -373,19 +382,8 @@ async fn opening_finishes_a_snapshot_install_a_crash_cut_short() {
 async fn a_corrupt_snapshot_bundle_changes_nothing() {
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, mut state_machine) = open(dir.path());
-    store
-        .blocking_append([membership(0, 0, &[1, 2]), write(1, 1, 4)])
-        .await
-        .unwrap();
-    let committed = store.get_log_entries(0..2).await.unwrap();
-    state_machine.apply(committed).await.unwrap();
-    let built = state_machine
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let entries = vec![membership(0, 0, &[1, 2]), write(1, 1, 4)];
+    let (_, built) = snapshotted(dir.path(), entries).await;
     let mut bundle = bytes_of(built.snapshot).await;
     let last = bundle.len() - 3;
     bundle[last] ^= 0x40; // inside the last batch's records: its CRC fails

@@ -437,41 +437,32 @@ fn retention_deletes_old_and_excess_sealed_segments_only() {
     assert_eq!(log.state().next_offset, 30);
     assert!(!offsets_of(&log, log.state().start_offset).is_empty());
 
-    let log_by_size = {
-        let storage = Arc::new(FaultStorage::new());
-        let cfg = LogConfig {
-            retention_bytes: Some(3_000),
-            ..config(FsyncPolicy::Never, 1_000)
-        };
-        let log = open(&storage, &cfg);
-        for _ in 0..30 {
-            log.append(&data_batch(1, 100, 0, 0)).unwrap();
-        }
-        log
-    };
+    let log_by_size = over_its_size_limit();
     log_by_size.apply_retention(u64::MAX).unwrap();
     let state = log_by_size.state();
     assert!(state.size_bytes >= 3_000, "{state:?}");
     assert!(state.size_bytes < 4_000, "{state:?}");
 }
 
+/// A log of 1 000-byte segments holding 30 batches, limited to 3 000 bytes.
+fn over_its_size_limit() -> Log {
+    let storage = Arc::new(FaultStorage::new());
+    let cfg = LogConfig {
+        retention_bytes: Some(3_000),
+        ..config(FsyncPolicy::Never, 1_000)
+    };
+    let log = open(&storage, &cfg);
+    for _ in 0..30 {
+        log.append(&data_batch(1, 100, 0, 0)).unwrap();
+    }
+    log
+}
+
 /// A replicated partition's retention: the entry retention names, purged through, leaves the
 /// log as retention itself would have.
 #[test]
 fn purging_through_the_retention_point_deletes_what_retention_would() {
-    let make = || {
-        let storage = Arc::new(FaultStorage::new());
-        let cfg = LogConfig {
-            retention_bytes: Some(3_000),
-            ..config(FsyncPolicy::Never, 1_000)
-        };
-        let log = open(&storage, &cfg);
-        for _ in 0..30 {
-            log.append(&data_batch(1, 100, 0, 0)).unwrap();
-        }
-        log
-    };
-    let (by_retention, by_purge) = (make(), make());
+    let (by_retention, by_purge) = (over_its_size_limit(), over_its_size_limit());
     // Nothing goes above the high watermark.
     assert_eq!(by_purge.retention_point(0), None);
     let point = by_purge.retention_point(u64::MAX).unwrap();
