@@ -10,7 +10,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
@@ -40,7 +40,9 @@ use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 ///   batch replicated from the leader must land at the offset the leader gave it.
 /// - Writes are serialized by openraft (one call at a time through `&mut self`), and each write
 ///   method returns only when its change is durable, except [`append`](RaftLogStorage::append),
-///   which reports durability through its callback after the group-commit fsync.
+///   which reports durability through its callback after the group-commit fsync, and
+///   `save_committed`, whose commit index is saved in the background (Raft needs none saved;
+///   see [`CommittedSaver`]).
 /// - The snapshot of the partition's state machine lives beside the log but apart from it;
 ///   the log store learns of snapshots through openraft's `purge`, and of one installed from
 ///   the leader when the state machine rebuilds the log from its batches.
@@ -54,6 +56,84 @@ pub struct PartitionLogStore {
     installed: Arc<Mutex<Option<u64>>>,
     /// Whether a snapshot from the leader is being received (or installed).
     receiving: Arc<AtomicBool>,
+    /// Saves the commit index in the background.
+    committed: Arc<CommittedSaver>,
+}
+
+/// Saves the latest commit index openraft reported, one save at a time, off openraft's path.
+///
+/// openraft reports every advance of the commit index (each committed batch) and waits for
+/// the save. A save is a small file's fsync, and on a busy disk an fsync waits for the data
+/// other writers have pending: up to a few hundred milliseconds, during which the group would
+/// neither append nor answer its leader's heartbeats (and its followers stood for election).
+/// Raft itself needs no saved commit index: a restarted replica learns it from its leader. The
+/// saved one spares it a moment of serving less than it holds; one a few saves old does the
+/// same. So the report is taken at once, and saved in the background, the latest reported
+/// each time, until none is newer.
+#[derive(Debug, Default)]
+struct CommittedSaver {
+    state: Mutex<SaverState>,
+}
+
+#[derive(Debug, Default)]
+struct SaverState {
+    /// Whether a commit index was reported since the store was made.
+    reported: bool,
+    /// The latest commit index reported.
+    latest: Option<RaftLogId>,
+    /// Whether a save is running; it saves `latest` again if it changed meanwhile.
+    saving: bool,
+}
+
+impl CommittedSaver {
+    fn lock(&self) -> MutexGuard<'_, SaverState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The latest commit index reported, saved or not yet; `Err` if none was reported.
+    fn latest(&self) -> Result<Option<RaftLogId>, ()> {
+        let state = self.lock();
+        if state.reported {
+            Ok(state.latest)
+        } else {
+            Err(())
+        }
+    }
+
+    /// Takes `committed` and saves it in the background (after the save in progress, if any).
+    fn report(self: &Arc<Self>, log: &Arc<Log>, committed: Option<RaftLogId>) {
+        {
+            let mut state = self.lock();
+            state.reported = true;
+            state.latest = committed;
+            if std::mem::replace(&mut state.saving, true) {
+                return;
+            }
+        }
+        let saver = Arc::clone(self);
+        let log = Arc::clone(log);
+        tokio::task::spawn_blocking(move || {
+            let mut written = None;
+            loop {
+                let next = {
+                    let mut state = saver.lock();
+                    if written == Some(state.latest) {
+                        state.saving = false;
+                        return;
+                    }
+                    state.latest
+                };
+                // A failed save poisons the log: its next append fails, and the group stops
+                // on the storage error as it would have here.
+                if let Err(error) = log.save_committed(next) {
+                    tracing::error!(%error, dir = %log.dir().display(), "saving the commit index failed");
+                    saver.lock().saving = false;
+                    return;
+                }
+                written = Some(next);
+            }
+        });
+    }
 }
 
 /// The entries a log store appended last, each as the log holds it (stamped with its offset
@@ -195,6 +275,18 @@ pub(crate) enum AppendEntryError {
 }
 
 impl PartitionLogStore {
+    /// Waits (up to 5 s) until the latest commit index reported is saved.
+    #[cfg(test)]
+    pub(crate) async fn committed_saved(&self) {
+        for _ in 0..500 {
+            if !self.committed.lock().saving {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the commit index was not saved within 5 s");
+    }
+
     /// A log store over `log`, which it alone writes from now on.
     pub fn new(log: Arc<Log>) -> Self {
         Self {
@@ -202,6 +294,7 @@ impl PartitionLogStore {
             recent: Arc::default(),
             installed: Arc::default(),
             receiving: Arc::default(),
+            committed: Arc::default(),
         }
     }
 
@@ -327,7 +420,7 @@ impl PartitionLogStore {
         self.recent().sweep();
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+    fn recent(&self) -> MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -467,14 +560,17 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         self.recent().committed(committed.map(|c| c.index));
-        let committed = committed.as_ref().map(raft_log_id);
-        self.blocking(move |log| log.save_committed(committed))
-            .await?
-            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, &e))
+        self.committed
+            .report(&self.log, committed.as_ref().map(raft_log_id));
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.log.committed().map(openraft_log_id))
+        let committed = self
+            .committed
+            .latest()
+            .unwrap_or_else(|()| self.log.committed());
+        Ok(committed.map(openraft_log_id))
     }
 
     /// Appends each entry as one batch (readable at once), then waits for the group-commit

@@ -142,7 +142,7 @@ impl PeerLink {
 
 /// Most bytes of entries in one append-entries call (one entry alone may be larger, up to the
 /// largest batch a log accepts).
-const APPEND_BUDGET_BYTES: usize = 16 << 20;
+const APPEND_BUDGET_BYTES: usize = 4 << 20;
 
 /// Asks openraft to send at most `entries` entries per call.
 fn too_large<E: std::error::Error>(entries: usize) -> CallFailed<E> {

@@ -119,6 +119,7 @@ async fn vote_committed_entries_and_log_state_survive_a_restart() {
         store.purge(log_id(0, 0)).await.unwrap();
         store.save_vote(&Vote::new_committed(2, 3)).await.unwrap();
         store.save_committed(Some(log_id(1, 3))).await.unwrap();
+        store.committed_saved().await;
         store.try_get_log_entries(..).await.unwrap()
     };
 

@@ -277,9 +277,12 @@ impl Log {
     }
 
     /// Durably records the last committed Raft entry.
+    ///
+    /// Appends go on meanwhile: the file's fsync waits for nothing of theirs, and a concurrent
+    /// call waits for this one (the latest call's entry is the one left).
     pub fn save_committed(&self, committed: Option<RaftLogId>) -> Result<(), WriteError> {
         let shared = &*self.shared;
-        let _writer = lock(&shared.writer);
+        let mut saved = write(&shared.committed);
         if shared.durability.is_poisoned() {
             return Err(WriteError::Poisoned);
         }
@@ -290,11 +293,11 @@ impl Log {
             &meta_file::encode_raft_id(committed),
         )
         .map_err(|source| shared.meta_write_failed(meta_file::COMMITTED_FILE, source))?;
-        *write(&shared.committed) = committed;
+        *saved = committed;
         Ok(())
     }
 
-    /// The last saved committed Raft entry.
+    /// The last saved committed Raft entry (once a save in progress is done).
     pub fn committed(&self) -> Option<RaftLogId> {
         *read(&self.shared.committed)
     }

@@ -189,6 +189,10 @@ impl PeerClients {
                     addr: remote,
                     source,
                 })?;
+        // Raft's calls go before the services' requests passed on: they share the connection,
+        // and an append or a heartbeat queued behind megabytes of passed-on publishes would miss
+        // its deadline (one heartbeat interval), and the follower would stand for election.
+        let _ = send.set_priority(priority(request));
         let frame = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT)
             .encode_to_bytes(request)
             .map_err(|e| stream_error(e.to_string()))?;
@@ -321,4 +325,13 @@ pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), CallErro
         .next()
         .ok_or_else(|| error("the host name resolves to no address"))?;
     Ok((resolved, host.to_owned()))
+}
+
+/// The send priority of a call's stream on the peer connection: Raft's calls (votes, appends,
+/// heartbeats, snapshot chunks) before the services' requests passed on.
+fn priority(request: &PeerRequest) -> i32 {
+    match request.body {
+        Some(peer_request::Body::Client(_)) => 0,
+        _ => 1,
+    }
 }

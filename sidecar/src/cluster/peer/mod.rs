@@ -41,7 +41,7 @@ pub(crate) struct Group {
     pub(crate) election: tokio::task::AbortHandle,
 }
 
-/// The largest peer frame. An append-entries call carries at most 16 MiB of entries
+/// The largest peer frame. An append-entries call carries at most 4 MiB of entries
 /// (`APPEND_BUDGET_BYTES` in `network.rs`; openraft is asked for fewer past it), or one entry
 /// alone, which is at most the log's batch limit (8 MiB by default); the rest is room.
 pub(crate) const PEER_FRAME_LIMIT: u32 = 256 << 20;

@@ -9,7 +9,8 @@ use sidestream_proto::Request;
 use bytes::BytesMut;
 use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest,
 };
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 use sidestream_proto::FrameCodec;
@@ -258,17 +259,9 @@ async fn try_answer(
         }
         RaftCall::AppendEntries(append) => {
             let rpc = wire::decode_append(append)?;
-            let result = raft.append_entries(rpc).await;
+            let result = append_entries(&raft, &heard, rpc).await;
             if let Err(RaftError::Fatal(fatal)) = &result {
                 return Ok(unavailable(&group, fatal));
-            }
-            // A leader of a current term reached this replica (a higher vote means the caller
-            // is a stale leader, which is no reason to wait).
-            if result
-                .as_ref()
-                .is_ok_and(|response| !matches!(response, AppendEntriesResponse::HigherVote(_)))
-            {
-                heard.now();
             }
             wire::to_json(&result, "append_entries result")?
         }
@@ -290,6 +283,30 @@ async fn try_answer(
         }
     };
     Ok(wire::answered(result))
+}
+
+/// Passes an append-entries call to the group. The group is heard from when the call comes
+/// from the leader this replica follows (or a newer one): at once, before the entries are
+/// appended (on a busy machine an append of many entries can outlast an election timeout; the
+/// leader is alive all the same, and standing would only stop the publishes it serves), and
+/// again once they are.
+async fn append_entries(
+    raft: &openraft::Raft<PartitionRaft>,
+    heard: &crate::cluster::election::Heard,
+    rpc: AppendEntriesRequest<PartitionRaft>,
+) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+    if rpc.vote.is_committed() && rpc.vote >= raft.metrics().borrow().vote {
+        heard.now();
+    }
+    let result = raft.append_entries(rpc).await;
+    // A higher vote: the caller is a stale leader, which is no reason to wait.
+    if result
+        .as_ref()
+        .is_ok_and(|response| !matches!(response, AppendEntriesResponse::HigherVote(_)))
+    {
+        heard.now();
+    }
+    result
 }
 
 /// Passes a snapshot chunk to the group. The last chunk's call lasts until the log is rebuilt
