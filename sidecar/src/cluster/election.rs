@@ -13,9 +13,9 @@
 //! A replica has heard from its group when a leader's append-entries call (a heartbeat or
 //! entries) or snapshot call reached it, or when it granted a vote; it stands once it has heard
 //! nothing for a random time in [`ELECTION_TIMEOUT`], then draws a new time before it may stand
-//! again. (openraft's own timer also waits longer after seeing a longer log than its own; this
-//! one does not: a replica with a shorter log may stand first, is refused, and the others'
-//! fresh random timeouts settle it.)
+//! again. Like openraft's own timer, it waits longer after meeting a replica whose log is at
+//! least as long as its own ([`Heard::yield_to`]): with no pre-vote in openraft 0.9, a replica
+//! that cannot win would otherwise keep raising the term past the one that can.
 
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
@@ -46,11 +46,30 @@ impl Heard {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
-    /// When the group was last heard from.
+    /// Lets another replica stand first: one whose log is at least as long as this one's
+    /// (a candidate met, or a voter that refused this one). Counts the group as heard
+    /// [`YIELD`] from now, so this replica stands no sooner than `YIELD` plus a fresh timeout
+    /// (600–900 ms), after the other's next try (300–600 ms).
+    pub(crate) fn yield_to(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now() + YIELD;
+    }
+
+    /// When the group was last heard from (in the future after [`Heard::yield_to`]).
     fn last(&self) -> Instant {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// How much longer than its timeout a replica waits before standing after it met a replica with
+/// a log at least as long as its own.
+///
+/// openraft 0.9 has no pre-vote: a candidate raises its term whether or not it can win. A replica
+/// whose log is shorter than another survivor's cannot win, yet each of its candidacies raised
+/// the term past the one that could win, which was then refused for its lower term; the two took
+/// turns for 8 s after a leader was killed (seen in the failover bench). Yielding lets the
+/// longer log stand twice (once to learn the term, once above it) before this replica stands
+/// again.
+const YIELD: Duration = ELECTION_TIMEOUT.start;
 
 /// Triggers an election of `raft` whenever it has not heard from its group for a fresh random
 /// time in [`ELECTION_TIMEOUT`]; runs until the Raft stops.

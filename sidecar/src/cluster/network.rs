@@ -17,6 +17,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use sidestream_proto::peer::v1::{PeerErrorCode, PeerRequest, RaftGroup, peer_request};
 
+use super::election::Heard;
 use super::peer::wire;
 use super::peer::{CallError, PeerClients};
 use super::type_config::{NodeId, PartitionRaft};
@@ -27,21 +28,25 @@ pub struct PartitionNetwork {
     node_id: NodeId,
     group: RaftGroup,
     clients: Arc<PeerClients>,
+    heard: Arc<Heard>,
 }
 
 impl PartitionNetwork {
     /// The network of partition `partition` of `topic` on node `node_id`, calling peers
-    /// through `clients`.
+    /// through `clients`; `heard` is the replica's election timer's, told when a peer's log
+    /// is longer than this replica's.
     pub(crate) fn new(
         node_id: NodeId,
         topic: &str,
         partition: u32,
         clients: Arc<PeerClients>,
+        heard: Arc<Heard>,
     ) -> Self {
         Self {
             node_id,
             group: wire::group(topic, partition),
             clients,
+            heard,
         }
     }
 }
@@ -56,6 +61,7 @@ impl RaftNetworkFactory<PartitionRaft> for PartitionNetwork {
             node: node.clone(),
             group: self.group.clone(),
             clients: Arc::clone(&self.clients),
+            heard: Arc::clone(&self.heard),
         }
     }
 }
@@ -68,6 +74,7 @@ pub struct PeerLink {
     node: BasicNode,
     group: RaftGroup,
     clients: Arc<PeerClients>,
+    heard: Arc<Heard>,
 }
 
 /// An RPC error of a call that failed with `E` on the remote group.
@@ -225,11 +232,21 @@ impl RaftNetwork<PartitionRaft> for PeerLink {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, CallFailed> {
         let json = wire::to_json(&rpc, "vote").map_err(|e| network_error(&e))?;
-        self.call(
-            RPCTypes::Vote,
-            peer_request::Body::Vote(json.into()),
-            &option,
-        )
-        .await
+        let answer: Result<VoteResponse<NodeId>, _> = self
+            .call(
+                RPCTypes::Vote,
+                peer_request::Body::Vote(json.into()),
+                &option,
+            )
+            .await;
+        // Refused by a voter whose log is longer: this candidacy cannot win, and standing again
+        // soon would only raise the term past the one that can (see `Heard::yield_to`).
+        if let Ok(vote) = &answer
+            && !vote.vote_granted
+            && vote.last_log_id > rpc.last_log_id
+        {
+            self.heard.yield_to();
+        }
+        answer
     }
 }

@@ -299,8 +299,14 @@ impl PeerNode {
         let config = partition_raft_config()
             .validate()
             .map_err(|e| raft_error(e.to_string()))?;
-        let network =
-            PartitionNetwork::new(self.node_id, topic, partition, Arc::clone(&self.clients));
+        let heard = Arc::new(Heard::new());
+        let network = PartitionNetwork::new(
+            self.node_id,
+            topic,
+            partition,
+            Arc::clone(&self.clients),
+            Arc::clone(&heard),
+        );
         let raft = openraft::Raft::new(
             self.node_id,
             Arc::new(config),
@@ -315,7 +321,6 @@ impl PeerNode {
         {
             formation.form(&raft, self.node_id, topic, partition).await;
         }
-        let heard = Arc::new(Heard::new());
         let election = tokio::spawn(election::run(raft.clone(), Arc::clone(&heard))).abort_handle();
         let group = Group {
             raft: raft.clone(),

@@ -248,12 +248,19 @@ async fn try_answer(
     let result = match call {
         RaftCall::Vote(json) => {
             let rpc: VoteRequest<NodeId> = wire::from_json(&json, "vote")?;
+            let candidate_log = rpc.last_log_id;
             let result = raft.vote(rpc).await;
             if let Err(RaftError::Fatal(fatal)) = &result {
                 return Ok(unavailable(&group, fatal));
             }
-            if result.as_ref().is_ok_and(|vote| vote.vote_granted) {
-                heard.now();
+            match &result {
+                Ok(vote) if vote.vote_granted => heard.now(),
+                // No leader here, and a candidate whose log is as long as this replica's: it can
+                // win; this one standing would only raise the term past it.
+                Ok(vote) if !vote.vote.is_committed() && candidate_log >= vote.last_log_id => {
+                    heard.yield_to();
+                }
+                _ => {}
             }
             wire::to_json(&result, "vote result")?
         }
