@@ -13,9 +13,10 @@
 //! A replica has heard from its group when a leader's append-entries call (a heartbeat or
 //! entries) or snapshot call reached it, or when it granted a vote; it stands once it has heard
 //! nothing for a random time in [`ELECTION_TIMEOUT`], then draws a new time before it may stand
-//! again. Like openraft's own timer, it waits longer after meeting a replica whose log is at
-//! least as long as its own ([`Heard::yield_to`]): with no pre-vote in openraft 0.9, a replica
-//! that cannot win would otherwise keep raising the term past the one that can.
+//! again. It waits longer after meeting a replica whose log is at least as long as its own
+//! ([`Heard::yield_to`]; openraft's own timer does so after a candidate refused for a longer
+//! log): with no pre-vote in openraft 0.9, a replica that cannot win would otherwise keep
+//! raising the term past the one that can.
 
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};

@@ -40,9 +40,8 @@ use super::type_config::{NodeId, PartitionEntry, PartitionRaft, PartitionWrite};
 ///   batch replicated from the leader must land at the offset the leader gave it.
 /// - Writes are serialized by openraft (one call at a time through `&mut self`), and each write
 ///   method returns only when its change is durable, except [`append`](RaftLogStorage::append),
-///   which reports durability through its callback after the group-commit fsync, and
-///   `save_committed`, whose commit index is saved in the background (Raft needs none saved;
-///   see [`CommittedSaver`]).
+///   which reports durability through its callback after the group-commit fsync, and, once
+///   [`PartitionLogStore::save_commits_in_background`] is asked for, `save_committed`.
 /// - The snapshot of the partition's state machine lives beside the log but apart from it;
 ///   the log store learns of snapshots through openraft's `purge`, and of one installed from
 ///   the leader when the state machine rebuilds the log from its batches.
@@ -56,20 +55,12 @@ pub struct PartitionLogStore {
     installed: Arc<Mutex<Option<u64>>>,
     /// Whether a snapshot from the leader is being received (or installed).
     receiving: Arc<AtomicBool>,
-    /// Saves the commit index in the background.
-    committed: Arc<CommittedSaver>,
+    /// Saves the commit index in the background; `None` saves it before returning.
+    committed: Option<Arc<CommittedSaver>>,
 }
 
-/// Saves the latest commit index openraft reported, one save at a time, off openraft's path.
-///
-/// openraft reports every advance of the commit index (each committed batch) and waits for
-/// the save. A save is a small file's fsync, and on a busy disk an fsync waits for the data
-/// other writers have pending: up to a few hundred milliseconds, during which the group would
-/// neither append nor answer its leader's heartbeats (and its followers stood for election).
-/// Raft itself needs no saved commit index: a restarted replica learns it from its leader. The
-/// saved one spares it a moment of serving less than it holds; one a few saves old does the
-/// same. So the report is taken at once, and saved in the background, the latest reported
-/// each time, until none is newer.
+/// Saves the latest commit index openraft reported, one save at a time, off openraft's path
+/// (see [`PartitionLogStore::save_commits_in_background`]).
 #[derive(Debug, Default)]
 struct CommittedSaver {
     state: Mutex<SaverState>,
@@ -279,7 +270,11 @@ impl PartitionLogStore {
     #[cfg(test)]
     pub(crate) async fn committed_saved(&self) {
         for _ in 0..500 {
-            if !self.committed.lock().saving {
+            if !self
+                .committed
+                .as_ref()
+                .is_some_and(|saver| saver.lock().saving)
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -294,8 +289,25 @@ impl PartitionLogStore {
             recent: Arc::default(),
             installed: Arc::default(),
             receiving: Arc::default(),
-            committed: Arc::default(),
+            committed: None,
         }
+    }
+
+    /// Has `save_committed` take the commit index at once and save it in the background, the
+    /// latest reported each time, until none is newer.
+    ///
+    /// openraft reports every advance of the commit index (each committed batch) and waits for
+    /// the save. A save is a small file's fsync, and on a busy disk an fsync waits for the data
+    /// other writers have pending: up to a few hundred milliseconds, during which the group
+    /// would neither append nor answer its leader's heartbeats (and its followers stood for
+    /// election). Raft needs no saved commit index: a restarted replica learns it from its
+    /// leader. With an older one, the state machine re-applied on opening lags what was applied
+    /// before the crash until the leader's next call: for a partition, a high watermark that
+    /// lags a moment (a read above it waits). Not for state that was acted on as it was applied.
+    #[must_use]
+    pub fn save_commits_in_background(mut self) -> Self {
+        self.committed = Some(Arc::default());
+        self
     }
 
     /// A snapshot from the leader begins to arrive: until it is installed, a purge past the
@@ -560,16 +572,22 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         self.recent().committed(committed.map(|c| c.index));
-        self.committed
-            .report(&self.log, committed.as_ref().map(raft_log_id));
-        Ok(())
+        let committed = committed.as_ref().map(raft_log_id);
+        if let Some(saver) = &self.committed {
+            saver.report(&self.log, committed);
+            return Ok(());
+        }
+        self.blocking(move |log| log.save_committed(committed))
+            .await?
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, &e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        let committed = self
+        let reported = self
             .committed
-            .latest()
-            .unwrap_or_else(|()| self.log.committed());
+            .as_ref()
+            .and_then(|saver| saver.latest().ok());
+        let committed = reported.unwrap_or_else(|| self.log.committed());
         Ok(committed.map(openraft_log_id))
     }
 

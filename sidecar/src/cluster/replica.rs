@@ -285,7 +285,14 @@ impl PeerNode {
             ));
         }
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
-        let store = PartitionLogStore::new(Arc::clone(&log));
+        let mut store = PartitionLogStore::new(Arc::clone(&log));
+        // The cluster's metadata is acted on as it is applied (a deleted topic's files go at
+        // once), so its state must never go back after a restart: its rare commits are saved
+        // before openraft applies them. A partition's state may lag a moment (see
+        // `PartitionLogStore::save_commits_in_background`).
+        if topic != super::metadata::METADATA_TOPIC {
+            store = store.save_commits_in_background();
+        }
         // On the blocking pool: it may finish a snapshot install a crash cut short.
         let state_machine = {
             let (dir, store) = (dir.to_path_buf(), store.clone());
@@ -321,6 +328,9 @@ impl PeerNode {
         {
             formation.form(&raft, self.node_id, topic, partition).await;
         }
+        // The timer counts from now: opening (re-applying the log, forming the group) may have
+        // taken longer than an election timeout, and nothing could be heard before.
+        heard.now();
         let election = tokio::spawn(election::run(raft.clone(), Arc::clone(&heard))).abort_handle();
         let group = Group {
             raft: raft.clone(),

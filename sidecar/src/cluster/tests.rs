@@ -105,7 +105,8 @@ fn log_ids(entries: &[PartitionEntry]) -> Vec<LogId<NodeId>> {
 async fn vote_committed_entries_and_log_state_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let written = {
-        let (mut store, _) = open(dir.path());
+        let (store, _) = open(dir.path());
+        let mut store = store.save_commits_in_background();
         store
             .blocking_append([
                 membership(0, 0, &[1, 2, 3]),
@@ -119,6 +120,8 @@ async fn vote_committed_entries_and_log_state_survive_a_restart() {
         store.purge(log_id(0, 0)).await.unwrap();
         store.save_vote(&Vote::new_committed(2, 3)).await.unwrap();
         store.save_committed(Some(log_id(1, 3))).await.unwrap();
+        // Reported at once, saved in the background.
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
         store.committed_saved().await;
         store.try_get_log_entries(..).await.unwrap()
     };
