@@ -588,7 +588,13 @@ impl RaftLogStorage<PartitionRaft> for PartitionLogStore {
             .as_ref()
             .and_then(|saver| saver.latest().ok());
         let committed = reported.unwrap_or_else(|| self.log.committed());
-        Ok(committed.map(openraft_log_id))
+        // Never past the log's last entry: a log flushed at intervals can lose a tail in a
+        // power cut that the saved commit index already names, and openraft re-applies up to
+        // the index it is given. The entries the log kept are unchanged, so those up to the
+        // saved index are still committed.
+        let state = self.log.state();
+        let last = state.last.or(state.last_purged);
+        Ok(clamp_committed(committed, last).map(openraft_log_id))
     }
 
     /// Appends each entry as one batch (readable at once), then waits for the group-commit
@@ -694,6 +700,16 @@ fn half_open(range: &impl RangeBounds<u64>) -> Range<u64> {
         Bound::Unbounded => u64::MAX,
     };
     start..end
+}
+
+/// The saved commit index `committed`, but not past `last`, the log's last entry (or purge
+/// point).
+fn clamp_committed(committed: Option<RaftLogId>, last: Option<RaftLogId>) -> Option<RaftLogId> {
+    match (committed, last) {
+        (Some(committed), Some(last)) if committed.index > last.index => Some(last),
+        (Some(_), None) => None,
+        (committed, _) => committed,
+    }
 }
 
 #[cfg(test)]
