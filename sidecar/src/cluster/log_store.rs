@@ -133,10 +133,10 @@ impl CommittedSaver {
 ///
 /// Always a contiguous run of Raft indexes ending at the log's last entry, or empty. At most
 /// [`RECENT_BYTES`] (a follower that far behind reads from the log); entries committed before
-/// the latest commit are dropped down to [`RECENT_COMMITTED_BYTES`]. Those of the latest
-/// commit stay until the next: openraft reads them again to apply them, and a follower one
-/// step behind the majority wants them next; or until a sweep finds no commit since the one
-/// before (the partition went idle), so an idle partition keeps little.
+/// the latest commit are dropped down to [`RECENT_COMMITTED_BYTES`] (the follower behind the
+/// majority wants them next). Those of the latest commit stay until the next: openraft reads
+/// them again to apply them. A sweep that finds no commit since the one before (the partition
+/// went idle) drops every committed entry, so an idle partition keeps none.
 #[derive(Debug, Default)]
 struct Recent {
     entries: VecDeque<(u64, Bytes)>,
@@ -150,8 +150,10 @@ struct Recent {
 /// The most bytes of recent entries a log store keeps.
 const RECENT_BYTES: usize = 32 << 20;
 
-/// The most bytes of committed recent entries a log store keeps.
-const RECENT_COMMITTED_BYTES: usize = 256 << 10;
+/// The most bytes of committed recent entries a log store keeps while commits come: the
+/// follower behind the majority can be megabytes behind (batches of up to 1 MiB; 256 KiB left
+/// it reading every entry back from the segment files).
+const RECENT_COMMITTED_BYTES: usize = 16 << 20;
 
 impl Recent {
     /// Takes entry `index` (the next after the last kept), dropping the oldest past the limit.
@@ -217,11 +219,10 @@ impl Recent {
         self.forget(None, before);
     }
 
-    /// Drops the latest commit's entries too (down to [`RECENT_COMMITTED_BYTES`]) if no commit
-    /// came since the last sweep.
+    /// Drops every committed entry if no commit came since the last sweep.
     fn sweep(&mut self) {
         if !std::mem::take(&mut self.committed_since_sweep) {
-            self.forget(None, self.latest_commit);
+            self.forget(self.latest_commit, None);
         }
     }
 
@@ -739,16 +740,19 @@ mod recent_tests {
         assert_eq!(recent.bytes, 10);
     }
 
+    /// A batch size of which ten are more than the committed allowance, and within the limit.
+    const UNIT: usize = RECENT_COMMITTED_BYTES / 8;
+
     #[test]
     fn truncation_purge_and_commit_drop_what_they_must() {
         let mut recent = Recent::default();
         for index in 0..10 {
-            recent.push(index, batch(100 << 10));
+            recent.push(index, batch(UNIT));
         }
         recent.truncate(8);
         assert!(recent.get(&(7..9)).is_none());
         assert_eq!(recent.get(&(0..8)).map(|b| b.len()), Some(8));
-        recent.push(8, batch(100 << 10));
+        recent.push(8, batch(UNIT));
         recent.forget(Some(1), None);
         assert!(recent.get(&(1..2)).is_none());
         assert!(recent.get(&(2..9)).is_some());
@@ -759,31 +763,32 @@ mod recent_tests {
         // Those of the latest commit stay until the next one (openraft reads them to apply).
         let mut applied = Recent::default();
         for index in 0..10 {
-            applied.push(index, batch(100 << 10));
+            applied.push(index, batch(UNIT));
         }
         applied.committed(Some(9));
         assert_eq!(applied.get(&(0..10)).map(|b| b.len()), Some(10));
         applied.committed(Some(9));
         assert!(applied.bytes <= RECENT_COMMITTED_BYTES);
         assert!(applied.get(&(9..10)).is_some());
-        // A sweep lets them go once no commit came since the sweep before.
+        // A sweep lets every committed one go once no commit came since the sweep before.
         let mut idle = Recent::default();
         for index in 0..10 {
-            idle.push(index, batch(100 << 10));
+            idle.push(index, batch(UNIT));
         }
-        idle.committed(Some(9));
+        idle.committed(Some(7));
         idle.sweep();
         assert_eq!(idle.get(&(0..10)).map(|b| b.len()), Some(10));
         idle.sweep();
-        assert!(idle.bytes <= RECENT_COMMITTED_BYTES);
+        assert_eq!(idle.get(&(8..10)).map(|b| b.len()), Some(2));
+        assert_eq!(idle.bytes, 2 * UNIT);
         // Uncommitted entries stay whatever their size.
         let mut big = Recent::default();
         for index in 0..4 {
-            big.push(index, batch(1 << 20));
+            big.push(index, batch(4 * UNIT));
         }
         big.forget(None, Some(0));
         assert_eq!(big.get(&(1..4)).map(|b| b.len()), Some(3));
-        assert_eq!(big.bytes, 3 << 20);
+        assert_eq!(big.bytes, 12 * UNIT);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use quinn::{ReadError, RecvStream, SendStream, VarInt, WriteError};
 use sidestream_proto::v1::ErrorCode;
 use sidestream_proto::{FrameCodec, FrameError, Response};
 
-/// Most bytes reserved beyond what has arrived.
-const RESERVE_AHEAD: usize = 1 << 20;
+/// Most bytes reserved beyond what has arrived, on a service's stream.
+pub(crate) const RESERVE_AHEAD: usize = 1 << 20;
 
 /// Why no request could be read.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +24,15 @@ pub(crate) enum ReadFrameError {
 /// `PeerRequest` and `PeerResponse` frames with it too.
 ///
 /// The length prefix is checked against the codec's limit as soon as it arrives. The buffer
-/// grows ahead of the data by at most `RESERVE_AHEAD`, so a length prefix alone cannot make
-/// the sidecar allocate a whole frame.
+/// grows ahead of the data by at most `reserve_ahead` ([`RESERVE_AHEAD`] for a service, so
+/// that a length prefix alone cannot make the sidecar allocate a whole frame; a whole append
+/// for a peer, `PEER_RESERVE_AHEAD`, so that its megabytes of entries are not moved each time
+/// the buffer grows).
 pub(crate) async fn read_frame<M: prost::Message + Default>(
     recv: &mut RecvStream,
     codec: &FrameCodec<M>,
     buf: &mut BytesMut,
+    reserve_ahead: usize,
 ) -> Result<Option<M>, ReadFrameError> {
     loop {
         if let Some(request) = codec.decode(buf)? {
@@ -37,7 +40,7 @@ pub(crate) async fn read_frame<M: prost::Message + Default>(
         }
         if buf.len() >= 4 {
             let size = (&buf[..4]).get_u32_le() as usize + 4;
-            buf.reserve(size.saturating_sub(buf.len()).min(RESERVE_AHEAD));
+            buf.reserve(size.saturating_sub(buf.len()).min(reserve_ahead));
         }
         match recv.read_chunk(usize::MAX, true).await? {
             Some(chunk) => buf.extend_from_slice(&chunk.bytes),

@@ -38,7 +38,7 @@ use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
 use crate::topics::{Kind, Topics, TopicsError};
-use frames::{quic_code, read_error_code, read_frame, write_response};
+use frames::{RESERVE_AHEAD, quic_code, read_error_code, read_frame, write_response};
 
 /// Why a sidecar could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -425,7 +425,7 @@ async fn stream_task(
     _alive: mpsc::Sender<()>,
 ) {
     let mut buf = BytesMut::new();
-    let request = match read_frame(&mut recv, &shared.requests, &mut buf).await {
+    let request = match read_frame(&mut recv, &shared.requests, &mut buf, RESERVE_AHEAD).await {
         Ok(Some(request)) => request,
         Ok(None) => {
             let answer = Response::error(

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use prost::Message;
-use sidestream_proto::peer::v1::{PassedOn, PeerErrorCode, PeerRequest, peer_request};
+use sidestream_proto::peer::v1::PeerErrorCode;
 use sidestream_proto::v1::{ErrorCode, request};
 use sidestream_proto::{Request, Response};
 use tokio::time::Instant;
@@ -53,17 +53,9 @@ pub(super) async fn pass_on(
     } else {
         BodyKind::Other
     };
-    let request = PeerRequest {
-        group: None,
-        body: Some(peer_request::Body::Client(PassedOn {
-            request: Request {
-                body: Some(body),
-                ..Request::default()
-            }
-            .encode_to_vec()
-            .into(),
-            passes,
-        })),
+    let request = Request {
+        body: Some(body),
+        ..Request::default()
     };
     // Only the first pass of a request that answers at once takes a permit: a nested pass
     // waiting for one held by its caller could wait for ever, and a relay's long-polling
@@ -76,7 +68,7 @@ pub(super) async fn pass_on(
         } else {
             None
         };
-        clients.call(address, &request).await
+        clients.pass_on(address, &request, passes).await
     };
     let response = tokio::time::timeout_at(deadline, call)
         .await

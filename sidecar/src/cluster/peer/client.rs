@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use quinn::{Connection, Endpoint};
-use sidestream_proto::FrameCodec;
 use sidestream_proto::peer::v1::{Hello, PeerRequest, PeerResponse, peer_request};
+use sidestream_proto::{FrameCodec, FrameError, Request};
 
-use super::PEER_FRAME_LIMIT;
+use super::{PEER_FRAME_LIMIT, PEER_RESERVE_AHEAD};
 use crate::server::frames::{ReadFrameError, read_frame};
 
 /// Why a call got no answer from the peer.
@@ -175,6 +175,32 @@ impl PeerClients {
         addr: &str,
         request: &PeerRequest,
     ) -> Result<PeerResponse, CallError> {
+        let frame = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT).encode_chunks(request);
+        self.send(addr, frame, priority(request)).await
+    }
+
+    /// Passes a service's `request` on to the peer at `addr`, as its `passes`-th pass (peer
+    /// call `client`), and returns the peer's answer: the service's response encoded as its
+    /// result. The request's batch goes out as it is, not copied into the frame.
+    pub(crate) async fn pass_on(
+        &self,
+        addr: &str,
+        request: &Request,
+        passes: u32,
+    ) -> Result<PeerResponse, CallError> {
+        let frame =
+            FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT).encode_passed_on(request, passes);
+        self.send(addr, frame, PASSED_ON_PRIORITY).await
+    }
+
+    /// Sends one call's `frame` (as chunks) to the peer at `addr` at send priority `priority`,
+    /// and returns its answer.
+    async fn send(
+        &self,
+        addr: &str,
+        frame: Result<Vec<Bytes>, FrameError>,
+        priority: i32,
+    ) -> Result<PeerResponse, CallError> {
         let connection = self.connection(addr).await?;
         let remote = connection.remote_address();
         let stream_error = |reason: String| CallError::Stream {
@@ -192,17 +218,15 @@ impl PeerClients {
         // Raft's calls go before the services' requests passed on: they share the connection,
         // and an append or a heartbeat queued behind megabytes of passed-on publishes would miss
         // its deadline (one heartbeat interval), and the follower would stand for election.
-        let _ = send.set_priority(priority(request));
-        let frame = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT)
-            .encode_to_bytes(request)
-            .map_err(|e| stream_error(e.to_string()))?;
-        send.write_chunk(frame)
+        let _ = send.set_priority(priority);
+        let mut frame = frame.map_err(|e| stream_error(e.to_string()))?;
+        send.write_all_chunks(&mut frame)
             .await
             .map_err(|e| stream_error(e.to_string()))?;
         let _ = send.finish();
         let mut buf = BytesMut::new();
         let codec = FrameCodec::<PeerResponse>::new(PEER_FRAME_LIMIT);
-        match read_frame(&mut recv, &codec, &mut buf).await {
+        match read_frame(&mut recv, &codec, &mut buf, PEER_RESERVE_AHEAD).await {
             Ok(Some(response)) => Ok(response),
             Ok(None) => Err(stream_error(
                 "the peer finished the stream without an answer".into(),
@@ -303,7 +327,7 @@ async fn introduce(connection: Connection, hello: Hello) {
         let _ = send.finish();
         let mut buf = BytesMut::new();
         let codec = FrameCodec::<PeerResponse>::new(PEER_FRAME_LIMIT);
-        let _ = read_frame(&mut recv, &codec, &mut buf).await;
+        let _ = read_frame(&mut recv, &codec, &mut buf, PEER_RESERVE_AHEAD).await;
     }
 }
 
@@ -331,7 +355,13 @@ pub(crate) async fn resolve(addr: &str) -> Result<(SocketAddr, String), CallErro
 /// heartbeats, snapshot chunks) before the services' requests passed on.
 fn priority(request: &PeerRequest) -> i32 {
     match request.body {
-        Some(peer_request::Body::Client(_)) => 0,
-        _ => 1,
+        Some(peer_request::Body::Client(_)) => PASSED_ON_PRIORITY,
+        _ => RAFT_PRIORITY,
     }
 }
+
+/// The send priority of Raft's calls.
+const RAFT_PRIORITY: i32 = 1;
+
+/// The send priority of the services' requests passed on.
+const PASSED_ON_PRIORITY: i32 = 0;

@@ -46,6 +46,11 @@ pub(crate) struct Group {
 /// alone, which is at most the log's batch limit (8 MiB by default); the rest is room.
 pub(crate) const PEER_FRAME_LIMIT: u32 = 256 << 20;
 
+/// Most bytes a peer frame's buffer is reserved ahead of what has arrived: a whole append
+/// (so that its entries are not moved each time the buffer grows), not a whole frame limit on
+/// a length prefix alone.
+pub(crate) const PEER_RESERVE_AHEAD: usize = 16 << 20;
+
 /// The Raft groups this sidecar holds a replica of, by (topic, partition): where peer calls
 /// are delivered.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock, Weak};
 
 use prost::Message;
-use sidestream_proto::Request;
+use sidestream_proto::{Request, Response};
 
 use bytes::BytesMut;
 use openraft::error::{Fatal, InstallSnapshotError, RaftError};
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::client::Acceptor;
 use super::wire::{self, WireError};
-use super::{PEER_FRAME_LIMIT, PeerClients, RaftGroups};
+use super::{PEER_FRAME_LIMIT, PEER_RESERVE_AHEAD, PeerClients, RaftGroups};
 use crate::cluster::member::PassedOnHandler;
 use crate::cluster::membership;
 use crate::cluster::type_config::{NodeId, PartitionRaft};
@@ -145,18 +145,23 @@ async fn calls(connection: &Connection, peers: &Peers, shutdown: &mut watch::Rec
 async fn call(peers: Peers, connection: Connection, mut send: SendStream, mut recv: RecvStream) {
     let codec = FrameCodec::<PeerRequest>::new(PEER_FRAME_LIMIT);
     let mut buf = BytesMut::new();
-    let response = match read_frame(&mut recv, &codec, &mut buf).await {
+    let answer = match read_frame(&mut recv, &codec, &mut buf, PEER_RESERVE_AHEAD).await {
         Ok(Some(request)) => answer(&peers, &connection, request).await,
-        Ok(None) => wire::refused(
+        Ok(None) => Answer::Peer(wire::refused(
             PeerErrorCode::Malformed,
             "the stream ended before a request frame",
-        ),
-        Err(error) => wire::refused(PeerErrorCode::Malformed, error.to_string()),
+        )),
+        Err(error) => Answer::Peer(wire::refused(PeerErrorCode::Malformed, error.to_string())),
     };
     let codec = FrameCodec::<PeerResponse>::new(PEER_FRAME_LIMIT);
-    match codec.encode_to_bytes(&response) {
-        Ok(frame) => {
-            if send.write_chunk(frame).await.is_ok() {
+    let frame = match &answer {
+        Answer::Peer(response) => codec.encode_to_bytes(response).map(|frame| vec![frame]),
+        // The service's response is the result, its batches not copied into the frame.
+        Answer::Passed(response) => codec.encode_answered(response),
+    };
+    match frame {
+        Ok(mut frame) => {
+            if send.write_all_chunks(&mut frame).await.is_ok() {
                 let _ = send.finish();
             }
         }
@@ -164,15 +169,27 @@ async fn call(peers: Peers, connection: Connection, mut send: SendStream, mut re
     }
 }
 
-/// What a Raft group of this sidecar answers to `request`.
-async fn answer(peers: &Peers, connection: &Connection, request: PeerRequest) -> PeerResponse {
-    match try_answer(peers, connection, request).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%error, "malformed peer call");
-            wire::refused(PeerErrorCode::Malformed, error.to_string())
-        }
-    }
+/// The answer to a peer call.
+enum Answer {
+    /// A peer response of its own.
+    Peer(PeerResponse),
+    /// The answer to a service's request passed on: the `OK` peer response whose result is
+    /// this response.
+    Passed(Response),
+}
+
+/// What a Raft group of this sidecar (or the sidecar's server, for a service's request passed
+/// on) answers to `request`.
+async fn answer(peers: &Peers, connection: &Connection, request: PeerRequest) -> Answer {
+    try_answer(peers, connection, request)
+        .await
+        .unwrap_or_else(|error| Answer::Peer(malformed(&error)))
+}
+
+/// The answer to a call that could not be read.
+fn malformed(error: &WireError) -> PeerResponse {
+    tracing::debug!(%error, "malformed peer call");
+    wire::refused(PeerErrorCode::Malformed, error.to_string())
 }
 
 /// A call into one Raft group.
@@ -187,17 +204,18 @@ async fn try_answer(
     peers: &Peers,
     connection: &Connection,
     request: PeerRequest,
-) -> Result<PeerResponse, WireError> {
+) -> Result<Answer, WireError> {
     let call = match request.body {
         None => {
-            return Ok(wire::refused(
+            return Ok(Answer::Peer(wire::refused(
                 PeerErrorCode::Unsupported,
                 "the request has no body this sidecar knows (sent by a newer sidecar?)",
-            ));
+            )));
         }
         Some(peer_request::Body::Join(join)) => {
             let result = membership::handle_join(&peers.groups, &peers.clients, join).await;
-            return Ok(wire::answered(wire::to_json(&result, "join result")?));
+            let json = wire::to_json(&result, "join result")?;
+            return Ok(Answer::Peer(wire::answered(json)));
         }
         Some(peer_request::Body::Hello(hello)) => {
             // Any sidecar certificate could claim any address: believe the claim only when the
@@ -211,30 +229,41 @@ async fn try_answer(
             {
                 tracing::debug!(node = hello.node_id, peer = %hello.peer_address, "sharing the connection a peer opened");
             }
-            return Ok(wire::answered(b"{\"Ok\":null}".to_vec()));
+            return Ok(Answer::Peer(wire::answered(b"{\"Ok\":null}".to_vec())));
         }
         Some(peer_request::Body::Leave(leave)) => {
             let result =
                 membership::handle_leave(&peers.groups, &peers.clients, leave.node_id).await;
-            return Ok(wire::answered(wire::to_json(&result, "leave result")?));
+            let json = wire::to_json(&result, "leave result")?;
+            return Ok(Answer::Peer(wire::answered(json)));
         }
         Some(peer_request::Body::Client(passed)) => {
             let Some(handler) = peers.passed_on.get() else {
-                return Ok(wire::refused(
+                return Ok(Answer::Peer(wire::refused(
                     PeerErrorCode::Unavailable,
                     "this sidecar is starting: it does not serve services' requests yet",
-                ));
+                )));
             };
             let request = Request::decode(passed.request).map_err(WireError::PassedOn)?;
-            let response = handler(request, passed.passes).await;
-            return Ok(wire::answered(response.encode_to_vec()));
+            return Ok(Answer::Passed(handler(request, passed.passes).await));
         }
         Some(peer_request::Body::Vote(json)) => RaftCall::Vote(json),
         Some(peer_request::Body::AppendEntries(append)) => RaftCall::AppendEntries(append),
         Some(peer_request::Body::InstallSnapshot(json)) => RaftCall::InstallSnapshot(json),
         Some(peer_request::Body::Stand(stand)) => RaftCall::Stand(stand),
     };
-    let group = request.group.ok_or(WireError::NoGroup)?;
+    raft_call(peers, request.group, call)
+        .await
+        .map(Answer::Peer)
+}
+
+/// What the Raft group `group` of this sidecar answers to `call`.
+async fn raft_call(
+    peers: &Peers,
+    group: Option<RaftGroup>,
+    call: RaftCall,
+) -> Result<PeerResponse, WireError> {
+    let group = group.ok_or(WireError::NoGroup)?;
     let Some(super::Group { raft, heard, .. }) = peers.groups.get(&group.topic, group.partition)
     else {
         return Ok(wire::refused(
