@@ -3,103 +3,174 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::Args;
-use sidestream::transport::default_data_dir;
 use sidestream_log::FsyncPolicy;
 
-use crate::cluster::ClusterConfig;
-use crate::config::{SidecarConfig, TlsSource};
+use crate::config::SidecarConfig;
+use crate::config::settings::{self, CONFIG_ENV, Settings, flag};
 
-/// Flags of `sidestream sidecar`.
+/// Flags of `sidestream sidecar`. Each setting is a key of the configuration file and a
+/// `SIDESTREAM_*` environment variable too (`docs/OPERATIONS.md`); a flag given wins over
+/// both, the environment over the file, the file over the defaults.
 #[derive(Debug, Args)]
 pub(super) struct SidecarArgs {
+    /// Configuration file (TOML) [default: none; `$SIDESTREAM_CONFIG`]
+    #[arg(long, env = CONFIG_ENV)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, file, environment and flags merged) as
+    /// TOML, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Data directory: topics, group offsets and the development certificates
-    /// [default: `$XDG_DATA_HOME/sidestream` or `~/.local/share/sidestream`]
-    #[arg(long, env = "SIDESTREAM_DATA_DIR")]
+    /// [key `data_dir`; default: `$XDG_DATA_HOME/sidestream` or `~/.local/share/sidestream`]
+    #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Client QUIC address.
-    #[arg(long, env = "SIDESTREAM_LISTEN", default_value = "127.0.0.1:7400")]
-    listen: SocketAddr,
-    /// This node's id in the cluster (1 or more, unique in the cluster).
-    #[arg(long, env = "SIDESTREAM_NODE_ID", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    node_id: u64,
-    /// Address clients are told to use [default: the listen address].
-    #[arg(long, env = "SIDESTREAM_ADVERTISE")]
+    /// Client QUIC address [key `listen`; default: 127.0.0.1:7400]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// This node's id in the cluster, 1 or more and unique in the cluster [key `node_id`;
+    /// default: 1]
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Address clients are told to use [key `advertise`; default: the listen address]
+    #[arg(long)]
     advertise: Option<String>,
+    /// Longest a publish waits for its acknowledgement when the request names no timeout, in
+    /// milliseconds [key `publish_timeout_ms`; default: 30000]
+    #[arg(long)]
+    publish_timeout_ms: Option<u64>,
+    /// How long shutdown waits for requests in progress, in milliseconds [key
+    /// `shutdown_grace_ms`; default: 10000]
+    #[arg(long)]
+    shutdown_grace_ms: Option<u64>,
+    /// Largest request frame accepted from a client, in bytes [key `max_frame_bytes`; default:
+    /// 16842752]
+    #[arg(long)]
+    max_frame_bytes: Option<u32>,
     /// CA certificate (PEM) that client certificates must chain to; with --tls-cert and
-    /// --tls-key replaces the development certificates.
-    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    /// --tls-key replaces the development certificates [key `tls.ca`]
+    #[arg(long)]
     tls_ca: Option<PathBuf>,
-    /// The sidecar's certificate chain (PEM).
-    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    /// The sidecar's certificate chain (PEM) [key `tls.cert`]
+    #[arg(long)]
     tls_cert: Option<PathBuf>,
-    /// The sidecar's private key (PEM).
-    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    /// The sidecar's private key (PEM) [key `tls.key`]
+    #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// More DNS names or IP addresses for the development certificate.
+    /// More DNS names or IP addresses for the development certificate; repeat for more [key
+    /// `tls.names`]
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
-    /// Partitions of a topic created without a count.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_PARTITIONS)))]
-    default_partitions: u32,
-    /// fsync policy of a topic created without one: always, `interval:<ms>` or never.
-    #[arg(long, default_value = "always")]
-    default_fsync: FsyncPolicy,
+    /// Partitions of a topic created without a count [key `topics.default_partitions`;
+    /// default: 1]
+    #[arg(long)]
+    default_partitions: Option<u32>,
+    /// fsync policy of a topic created without one: always, `interval:<ms>` or never [key
+    /// `topics.default_fsync`; default: always]
+    #[arg(long)]
+    default_fsync: Option<FsyncPolicy>,
+    /// Retention by age of a topic created without one, in milliseconds, -1 for ever [key
+    /// `topics.default_retention_ms`; default: 604800000, 7 days]
+    #[arg(long, allow_negative_numbers = true)]
+    default_retention_ms: Option<i64>,
+    /// Retention by size of a topic created without one, in bytes per partition, -1 for
+    /// ever [key `topics.default_retention_bytes`; default: -1]
+    #[arg(long, allow_negative_numbers = true)]
+    default_retention_bytes: Option<i64>,
     /// Size at which a partition's log rolls to a new segment, in bytes (retention deletes
-    /// whole segments), 4 KiB to 3 GiB [default: 1 GiB]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(4096..=(3 << 30)))]
+    /// whole segments), 4 KiB to 3 GiB [key `topics.segment_bytes`; default: 1 GiB]
+    #[arg(long)]
     segment_bytes: Option<u64>,
-    /// How often retention runs, in milliseconds.
-    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
-    retention_check_ms: u64,
+    /// Largest record batch a partition accepts, in bytes [key `topics.max_batch_bytes`;
+    /// default: 8 MiB]
+    #[arg(long)]
+    max_batch_bytes: Option<u64>,
+    /// How often retention runs, in milliseconds [key `topics.retention_check_ms`; default:
+    /// 60000]
+    #[arg(long)]
+    retention_check_ms: Option<u64>,
     /// Peer QUIC address: with it the sidecar is a member of a cluster (the first one started
-    /// without --seed forms it) [default: alone, no peer port]
-    #[arg(long, env = "SIDESTREAM_PEER_LISTEN")]
+    /// without --seed forms it) [key `cluster.peer_listen`; default: alone, no peer port]
+    #[arg(long)]
     peer_listen: Option<SocketAddr>,
-    /// Peer address other sidecars are told to use [default: the peer listen address].
-    #[arg(long, env = "SIDESTREAM_PEER_ADVERTISE", requires = "peer_listen")]
+    /// Peer address other sidecars are told to use [key `cluster.peer_advertise`; default:
+    /// the peer listen address]
+    #[arg(long)]
     peer_advertise: Option<String>,
-    /// Peer address (`host:port`) of a member to join the cluster through; repeat for more.
-    #[arg(long = "seed", requires = "peer_listen")]
+    /// Peer address (`host:port`) of a member to join the cluster through; repeat for more
+    /// [key `cluster.seeds`]
+    #[arg(long = "seed")]
     seeds: Vec<String>,
 }
 
 impl SidecarArgs {
-    pub(super) fn into_config(self) -> anyhow::Result<SidecarConfig> {
-        let data_dir = match self.data_dir {
-            Some(dir) => dir,
-            None => default_data_dir().context(
-                "no data directory: set --data-dir, SIDESTREAM_DATA_DIR, XDG_DATA_HOME or HOME",
-            )?,
-        };
-        let mut config = SidecarConfig::new(data_dir);
-        config.listen = self.listen;
-        config.node_id = self.node_id;
-        config.advertised_address = self.advertise;
-        config.tls = match (self.tls_ca, self.tls_cert, self.tls_key) {
-            (Some(ca), Some(cert), Some(key)) => TlsSource::Files { ca, cert, key },
-            _ => TlsSource::Dev {
-                extra_names: self.tls_names,
-            },
-        };
-        config.topic_defaults.partitions = self.default_partitions;
-        config.topic_defaults.fsync = self.default_fsync;
-        if let Some(segment_bytes) = self.segment_bytes {
-            config.log.segment_bytes = segment_bytes;
-        }
-        config.retention_interval = std::time::Duration::from_millis(self.retention_check_ms);
-        config.cluster = self.peer_listen.map(|peer_listen| ClusterConfig {
-            peer_listen,
-            peer_advertise: self.peer_advertise,
-            seeds: self.seeds,
-        });
-        Ok(config)
+    /// The settings: the defaults, the file, the environment, then the flags given.
+    fn settings(self) -> Result<Settings, settings::SettingsError> {
+        let figment = settings::layers(self.config.as_deref())?;
+        let figment = flag(figment, "data_dir", self.data_dir);
+        let figment = flag(figment, "listen", self.listen);
+        let figment = flag(figment, "node_id", self.node_id);
+        let figment = flag(figment, "advertise", self.advertise);
+        let figment = flag(figment, "publish_timeout_ms", self.publish_timeout_ms);
+        let figment = flag(figment, "shutdown_grace_ms", self.shutdown_grace_ms);
+        let figment = flag(figment, "max_frame_bytes", self.max_frame_bytes);
+        let figment = flag(figment, "tls.ca", self.tls_ca);
+        let figment = flag(figment, "tls.cert", self.tls_cert);
+        let figment = flag(figment, "tls.key", self.tls_key);
+        let figment = flag(figment, "tls.names", non_empty(self.tls_names));
+        let topics = [
+            (
+                "topics.default_partitions",
+                self.default_partitions.map(u64::from),
+            ),
+            ("topics.segment_bytes", self.segment_bytes),
+            ("topics.max_batch_bytes", self.max_batch_bytes),
+            ("topics.retention_check_ms", self.retention_check_ms),
+        ];
+        let figment = topics
+            .into_iter()
+            .fold(figment, |figment, (key, value)| flag(figment, key, value));
+        let figment = flag(
+            figment,
+            "topics.default_fsync",
+            self.default_fsync.map(|policy| policy.to_string()),
+        );
+        let figment = flag(
+            figment,
+            "topics.default_retention_ms",
+            self.default_retention_ms,
+        );
+        let figment = flag(
+            figment,
+            "topics.default_retention_bytes",
+            self.default_retention_bytes,
+        );
+        let figment = flag(figment, "cluster.peer_listen", self.peer_listen);
+        let figment = flag(figment, "cluster.peer_advertise", self.peer_advertise);
+        let figment = flag(figment, "cluster.seeds", non_empty(self.seeds));
+        Settings::extract(&figment)
     }
 }
 
+/// A repeated flag's values, if it was given at all.
+fn non_empty(values: Vec<String>) -> Option<Vec<String>> {
+    (!values.is_empty()).then_some(values)
+}
+
 pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+    let print = args.print_config;
+    let settings = args.settings()?;
+    if print {
+        #[expect(
+            clippy::print_stdout,
+            reason = "the configuration is the command's output"
+        )]
+        {
+            print!("{}", settings.to_toml()?);
+        }
+        return Ok(());
+    }
+    let config: SidecarConfig = settings.into_config()?;
     let sidecar = crate::RunningSidecar::start(config).await?;
     // Lines on stdout, for scripts and tests that start the sidecar on port 0: the peer
     // address first (cluster members only), then the client address, which says it is ready.

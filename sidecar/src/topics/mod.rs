@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use crate::atomic_file::{sync_dir, write_atomically};
 pub(crate) use partition::{Kind, Partition, PublishError, PublishOutcome};
 pub(crate) use replicated::{Ack, Led, Replicated, Routed};
+pub(crate) use spec::fsync_text;
 pub use spec::{Cleanup, InvalidTopicConfig, MAX_PARTITIONS, TopicDefaults, TopicSpec};
 
 const SPEC_FILE: &str = "topic.json";

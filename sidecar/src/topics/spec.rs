@@ -40,7 +40,7 @@ pub enum Cleanup {
 }
 
 /// The sidecar's defaults for what a `CreateTopic` leaves out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDefaults {
     /// Partitions of a new topic.
     pub partitions: u32,
@@ -184,18 +184,18 @@ fn fsync_from_proto(policy: &v1::FsyncPolicy) -> Result<FsyncPolicy, InvalidTopi
     }
 }
 
-mod fsync_text {
+pub(crate) mod fsync_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use sidestream_log::FsyncPolicy;
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         policy: &FsyncPolicy,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         serializer.collect_str(policy)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<FsyncPolicy, D::Error> {
         let text = String::deserialize(deserializer)?;

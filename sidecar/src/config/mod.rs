@@ -1,4 +1,7 @@
-//! What a sidecar is started with.
+//! What a sidecar is started with: [`SidecarConfig`], and the [`settings`] an operator
+//! gives it (file, environment, flags).
+
+pub(crate) mod settings;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,0 +1,228 @@
+//! The layers and checks of the settings, from real files. (Environment variables are tested
+//! through the real binary, in `tests/single_sidecar`: a test must not change its own
+//! process's environment.)
+
+use std::time::Duration;
+
+use super::*;
+
+/// The settings from a file holding `toml`, then `flags` (dotted key, TOML value) as flags.
+fn from(toml: &str, flags: &[(&str, figment::value::Value)]) -> Result<Settings, SettingsError> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sidestream.toml");
+    std::fs::write(&file, toml).unwrap();
+    let figment = Figment::new().merge(Toml::file_exact(&file));
+    let figment = flags.iter().fold(figment, |figment, (key, value)| {
+        flag(figment, key, Some(value))
+    });
+    Settings::extract(&figment).map_err(|e| match e {
+        // The temporary file's path differs per run; name it as an operator would read it.
+        SettingsError::Layer(message) => {
+            SettingsError::Layer(message.replace(&file.display().to_string(), "sidestream.toml"))
+        }
+        other => other,
+    })
+}
+
+fn error(toml: &str) -> String {
+    from(toml, &[]).unwrap_err().to_string()
+}
+
+#[test]
+fn no_file_gives_the_sidecars_defaults() {
+    let settings = Settings::extract(&Figment::new()).unwrap();
+    assert_eq!(settings, Settings::default());
+    let config = Settings {
+        data_dir: Some("/data".into()),
+        ..settings
+    }
+    .into_config()
+    .unwrap();
+    let defaults = SidecarConfig::new("/data");
+    assert_eq!(config.listen, defaults.listen);
+    assert_eq!(config.node_id, defaults.node_id);
+    assert_eq!(config.tls, defaults.tls);
+    assert_eq!(config.publish_timeout, defaults.publish_timeout);
+    assert_eq!(config.shutdown_grace, defaults.shutdown_grace);
+    assert_eq!(config.retention_interval, defaults.retention_interval);
+    assert_eq!(config.max_frame_size, defaults.max_frame_size);
+    assert_eq!(config.topic_defaults, defaults.topic_defaults);
+    assert_eq!(config.log.segment_bytes, defaults.log.segment_bytes);
+    assert_eq!(config.log.max_batch_bytes, defaults.log.max_batch_bytes);
+    assert!(config.cluster.is_none());
+}
+
+#[test]
+fn every_key_of_the_file_reaches_the_config_and_flags_win() {
+    let file = r#"
+        data_dir = "/var/lib/sidestream"
+        node_id = 3
+        listen = "0.0.0.0:7400"
+        advertise = "node-3.example:7400"
+        publish_timeout_ms = 5000
+        shutdown_grace_ms = 2000
+        max_frame_bytes = 33554432
+
+        [tls]
+        ca = "/etc/sidestream/ca.pem"
+        cert = "/etc/sidestream/sidecar.pem"
+        key = "/etc/sidestream/sidecar.key"
+
+        [topics]
+        default_partitions = 6
+        default_fsync = "interval:200"
+        default_retention_ms = -1
+        default_retention_bytes = 1073741824
+        segment_bytes = 268435456
+        max_batch_bytes = 4194304
+        retention_check_ms = 30000
+
+        [cluster]
+        peer_listen = "0.0.0.0:7401"
+        peer_advertise = "node-3.example:7401"
+        seeds = ["node-1.example:7401", "node-2.example:7401"]
+    "#;
+    let config = from(file, &[]).unwrap().into_config().unwrap();
+    assert_eq!(config.data_dir, Path::new("/var/lib/sidestream"));
+    assert_eq!(config.node_id, 3);
+    assert_eq!(config.listen.to_string(), "0.0.0.0:7400");
+    assert_eq!(
+        config.advertised_address.as_deref(),
+        Some("node-3.example:7400")
+    );
+    assert_eq!(config.publish_timeout, Duration::from_secs(5));
+    assert_eq!(config.shutdown_grace, Duration::from_secs(2));
+    assert_eq!(config.max_frame_size, 32 << 20);
+    assert!(matches!(config.tls, TlsSource::Files { .. }));
+    assert_eq!(config.topic_defaults.partitions, 6);
+    assert_eq!(
+        config.topic_defaults.fsync,
+        FsyncPolicy::Interval(Duration::from_millis(200))
+    );
+    assert_eq!(config.topic_defaults.retention_ms, -1);
+    assert_eq!(config.topic_defaults.retention_bytes, 1 << 30);
+    assert_eq!(config.log.segment_bytes, 256 << 20);
+    assert_eq!(config.log.max_batch_bytes, 4 << 20);
+    assert_eq!(config.retention_interval, Duration::from_secs(30));
+    let cluster = config.cluster.unwrap();
+    assert_eq!(cluster.peer_listen.to_string(), "0.0.0.0:7401");
+    assert_eq!(
+        cluster.peer_advertise.as_deref(),
+        Some("node-3.example:7401")
+    );
+    assert_eq!(cluster.seeds.len(), 2);
+
+    // A flag wins over the file; a repeated flag replaces the file's list.
+    let flagged = from(
+        file,
+        &[
+            ("node_id", 4.into()),
+            ("topics.default_fsync", "never".into()),
+            ("cluster.seeds", vec!["node-9.example:7401"].into()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(flagged.node_id, 4);
+    assert_eq!(flagged.topics.default_fsync, FsyncPolicy::Never);
+    assert_eq!(flagged.cluster.seeds, ["node-9.example:7401"]);
+    assert_eq!(flagged.topics.default_partitions, 6);
+}
+
+#[test]
+fn printed_settings_read_back_the_same() {
+    let settings = from(
+        "node_id = 2\n[topics]\ndefault_fsync = \"interval:50\"\n[cluster]\npeer_listen = \"127.0.0.1:7401\"\n",
+        &[("data_dir", "/srv/sidestream".into())],
+    )
+    .unwrap();
+    let printed = settings.to_toml().unwrap();
+    assert!(
+        printed.contains("default_fsync = \"interval:50\""),
+        "{printed}"
+    );
+    assert_eq!(from(&printed, &[]).unwrap(), settings);
+}
+
+#[test]
+fn an_unknown_key_is_named_with_the_keys_allowed_there() {
+    assert_eq!(
+        error("[topics]\ndefualt_partitions = 3\n"),
+        "configuration: key topics.defualt_partitions in sidestream.toml: unknown key \
+         `defualt_partitions`; the keys allowed there are default_partitions, default_fsync, \
+         default_retention_ms, default_retention_bytes, segment_bytes, max_batch_bytes, \
+         retention_check_ms"
+    );
+    let message = error("[topic]\ndefault_partitions = 3\n");
+    assert!(
+        message.starts_with("configuration: key topic in sidestream.toml: unknown key `topic`;"),
+        "{message}"
+    );
+    assert!(message.ends_with(", tls, topics, cluster"), "{message}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named() {
+    assert_eq!(
+        error("listen = \"nowhere\"\n"),
+        "configuration: key listen in sidestream.toml: invalid socket address syntax"
+    );
+    assert_eq!(
+        error("node_id = \"three\"\n"),
+        "configuration: key node_id in sidestream.toml: invalid type: found string \"three\", \
+         expected u64"
+    );
+    assert_eq!(
+        error("[topics]\ndefault_fsync = \"sometimes\"\n"),
+        "configuration: key topics.default_fsync in sidestream.toml: bad fsync policy \
+         \"sometimes\": expected always, never or interval:<ms> (ms > 0)"
+    );
+}
+
+#[test]
+fn values_out_of_range_are_named_with_the_range() {
+    assert_eq!(
+        error("node_id = 0\n"),
+        "configuration: node_id = 0 is out of range: 1 or more"
+    );
+    assert_eq!(
+        error("[topics]\nsegment_bytes = 100\n"),
+        "configuration: topics.segment_bytes = 100 is out of range: 4096 to 3221225472"
+    );
+    assert_eq!(
+        error("[topics]\ndefault_partitions = 0\n"),
+        format!(
+            "configuration: topics.default_partitions = 0 is out of range: 1 to {MAX_PARTITIONS}"
+        )
+    );
+    assert_eq!(
+        error("[topics]\ndefault_retention_ms = 0\n"),
+        "configuration: topics.default_retention_ms = 0 is not allowed: expected -1 (keep forever) or 1 or more"
+    );
+    assert_eq!(
+        error("max_frame_bytes = 1048576\n"),
+        "configuration: max_frame_bytes = 1048576 is out of range: 8454144 (topics.max_batch_bytes + 64 KiB) to 1073741824"
+    );
+}
+
+#[test]
+fn keys_that_go_together_are_asked_for_together() {
+    assert_eq!(
+        error("[tls]\ncert = \"/etc/s.pem\"\n"),
+        "configuration: tls.cert = \"/etc/s.pem\" needs the other two of tls.ca, tls.cert and tls.key"
+    );
+    assert_eq!(
+        error("[cluster]\nseeds = [\"a:7401\"]\n"),
+        "configuration: cluster.seeds = [\"a:7401\"] needs cluster.peer_listen (a sidecar alone has no peer port)"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let error = layers(Some(&missing)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("configuration file {}: no such file", missing.display())
+    );
+}
