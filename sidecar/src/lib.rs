@@ -40,15 +40,18 @@
 //! # }
 //! ```
 
+mod admin;
 mod atomic_file;
 pub mod cli;
 mod cluster;
 mod config;
 mod groups;
+mod metrics;
 mod server;
 mod tls;
 mod topics;
 
+pub use admin::AdminBindError;
 pub use cluster::{
     AppendNotice, Applied, ClusterConfig, ClusterError, ClusterMember, ClusterState, ClusterTopic,
     ELECTION_TIMEOUT, HEARTBEAT_INTERVAL, JoinAccepted, JoinError, LeaveError, Left,
@@ -57,7 +60,7 @@ pub use cluster::{
     PartitionReplica, PartitionSnapshotBuilder, PartitionState, PartitionStateMachine,
     PartitionWrite, PeerLink, PeerNode, RaftGroups, partition_raft_config,
 };
-pub use config::{DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
+pub use config::{DEFAULT_ADMIN_PORT, DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
 pub use groups::OpenGroupsError;
 pub use server::{RunningSidecar, SidecarError, run};
 pub use tls::{

@@ -82,6 +82,27 @@ fn a_bad_setting_stops_the_sidecar_with_its_name() {
         "{stderr}"
     );
 
+    // Not the sidecar's (Kubernetes' variables of a Service named `sidestream`, an old name):
+    // left out, each named in a warning.
+    let foreign = print_config(
+        &["--data-dir", dir.path().to_str().unwrap()],
+        &[
+            ("SIDESTREAM_PORT", "udp://10.0.0.1:7400"),
+            ("SIDESTREAM_SERVICE_HOST", "10.0.0.1"),
+            ("SIDESTREAM_PEER_LISTEN", "127.0.0.1:7401"),
+        ],
+    );
+    assert!(foreign.status.success(), "{}", text(&foreign.stderr));
+    let stderr = text(&foreign.stderr);
+    for named in [
+        "SIDESTREAM_PORT",
+        "SIDESTREAM_SERVICE_HOST",
+        "SIDESTREAM_PEER_LISTEN (did you mean SIDESTREAM_CLUSTER__PEER_LISTEN?)",
+    ] {
+        assert!(stderr.contains(named), "{named} not in:\n{stderr}");
+    }
+    assert!(!text(&foreign.stdout).contains("peer_listen"));
+
     let range = print_config(
         &["--data-dir", dir.path().to_str().unwrap()],
         &[("SIDESTREAM_TOPICS__RETENTION_CHECK_MS", "5")],

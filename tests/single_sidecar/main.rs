@@ -1,6 +1,7 @@
 //! One sidecar process, end to end: the SDK and the CLI against a real `sidestream sidecar`
 //! on 127.0.0.1, over QUIC with mutual TLS, with its data on the real file system.
 
+mod admin;
 mod bad_input;
 mod cli;
 mod config;

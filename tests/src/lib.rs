@@ -67,6 +67,7 @@ pub struct SidecarProcess {
     child: Option<Child>,
     addr: SocketAddr,
     peer_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     extra_args: Vec<String>,
     stderr: Option<thread::JoinHandle<String>>,
@@ -100,14 +101,17 @@ impl SidecarProcess {
         });
         let (ready_tx, ready) = mpsc::channel();
         thread::spawn(move || {
-            let mut peer = None;
+            let (mut peer, mut admin) = (None, None);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                if let Some(addr) = line.strip_prefix("sidestream sidecar admin port on ") {
+                    admin = Some(addr.trim().to_owned());
+                }
                 if let Some(addr) = line.strip_prefix("sidestream sidecar peer port on ") {
                     peer = Some(addr.trim().to_owned());
                 }
                 if let Some(addr) = line.strip_prefix("sidestream sidecar listening on ") {
-                    let _ = ready_tx.send((addr.trim().to_owned(), peer.take()));
+                    let _ = ready_tx.send((addr.trim().to_owned(), peer.take(), admin.take()));
                 }
             }
         });
@@ -115,17 +119,25 @@ impl SidecarProcess {
             child: Some(child),
             addr,
             peer_addr: None,
+            admin_addr: None,
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             stderr: Some(stderr),
         };
-        let Ok((bound, peer)) = ready.recv_timeout(START_TIMEOUT) else {
+        let Ok((bound, peer, admin)) = ready.recv_timeout(START_TIMEOUT) else {
             let log = process.kill_and_collect();
             panic!("the sidecar did not become ready within {START_TIMEOUT:?}; its log:\n{log}");
         };
         process.addr = bound.parse().expect("the ready line names an address");
         process.peer_addr = peer.map(|peer| peer.parse().expect("the peer line names an address"));
+        process.admin_addr =
+            admin.map(|admin| admin.parse().expect("the admin line names an address"));
         process
+    }
+
+    /// The admin address (HTTP).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The peer address, for a sidecar started as a cluster member.
@@ -258,6 +270,8 @@ fn sidecar_command(data_dir: &Path, addr: SocketAddr, extra_args: &[&str]) -> Co
         .arg(data_dir)
         .arg("--listen")
         .arg(addr.to_string())
+        .arg("--admin-listen")
+        .arg("127.0.0.1:0")
         .args(extra_args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the sidecar daemon in the foreground until SIGTERM or Ctrl-C.
-    Sidecar(sidecar::SidecarArgs),
+    Sidecar(Box<sidecar::SidecarArgs>),
     /// Create, list, describe and delete topics.
     Topic(topic::TopicArgs),
     /// Publish one event per line of standard input.
@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Sidecar(args) => sidecar::run(args).await,
+            Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Topic(args) => topic::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,

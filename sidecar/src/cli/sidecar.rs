@@ -35,6 +35,10 @@ pub(super) struct SidecarArgs {
     /// Address clients are told to use [key `advertise`; default: the listen address]
     #[arg(long)]
     advertise: Option<String>,
+    /// Admin HTTP address (TCP): /healthz, /readyz, /metrics; port 0 picks a free one [key
+    /// `admin_listen`; default: 127.0.0.1:7480]
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Longest a publish waits for its acknowledgement when the request names no timeout, in
     /// milliseconds [key `publish_timeout_ms`; default: 30000]
     #[arg(long)]
@@ -106,11 +110,15 @@ pub(super) struct SidecarArgs {
 impl SidecarArgs {
     /// The settings: the defaults, the file, the environment, then the flags given.
     fn settings(self) -> Result<Settings, settings::SettingsError> {
+        for ignored in settings::ignored_env() {
+            tracing::warn!(variable = %ignored, "not a setting of the sidecar: ignored");
+        }
         let figment = settings::layers(self.config.as_deref())?;
         let figment = flag(figment, "data_dir", self.data_dir);
         let figment = flag(figment, "listen", self.listen);
         let figment = flag(figment, "node_id", self.node_id);
         let figment = flag(figment, "advertise", self.advertise);
+        let figment = flag(figment, "admin_listen", self.admin_listen);
         let figment = flag(figment, "publish_timeout_ms", self.publish_timeout_ms);
         let figment = flag(figment, "shutdown_grace_ms", self.shutdown_grace_ms);
         let figment = flag(figment, "max_frame_bytes", self.max_frame_bytes);
@@ -172,13 +180,17 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     }
     let config: SidecarConfig = settings.into_config()?;
     let sidecar = crate::RunningSidecar::start(config).await?;
-    // Lines on stdout, for scripts and tests that start the sidecar on port 0: the peer
-    // address first (cluster members only), then the client address, which says it is ready.
+    // Lines on stdout, for scripts and tests that start the sidecar on port 0: the admin
+    // address, the peer address (cluster members only), then the client address, which says
+    // it is ready.
     #[expect(
         clippy::print_stdout,
         reason = "the ready lines are the command's output"
     )]
     {
+        if let Some(admin) = sidecar.admin_addr() {
+            println!("sidestream sidecar admin port on {admin}");
+        }
         if let Some(peer) = sidecar.peer_address() {
             println!("sidestream sidecar peer port on {peer}");
         }

@@ -133,14 +133,17 @@ impl CommittedSaver {
 ///
 /// Always a contiguous run of Raft indexes ending at the log's last entry, or empty. At most
 /// [`RECENT_BYTES`] (a follower that far behind reads from the log); entries committed before
-/// the latest commit are dropped down to [`RECENT_COMMITTED_BYTES`] (the follower behind the
-/// majority wants them next). Those of the latest commit stay until the next: openraft reads
-/// them again to apply them. A sweep that finds no commit since the one before (the partition
-/// went idle) drops every committed entry, so an idle partition keeps none.
+/// the latest commit are dropped down to the allowance: [`RECENT_COMMITTED_BYTES`] on a leader
+/// (the follower behind the majority wants them next), none on a follower (nobody reads them
+/// from it). Those of the latest commit stay until the next: openraft reads them again to
+/// apply them. A sweep that finds no commit since the one before (the partition went idle)
+/// drops every committed entry, so an idle partition keeps none.
 #[derive(Debug, Default)]
 struct Recent {
     entries: VecDeque<(u64, Bytes)>,
     bytes: usize,
+    /// Bytes of entries committed before the latest commit that may stay.
+    allowance: usize,
     /// The latest commit index.
     latest_commit: Option<u64>,
     /// Whether a commit came since the last sweep.
@@ -212,7 +215,7 @@ impl Recent {
     }
 
     /// Takes the new commit index: drops the entries committed before the previous one while
-    /// more than [`RECENT_COMMITTED_BYTES`] are kept.
+    /// more than the allowance are kept.
     fn committed(&mut self, committed: Option<u64>) {
         let before = std::mem::replace(&mut self.latest_commit, committed);
         self.committed_since_sweep = true;
@@ -227,12 +230,12 @@ impl Recent {
     }
 
     /// Drops entries through `purged`, and committed ones (through `committed`) while more
-    /// than [`RECENT_COMMITTED_BYTES`] are kept.
+    /// than the allowance are kept.
     fn forget(&mut self, purged: Option<u64>, committed: Option<u64>) {
         while let Some((first, _)) = self.entries.front() {
             let purged = purged.is_some_and(|p| *first <= p);
             let committed = committed.is_some_and(|c| *first <= c);
-            if purged || (committed && self.bytes > RECENT_COMMITTED_BYTES) {
+            if purged || (committed && self.bytes > self.allowance) {
                 self.pop_front();
             } else {
                 break;
@@ -428,9 +431,12 @@ impl PartitionLogStore {
     }
 
     /// Lets an idle partition's entries go (call it every second or so): those of the latest
-    /// commit are kept only while commits keep coming.
-    pub(crate) fn sweep_recent(&self) {
-        self.recent().sweep();
+    /// commit are kept only while commits keep coming. `leading`: whether this replica leads
+    /// its group now (only a leader keeps committed entries for a follower behind).
+    pub(crate) fn sweep_recent(&self, leading: bool) {
+        let mut recent = self.recent();
+        recent.allowance = if leading { RECENT_COMMITTED_BYTES } else { 0 };
+        recent.sweep();
     }
 
     fn recent(&self) -> MutexGuard<'_, Recent> {
@@ -743,9 +749,17 @@ mod recent_tests {
     /// A batch size of which ten are more than the committed allowance, and within the limit.
     const UNIT: usize = RECENT_COMMITTED_BYTES / 8;
 
+    /// A leader's recent entries.
+    fn leader() -> Recent {
+        Recent {
+            allowance: RECENT_COMMITTED_BYTES,
+            ..Recent::default()
+        }
+    }
+
     #[test]
     fn truncation_purge_and_commit_drop_what_they_must() {
-        let mut recent = Recent::default();
+        let mut recent = leader();
         for index in 0..10 {
             recent.push(index, batch(UNIT));
         }
@@ -761,7 +775,7 @@ mod recent_tests {
         assert!(recent.bytes <= RECENT_COMMITTED_BYTES);
         assert!(recent.get(&(8..9)).is_some());
         // Those of the latest commit stay until the next one (openraft reads them to apply).
-        let mut applied = Recent::default();
+        let mut applied = leader();
         for index in 0..10 {
             applied.push(index, batch(UNIT));
         }
@@ -770,6 +784,15 @@ mod recent_tests {
         applied.committed(Some(9));
         assert!(applied.bytes <= RECENT_COMMITTED_BYTES);
         assert!(applied.get(&(9..10)).is_some());
+        // A follower keeps none before the latest commit: nobody reads them from it.
+        let mut follower = Recent::default();
+        for index in 0..10 {
+            follower.push(index, batch(UNIT));
+        }
+        follower.committed(Some(5));
+        follower.committed(Some(8));
+        assert!(follower.get(&(5..6)).is_none());
+        assert_eq!(follower.get(&(6..10)).map(|b| b.len()), Some(4));
         // A sweep lets every committed one go once no commit came since the sweep before.
         let mut idle = Recent::default();
         for index in 0..10 {
@@ -782,7 +805,7 @@ mod recent_tests {
         assert_eq!(idle.get(&(8..10)).map(|b| b.len()), Some(2));
         assert_eq!(idle.bytes, 2 * UNIT);
         // Uncommitted entries stay whatever their size.
-        let mut big = Recent::default();
+        let mut big = leader();
         for index in 0..4 {
             big.push(index, batch(4 * UNIT));
         }

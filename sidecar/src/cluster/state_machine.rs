@@ -332,6 +332,14 @@ impl RaftSnapshotBuilder<PartitionRaft> for PartitionSnapshotBuilder {
             last_membership: self.state.last_membership.clone(),
             snapshot_id,
         };
+        // The log through the snapshot's last entry must be durable before the snapshot is:
+        // a snapshot past the log's end after a power cut (a log synced at intervals) would
+        // make openraft purge the whole log on restart, the durable batches with it.
+        let log = Arc::clone(self.store.log());
+        tokio::task::spawn_blocking(move || log.sync())
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         let stored = StoredSnapshot::new(meta.clone(), self.state.clone());
         save(&self.snapshots, stored, None).await?;
         let data = SnapshotData::outgoing(&self.state, self.store.log()).map_err(|e| {

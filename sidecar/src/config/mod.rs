@@ -16,6 +16,9 @@ use crate::topics::{LogSettings, TopicDefaults};
 /// The default client port (QUIC, UDP).
 pub const DEFAULT_CLIENT_PORT: u16 = 7400;
 
+/// The default admin port (HTTP, TCP) of `sidestream sidecar`.
+pub const DEFAULT_ADMIN_PORT: u16 = 7480;
+
 /// Where the sidecar's TLS certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
@@ -65,6 +68,8 @@ pub struct SidecarConfig {
     pub quic: QuicTuning,
     /// Cluster membership; `None` runs the sidecar alone.
     pub cluster: Option<ClusterConfig>,
+    /// The admin HTTP address (`/healthz`, `/readyz`, `/metrics`); `None`: no admin port.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl SidecarConfig {
@@ -86,6 +91,7 @@ impl SidecarConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             quic: QuicTuning::default(),
             cluster: None,
+            admin_listen: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sidestream_log::FsyncPolicy;
 use sidestream_proto::DEFAULT_MAX_FRAME_SIZE;
 
-use super::{DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
+use super::{DEFAULT_ADMIN_PORT, DEFAULT_CLIENT_PORT, SidecarConfig, TlsSource};
 use crate::cluster::ClusterConfig;
 use crate::topics::{LogSettings, MAX_PARTITIONS, TopicDefaults};
 
@@ -25,6 +25,10 @@ use crate::topics::{LogSettings, MAX_PARTITIONS, TopicDefaults};
 /// `node_id`, `SIDESTREAM_TOPICS__SEGMENT_BYTES` sets `topics.segment_bytes` (a double
 /// underscore between a section and its key).
 pub(crate) const ENV_PREFIX: &str = "SIDESTREAM_";
+
+/// The largest `max_frame_bytes`: a request passed on to another sidecar goes in a peer frame
+/// of at most 256 MiB.
+const MAX_FRAME_LIMIT: u64 = 256 << 20;
 
 /// The environment variable naming the configuration file, when `--config` does not.
 pub(crate) const CONFIG_ENV: &str = "SIDESTREAM_CONFIG";
@@ -34,12 +38,87 @@ pub(crate) const CONFIG_ENV: &str = "SIDESTREAM_CONFIG";
 const NOT_KEYS: &[&str] = &[
     "config",
     "sidecar",
-    "seed",
     "cli",
     "fault",
     "fault_rounds",
     "bench_read_mb",
 ];
+
+/// The keys and sections at the top of the file. A `SIDESTREAM_*` variable that names none
+/// of them is not the sidecar's (Kubernetes, for one, sets `<SERVICE>_PORT` and
+/// `<SERVICE>_SERVICE_HOST` for a Service named `sidestream`): it is left out, with a
+/// warning, rather than stopping the sidecar. Within a section, an unknown key is an error.
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "data_dir",
+    "node_id",
+    "listen",
+    "advertise",
+    "admin_listen",
+    "publish_timeout_ms",
+    "shutdown_grace_ms",
+    "max_frame_bytes",
+    "tls",
+    "topics",
+    "cluster",
+];
+
+/// The keys of each section, for the hint about a variable that names one without its
+/// section.
+const SECTION_KEYS: [(&str, &[&str]); 3] = [
+    ("tls", &["ca", "cert", "key", "names"]),
+    (
+        "topics",
+        &[
+            "default_partitions",
+            "default_fsync",
+            "default_retention_ms",
+            "default_retention_bytes",
+            "segment_bytes",
+            "max_batch_bytes",
+            "retention_check_ms",
+        ],
+    ),
+    ("cluster", &["peer_listen", "peer_advertise", "seeds"]),
+];
+
+/// Whether the environment variable key `key` (after the prefix, sections split by `.`)
+/// starts with a key or section of the file.
+fn is_setting(key: &str) -> bool {
+    let top = key.split('.').next().unwrap_or_default();
+    TOP_KEYS.iter().any(|known| known.eq_ignore_ascii_case(top))
+}
+
+/// The `SIDESTREAM_*` variables that are neither settings nor another part's, each with a
+/// hint when its name is that of a key in a section (`SIDESTREAM_PEER_LISTEN` for
+/// `SIDESTREAM_CLUSTER__PEER_LISTEN`).
+pub(crate) fn ignored_env() -> Vec<String> {
+    let mut ignored = Vec::new();
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if key.is_empty() || NOT_KEYS.contains(&key.as_str()) || is_setting(&key.replace("__", "."))
+        {
+            continue;
+        }
+        // `SEED` as the flag is named (`--seed`), for the key `seeds`.
+        let leaf = if key == "seed" { "seeds" } else { key.as_str() };
+        let hint = SECTION_KEYS.iter().find_map(|(section, keys)| {
+            keys.contains(&leaf).then(|| {
+                format!(
+                    " (did you mean {ENV_PREFIX}{}__{}?)",
+                    section.to_uppercase(),
+                    leaf.to_uppercase()
+                )
+            })
+        });
+        ignored.push(format!("{name}{}", hint.unwrap_or_default()));
+    }
+    ignored.sort();
+    ignored
+}
 
 /// Everything an operator can set, with its defaults. Each field is a key of the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +135,8 @@ pub(crate) struct Settings {
     /// The address clients are told to use (default: the bound address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) advertise: Option<String>,
+    /// The admin HTTP address (TCP): `/healthz`, `/readyz`, `/metrics`.
+    pub(crate) admin_listen: SocketAddr,
     /// Longest a publish waits for its acknowledgement when the request names no timeout, in
     /// milliseconds.
     pub(crate) publish_timeout_ms: u64,
@@ -136,6 +217,7 @@ impl Default for Settings {
             node_id: defaults.node_id,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_CLIENT_PORT)),
             advertise: None,
+            admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_ADMIN_PORT)),
             publish_timeout_ms: millis(defaults.publish_timeout),
             shutdown_grace_ms: millis(defaults.shutdown_grace),
             max_frame_bytes: DEFAULT_MAX_FRAME_SIZE,
@@ -208,7 +290,10 @@ pub(crate) fn layers(file: Option<&Path>) -> Result<Figment, SettingsError> {
         }
         figment = figment.merge(Toml::file_exact(file));
     }
-    let env = Env::prefixed(ENV_PREFIX).ignore(NOT_KEYS).split("__");
+    let env = Env::prefixed(ENV_PREFIX)
+        .ignore(NOT_KEYS)
+        .split("__")
+        .filter(|key| is_setting(key.as_str()));
     Ok(figment.merge(env))
 }
 
@@ -243,11 +328,14 @@ impl Settings {
             u64::from(MAX_PARTITIONS),
         )?;
         within("topics.segment_bytes", topics.segment_bytes, 4096, 3 << 30)?;
+        // A fetch answer carries at least one whole batch, in a frame of at most
+        // DEFAULT_MAX_FRAME_SIZE with its other fields.
+        let batch_limit = u64::from(DEFAULT_MAX_FRAME_SIZE) - (64 << 10);
         within(
             "topics.max_batch_bytes",
             topics.max_batch_bytes,
             1024,
-            64 << 20,
+            batch_limit,
         )?;
         at_least("topics.retention_check_ms", topics.retention_check_ms, 100)?;
         at_least("publish_timeout_ms", self.publish_timeout_ms, 1)?;
@@ -257,15 +345,14 @@ impl Settings {
             "max_frame_bytes",
             u64::from(self.max_frame_bytes),
             frame_floor,
-            1 << 30,
+            MAX_FRAME_LIMIT,
         )
         .map_err(|e| match e {
             SettingsError::Invalid { key, value, .. } => SettingsError::Invalid {
                 key,
                 value,
                 problem: format!(
-                    "is out of range: {frame_floor} (topics.max_batch_bytes + 64 KiB) to {}",
-                    1_u64 << 30
+                    "is out of range: {frame_floor} (topics.max_batch_bytes + 64 KiB) to {MAX_FRAME_LIMIT}"
                 ),
             },
             other => other,
@@ -325,8 +412,9 @@ impl Settings {
     /// [`SettingsError::NoDataDir`] if none was given and the user's is not known.
     pub(crate) fn data_dir(&self) -> Result<PathBuf, SettingsError> {
         match &self.data_dir {
-            Some(dir) => Ok(dir.clone()),
-            None => sidestream::transport::default_data_dir().ok_or(SettingsError::NoDataDir),
+            // Empty, as an unset variable often is: the default, as the SDK and the CLI read it.
+            Some(dir) if !dir.as_os_str().is_empty() => Ok(dir.clone()),
+            _ => sidestream::transport::default_data_dir().ok_or(SettingsError::NoDataDir),
         }
     }
 
@@ -340,6 +428,7 @@ impl Settings {
         config.listen = self.listen;
         config.node_id = self.node_id;
         config.advertised_address = self.advertise;
+        config.admin_listen = Some(self.admin_listen);
         config.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         config.max_frame_size = self.max_frame_bytes;

@@ -196,6 +196,17 @@ impl Groups {
         }
     }
 
+    /// Every group's committed offset in partition `partition` of `topic`.
+    pub(crate) fn committed_in(&self, topic: &str, partition: u32) -> Vec<(String, u64)> {
+        let state = lock(&self.state);
+        state
+            .offsets
+            .iter()
+            .filter(|((_, of), _)| of == topic)
+            .filter_map(|((group, _), offsets)| Some((group.clone(), *offsets.get(&partition)?)))
+            .collect()
+    }
+
     /// Commits `offset` for `group` in a partition, durably. A commit that names a
     /// generation older than the group's latest is refused.
     pub(crate) async fn commit(

@@ -33,9 +33,11 @@ use sidestream_proto::{DEFAULT_MAX_FRAME_SIZE, FrameCodec, Request, Response};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, AdminBindError, Phase};
 use crate::cluster::{ClusterError, ClusterMember, PassedOnHandler};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
+use crate::metrics::Metrics;
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
 use crate::topics::{Kind, Topics, TopicsError};
 use frames::{RESERVE_AHEAD, quic_code, read_error_code, read_frame, write_response};
@@ -69,6 +71,9 @@ pub enum SidecarError {
     /// The sidecar could not take its place in its cluster.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The admin port cannot be bound.
+    #[error(transparent)]
+    Admin(#[from] AdminBindError),
     /// The server task failed.
     #[error("sidecar task: {0}")]
     Task(String),
@@ -90,6 +95,8 @@ struct Shared {
     alive: mpsc::Sender<()>,
     /// The task keeping a cluster member's replicated topics in step with the metadata.
     reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Counters of what the sidecar serves, and the state read at each scrape.
+    metrics: Arc<Metrics>,
 }
 
 /// A sidecar running in this process.
@@ -97,9 +104,12 @@ struct Shared {
 pub struct RunningSidecar {
     local_addr: SocketAddr,
     peer_address: Option<String>,
+    admin_addr: Option<SocketAddr>,
     tls_dir: PathBuf,
     shutdown: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
     task: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
 }
 
 impl RunningSidecar {
@@ -111,19 +121,7 @@ impl RunningSidecar {
             path: data_dir.clone(),
             source,
         })?;
-        let (tls, tls_dir) = match &config.tls {
-            TlsSource::Dev { extra_names } => {
-                let certificates = DevCertificates::ensure(&data_dir, extra_names)?;
-                (
-                    ServerTls::from_dev(&certificates)?,
-                    certificates.dir().to_path_buf(),
-                )
-            }
-            TlsSource::Files { ca, cert, key } => (
-                ServerTls::from_paths(ca, cert, key)?,
-                ca.parent().map(PathBuf::from).unwrap_or_default(),
-            ),
-        };
+        let (tls, tls_dir) = server_tls(&config.tls, &data_dir)?;
         let (topics, groups) = {
             let settings = config.log.clone();
             let dir = data_dir.clone();
@@ -142,6 +140,19 @@ impl RunningSidecar {
                 .await
                 .map_err(|e| SidecarError::Task(e.to_string()))?;
         }
+        let (topics, groups) = (Arc::new(topics), Arc::new(groups));
+        let metrics = Arc::new(Metrics::new(
+            Arc::clone(&topics),
+            Arc::clone(&groups),
+            config.node_id,
+        ));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (phase, phase_rx) = watch::channel(Phase::Starting);
+        // Up before the cluster is joined, so that a probe sees the sidecar starting.
+        let admin = match config.admin_listen {
+            Some(addr) => Some(start_admin(addr, &metrics, phase_rx, shutdown_rx.clone()).await?),
+            None => None,
+        };
         let endpoint = tls.bind(config.listen, &config.quic)?;
         let local_addr = endpoint.local_addr().map_err(|source| {
             SidecarError::Bind(BindError::Io {
@@ -154,7 +165,6 @@ impl RunningSidecar {
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
         let cluster = join_cluster(&config, &data_dir, &topics, &advertised).await?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive, all_gone) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             advertised,
@@ -162,11 +172,12 @@ impl RunningSidecar {
             requests: FrameCodec::new(config.max_frame_size),
             responses: FrameCodec::new(DEFAULT_MAX_FRAME_SIZE),
             config,
-            topics: Arc::new(topics),
-            groups: Arc::new(groups),
+            topics,
+            groups,
             shutdown: shutdown_rx,
             alive,
             reconciler: std::sync::Mutex::new(None),
+            metrics,
         });
         if let Some(cluster) = &shared.cluster {
             cluster.serve_passed_on(passed_on_handler(&shared));
@@ -194,13 +205,24 @@ impl RunningSidecar {
             .as_ref()
             .map(|cluster| cluster.peer_address().to_owned());
         let task = tokio::spawn(serve(shared, endpoint, all_gone));
+        phase.send_replace(Phase::Ready);
+        let (admin_addr, admin) = admin.unzip();
         Ok(Self {
             local_addr,
             peer_address,
+            admin_addr,
             tls_dir,
             shutdown,
+            phase,
             task,
+            admin,
         })
+    }
+
+    /// The bound admin address (HTTP: `/healthz`, `/readyz`, `/metrics`), if the sidecar has
+    /// an admin port.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The peer address other sidecars are told, when the sidecar is a cluster member.
@@ -221,11 +243,53 @@ impl RunningSidecar {
 
     /// Shuts down gracefully and waits until every log is synced.
     pub async fn shutdown(self) -> Result<(), SidecarError> {
+        self.phase.send_replace(Phase::Stopping);
         self.shutdown.send_replace(true);
-        self.task
+        let served = self
+            .task
             .await
-            .map_err(|e| SidecarError::Task(e.to_string()))
+            .map_err(|e| SidecarError::Task(e.to_string()));
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
+        }
+        served
     }
+}
+
+/// The client port's TLS, and the directory clients find its CA in.
+fn server_tls(
+    source: &TlsSource,
+    data_dir: &std::path::Path,
+) -> Result<(ServerTls, PathBuf), SidecarError> {
+    Ok(match source {
+        TlsSource::Dev { extra_names } => {
+            let certificates = DevCertificates::ensure(data_dir, extra_names)?;
+            (
+                ServerTls::from_dev(&certificates)?,
+                certificates.dir().to_path_buf(),
+            )
+        }
+        TlsSource::Files { ca, cert, key } => (
+            ServerTls::from_paths(ca, cert, key)?,
+            ca.parent().map(PathBuf::from).unwrap_or_default(),
+        ),
+    })
+}
+
+/// Binds the admin port on `addr` and serves it until `shutdown`: its bound address and
+/// task.
+async fn start_admin(
+    addr: SocketAddr,
+    metrics: &Arc<Metrics>,
+    phase: watch::Receiver<Phase>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), AdminBindError> {
+    let listener = admin::bind(addr).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AdminBindError::new(addr, source))?;
+    let task = admin::serve(listener, Arc::clone(metrics), phase, shutdown);
+    Ok((bound, task))
 }
 
 /// Takes the sidecar's place in its cluster, if it is configured to be a member; refuses a
@@ -398,6 +462,7 @@ async fn connection(shared: Arc<Shared>, incoming: Incoming, alive: mpsc::Sender
         }
     };
     tracing::debug!(%remote, identity = identity.as_str(), "client connected");
+    let _open = shared.metrics.connection();
     streams(&shared, &connection, &alive).await;
     drop(alive);
     tracing::debug!(%remote, "client disconnected");
@@ -424,6 +489,7 @@ async fn stream_task(
     mut recv: RecvStream,
     _alive: mpsc::Sender<()>,
 ) {
+    let _open = shared.metrics.stream();
     let mut buf = BytesMut::new();
     let request = match read_frame(&mut recv, &shared.requests, &mut buf, RESERVE_AHEAD).await {
         Ok(Some(request)) => request,
@@ -459,8 +525,60 @@ async fn stream_task(
         subscription::serve(Arc::clone(&shared), subscribe, send, recv).await;
         return;
     }
+    let started = tokio::time::Instant::now();
+    let counted = Counted::of(&body);
     let response = answer(&shared, body, 0).await;
+    if response.code == i32::from(ErrorCode::Ok) {
+        counted.count(&shared.metrics, &response, started.elapsed());
+    }
     finish(&shared, &mut send, &response).await;
+}
+
+/// What a service's request moves in the metrics once it is answered OK.
+enum Counted {
+    Publish {
+        topic: String,
+        partition: u32,
+        batch: bytes::Bytes,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+    },
+    Nothing,
+}
+
+impl Counted {
+    fn of(body: &request::Body) -> Self {
+        match body {
+            request::Body::Publish(publish) => Self::Publish {
+                topic: publish.topic.clone(),
+                partition: publish.partition,
+                batch: publish.batch.clone(),
+            },
+            request::Body::Fetch(fetch) => Self::Fetch {
+                topic: fetch.topic.clone(),
+                partition: fetch.partition,
+            },
+            _ => Self::Nothing,
+        }
+    }
+
+    fn count(self, metrics: &Metrics, response: &Response, elapsed: Duration) {
+        match self {
+            Self::Publish {
+                topic,
+                partition,
+                batch,
+            } => metrics.published(&topic, partition, &batch, elapsed),
+            Self::Fetch { topic, partition } => {
+                if let Some(sidestream_proto::v1::response::Body::Fetch(result)) = &response.body {
+                    metrics.delivered(&topic, partition, &result.batches);
+                }
+            }
+            Self::Nothing => {}
+        }
+    }
 }
 
 /// Answers a one-response request; `passes` is how many sidecars passed it on (0: a service
@@ -547,6 +665,7 @@ fn take_end(recv: &mut RecvStream) {
 }
 
 async fn finish(shared: &Shared, send: &mut SendStream, response: &Response) {
+    shared.metrics.responded(response.code);
     if write_response(send, &shared.responses, response)
         .await
         .is_ok()

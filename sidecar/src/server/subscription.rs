@@ -340,6 +340,13 @@ async fn push(
                         if written.is_err() {
                             return None;
                         }
+                        if let Some(response::Body::SubscriptionBatches(batches)) = &frame.body {
+                            shared.metrics.delivered(
+                                &topic.spec().name,
+                                batches.partition,
+                                &batches.batches,
+                            );
+                        }
                     }
                     end = &mut stop => return Some(end),
                 }

@@ -487,8 +487,9 @@ impl Replicated {
         &self,
         nodes: &std::collections::BTreeMap<NodeId, crate::cluster::NodeInfo>,
     ) -> Result<(), String> {
-        self.replica.store.sweep_recent();
         let metrics = self.replica.raft.metrics().borrow().clone();
+        let leading = metrics.current_leader == Some(self.node_id);
+        self.replica.store.sweep_recent(leading);
         let replicas = self.replicas();
         if metrics.current_leader != Some(self.node_id) || replicas.is_empty() {
             return Ok(());

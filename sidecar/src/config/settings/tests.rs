@@ -50,6 +50,10 @@ fn no_file_gives_the_sidecars_defaults() {
     assert_eq!(config.log.segment_bytes, defaults.log.segment_bytes);
     assert_eq!(config.log.max_batch_bytes, defaults.log.max_batch_bytes);
     assert!(config.cluster.is_none());
+    assert_eq!(
+        config.admin_listen,
+        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_ADMIN_PORT)))
+    );
 }
 
 #[test]
@@ -59,6 +63,7 @@ fn every_key_of_the_file_reaches_the_config_and_flags_win() {
         node_id = 3
         listen = "0.0.0.0:7400"
         advertise = "node-3.example:7400"
+        admin_listen = "0.0.0.0:9480"
         publish_timeout_ms = 5000
         shutdown_grace_ms = 2000
         max_frame_bytes = 33554432
@@ -90,6 +95,7 @@ fn every_key_of_the_file_reaches_the_config_and_flags_win() {
         config.advertised_address.as_deref(),
         Some("node-3.example:7400")
     );
+    assert_eq!(config.admin_listen.unwrap().to_string(), "0.0.0.0:9480");
     assert_eq!(config.publish_timeout, Duration::from_secs(5));
     assert_eq!(config.shutdown_grace, Duration::from_secs(2));
     assert_eq!(config.max_frame_size, 32 << 20);
@@ -200,8 +206,58 @@ fn values_out_of_range_are_named_with_the_range() {
     );
     assert_eq!(
         error("max_frame_bytes = 1048576\n"),
-        "configuration: max_frame_bytes = 1048576 is out of range: 8454144 (topics.max_batch_bytes + 64 KiB) to 1073741824"
+        "configuration: max_frame_bytes = 1048576 is out of range: 8454144 (topics.max_batch_bytes + 64 KiB) to 268435456"
     );
+}
+
+#[test]
+fn a_batch_must_fit_a_fetch_answer() {
+    assert_eq!(
+        error("[topics]\nmax_batch_bytes = 33554432\n"),
+        "configuration: topics.max_batch_bytes = 33554432 is out of range: 1024 to 16777216"
+    );
+}
+
+#[test]
+fn the_environments_keys_and_sections_are_the_files() {
+    let every = Settings {
+        data_dir: Some("/d".into()),
+        advertise: Some("a:1".into()),
+        tls: TlsSettings {
+            ca: Some("/ca".into()),
+            cert: Some("/c".into()),
+            key: Some("/k".into()),
+            names: vec!["n".into()],
+        },
+        cluster: ClusterSettings {
+            peer_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 1))),
+            peer_advertise: Some("p:1".into()),
+            seeds: vec!["s:1".into()],
+        },
+        ..Settings::default()
+    };
+    let table: toml::Table = toml::from_str(&every.to_toml().unwrap()).unwrap();
+    let mut top: Vec<&str> = table.keys().map(String::as_str).collect();
+    let mut known = TOP_KEYS.to_vec();
+    top.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(top, known);
+    for (section, keys) in SECTION_KEYS {
+        let mut found: Vec<&str> = table[section]
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = keys.to_vec();
+        found.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(found, keys, "section {section}");
+    }
+    assert!(is_setting("topics.segment_bytes"));
+    assert!(is_setting("NODE_ID"));
+    assert!(!is_setting("port"));
+    assert!(!is_setting("service_host"));
 }
 
 #[test]
