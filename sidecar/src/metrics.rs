@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use sidestream_log::BatchHeader;
+use sidestream_log::{BatchHeader, SyncObserver};
 use sidestream_proto::v1::ErrorCode;
 
 use crate::groups::Groups;
@@ -55,6 +55,23 @@ pub(crate) struct Metrics {
     streams: Gauge,
 }
 
+/// The partition logs' group-commit syncs, as a histogram of their durations.
+#[derive(Debug, Clone)]
+pub(crate) struct FsyncLatency(Histogram);
+
+impl FsyncLatency {
+    pub(crate) fn new() -> Self {
+        // 50 µs to about 26 s, doubling.
+        Self(latency_histogram())
+    }
+}
+
+impl SyncObserver for FsyncLatency {
+    fn synced(&self, took: Duration, _appends: u64) {
+        self.0.observe(took.as_secs_f64());
+    }
+}
+
 /// Publish latency buckets: 50 µs to about 26 s, doubling.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 20))
@@ -63,7 +80,12 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     /// Counters at zero, and the state of `topics` and `groups` read at each scrape (this
     /// sidecar being node `node_id`).
-    pub(crate) fn new(topics: Arc<Topics>, groups: Arc<Groups>, node_id: u64) -> Self {
+    pub(crate) fn new(
+        topics: Arc<Topics>,
+        groups: Arc<Groups>,
+        node_id: u64,
+        fsync: FsyncLatency,
+    ) -> Self {
         let mut registry = Registry::with_prefix("sidestream");
         let published_events = Family::<PartitionLabels, Counter>::default();
         let published_bytes = Family::<PartitionLabels, Counter>::default();
@@ -101,6 +123,12 @@ impl Metrics {
             "Time from a publish request's arrival to its acknowledgement",
             Unit::Seconds,
             publish_latency.clone(),
+        );
+        registry.register_with_unit(
+            "fsync_latency",
+            "Time a partition log's group-commit fdatasync took",
+            Unit::Seconds,
+            fsync.0,
         );
         registry.register(
             "responses",

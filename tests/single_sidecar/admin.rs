@@ -51,6 +51,16 @@ fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
     child.wait_with_output().expect("the CLI ends")
 }
 
+/// Runs the CLI with `args` against `sidecar`, `stdin` as its input, and checks it succeeds.
+fn succeeds(sidecar: &sidestream_tests::SidecarProcess, args: &[&str], stdin: &str) {
+    let output = run(cli(sidecar).args(args), stdin.as_bytes());
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Lines `event N` for each N of `numbers`, for `produce`.
 fn events(numbers: std::ops::Range<u32>) -> String {
     numbers
@@ -75,43 +85,17 @@ fn health_readiness_and_metrics_with_a_groups_lag() {
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     assert_eq!(get(admin, "/nothing").0, 404);
 
-    let created = run(
-        cli(&sidecar).args(["topic", "create", "metered", "--partitions", "1"]),
-        b"",
+    succeeds(
+        &sidecar,
+        &["topic", "create", "metered", "--partitions", "1"],
+        "",
     );
-    assert!(created.status.success());
-    let lines = events(0..10);
-    let produced = run(cli(&sidecar).args(["produce", "metered"]), lines.as_bytes());
-    assert!(
-        produced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    succeeds(&sidecar, &["produce", "metered"], &events(0..10));
     // The group reads and commits the first 10; 5 more come after it stopped.
-    let consumed = run(
-        cli(&sidecar).args([
-            "consume",
-            "metered",
-            "--group",
-            "billing",
-            "--from",
-            "earliest",
-            "--timeout",
-            "2",
-        ]),
-        b"",
-    );
-    assert!(
-        consumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&consumed.stderr)
-    );
-    let more = events(10..15);
-    assert!(
-        run(cli(&sidecar).args(["produce", "metered"]), more.as_bytes())
-            .status
-            .success()
-    );
+    let consume = "consume metered --group billing --from earliest --timeout 2";
+    let consume: Vec<&str> = consume.split(' ').collect();
+    succeeds(&sidecar, &consume, "");
+    succeeds(&sidecar, &["produce", "metered"], &events(10..15));
 
     let (status, metrics) = get(admin, "/metrics");
     assert_eq!(status, 200);
@@ -168,5 +152,92 @@ fn health_readiness_and_metrics_with_a_groups_lag() {
         .is_some_and(|count| count >= 2.0),
         "{metrics}"
     );
+    // fsync=always: every acknowledged publish waited for a group-commit sync.
+    assert!(
+        sample(&metrics, "sidestream_fsync_latency_seconds_count").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+}
+
+#[test]
+fn the_demo_shows_its_groups_lag_on_metrics() {
+    let mut demo = std::process::Command::new(sidestream_tests::cli_path())
+        .args(["demo", "--orders", "8", "--stay"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = demo.stdout.take().expect("stdout is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut admin = None;
+    let mut seen = Vec::new();
+    let staying = loop {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) else {
+            break false;
+        };
+        if let Some(url) = line.split("sidecar metrics on http://").nth(1) {
+            admin = url.trim_end_matches("/metrics").parse::<SocketAddr>().ok();
+        }
+        let staying = line.contains("still running");
+        seen.push(line);
+        if staying {
+            break true;
+        }
+    };
+    // The services commit their groups' offsets every so often: wait for both to show.
+    let has_lags = |metrics: &str| {
+        ["payments", "order-service"].iter().all(|group| {
+            metrics.lines().any(|line| {
+                line.starts_with("sidestream_group_lag{")
+                    && line.contains(&format!("group=\"{group}\""))
+            })
+        })
+    };
+    let scraped = admin.filter(|_| staying).map(|admin| {
+        sidestream_tests::wait_for(Duration::from_secs(30), || {
+            let scraped = get(admin, "/metrics");
+            has_lags(&scraped.1).then_some(scraped)
+        })
+        .unwrap_or_else(|| get(admin, "/metrics"))
+    });
+    // Ctrl-C, as a person stops it; the demo stops its services and the sidecar cleanly.
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .is_ok_and(|status| status.success());
+    let exited =
+        sidestream_tests::wait_for(Duration::from_secs(60), || demo.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = demo.kill();
+        let _ = demo.wait();
+    }
+    let seen = seen.join("\n");
+    let (status, metrics) = scraped.unwrap_or_else(|| panic!("the demo never stayed:\n{seen}"));
+    assert_eq!(status, 200);
+    assert!(interrupted, "{seen}");
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{seen}");
+    for group in ["payments", "order-service"] {
+        let lags: Vec<f64> = metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("sidestream_group_lag{")
+                    && line.contains(&format!("group=\"{group}\""))
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        assert!(!lags.is_empty(), "no lag of {group}:\n{metrics}");
+        assert!(lags.iter().all(|lag| *lag >= 0.0), "{metrics}");
+    }
 }

@@ -53,7 +53,7 @@ mod varint;
 pub use batch::{
     BatchBody, BatchHeader, ControlKind, ControlRecord, RaftLogId, Record, RecordBatch,
 };
-pub use config::{Clock, FsyncPolicy, LogConfig, ParseFsyncPolicyError, SystemClock};
+pub use config::{Clock, FsyncPolicy, LogConfig, ParseFsyncPolicyError, SyncObserver, SystemClock};
 pub use log::{
     AppendError, Appended, Corruption, Fetched, Log, LogState, OpenError, RaftPrefix, ReadError,
     RetentionReport, SyncError, WriteError,

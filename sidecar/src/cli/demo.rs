@@ -53,6 +53,14 @@ pub(super) struct DemoArgs {
     /// Keep the temporary data directory (its path is printed) instead of removing it.
     #[arg(long)]
     keep_data: bool,
+    /// The sidecar's admin HTTP address (/metrics, /healthz, /readyz) [default: a free port
+    /// of 127.0.0.1]
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
+    /// After the summary, keep the sidecar and the services running until Ctrl-C (to look
+    /// at /metrics, the payment group's lag among them).
+    #[arg(long)]
+    stay: bool,
 }
 
 pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -63,6 +71,7 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .context("cannot create a temporary data directory")?;
     let mut config = SidecarConfig::new(dir.path());
     config.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.admin_listen = Some(args.admin_listen);
     let sidecar = RunningSidecar::start(config)
         .await
         .context("cannot start the sidecar")?;
@@ -71,6 +80,9 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sidecar.local_addr(),
         dir.path().display()
     ));
+    if let Some(admin) = sidecar.admin_addr() {
+        console.say(format_args!("sidecar metrics on http://{admin}/metrics"));
+    }
 
     let outcome = match Shop::start(&sidecar, &console).await {
         Ok(shop) => {
@@ -78,6 +90,12 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 placed = shop.place_and_settle(args.orders, &console) => placed,
                 () = super::sidecar::shutdown_signal() => Err(anyhow!("interrupted")),
             };
+            if placed.is_ok() && args.stay {
+                console.say(format_args!(
+                    "still running: the services, and the sidecar's metrics; Ctrl-C stops them"
+                ));
+                super::sidecar::shutdown_signal().await;
+            }
             let stopped = shop.stop().await;
             placed.and(stopped)
         }

@@ -448,6 +448,7 @@ impl Settings {
         config.log = LogSettings {
             segment_bytes: topics.segment_bytes,
             max_batch_bytes: usize::try_from(topics.max_batch_bytes).unwrap_or(usize::MAX),
+            sync_observer: None,
         };
         config.retention_interval = Duration::from_millis(topics.retention_check_ms);
         config.cluster = self.cluster.peer_listen.map(|peer_listen| ClusterConfig {

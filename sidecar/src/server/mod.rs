@@ -37,7 +37,7 @@ use crate::admin::{self, AdminBindError, Phase};
 use crate::cluster::{ClusterError, ClusterMember, PassedOnHandler};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
-use crate::metrics::Metrics;
+use crate::metrics::{FsyncLatency, Metrics};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
 use crate::topics::{Kind, Topics, TopicsError};
 use frames::{RESERVE_AHEAD, quic_code, read_error_code, read_frame, write_response};
@@ -122,15 +122,8 @@ impl RunningSidecar {
             source,
         })?;
         let (tls, tls_dir) = server_tls(&config.tls, &data_dir)?;
-        let (topics, groups) = {
-            let settings = config.log.clone();
-            let dir = data_dir.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, SidecarError> {
-                Ok((Topics::open(&dir, settings)?, Groups::open(&dir)?))
-            })
-            .await
-            .map_err(|e| SidecarError::Task(e.to_string()))??
-        };
+        let fsync = FsyncLatency::new();
+        let (topics, groups) = open_topics(&config, &data_dir, &fsync).await?;
         // Offsets of topics deleted just before a crash (before their tombstones). A cluster
         // member's topics come from the metadata log after the start: the reconciler forgets
         // the offsets of each topic it removes instead.
@@ -145,6 +138,7 @@ impl RunningSidecar {
             Arc::clone(&topics),
             Arc::clone(&groups),
             config.node_id,
+            fsync,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (phase, phase_rx) = watch::channel(Phase::Starting);
@@ -254,6 +248,22 @@ impl RunningSidecar {
         }
         served
     }
+}
+
+/// Opens the topics (their logs reporting each sync to `fsync`) and the group offsets.
+async fn open_topics(
+    config: &SidecarConfig,
+    data_dir: &std::path::Path,
+    fsync: &FsyncLatency,
+) -> Result<(Topics, Groups), SidecarError> {
+    let mut settings = config.log.clone();
+    settings.sync_observer = Some(Arc::new(fsync.clone()));
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<_, SidecarError> {
+        Ok((Topics::open(&dir, settings)?, Groups::open(&dir)?))
+    })
+    .await
+    .map_err(|e| SidecarError::Task(e.to_string()))?
 }
 
 /// The client port's TLS, and the directory clients find its CA in.

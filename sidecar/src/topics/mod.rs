@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use sidestream_log::{FileStorage, Log, LogConfig, OpenError, Storage};
+use sidestream_log::{FileStorage, Log, LogConfig, OpenError, Storage, SyncObserver};
 use tokio::sync::watch;
 
 use crate::atomic_file::{sync_dir, write_atomically};
@@ -153,6 +153,8 @@ pub struct LogSettings {
     pub segment_bytes: u64,
     /// Largest batch a partition accepts.
     pub max_batch_bytes: usize,
+    /// Told of every partition log's group-commit sync (the fsync latency metric).
+    pub sync_observer: Option<Arc<dyn SyncObserver>>,
 }
 
 impl Default for LogSettings {
@@ -161,6 +163,7 @@ impl Default for LogSettings {
         Self {
             segment_bytes: log.segment_bytes,
             max_batch_bytes: log.max_batch_bytes,
+            sync_observer: None,
         }
     }
 }
@@ -457,6 +460,7 @@ pub(crate) fn log_config(spec: &TopicSpec, settings: &LogSettings) -> LogConfig 
         fsync: spec.fsync,
         retention_ms: (spec.retention_ms > 0).then_some(spec.retention_ms),
         retention_bytes: u64::try_from(spec.retention_bytes).ok().filter(|b| *b > 0),
+        sync_observer: settings.sync_observer.clone(),
         ..LogConfig::default()
     }
 }

@@ -32,6 +32,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::error::SyncError;
+use crate::config::SyncObserver;
 
 #[derive(Debug, Default)]
 pub(crate) struct Durability {
@@ -94,6 +95,7 @@ impl Durability {
         &self,
         seq: u64,
         sync: impl Fn() -> std::io::Result<()>,
+        observer: Option<&dyn SyncObserver>,
     ) -> Result<(), SyncError> {
         let mut state = self.lock();
         loop {
@@ -118,6 +120,9 @@ impl Durability {
             let started = Instant::now();
             let result = sync();
             let took = started.elapsed();
+            if let (Ok(()), Some(observer)) = (&result, observer) {
+                observer.synced(took, covered);
+            }
             state = self.lock();
             state.syncing = false;
             match result {

@@ -440,16 +440,20 @@ impl Shared {
     }
 
     fn sync_through(&self, seq: u64) -> Result<(), SyncError> {
-        self.durability.wait(seq, || {
-            let sealed = std::mem::take(&mut *lock(&self.unsynced));
-            for file in &sealed {
-                file.sync_data()?;
-            }
-            if !sealed.is_empty() {
-                self.storage.sync_dir(&self.dir)?;
-            }
-            self.active().file().sync_data()
-        })
+        self.durability.wait(
+            seq,
+            || {
+                let sealed = std::mem::take(&mut *lock(&self.unsynced));
+                for file in &sealed {
+                    file.sync_data()?;
+                }
+                if !sealed.is_empty() {
+                    self.storage.sync_dir(&self.dir)?;
+                }
+                self.active().file().sync_data()
+            },
+            self.config.sync_observer.as_deref(),
+        )
     }
 
     fn roll_due(&self, active: &Segment, incoming: u32) -> bool {
