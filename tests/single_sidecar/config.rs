@@ -73,7 +73,11 @@ fn a_bad_setting_stops_the_sidecar_with_its_name() {
         &["--data-dir", dir.path().to_str().unwrap()],
         &[("SIDESTREAM_TOPICS__SEGMENT_BYTE", "8192")],
     );
-    assert!(!typo.status.success());
+    assert_eq!(
+        typo.status.code(),
+        Some(2),
+        "a wrong setting exits as a wrong flag does"
+    );
     let stderr = text(&typo.stderr);
     assert!(
         stderr.contains(

@@ -2,7 +2,7 @@
 //! a running one through the SDK.
 //!
 //! Every command has `--help`. Errors go to stderr, name what was wrong, and exit non-zero
-//! (2 for a wrong flag, 1 for everything else).
+//! (2 for a wrong flag or setting, 1 for everything else).
 
 mod bench;
 mod cluster;
@@ -72,6 +72,11 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting from the file, the environment or a flag, as clap's own for a flag.
+        Err(error) if error.is::<crate::config::settings::SettingsError>() => {
+            fail(&error);
+            ExitCode::from(2)
+        }
         Err(error) => fail(&error),
     }
 }

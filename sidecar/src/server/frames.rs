@@ -24,10 +24,11 @@ pub(crate) enum ReadFrameError {
 /// `PeerRequest` and `PeerResponse` frames with it too.
 ///
 /// The length prefix is checked against the codec's limit as soon as it arrives. The buffer
-/// grows ahead of the data by at most `reserve_ahead` ([`RESERVE_AHEAD`] for a service, so
-/// that a length prefix alone cannot make the sidecar allocate a whole frame; a whole append
-/// for a peer, `PEER_RESERVE_AHEAD`, so that its megabytes of entries are not moved each time
-/// the buffer grows).
+/// grows ahead of the data by at most [`RESERVE_AHEAD`] until that much has arrived, so that a
+/// length prefix alone cannot make the sidecar allocate a whole frame, then by at most
+/// `reserve_ahead` ([`RESERVE_AHEAD`] for a service; a whole append for a peer,
+/// `PEER_RESERVE_AHEAD`, so that its megabytes of entries are moved at most once as the
+/// buffer grows).
 pub(crate) async fn read_frame<M: prost::Message + Default>(
     recv: &mut RecvStream,
     codec: &FrameCodec<M>,
@@ -40,7 +41,14 @@ pub(crate) async fn read_frame<M: prost::Message + Default>(
         }
         if buf.len() >= 4 {
             let size = (&buf[..4]).get_u32_le() as usize + 4;
-            buf.reserve(size.saturating_sub(buf.len()).min(reserve_ahead));
+            // Past RESERVE_AHEAD only once that much has arrived: a length prefix alone
+            // reserves no more than for a service.
+            let ahead = if buf.len() >= RESERVE_AHEAD {
+                reserve_ahead
+            } else {
+                RESERVE_AHEAD.min(reserve_ahead)
+            };
+            buf.reserve(size.saturating_sub(buf.len()).min(ahead));
         }
         match recv.read_chunk(usize::MAX, true).await? {
             Some(chunk) => buf.extend_from_slice(&chunk.bytes),

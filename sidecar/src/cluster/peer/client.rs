@@ -361,7 +361,7 @@ fn priority(request: &PeerRequest) -> i32 {
 }
 
 /// The send priority of Raft's calls.
-const RAFT_PRIORITY: i32 = 1;
+pub(super) const RAFT_PRIORITY: i32 = 1;
 
 /// The send priority of the services' requests passed on.
-const PASSED_ON_PRIORITY: i32 = 0;
+pub(super) const PASSED_ON_PRIORITY: i32 = 0;

@@ -153,6 +153,11 @@ async fn call(peers: Peers, connection: Connection, mut send: SendStream, mut re
         )),
         Err(error) => Answer::Peer(wire::refused(PeerErrorCode::Malformed, error.to_string())),
     };
+    // As on the calling side: Raft's answers before those of the services' requests.
+    let _ = send.set_priority(match answer {
+        Answer::Peer(_) => super::client::RAFT_PRIORITY,
+        Answer::Passed(_) => super::client::PASSED_ON_PRIORITY,
+    });
     let codec = FrameCodec::<PeerResponse>::new(PEER_FRAME_LIMIT);
     let frame = match &answer {
         Answer::Peer(response) => codec.encode_to_bytes(response).map(|frame| vec![frame]),
