@@ -2,7 +2,7 @@
 //! No authentication: it listens on loopback unless configured otherwise.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -39,10 +39,15 @@ pub(crate) enum Phase {
     Stopping,
 }
 
+/// Whether a started sidecar serves what it should: for a cluster member, that it has caught
+/// up with the cluster's metadata and opened the replicas it names.
+pub(crate) type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<Metrics>,
     phase: watch::Receiver<Phase>,
+    check: Arc<OnceLock<ReadyCheck>>,
 }
 
 impl AdminBindError {
@@ -62,21 +67,27 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminBindError
         .map_err(|source| AdminBindError::new(addr, source))
 }
 
-/// Serves the admin port on `listener` until `shutdown` turns true.
+/// Serves the admin port on `listener` until `stop` turns true (or its sender goes); once
+/// `phase` is [`Phase::Ready`], `/readyz` also asks `check`, when one is set.
 pub(crate) fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     phase: watch::Receiver<Phase>,
-    mut shutdown: watch::Receiver<bool>,
+    check: Arc<OnceLock<ReadyCheck>>,
+    mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { metrics, phase });
+        .with_state(AdminState {
+            metrics,
+            phase,
+            check,
+        });
     tokio::spawn(async move {
         let stopped = async move {
-            let _ = shutdown.wait_for(|down| *down).await;
+            let _ = stop.wait_for(|down| *down).await;
         };
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(stopped)
@@ -92,12 +103,19 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once the topics are open and the sidecar has joined its cluster; not while it
-/// starts or stops.
+/// Ready once the topics are open and the sidecar has joined its cluster (and, a member, has
+/// caught up with its metadata); not while it starts or stops.
 async fn readyz(State(state): State<AdminState>) -> Response {
     let phase = *state.phase.borrow();
     match phase {
-        Phase::Ready => (StatusCode::OK, "ready\n").into_response(),
+        Phase::Ready if state.check.get().is_none_or(|check| check()) => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Phase::Ready => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up with the cluster's metadata\n",
+        )
+            .into_response(),
         Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
         Phase::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response(),
     }

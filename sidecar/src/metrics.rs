@@ -5,7 +5,7 @@
 //! is not copied anywhere: a [`Collector`] walks the topics and groups at each scrape. Names
 //! and labels are listed in `docs/OPERATIONS.md` ("Metrics").
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -45,6 +45,8 @@ pub(crate) struct CodeLabels {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// What the partitions' state is read from, once the topics are open.
+    sources: Arc<OnceLock<Sources>>,
     published_events: Family<PartitionLabels, Counter>,
     published_bytes: Family<PartitionLabels, Counter>,
     delivered_events: Family<PartitionLabels, Counter>,
@@ -78,14 +80,11 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Counters at zero, and the state of `topics` and `groups` read at each scrape (this
-    /// sidecar being node `node_id`).
-    pub(crate) fn new(
-        topics: Arc<Topics>,
-        groups: Arc<Groups>,
-        node_id: u64,
-        fsync: FsyncLatency,
-    ) -> Self {
+    /// Counters at zero, and `fsync` (which the partition logs report to) registered.
+    ///
+    /// The partitions' state is reported once [`attach`](Self::attach) gave it; before that
+    /// (while the topics open) a scrape has the counters only.
+    pub(crate) fn new(fsync: FsyncLatency) -> Self {
         let mut registry = Registry::with_prefix("sidestream");
         let published_events = Family::<PartitionLabels, Counter>::default();
         let published_bytes = Family::<PartitionLabels, Counter>::default();
@@ -145,13 +144,13 @@ impl Metrics {
             "Open client request and subscription streams",
             streams.clone(),
         );
+        let sources = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(StateCollector {
-            topics,
-            groups,
-            node_id,
+            sources: Arc::clone(&sources),
         }));
         Self {
             registry,
+            sources,
             published_events,
             published_bytes,
             delivered_events,
@@ -161,6 +160,16 @@ impl Metrics {
             connections,
             streams,
         }
+    }
+
+    /// Reports the state of `topics` and `groups` at each scrape from now on, this sidecar
+    /// being node `node_id`.
+    pub(crate) fn attach(&self, topics: Arc<Topics>, groups: Arc<Groups>, node_id: u64) {
+        let _ = self.sources.set(Sources {
+            topics,
+            groups,
+            node_id,
+        });
     }
 
     /// Counts an acknowledged publish of `batch` to a partition, `elapsed` after it arrived.
@@ -250,6 +259,12 @@ fn record_count(batch: &[u8]) -> u32 {
 /// The partitions' logs, Raft replicas and groups, read at each scrape.
 #[derive(Debug)]
 struct StateCollector {
+    sources: Arc<OnceLock<Sources>>,
+}
+
+/// The topics and groups of a sidecar that has opened them.
+#[derive(Debug)]
+struct Sources {
     topics: Arc<Topics>,
     groups: Arc<Groups>,
     node_id: u64,
@@ -286,7 +301,7 @@ struct FollowerLabels {
     follower: u64,
 }
 
-impl StateCollector {
+impl Sources {
     fn partitions(&self) -> Vec<PartitionState> {
         let mut states = Vec::new();
         for topic in self.topics.all() {
@@ -437,7 +452,10 @@ const PER_PARTITION: [PartitionGauge; 4] = [
 
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let partitions = self.partitions();
+        let Some(sources) = self.sources.get() else {
+            return Ok(());
+        };
+        let partitions = sources.partitions();
         for (descriptor, value) in PER_PARTITION {
             let samples = partitions.iter().map(|s| (&s.labels, value(s)));
             gauges(&mut encoder, descriptor, samples)?;
@@ -487,7 +505,7 @@ impl Collector for StateCollector {
             ),
             followers.iter().map(|(labels, entries)| (labels, *entries)),
         )?;
-        let groups = self.group_lag(&partitions);
+        let groups = sources.group_lag(&partitions);
         gauges(
             &mut encoder,
             (

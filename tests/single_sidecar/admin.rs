@@ -160,17 +160,53 @@ fn health_readiness_and_metrics_with_a_groups_lag() {
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 }
 
+/// A child process killed and reaped when dropped, whatever happened before.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET /metrics` on `admin` until `check` holds (every 250 ms, at most `patience`): the last
+/// answer, or `None` if none came.
+fn scrape_until(
+    admin: SocketAddr,
+    patience: Duration,
+    check: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut last = None;
+    loop {
+        let answer = std::panic::catch_unwind(|| get(admin, "/metrics")).ok();
+        if let Some((200, metrics)) = answer {
+            if check(&metrics) {
+                return Some(metrics);
+            }
+            last = Some(metrics);
+        }
+        if std::time::Instant::now() >= deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 fn the_demo_shows_its_groups_lag_on_metrics() {
-    let mut demo = std::process::Command::new(sidestream_tests::cli_path())
-        .args(["demo", "--orders", "8", "--stay"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the demo starts");
-    let stdout = demo.stdout.take().expect("stdout is piped");
+    let mut demo = Reaped(
+        std::process::Command::new(sidestream_tests::cli_path())
+            .args(["demo", "--orders", "8", "--stay"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the demo starts"),
+    );
+    let stdout = demo.0.stdout.take().expect("stdout is piped");
     let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead as _;
@@ -183,61 +219,50 @@ fn the_demo_shows_its_groups_lag_on_metrics() {
     });
     let mut admin = None;
     let mut seen = Vec::new();
-    let staying = loop {
-        let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) else {
-            break false;
-        };
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) {
         if let Some(url) = line.split("sidecar metrics on http://").nth(1) {
             admin = url.trim_end_matches("/metrics").parse::<SocketAddr>().ok();
         }
         let staying = line.contains("still running");
         seen.push(line);
         if staying {
-            break true;
+            break;
         }
-    };
-    // The services commit their groups' offsets every so often: wait for both to show.
-    let has_lags = |metrics: &str| {
-        ["payments", "order-service"].iter().all(|group| {
-            metrics.lines().any(|line| {
-                line.starts_with("sidestream_group_lag{")
-                    && line.contains(&format!("group=\"{group}\""))
-            })
-        })
-    };
-    let scraped = admin.filter(|_| staying).map(|admin| {
-        sidestream_tests::wait_for(Duration::from_secs(30), || {
-            let scraped = get(admin, "/metrics");
-            has_lags(&scraped.1).then_some(scraped)
-        })
-        .unwrap_or_else(|| get(admin, "/metrics"))
-    });
-    // Ctrl-C, as a person stops it; the demo stops its services and the sidecar cleanly.
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
-        .status()
-        .is_ok_and(|status| status.success());
-    let exited =
-        sidestream_tests::wait_for(Duration::from_secs(60), || demo.try_wait().ok().flatten());
-    if exited.is_none() {
-        let _ = demo.kill();
-        let _ = demo.wait();
     }
     let seen = seen.join("\n");
-    let (status, metrics) = scraped.unwrap_or_else(|| panic!("the demo never stayed:\n{seen}"));
-    assert_eq!(status, 200);
-    assert!(interrupted, "{seen}");
-    assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{seen}");
-    for group in ["payments", "order-service"] {
-        let lags: Vec<f64> = metrics
+    assert!(
+        seen.contains("still running"),
+        "the demo never stayed:\n{seen}"
+    );
+    let admin = admin.unwrap_or_else(|| panic!("no metrics address printed:\n{seen}"));
+    // The services commit their groups' offsets every so often: wait for both to show.
+    let lags = |metrics: &str, group: &str| -> Vec<f64> {
+        metrics
             .lines()
             .filter(|line| {
                 line.starts_with("sidestream_group_lag{")
                     && line.contains(&format!("group=\"{group}\""))
             })
             .filter_map(|line| line.rsplit_once(' ')?.1.parse().ok())
-            .collect();
-        assert!(!lags.is_empty(), "no lag of {group}:\n{metrics}");
-        assert!(lags.iter().all(|lag| *lag >= 0.0), "{metrics}");
+            .collect()
+    };
+    let groups = ["payments", "order-service"];
+    let metrics = scrape_until(admin, Duration::from_secs(30), |metrics| {
+        groups.iter().all(|group| !lags(metrics, group).is_empty())
+    })
+    .unwrap_or_else(|| panic!("no metrics from {admin}:\n{seen}"));
+    for group in groups {
+        let found = lags(&metrics, group);
+        assert!(!found.is_empty(), "no lag of {group}:\n{metrics}");
+        assert!(found.iter().all(|lag| *lag >= 0.0), "{metrics}");
     }
+    // Ctrl-C, as a person stops it; the demo stops its services and the sidecar cleanly.
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &demo.0.id().to_string()])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(interrupted);
+    let exited =
+        sidestream_tests::wait_for(Duration::from_secs(60), || demo.0.try_wait().ok().flatten());
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}\n{seen}");
 }

@@ -91,10 +91,12 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 () = super::sidecar::shutdown_signal() => Err(anyhow!("interrupted")),
             };
             if placed.is_ok() && args.stay {
+                // Watched before saying so: a Ctrl-C right after the line is not lost.
+                let interrupted = super::sidecar::shutdown_signal();
                 console.say(format_args!(
                     "still running: the services, and the sidecar's metrics; Ctrl-C stops them"
                 ));
-                super::sidecar::shutdown_signal().await;
+                interrupted.await;
             }
             let stopped = shop.stop().await;
             placed.and(stopped)

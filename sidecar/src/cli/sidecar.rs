@@ -180,6 +180,8 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     }
     let config: SidecarConfig = settings.into_config()?;
     let sidecar = crate::RunningSidecar::start(config).await?;
+    // Watched before the ready lines: a script may stop the sidecar as soon as it reads them.
+    let stop = shutdown_signal();
     // Lines on stdout, for scripts and tests that start the sidecar on port 0: the admin
     // address, the peer address (cluster members only), then the client address, which says
     // it is ready.
@@ -196,32 +198,41 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         }
         println!("sidestream sidecar listening on {}", sidecar.local_addr());
     }
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     sidecar.shutdown().await?;
     Ok(())
 }
 
-/// Completes on SIGTERM or Ctrl-C (SIGINT).
-pub(super) async fn shutdown_signal() {
+/// Completes on SIGTERM or Ctrl-C (SIGINT). The signals are watched from this call on, not
+/// from the first poll: one that comes between the two is not lost.
+pub(super) fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let watched = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        async move {
+            match watched {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the sidecar");
-                let _ = tokio::signal::ctrl_c().await;
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM and SIGINT; only Ctrl-C stops it");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

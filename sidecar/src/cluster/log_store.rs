@@ -290,7 +290,12 @@ impl PartitionLogStore {
     pub fn new(log: Arc<Log>) -> Self {
         Self {
             log,
-            recent: Arc::default(),
+            recent: Arc::new(Mutex::new(Recent {
+                // A new leader keeps them from the start; a follower's first sweep (within a
+                // second) lets them go.
+                allowance: RECENT_COMMITTED_BYTES,
+                ..Recent::default()
+            })),
             installed: Arc::default(),
             receiving: Arc::default(),
             committed: None,

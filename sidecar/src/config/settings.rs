@@ -39,6 +39,7 @@ const NOT_KEYS: &[&str] = &[
     "config",
     "sidecar",
     "cli",
+    "seed",
     "fault",
     "fault_rounds",
     "bench_read_mb",
@@ -95,7 +96,12 @@ pub(crate) fn ignored_env() -> Vec<String> {
     let mut ignored = Vec::new();
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+        // As figment matches the prefix: whatever its case.
+        let Some(key) = name
+            .get(..ENV_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+            .and_then(|_| name.get(ENV_PREFIX.len()..))
+        else {
             continue;
         };
         let key = key.to_ascii_lowercase();
@@ -103,8 +109,7 @@ pub(crate) fn ignored_env() -> Vec<String> {
         {
             continue;
         }
-        // `SEED` as the flag is named (`--seed`), for the key `seeds`.
-        let leaf = if key == "seed" { "seeds" } else { key.as_str() };
+        let leaf = key.as_str();
         let hint = SECTION_KEYS.iter().find_map(|(section, keys)| {
             keys.contains(&leaf).then(|| {
                 format!(

@@ -21,7 +21,7 @@ mod topic_admin;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use sidestream_proto::{DEFAULT_MAX_FRAME_SIZE, FrameCodec, Request, Response};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminBindError, Phase};
+use crate::admin::{self, AdminBindError, Phase, ReadyCheck};
 use crate::cluster::{ClusterError, ClusterMember, PassedOnHandler};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
@@ -110,7 +110,13 @@ pub struct RunningSidecar {
     phase: watch::Sender<Phase>,
     task: JoinHandle<()>,
     admin: Option<JoinHandle<()>>,
+    /// Stops the admin port: after the rest, so that probes see the sidecar stopping.
+    admin_stop: watch::Sender<bool>,
 }
+
+/// How long a shutdown waits for the admin port's requests in progress (a scraper that stopped
+/// reading must not hold the shutdown up).
+const ADMIN_STOP_WAIT: Duration = Duration::from_secs(5);
 
 impl RunningSidecar {
     /// Starts a sidecar: opens (or creates) its data directory, its certificates and its
@@ -121,8 +127,20 @@ impl RunningSidecar {
             path: data_dir.clone(),
             source,
         })?;
-        let (tls, tls_dir) = server_tls(&config.tls, &data_dir)?;
         let fsync = FsyncLatency::new();
+        let metrics = Arc::new(Metrics::new(fsync.clone()));
+        let (phase, phase_rx) = watch::channel(Phase::Starting);
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let ready_check = Arc::new(OnceLock::new());
+        // Up first, so that a probe sees the sidecar starting while its logs recover.
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                let check = Arc::clone(&ready_check);
+                Some(start_admin(addr, &metrics, phase_rx, check, admin_stop_rx).await?)
+            }
+            None => None,
+        };
+        let (tls, tls_dir) = server_tls(&config.tls, &data_dir)?;
         let (topics, groups) = open_topics(&config, &data_dir, &fsync).await?;
         // Offsets of topics deleted just before a crash (before their tombstones). A cluster
         // member's topics come from the metadata log after the start: the reconciler forgets
@@ -134,19 +152,8 @@ impl RunningSidecar {
                 .map_err(|e| SidecarError::Task(e.to_string()))?;
         }
         let (topics, groups) = (Arc::new(topics), Arc::new(groups));
-        let metrics = Arc::new(Metrics::new(
-            Arc::clone(&topics),
-            Arc::clone(&groups),
-            config.node_id,
-            fsync,
-        ));
+        metrics.attach(Arc::clone(&topics), Arc::clone(&groups), config.node_id);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (phase, phase_rx) = watch::channel(Phase::Starting);
-        // Up before the cluster is joined, so that a probe sees the sidecar starting.
-        let admin = match config.admin_listen {
-            Some(addr) => Some(start_admin(addr, &metrics, phase_rx, shutdown_rx.clone()).await?),
-            None => None,
-        };
         let endpoint = tls.bind(config.listen, &config.quic)?;
         let local_addr = endpoint.local_addr().map_err(|source| {
             SidecarError::Bind(BindError::Io {
@@ -192,6 +199,11 @@ impl RunningSidecar {
                 Arc::clone(&shared.topics),
                 shared.shutdown.clone(),
             ));
+            let (cluster, topics) = (Arc::clone(cluster), Arc::clone(&shared.topics));
+            let _ = ready_check.set(Arc::new(move || {
+                cluster.metadata_caught_up()
+                    && topics.reconciled() >= cluster.state().applied_offset
+            }));
         }
         tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
         let peer_address = shared
@@ -210,6 +222,7 @@ impl RunningSidecar {
             phase,
             task,
             admin,
+            admin_stop,
         })
     }
 
@@ -243,8 +256,13 @@ impl RunningSidecar {
             .task
             .await
             .map_err(|e| SidecarError::Task(e.to_string()));
-        if let Some(admin) = self.admin {
-            let _ = admin.await;
+        self.admin_stop.send_replace(true);
+        if let Some(mut admin) = self.admin
+            && tokio::time::timeout(ADMIN_STOP_WAIT, &mut admin)
+                .await
+                .is_err()
+        {
+            admin.abort();
         }
         served
     }
@@ -286,19 +304,19 @@ fn server_tls(
     })
 }
 
-/// Binds the admin port on `addr` and serves it until `shutdown`: its bound address and
-/// task.
+/// Binds the admin port on `addr` and serves it until `stop`: its bound address and task.
 async fn start_admin(
     addr: SocketAddr,
     metrics: &Arc<Metrics>,
     phase: watch::Receiver<Phase>,
-    shutdown: watch::Receiver<bool>,
+    check: Arc<OnceLock<ReadyCheck>>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), AdminBindError> {
     let listener = admin::bind(addr).await?;
     let bound = listener
         .local_addr()
         .map_err(|source| AdminBindError::new(addr, source))?;
-    let task = admin::serve(listener, Arc::clone(metrics), phase, shutdown);
+    let task = admin::serve(listener, Arc::clone(metrics), phase, check, stop);
     Ok((bound, task))
 }
 
@@ -580,7 +598,17 @@ impl Counted {
                 topic,
                 partition,
                 batch,
-            } => metrics.published(&topic, partition, &batch, elapsed),
+            } => {
+                // A repeat of a publish already written (an idempotent producer's retry) was
+                // counted the first time.
+                let repeat = matches!(
+                    &response.body,
+                    Some(sidestream_proto::v1::response::Body::Publish(result)) if result.duplicate
+                );
+                if !repeat {
+                    metrics.published(&topic, partition, &batch, elapsed);
+                }
+            }
             Self::Fetch { topic, partition } => {
                 if let Some(sidestream_proto::v1::response::Body::Fetch(result)) = &response.body {
                     metrics.delivered(&topic, partition, &result.batches);

@@ -49,11 +49,14 @@ pub(super) async fn serve(
     let start = match start(&shared, &request).await {
         Ok(start) => start,
         Err(answer) => {
+            shared.metrics.responded(answer.code);
             let _ = write_response(&mut send, &codec, &answer).await;
             let _ = send.finish();
             return;
         }
     };
+    // A subscription's first answer, its assignment; its batches are counted as delivered.
+    shared.metrics.responded(ErrorCode::Ok.into());
     let Start {
         topic,
         assigned,
@@ -97,6 +100,7 @@ pub(super) async fn serve(
         shared.groups.leave(group, &topic.spec().name, m.generation);
     }
     if let Some(end) = end {
+        shared.metrics.responded(end.code);
         // A client that reads nothing cannot hold the end (or a shutdown) up for long.
         let _ = tokio::time::timeout(END_FRAME_WAIT, write_response(&mut send, &codec, &end)).await;
     }
