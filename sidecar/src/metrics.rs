@@ -53,6 +53,9 @@ pub(crate) struct Metrics {
     delivered_bytes: Family<PartitionLabels, Counter>,
     publish_latency: Family<TopicLabels, Histogram>,
     responses: Family<CodeLabels, Counter>,
+    /// The counters of the codes this sidecar knows, by number: a response finds its own
+    /// without building a label.
+    known_responses: Vec<Option<Counter>>,
     connections: Gauge,
     streams: Gauge,
 }
@@ -148,6 +151,13 @@ impl Metrics {
         registry.register_collector(Box::new(StateCollector {
             sources: Arc::clone(&sources),
         }));
+        let known_responses = (0..=MAX_KNOWN_CODE)
+            .map(|code| {
+                ErrorCode::try_from(code)
+                    .ok()
+                    .map(|_| responses.get_or_create(&code_labels(code)).clone())
+            })
+            .collect();
         Self {
             registry,
             sources,
@@ -157,6 +167,7 @@ impl Metrics {
             delivered_bytes,
             publish_latency,
             responses,
+            known_responses,
             connections,
             streams,
         }
@@ -208,17 +219,13 @@ impl Metrics {
 
     /// Counts a response with error code `code` (a number, named if this sidecar knows it).
     pub(crate) fn responded(&self, code: i32) {
-        let name = ErrorCode::try_from(code).map_or_else(
-            |_| code.to_string(),
-            |code| {
-                code.as_str_name()
-                    .trim_start_matches("ERROR_CODE_")
-                    .to_owned()
-            },
-        );
-        self.responses
-            .get_or_create(&CodeLabels { code: name })
-            .inc();
+        let known = usize::try_from(code)
+            .ok()
+            .and_then(|index| self.known_responses.get(index)?.as_ref());
+        match known {
+            Some(counter) => counter.inc(),
+            None => self.responses.get_or_create(&code_labels(code)).inc(),
+        };
     }
 
     /// A client connection, counted while the guard lives.
@@ -240,6 +247,23 @@ impl Metrics {
         Ok(text)
     }
 }
+
+/// The label of response code `code`: its name without the `ERROR_CODE_` prefix, or its
+/// number if this sidecar does not know it.
+fn code_labels(code: i32) -> CodeLabels {
+    let name = ErrorCode::try_from(code).map_or_else(
+        |_| code.to_string(),
+        |code| {
+            code.as_str_name()
+                .trim_start_matches("ERROR_CODE_")
+                .to_owned()
+        },
+    );
+    CodeLabels { code: name }
+}
+
+/// The largest response code looked for when the known codes' counters are made.
+const MAX_KNOWN_CODE: i32 = 63;
 
 /// Keeps a gauge one higher while it lives.
 #[derive(Debug)]

@@ -3,11 +3,12 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use sidestream_tests::cli;
 
+use crate::cli::run;
 use crate::sidecar;
 
 /// `GET path` on the admin port: the status code and the body.
@@ -33,22 +34,6 @@ fn get(admin: SocketAddr, path: &str) -> (u16, String) {
         .and_then(|code| code.parse().ok())
         .expect("a status line");
     (status, body.to_owned())
-}
-
-fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the CLI starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin)
-        .expect("stdin takes the input");
-    child.wait_with_output().expect("the CLI ends")
 }
 
 /// Runs the CLI with `args` against `sidecar`, `stdin` as its input, and checks it succeeds.

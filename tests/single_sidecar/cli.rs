@@ -8,7 +8,8 @@ use sidestream_tests::cli;
 
 use crate::sidecar;
 
-fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
+/// Runs `command` with `stdin` as its input, and collects its output.
+pub(crate) fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
