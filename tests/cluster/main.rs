@@ -191,6 +191,95 @@ async fn three_sidecars_form_a_cluster_and_keep_it_through_the_metadata_leaders_
     assert!(seen.nodes.iter().all(|n| n.voter), "{seen:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_started_together_with_the_same_seeds_form_one_cluster() {
+    // As a DaemonSet's pods: each has the same seeds (every peer address; one as a DNS name),
+    // a node name instead of an id, and none is started without seeds.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = {
+        // The development CA every member is given, made by a sidecar alone.
+        let maker = SidecarProcess::start(&dir.path().join("ca"));
+        maker.tls_dir()
+    };
+    let peers: Vec<SocketAddr> = (0..3).map(|_| sidestream_tests::free_udp_addr()).collect();
+    let seeds = [
+        format!("localhost:{}", peers[0].port()),
+        peers[1].to_string(),
+        peers[2].to_string(),
+    ];
+    let starting: Vec<_> = peers
+        .iter()
+        .enumerate()
+        .map(|(index, peer)| {
+            let data_dir = dir.path().join(format!("node-{index}"));
+            let mut args = vec![
+                "--node-name".to_owned(),
+                format!("worker-{index}.example"),
+                "--peer-listen".to_owned(),
+                peer.to_string(),
+                "--bootstrap-expect".to_owned(),
+                "3".to_owned(),
+            ];
+            for seed in &seeds {
+                args.extend(["--seed".to_owned(), seed.clone()]);
+            }
+            for (flag, file) in [
+                ("--tls-ca", "ca.pem"),
+                ("--tls-cert", "sidecar.pem"),
+                ("--tls-key", "sidecar.key"),
+            ] {
+                args.extend([flag.to_owned(), tls.join(file).display().to_string()]);
+            }
+            // Each waits for the others before it is ready: started side by side.
+            std::thread::spawn(move || (start(&data_dir, loopback(), &args), data_dir))
+        })
+        .collect();
+    let members: Vec<Member> = starting
+        .into_iter()
+        .map(|thread| {
+            let (process, data_dir) = thread.join().expect("a member starts");
+            Member {
+                id: 0,
+                process,
+                data_dir,
+            }
+        })
+        .collect();
+
+    // One cluster of the three, whichever formed it: every member lists the same three ids,
+    // each derived from its node's name, and names the same leader.
+    let leader = three_voters_agree_on_a_leader(&members, &tls).await;
+    let mut ids = Vec::new();
+    for member in &members {
+        let seen = metadata(member.process.addr(), &tls).await.unwrap();
+        let listed: Vec<u64> = seen.nodes.iter().map(|n| n.id).collect();
+        assert!(listed.contains(&seen.node_id), "{seen:?}");
+        assert!(
+            seen.node_id > 3,
+            "an id from the node's name, not a default: {seen:?}"
+        );
+        ids.push((seen.node_id, listed));
+    }
+    let own: std::collections::BTreeSet<u64> = ids.iter().map(|(id, _)| *id).collect();
+    assert_eq!(own.len(), 3, "{ids:?}");
+    for (_, listed) in &ids {
+        let listed: std::collections::BTreeSet<u64> = listed.iter().copied().collect();
+        assert_eq!(listed, own, "{ids:?}");
+    }
+    assert!(own.contains(&leader));
+
+    // It takes a replicated topic and events, as any cluster.
+    let client = connect(&members[2], &tls).await;
+    client
+        .create_topic("formed", sidestream::TopicSettings::new().partitions(2))
+        .await
+        .expect("the cluster creates a topic");
+    let acked = publish_range(&client, "formed", 0..20).await;
+    assert_eq!(acked.len(), 20);
+    read_back(&client, "formed", &acked).await;
+    let _ = client.close().await;
+}
+
 /// Waits until every member lists three voters and a leader, then until they all name the
 /// same one; returns it.
 async fn three_voters_agree_on_a_leader(members: &[Member], tls: &Path) -> u64 {

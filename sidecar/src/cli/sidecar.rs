@@ -29,9 +29,13 @@ pub(super) struct SidecarArgs {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// This node's id in the cluster, 1 or more and unique in the cluster [key `node_id`;
-    /// default: 1]
+    /// default: derived from --node-name, else 1]
     #[arg(long)]
     node_id: Option<u64>,
+    /// This node's name (a Kubernetes node's name); the node id is derived from it [key
+    /// `node_name`]
+    #[arg(long)]
+    node_name: Option<String>,
     /// Address clients are told to use [key `advertise`; default: the listen address]
     #[arg(long)]
     advertise: Option<String>,
@@ -105,6 +109,11 @@ pub(super) struct SidecarArgs {
     /// [key `cluster.seeds`]
     #[arg(long = "seed")]
     seeds: Vec<String>,
+    /// How many sidecars, started together with the same seeds and no data, form a new
+    /// cluster when no seed knows one; more than half of them [key `cluster.bootstrap_expect`;
+    /// default: 0, none]
+    #[arg(long)]
+    bootstrap_expect: Option<u32>,
 }
 
 impl SidecarArgs {
@@ -117,6 +126,7 @@ impl SidecarArgs {
         let figment = flag(figment, "data_dir", self.data_dir);
         let figment = flag(figment, "listen", self.listen);
         let figment = flag(figment, "node_id", self.node_id);
+        let figment = flag(figment, "node_name", self.node_name);
         let figment = flag(figment, "advertise", self.advertise);
         let figment = flag(figment, "admin_listen", self.admin_listen);
         let figment = flag(figment, "publish_timeout_ms", self.publish_timeout_ms);
@@ -156,6 +166,7 @@ impl SidecarArgs {
         let figment = flag(figment, "cluster.peer_listen", self.peer_listen);
         let figment = flag(figment, "cluster.peer_advertise", self.peer_advertise);
         let figment = flag(figment, "cluster.seeds", non_empty(self.seeds));
+        let figment = flag(figment, "cluster.bootstrap_expect", self.bootstrap_expect);
         Settings::extract(&figment)
     }
 }

@@ -15,6 +15,7 @@ use sidestream_proto::peer::v1::Join;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use super::bootstrap::{self, Settled};
 use super::membership::{self, JoinAccepted, LeaveError, Left};
 use super::metadata::{self, ClusterState, ClusterTopic, METADATA_TOPIC, MetadataCommand};
 use super::replica::{Formation, OpenReplicaError, PartitionReplica, PeerNode};
@@ -48,9 +49,13 @@ pub struct ClusterConfig {
     pub peer_listen: SocketAddr,
     /// The peer address other sidecars are told (default: the bound peer address).
     pub peer_advertise: Option<String>,
-    /// Members to join through (`host:port` of their peer ports); none to form a new cluster,
-    /// or to restart a member from its data.
+    /// Members to join through (`host:port` of their peer ports, a DNS name standing for
+    /// every address it resolves to); none to form a new cluster, or to restart a member from
+    /// its data.
     pub seeds: Vec<String>,
+    /// With seeds and no data of its own: how many such sidecars, this one included, form a
+    /// new cluster when no seed knows one (docs/PROTOCOL.md, "Bootstrap"); 0 for none.
+    pub bootstrap_expect: u32,
 }
 
 /// Why a sidecar could not take its place in the cluster.
@@ -159,10 +164,29 @@ impl ClusterMember {
             client_address,
             fresh: !dir.exists(),
         };
-        if join.fresh && !config.seeds.is_empty() {
-            // Before this node serves the metadata group's calls: a node the cluster knows,
-            // back without its data, would vote as if it had none to lose.
-            check_fresh(&node.clients(), &join, &config.seeds).await?;
+        let mut seeds = config.seeds.clone();
+        if join.fresh && !seeds.is_empty() {
+            if config.bootstrap_expect > 0 {
+                let groups = node.groups();
+                let settled = bootstrap::settle(
+                    &node.clients(),
+                    &groups.bootstrap,
+                    node_id,
+                    &seeds,
+                    config.bootstrap_expect,
+                )
+                .await;
+                match settled {
+                    // Formed below as by a node without seeds; registered through itself.
+                    Settled::Form => seeds.clear(),
+                    Settled::Join(members) => seeds = members.into_iter().chain(seeds).collect(),
+                }
+            }
+            if !seeds.is_empty() {
+                // Before this node serves the metadata group's calls: a node the cluster
+                // knows, back without its data, would vote as if it had none to lose.
+                check_fresh(&node.clients(), &join, &seeds).await?;
+            }
         }
         let metadata = node
             .open_partition(METADATA_TOPIC, 0, &dir, LogConfig::default(), None)
@@ -182,7 +206,7 @@ impl ClusterMember {
                 return Err(error);
             }
         };
-        if !formed && config.seeds.is_empty() {
+        if !formed && seeds.is_empty() {
             let members: BTreeMap<NodeId, BasicNode> =
                 [(node_id, BasicNode::new(&peer_address))].into();
             if let Err(error) = metadata.raft.initialize(members).await {
@@ -193,13 +217,8 @@ impl ClusterMember {
         }
         // Asked as a member from now on (checked above, or formed here, or known already).
         join.fresh = false;
-        let register = tokio::spawn(register(
-            node.groups(),
-            node.clients(),
-            join,
-            config.seeds.clone(),
-        ))
-        .abort_handle();
+        let register =
+            tokio::spawn(register(node.groups(), node.clients(), join, seeds)).abort_handle();
         Ok((metadata, state, peer_address, vec![follow, register]))
     }
 
@@ -436,7 +455,7 @@ async fn check_fresh(
 ) -> Result<(), ClusterError> {
     let mut attempt = 0_u64;
     loop {
-        let seed = &seeds[usize::try_from(attempt).unwrap_or(0) % seeds.len()];
+        let seed = &seed_address(seeds, attempt).await;
         match membership::forward_join(clients, seed, join.clone()).await {
             Ok(_) => return Ok(()),
             Err(reason) if reason.is_permanent() => return Err(ClusterError::Refused(reason)),
@@ -448,6 +467,19 @@ async fn check_fresh(
         }
         attempt += 1;
         tokio::time::sleep(JOIN_RETRY).await;
+    }
+}
+
+/// The address to try at attempt `attempt`: the seeds' addresses in turn, a DNS name standing
+/// for each address it resolves to (a headless Service's pods, of which only some may be
+/// members yet); the seed itself when none resolves.
+async fn seed_address(seeds: &[String], attempt: u64) -> String {
+    let addresses = bootstrap::resolve_all(seeds).await;
+    let pick = |list: &[String]| list[usize::try_from(attempt).unwrap_or(0) % list.len()].clone();
+    if addresses.is_empty() {
+        pick(seeds)
+    } else {
+        pick(&addresses)
     }
 }
 
@@ -472,7 +504,7 @@ async fn register(
         let result = if seeds.is_empty() {
             membership::handle_join(&groups, &clients, join.clone()).await
         } else {
-            let seed = &seeds[usize::try_from(attempt).unwrap_or(0) % seeds.len()];
+            let seed = &seed_address(&seeds, attempt).await;
             membership::forward_join(&clients, seed, join.clone()).await
         };
         match result {

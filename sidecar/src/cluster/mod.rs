@@ -39,6 +39,7 @@
 //! The state machine is small: last applied log id, last membership, the high watermark and the
 //! idempotent producers' table; its snapshots are that metadata, saved beside the log.
 
+mod bootstrap;
 mod bundle;
 mod election;
 mod entry_codec;

@@ -52,6 +52,7 @@ const NOT_KEYS: &[&str] = &[
 pub(crate) const TOP_KEYS: &[&str] = &[
     "data_dir",
     "node_id",
+    "node_name",
     "listen",
     "advertise",
     "admin_listen",
@@ -79,7 +80,10 @@ const SECTION_KEYS: [(&str, &[&str]); 3] = [
             "retention_check_ms",
         ],
     ),
-    ("cluster", &["peer_listen", "peer_advertise", "seeds"]),
+    (
+        "cluster",
+        &["peer_listen", "peer_advertise", "seeds", "bootstrap_expect"],
+    ),
 ];
 
 /// Whether the environment variable key `key` (after the prefix, sections split by `.`)
@@ -133,8 +137,14 @@ pub(crate) struct Settings {
     /// user's data directory, `$XDG_DATA_HOME/sidestream` or `~/.local/share/sidestream`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) data_dir: Option<PathBuf>,
-    /// This node's id in the cluster: 1 or more, unique in the cluster.
-    pub(crate) node_id: u64,
+    /// This node's id in the cluster: 1 or more, unique in the cluster (default: derived from
+    /// `node_name`, else 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node_id: Option<u64>,
+    /// This node's name (a Kubernetes node's name): the node id is derived from it, for
+    /// sidecars that are all given the same settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node_name: Option<String>,
     /// The client QUIC address (UDP).
     pub(crate) listen: SocketAddr,
     /// The address clients are told to use (default: the bound address).
@@ -210,8 +220,13 @@ pub(crate) struct ClusterSettings {
     /// The peer address other sidecars are told to use (default: the peer listen address).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) peer_advertise: Option<String>,
-    /// Peer addresses (`host:port`) of members to join the cluster through.
+    /// Peer addresses (`host:port`) of members to join the cluster through; a DNS name
+    /// stands for every address it resolves to.
     pub(crate) seeds: Vec<String>,
+    /// How many sidecars, started together with these seeds and no data, form a new cluster
+    /// when the seeds know none (0: none is formed this way; a sidecar without seeds forms
+    /// one alone).
+    pub(crate) bootstrap_expect: u32,
 }
 
 impl Default for Settings {
@@ -219,7 +234,8 @@ impl Default for Settings {
         let defaults = SidecarConfig::new("");
         Self {
             data_dir: None,
-            node_id: defaults.node_id,
+            node_id: None,
+            node_name: None,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_CLIENT_PORT)),
             advertise: None,
             admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_ADMIN_PORT)),
@@ -325,7 +341,9 @@ impl Settings {
     /// Checks every range and every pair of keys that go together.
     fn check(&self) -> Result<(), SettingsError> {
         let topics = &self.topics;
-        at_least("node_id", self.node_id, 1)?;
+        if let Some(node_id) = self.node_id {
+            at_least("node_id", node_id, 1)?;
+        }
         within(
             "topics.default_partitions",
             u64::from(topics.default_partitions),
@@ -377,6 +395,32 @@ impl Settings {
                 });
             }
         }
+        self.check_together()
+    }
+
+    /// Checks the keys that go together: a node's id or name, the three certificate files,
+    /// and the cluster's keys.
+    fn check_together(&self) -> Result<(), SettingsError> {
+        if let (Some(node_id), Some(name)) = (self.node_id, &self.node_name) {
+            return Err(SettingsError::Invalid {
+                key: "node_name",
+                value: format!("{name:?}"),
+                problem: format!(
+                    "and node_id = {node_id} are both given: the node id is one or the other"
+                ),
+            });
+        }
+        if self
+            .node_name
+            .as_ref()
+            .is_some_and(|name| name.trim().is_empty())
+        {
+            return Err(SettingsError::Invalid {
+                key: "node_name",
+                value: "\"\"".into(),
+                problem: "is empty: name the node, or leave node_name out".into(),
+            });
+        }
         let tls = [&self.tls.ca, &self.tls.cert, &self.tls.key];
         let given = tls.iter().filter(|path| path.is_some()).count();
         if given != 0 && given != 3 {
@@ -399,15 +443,41 @@ impl Settings {
                     problem: "needs cluster.peer_listen (a sidecar alone has no peer port)".into(),
                 });
             }
-            if !self.cluster.seeds.is_empty() {
+            if !self.cluster.seeds.is_empty() || self.cluster.bootstrap_expect > 0 {
+                let (key, value) = if self.cluster.seeds.is_empty() {
+                    (
+                        "cluster.bootstrap_expect",
+                        self.cluster.bootstrap_expect.to_string(),
+                    )
+                } else {
+                    ("cluster.seeds", format!("{:?}", self.cluster.seeds))
+                };
                 return Err(SettingsError::Invalid {
-                    key: "cluster.seeds",
-                    value: format!("{:?}", self.cluster.seeds),
+                    key,
+                    value,
                     problem: "needs cluster.peer_listen (a sidecar alone has no peer port)".into(),
                 });
             }
         }
+        if self.cluster.bootstrap_expect > 0 && self.cluster.seeds.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "cluster.bootstrap_expect",
+                value: self.cluster.bootstrap_expect.to_string(),
+                problem: "needs cluster.seeds: the addresses of the sidecars that form the \
+                          cluster together"
+                    .into(),
+            });
+        }
         Ok(())
+    }
+
+    /// This node's id: the one given, else the one its name stands for, else 1.
+    pub(crate) fn node_id(&self) -> u64 {
+        match (self.node_id, &self.node_name) {
+            (Some(id), _) => id,
+            (None, Some(name)) => node_id_of_name(name),
+            (None, None) => SidecarConfig::new("").node_id,
+        }
     }
 
     /// The data directory: the one given, else the user's data directory.
@@ -431,7 +501,7 @@ impl Settings {
     pub(crate) fn into_config(self) -> Result<SidecarConfig, SettingsError> {
         let mut config = SidecarConfig::new(self.data_dir()?);
         config.listen = self.listen;
-        config.node_id = self.node_id;
+        config.node_id = self.node_id();
         config.advertised_address = self.advertise;
         config.admin_listen = Some(self.admin_listen);
         config.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
@@ -460,6 +530,7 @@ impl Settings {
             peer_listen,
             peer_advertise: self.cluster.peer_advertise,
             seeds: self.cluster.seeds,
+            bootstrap_expect: self.cluster.bootstrap_expect,
         });
         Ok(config)
     }
@@ -473,6 +544,23 @@ impl Settings {
         let mut resolved = self.clone();
         resolved.data_dir = Some(self.data_dir()?);
         toml::to_string(&resolved).map_err(|e| SettingsError::Layer(e.to_string()))
+    }
+}
+
+/// The node id that node name `name` stands for: the 64-bit FNV-1a hash of its UTF-8 bytes,
+/// kept to its low 53 bits (a number JSON tools read exactly), 1 for a hash of 0. Stable
+/// across versions and machines: a node keeps its id across restarts and upgrades as long as
+/// its name stays. Two names of one cluster share an id with odds of about n²/2⁵⁴ for n
+/// nodes.
+pub(crate) fn node_id_of_name(name: &str) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = name.bytes().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    });
+    match hash & ((1 << 53) - 1) {
+        0 => 1,
+        id => id,
     }
 }
 

@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use quinn::Endpoint;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sidestream::transport::{
     BindError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint, crypto_provider,
     read_certificates, read_private_key, read_trust_anchors,
@@ -21,9 +25,16 @@ use super::{ClientIdentity, DevCertificates};
 /// A certificate of the CA is not enough to call into a sidecar's Raft groups: the services'
 /// client certificates chain to the same CA. The accepting end also checks that the caller's
 /// identity ([`ClientIdentity`]) is one of the [`peer_identities`](Self::peer_identities): by
-/// default the identity of this sidecar's own certificate, which every sidecar of a cluster
+/// the identity of this sidecar's own certificate, which every sidecar of a cluster
 /// shares when their certificates are issued alike (the development certificates all name
 /// `Sidestream sidecar`).
+///
+/// The opening end checks the same of the accepting one, by its certificate rather than by
+/// its address: the certificate must chain to the cluster's CA and either carry the address
+/// called (as a certificate checked for a name always does) or name one of the peer
+/// identities. Peers are called at addresses no certificate can list ahead of time (a
+/// Kubernetes pod's address, each of the addresses a seed's DNS name resolves to), and a
+/// certificate of the cluster's CA naming a sidecar identity is what makes a peer.
 ///
 /// ALPN `sidestream-peer/1` ([`sidestream_proto::peer::ALPN`]), TLS 1.3 only.
 #[derive(Clone)]
@@ -49,10 +60,14 @@ impl PeerTls {
             .and_then(Result::ok)
             .ok_or_else(|| TlsError::NoCertificate { path: cert.into() })?;
         let server = mutual_server_config(ca, cert, key, sidestream_proto::peer::ALPN)?;
+        let identities = BTreeSet::from([own_identity.as_str().to_owned()]);
+        let verifier = PeerVerifier::new(read_trust_anchors(ca)?, identities.clone())
+            .map_err(|source| TlsError::Rustls { source })?;
         let mut client = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(PROTOCOL_VERSIONS)
             .map_err(|source| TlsError::Rustls { source })?
-            .with_root_certificates(read_trust_anchors(ca)?)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(chain, read_private_key(key)?)
             .map_err(|source| TlsError::KeyMismatch {
                 cert: cert.into(),
@@ -68,7 +83,7 @@ impl PeerTls {
         Ok(Self {
             ca: ca.into(),
             cert: cert.into(),
-            identities: BTreeSet::from([own_identity.as_str().to_owned()]),
+            identities,
             server: Arc::new(server),
             client: Arc::new(client),
         })
@@ -81,14 +96,6 @@ impl PeerTls {
             &certificates.server_cert(),
             &certificates.server_key(),
         )
-    }
-
-    /// Accepts callers whose certificates name any of `identities` instead of this sidecar's
-    /// own identity.
-    #[must_use]
-    pub fn with_peer_identities(mut self, identities: impl IntoIterator<Item = String>) -> Self {
-        self.identities = identities.into_iter().collect();
-        self
     }
 
     /// The identities a caller's certificate may name.
@@ -129,5 +136,84 @@ impl fmt::Debug for PeerTls {
             .field("cert", &self.cert)
             .field("identities", &self.identities)
             .finish_non_exhaustive()
+    }
+}
+
+/// How a sidecar checks the certificate of the peer it called: chained to the cluster's CA
+/// for a server (rustls' own check), and valid for the address called or naming a peer
+/// identity.
+#[derive(Debug)]
+struct PeerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    identities: BTreeSet<String>,
+}
+
+impl PeerVerifier {
+    fn new(roots: RootCertStore, identities: BTreeSet<String>) -> Result<Self, rustls::Error> {
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(Self { webpki, identities })
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let checked = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match checked {
+            // rustls checks the chain (to the CA, valid now, for a server) before the name:
+            // a certificate only of the wrong name is one of the cluster's.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {
+                let identity = ClientIdentity::from_certificate(end_entity).map_err(|e| {
+                    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                        Arc::new(e),
+                    )))
+                })?;
+                if self.identities.contains(identity.as_str()) {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    checked
+                }
+            }
+            checked => checked,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }

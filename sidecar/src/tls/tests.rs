@@ -18,7 +18,7 @@ use tokio::time::timeout;
 
 use super::{
     ClientIdentity, DEV_CLIENT_IDENTITY, DevCertificates, DevCertificatesError, IdentityError,
-    ServerTls,
+    PeerTls, ServerTls,
 };
 
 #[test]
@@ -464,4 +464,82 @@ async fn bounded(test: impl Future<Output = ()>) {
     timeout(Duration::from_secs(20), test)
         .await
         .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_peer_is_checked_by_its_certificate_not_by_the_address_called() {
+    bounded(async {
+        let (dir, certificates) = dev_certificates();
+        let peer = PeerTls::from_dev(&certificates).unwrap();
+        // 127.0.0.3 is not among the certificate's names (localhost, 127.0.0.1, ::1).
+        let server = peer
+            .bind(SocketAddr::from(([127, 0, 0, 3], 0)), &QuicTuning::default())
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = server.clone();
+        let accept = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                if let Ok(connection) = incoming.await {
+                    tokio::spawn(echo(connection));
+                }
+            }
+        });
+        let caller = peer.bind(loopback(), &QuicTuning::default()).unwrap();
+        let connection = caller
+            .connect(addr, &addr.ip().to_string())
+            .unwrap()
+            .await
+            .unwrap();
+        connection.close(0u32.into(), b"done");
+
+        // A certificate of the same CA, for a server, of another identity: refused for the
+        // name it lacks.
+        let ca_pem = std::fs::read_to_string(certificates.ca_cert()).unwrap();
+        let ca_key = rcgen::KeyPair::from_pem(
+            &std::fs::read_to_string(certificates.ca_key()).unwrap(),
+        )
+        .unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "not a sidecar");
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let stranger_cert = dir.path().join("stranger.pem");
+        let stranger_key = dir.path().join("stranger.key");
+        std::fs::write(&stranger_cert, params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(&stranger_key, key.serialize_pem()).unwrap();
+        let stranger = PeerTls::from_paths(&certificates.ca_cert(), &stranger_cert, &stranger_key)
+            .unwrap()
+            .bind(SocketAddr::from(([127, 0, 0, 3], 0)), &QuicTuning::default())
+            .unwrap();
+        let stranger_addr = stranger.local_addr().unwrap();
+        let accepting = stranger.clone();
+        let stranger_accept = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let _ = incoming.await;
+            }
+        });
+        let refused = caller
+            .connect(stranger_addr, &stranger_addr.ip().to_string())
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, ConnectionError::TransportError(error) if error.reason.contains("not valid for name")),
+            "{refused:?}"
+        );
+
+        stranger.close(0u32.into(), b"done");
+        caller.close(0u32.into(), b"done");
+        server.close(0u32.into(), b"done");
+        accept.await.unwrap();
+        stranger_accept.await.unwrap();
+        let _ = dir;
+    })
+    .await;
 }

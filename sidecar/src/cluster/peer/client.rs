@@ -113,6 +113,11 @@ impl PeerClients {
         }
     }
 
+    /// This sidecar's node id.
+    pub(crate) fn node_id(&self) -> u64 {
+        self.hello.node_id
+    }
+
     /// The peer address this sidecar introduces itself with.
     pub(crate) fn peer_address(&self) -> &str {
         &self.hello.peer_address

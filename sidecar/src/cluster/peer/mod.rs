@@ -64,6 +64,8 @@ pub struct RaftGroups {
     /// good).
     pub(crate) cluster_state:
         std::sync::OnceLock<tokio::sync::watch::Receiver<crate::cluster::metadata::ClusterState>>,
+    /// This node's part in forming a cluster with others started with it.
+    pub(crate) bootstrap: super::bootstrap::BootstrapState,
 }
 
 impl std::fmt::Debug for RaftGroups {

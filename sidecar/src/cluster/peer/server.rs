@@ -236,6 +236,18 @@ async fn try_answer(
             }
             return Ok(Answer::Peer(wire::answered(b"{\"Ok\":null}".to_vec())));
         }
+        Some(peer_request::Body::Bootstrap(call)) => {
+            // A member's metadata replica is open, and so is a fresh node's once it joins.
+            let formed = peers.groups.cluster_state.get().is_some();
+            let answer = peers.groups.bootstrap.answer(
+                peers.clients.node_id(),
+                formed,
+                call.step(),
+                call.candidate,
+            );
+            let json = wire::to_json(&answer, "bootstrap answer")?;
+            return Ok(Answer::Peer(wire::answered(json)));
+        }
         Some(peer_request::Body::Leave(leave)) => {
             let result =
                 membership::handle_leave(&peers.groups, &peers.clients, leave.node_id).await;

@@ -128,7 +128,7 @@ fn every_key_of_the_file_reaches_the_config_and_flags_win() {
         ],
     )
     .unwrap();
-    assert_eq!(flagged.node_id, 4);
+    assert_eq!(flagged.node_id, Some(4));
     assert_eq!(flagged.topics.default_fsync, FsyncPolicy::Never);
     assert_eq!(flagged.cluster.seeds, ["node-9.example:7401"]);
     assert_eq!(flagged.topics.default_partitions, 6);
@@ -185,6 +185,54 @@ fn a_value_of_the_wrong_type_is_named() {
 }
 
 #[test]
+fn a_node_name_stands_for_a_stable_node_id() {
+    let named = from("node_name = \"worker-7.example\"\n", &[]).unwrap();
+    let id = named.node_id();
+    // FNV-1a of the name, its low 53 bits: the same in every version and on every machine.
+    // (0xbc25_5ea1_8e4b_ffd7, computed apart)
+    assert_eq!(id, 1_511_422_853_644_247);
+    assert_eq!(id, node_id_of_name("worker-7.example"));
+    assert_ne!(id, node_id_of_name("worker-8.example"));
+    assert_eq!(named.into_config().unwrap().node_id, id);
+    // Without either, node 1.
+    assert_eq!(from("", &[]).unwrap().node_id(), 1);
+    assert_eq!(
+        error("node_id = 3\nnode_name = \"w\"\n"),
+        "configuration: node_name = \"w\" and node_id = 3 are both given: the node id is one or the other"
+    );
+    assert_eq!(
+        error("node_name = \" \"\n"),
+        "configuration: node_name = \"\" is empty: name the node, or leave node_name out"
+    );
+}
+
+#[test]
+fn bootstrap_expect_needs_seeds() {
+    assert_eq!(
+        error("[cluster]\npeer_listen = \"127.0.0.1:7401\"\nbootstrap_expect = 3\n"),
+        "configuration: cluster.bootstrap_expect = 3 needs cluster.seeds: the addresses of the sidecars that form the cluster together"
+    );
+    assert_eq!(
+        error("[cluster]\nbootstrap_expect = 3\n"),
+        "configuration: cluster.bootstrap_expect = 3 needs cluster.peer_listen (a sidecar alone has no peer port)"
+    );
+    let settled = from(
+        "[cluster]\npeer_listen = \"127.0.0.1:7401\"\nseeds = [\"peers.example:7401\"]\nbootstrap_expect = 3\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        settled
+            .into_config()
+            .unwrap()
+            .cluster
+            .unwrap()
+            .bootstrap_expect,
+        3
+    );
+}
+
+#[test]
 fn values_out_of_range_are_named_with_the_range() {
     assert_eq!(
         error("node_id = 0\n"),
@@ -233,7 +281,10 @@ fn the_environments_keys_and_sections_are_the_files() {
             peer_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 1))),
             peer_advertise: Some("p:1".into()),
             seeds: vec!["s:1".into()],
+            bootstrap_expect: 3,
         },
+        node_id: Some(2),
+        node_name: Some("n".into()),
         ..Settings::default()
     };
     let table: toml::Table = toml::from_str(&every.to_toml().unwrap()).unwrap();
