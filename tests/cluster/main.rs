@@ -280,6 +280,60 @@ async fn sidecars_started_together_with_the_same_seeds_form_one_cluster() {
     let _ = client.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_sidecar_hands_its_partitions_leadership_over_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, tls) = three_members(dir.path()).await;
+    let client = connect(&members[1], &tls).await;
+    // Three partitions, each led by its preferred replica: one on each node.
+    leaders_are_the_preferred_replicas(&client, &members, &tls).await;
+    let acked = publish_range(&client, "spread", 0..30).await;
+
+    // SIGTERM, as Kubernetes stops a pod: node 1 hands its partition over before it goes.
+    let (clean, log) = members[0].process.terminate(Duration::from_secs(30));
+    assert!(clean, "the sidecar stops cleanly; its log:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("handed partition leadership over before stopping"))
+        .unwrap_or_else(|| panic!("no handover before stopping; the log:\n{log}"));
+    let line = without_colors(line);
+    assert!(line.contains("led=1 moved=1"), "{line}");
+
+    // The others lead every partition, and take and serve events.
+    wait_until(
+        members[1].process.addr(),
+        &tls,
+        "no partition led by node 1",
+        |m| {
+            m.topics.iter().any(|t| {
+                t.name == "spread"
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.leader.is_some_and(|l| l != 1))
+            })
+        },
+    )
+    .await;
+    let more = publish_range(&client, "spread", 30..40).await;
+    let every: Vec<(u32, u64, String)> = acked.into_iter().chain(more).collect();
+    read_back(&client, "spread", &every).await;
+    let _ = client.close().await;
+}
+
+/// `line` without its terminal color codes (`ESC [ … m`).
+fn without_colors(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// Waits until every member lists three voters and a leader, then until they all name the
 /// same one; returns it.
 async fn three_voters_agree_on_a_leader(members: &[Member], tls: &Path) -> u64 {

@@ -114,6 +114,10 @@ pub struct RunningSidecar {
     admin_stop: watch::Sender<bool>,
 }
 
+/// Longest a shutdown spends handing the leadership of the partitions this node leads over
+/// to other replicas (each handover waits for its replica to catch up, then for the election).
+const HAND_AWAY_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a shutdown waits for the admin port's requests in progress (a scraper that stopped
 /// reading must not hold the shutdown up).
 const ADMIN_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -386,9 +390,13 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
         }
     }
     retention.abort();
+    let grace = shared.config.shutdown_grace;
+    if let Some(cluster) = &shared.cluster {
+        // While services may still publish here: passed on to the new leaders.
+        replicas::hand_away(cluster, &shared.topics, grace.min(HAND_AWAY_WAIT)).await;
+    }
     // Refuse new connections; the open ones finish what they are doing.
     endpoint.set_server_config(None);
-    let grace = shared.config.shutdown_grace;
     let topics = Arc::clone(&shared.topics);
     let groups = Arc::clone(&shared.groups);
     let cluster = shared.cluster.clone();

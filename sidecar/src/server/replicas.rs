@@ -297,6 +297,60 @@ async fn balance(
     }
 }
 
+/// Before this node stops (a rolling restart, an upgrade): hands the leadership of every
+/// partition it leads over to the other voter that holds the most of its log, all at once,
+/// within `wait`, so that publishes move to the new leaders without waiting out an election
+/// timeout. Returns how many of those it led moved.
+pub(crate) async fn hand_away(cluster: &ClusterMember, topics: &Topics, wait: Duration) -> usize {
+    let state = cluster.state();
+    let mut handovers = Vec::new();
+    for topic in topics.all() {
+        let Some(id) = topic.id() else { continue };
+        for partition in topic.partitions() {
+            let Kind::Replicated(replicated) = partition.kind() else {
+                continue;
+            };
+            let Some(to) = replicated.successor() else {
+                continue;
+            };
+            let Some(node) = state.nodes.get(&to) else {
+                continue;
+            };
+            let group = format!("{}-{id}", topic.spec().name);
+            let number = partition.number();
+            let address = node.peer_address.clone();
+            let partition = Arc::clone(partition);
+            let name = topic.spec().name.clone();
+            handovers.push(async move {
+                let Kind::Replicated(replicated) = partition.kind() else {
+                    return false;
+                };
+                let ask = cluster.ask_to_stand(&group, number, to, &address);
+                match replicated.hand_over(to, ask).await {
+                    Ok(moved) => moved,
+                    Err(reason) => {
+                        tracing::warn!(topic = %name, partition = number, to, %reason, "leadership not handed over before stopping");
+                        false
+                    }
+                }
+            });
+        }
+    }
+    if handovers.is_empty() {
+        return 0;
+    }
+    let led = handovers.len();
+    let moved = tokio::time::timeout(wait, futures_util::future::join_all(handovers))
+        .await
+        .map_or(0, |moved| moved.into_iter().filter(|m| *m).count());
+    tracing::info!(
+        led,
+        moved,
+        "handed partition leadership over before stopping"
+    );
+    moved
+}
+
 /// Uninstalls `topic`, stops this node's replicas of it and removes their files.
 async fn remove(
     cluster: &ClusterMember,

@@ -554,6 +554,24 @@ impl Replicated {
         })
     }
 
+    /// The voter to hand this replica's leadership to before this node stops, if it leads:
+    /// the other voter of the group's committed membership that holds the most of the log,
+    /// the preferred replica among equals.
+    pub(crate) fn successor(&self) -> Option<NodeId> {
+        let m = self.replica.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.node_id) {
+            return None;
+        }
+        let preferred = self.replicas().first().copied();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|&id| id != self.node_id)
+            .filter_map(|id| matched(&m, id).map(|index| (index, Some(id) == preferred, id)))
+            .max()
+            .map(|(_, _, id)| id)
+    }
+
     /// After a failed handover: wait [`BALANCE_BACKOFF`] checks before the next.
     pub(crate) fn balance_failed(&self) {
         self.balance_checks
@@ -625,7 +643,7 @@ impl Replicated {
         raft.runtime_config().heartbeat(true);
         // A new leader means a new term, which rebuilds the table of proposals.
         drop(proposals);
-        tracing::info!(to, moved, "leadership handed over to the preferred replica");
+        tracing::info!(to, moved, "leadership handed over");
         Ok(moved)
     }
 
