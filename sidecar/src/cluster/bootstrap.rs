@@ -18,8 +18,8 @@
 //! `bootstrap_expect` to the number of sidecars started together (or to more than half of
 //! them). A promise a candidate does not take back (it died) lapses after [`PROMISE_LAPSE`];
 //! a candidate forms only if it gathered its promises within [`GATHER_WITHIN`], far less. A
-//! sidecar promises only a candidate with a lower id than its own, so the lowest wins as soon
-//! as it sees enough. Promises are not kept on disk: a sidecar restarted while the cluster
+//! sidecar promises only a candidate with a lower id than its own, and does not stand while a
+//! lower one has called it in that time, so the lowest wins as soon as it sees enough. Promises are not kept on disk: a sidecar restarted while the cluster
 //! forms has promised no one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,8 +69,9 @@ pub(crate) struct BootstrapState {
 #[derive(Debug, Default)]
 struct Inner {
     taking_part: bool,
-    /// The lowest id of another sidecar taking part that called this one.
-    lowest_caller: Option<NodeId>,
+    /// The lowest id of another sidecar taking part that called this one, and when it last
+    /// did (a caller that died stops counting after [`PROMISE_LAPSE`]).
+    lowest_caller: Option<(NodeId, Instant)>,
     /// The candidate promised, and when.
     promised: Option<(NodeId, Instant)>,
 }
@@ -118,7 +119,14 @@ impl BootstrapState {
         let mut inner = self.lock();
         let taking_part = inner.taking_part && !formed;
         if taking_part && step != BootstrapStep::Probe && candidate != own {
-            inner.lowest_caller = Some(inner.lowest_caller.map_or(candidate, |l| l.min(candidate)));
+            inner.lowest_caller = match inner.lowest_caller {
+                Some((lowest, at))
+                    if lowest < candidate && now.duration_since(at) < PROMISE_LAPSE =>
+                {
+                    Some((lowest, at))
+                }
+                _ => Some((candidate, now)),
+            };
             let promised = inner.promised(now);
             match step {
                 BootstrapStep::Promise
@@ -145,7 +153,10 @@ impl BootstrapState {
 
     /// The lowest id of a sidecar taking part that has called this one.
     fn lowest_caller(&self) -> Option<NodeId> {
-        self.lock().lowest_caller
+        self.lock()
+            .lowest_caller
+            .filter(|(_, at)| at.elapsed() < PROMISE_LAPSE)
+            .map(|(id, _)| id)
     }
 
     /// Promises this sidecar (`own`) to itself, as a candidate; false if it promised another.
