@@ -74,6 +74,7 @@ pub mod partitioner;
 mod publish;
 mod random;
 mod subscribe;
+pub mod telemetry;
 pub mod transport;
 
 pub use client::{

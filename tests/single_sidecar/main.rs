@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod crash;
 mod groups;
+mod tracing;
 mod typed;
 
 use std::time::Duration;

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use order_service::OrderBook;
 use sidestream::Client;
+use sidestream::telemetry::Telemetry;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 /// The order service of the Sidestream shop example.
 #[derive(Debug, Parser)]
@@ -24,7 +24,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing();
+    // Logs on stderr; spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = Telemetry::init(SERVICE, "info");
     let client = Client::connect_local(SERVICE)
         .await
         .context("cannot connect to the sidecar on this node (is `sidestream sidecar` running?)")?;
@@ -34,20 +35,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    order_service::run(client, listener, OrderBook::new(), shutdown_signal()).await
+    let result = order_service::run(client, listener, OrderBook::new(), shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
 }
 
 /// The name the service connects as: the `source` header of its events.
 const SERVICE: &str = "order-service";
-
-/// Logs to stderr at `info` (or what `RUST_LOG` says).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
 
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {

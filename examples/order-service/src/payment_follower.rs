@@ -90,12 +90,13 @@ pub(crate) async fn follow(
         };
         let delivery = delivery.context("the subscription to payments failed")?;
         let (partition, offset) = (delivery.partition, delivery.offset);
-        match PaymentEvent::from_raw(&delivery.event) {
+        // In the trace of the payment's publisher (and so of the order's).
+        delivery.handling_span().in_scope(|| match PaymentEvent::from_raw(&delivery.event) {
             Ok(event) => settle(&orders, event, Instant::now()),
             Err(error) => {
                 tracing::warn!(partition, offset, %error, "skipping an unreadable payment event");
             }
-        }
+        });
         delivery.ack().await.with_context(|| {
             format!("cannot acknowledge payments partition {partition} offset {offset}")
         })?;

@@ -41,6 +41,7 @@ use std::future::Future;
 use anyhow::Context as _;
 use sidestream::{Client, StartAt};
 use sidestream_example_events::OrderPlaced;
+use tracing::Instrument as _;
 
 pub use policy::{DEFAULT_LIMIT_CENTS, Decision, PaymentPolicy};
 
@@ -110,33 +111,11 @@ async fn serve(
             }
             Err(error) => return Err(error).context("the subscription to orders failed"),
         };
-        let order = &delivery.event;
-        match policy.decide(order) {
-            Decision::Charge(payment) => {
-                client.publish(&payment).await.with_context(|| {
-                    format!(
-                        "cannot publish PaymentCompleted of order {}",
-                        order.order_id
-                    )
-                })?;
-                tracing::info!(
-                    order_id = %order.order_id,
-                    payment_id = %payment.payment_id,
-                    amount_cents = payment.amount_cents,
-                    "payment completed"
-                );
-            }
-            Decision::Decline(failure) => {
-                client.publish(&failure).await.with_context(|| {
-                    format!("cannot publish PaymentFailed of order {}", order.order_id)
-                })?;
-                tracing::info!(
-                    order_id = %order.order_id,
-                    reason = %failure.reason,
-                    "payment failed"
-                );
-            }
-        }
+        // One trace from the order's publisher through its handling here and on.
+        let span = delivery.handling_span();
+        decide_and_publish(client, policy, &delivery.event)
+            .instrument(span)
+            .await?;
         let (partition, offset) = (delivery.partition, delivery.offset);
         delivery.ack().await.with_context(|| {
             format!("cannot acknowledge orders partition {partition} offset {offset}")
@@ -147,4 +126,39 @@ async fn serve(
         .close()
         .await
         .context("cannot close the subscription to orders")
+}
+
+/// Decides on `order` and publishes the outcome.
+async fn decide_and_publish(
+    client: &Client,
+    policy: &PaymentPolicy,
+    order: &OrderPlaced,
+) -> anyhow::Result<()> {
+    match policy.decide(order) {
+        Decision::Charge(payment) => {
+            client.publish(&payment).await.with_context(|| {
+                format!(
+                    "cannot publish PaymentCompleted of order {}",
+                    order.order_id
+                )
+            })?;
+            tracing::info!(
+                order_id = %order.order_id,
+                payment_id = %payment.payment_id,
+                amount_cents = payment.amount_cents,
+                "payment completed"
+            );
+        }
+        Decision::Decline(failure) => {
+            client.publish(&failure).await.with_context(|| {
+                format!("cannot publish PaymentFailed of order {}", order.order_id)
+            })?;
+            tracing::info!(
+                order_id = %order.order_id,
+                reason = %failure.reason,
+                "payment failed"
+            );
+        }
+    }
+    Ok(())
 }

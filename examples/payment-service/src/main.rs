@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use payment_service::{DEFAULT_LIMIT_CENTS, PaymentPolicy};
 use sidestream::Client;
-use tracing_subscriber::EnvFilter;
+use sidestream::telemetry::Telemetry;
 
 /// The payment service of the Sidestream shop example.
 #[derive(Debug, Parser)]
@@ -28,7 +28,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing();
+    // Logs on stderr; spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = Telemetry::init(SERVICE, "info");
     let policy = args
         .blocked
         .iter()
@@ -42,20 +43,13 @@ async fn main() -> anyhow::Result<()> {
     sidestream_example_events::create_topics(&client)
         .await
         .context("cannot create the shop's topics")?;
-    payment_service::run(client, policy, shutdown_signal()).await
+    let result = payment_service::run(client, policy, shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
 }
 
 /// The name the service connects as: the `source` header of its events.
 const SERVICE: &str = "payment-service";
-
-/// Logs to stderr at `info` (or what `RUST_LOG` says).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
 
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {

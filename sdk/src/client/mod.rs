@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 pub use admin::{Cleanup, Fsync, ParseSettingError, TopicSettings};
 pub(crate) use admin::{describe_topic, valid_name};
@@ -26,7 +27,7 @@ pub(crate) use link::{CallError, Link, RetryPolicy};
 
 use crate::publish::Producer;
 use crate::subscribe::SubscribeBuilder;
-use crate::{Acks, Error, Event, PendingReceipt, RawEvent, Receipt};
+use crate::{Acks, Error, Event, PendingReceipt, RawEvent, Receipt, telemetry};
 
 /// A service's connection to the sidecar on its node: publish events, subscribe to topics,
 /// administer topics.
@@ -105,7 +106,17 @@ impl Client {
     /// partition; [`Error::Timeout`] if retries did not succeed within the request timeout;
     /// [`Error::Closed`] after [`close`](Self::close).
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Receipt, Error> {
-        self.publish_nowait(event).await?.await
+        let producer = &self.inner.producer;
+        let span = telemetry::publish_span(E::TOPIC, E::TYPE_NAME, producer.source());
+        let trace = telemetry::trace_parent(&span);
+        async move {
+            producer
+                .publish(event, producer.default_acks(), trace)
+                .await?
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Buffers `event` for publishing and returns as soon as it is in the buffer (waiting only
@@ -119,7 +130,12 @@ impl Client {
     /// a topic that cannot be described, a closed client. The rest come from the future.
     pub async fn publish_nowait<E: Event>(&self, event: &E) -> Result<PendingReceipt, Error> {
         let producer = &self.inner.producer;
-        producer.publish(event, producer.default_acks()).await
+        let span = telemetry::publish_span(E::TOPIC, E::TYPE_NAME, producer.source());
+        let trace = telemetry::trace_parent(&span);
+        producer
+            .publish(event, producer.default_acks(), trace)
+            .instrument(span)
+            .await
     }
 
     /// Publishes an event given as bytes to `topic`, waiting for `acks`.
@@ -133,7 +149,17 @@ impl Client {
         event: RawEvent,
         acks: Acks,
     ) -> Result<Receipt, Error> {
-        self.publish_raw_nowait(topic, event, acks).await?.await
+        let producer = &self.inner.producer;
+        let span = telemetry::publish_span(topic, "", producer.source());
+        let trace = telemetry::trace_parent(&span);
+        async move {
+            producer
+                .publish_raw(topic, &event, acks, trace)
+                .await?
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Buffers an event given as bytes, as [`publish_nowait`](Self::publish_nowait) does.
@@ -147,7 +173,13 @@ impl Client {
         event: RawEvent,
         acks: Acks,
     ) -> Result<PendingReceipt, Error> {
-        self.inner.producer.publish_raw(topic, &event, acks).await
+        let producer = &self.inner.producer;
+        let span = telemetry::publish_span(topic, "", producer.source());
+        let trace = telemetry::trace_parent(&span);
+        producer
+            .publish_raw(topic, &event, acks, trace)
+            .instrument(span)
+            .await
     }
 
     /// Sends every buffered event now (whatever the linger) and waits until each is

@@ -19,6 +19,7 @@ use super::accumulator::{AppendError, Route};
 use super::partition_queue::{LazyNow, RecordParts, record_bound};
 use super::standard_headers::{Header, StandardHeaders};
 use super::{Acks, PendingReceipt, RawEvent};
+use crate::TraceParent;
 use crate::client::{Link, describe_topic};
 use crate::partitioner::murmur2;
 use crate::{Error, Event, headers, random};
@@ -72,13 +73,19 @@ impl Producer {
         self.acks
     }
 
-    /// Buffers a typed event.
+    /// The service name its events carry as their `source`.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Buffers a typed event, in trace `trace` (else a fresh one).
     pub(crate) async fn publish<E: Event>(
         &self,
         event: &E,
         acks: Acks,
+        trace: Option<TraceParent>,
     ) -> Result<PendingReceipt, Error> {
-        let standard = StandardHeaders::now();
+        let standard = StandardHeaders::now(trace);
         let pairs = standard.pairs(E::TYPE_NAME, &self.source);
         let key = event.key();
         let key = key.as_ref().map(crate::EventKey::as_bytes);
@@ -94,14 +101,16 @@ impl Producer {
         .await
     }
 
-    /// Buffers an event given as bytes.
+    /// Buffers an event given as bytes, in trace `trace` (else a fresh one) unless it has a
+    /// `traceparent` of its own.
     pub(crate) async fn publish_raw(
         &self,
         topic: &str,
         event: &RawEvent,
         acks: Acks,
+        trace: Option<TraceParent>,
     ) -> Result<PendingReceipt, Error> {
-        let standard = StandardHeaders::now();
+        let standard = StandardHeaders::now(trace);
         let ours = standard.untyped_pairs(&self.source);
         // A delivered event published again (forwarded, replayed) keeps its time.
         let timestamp = event

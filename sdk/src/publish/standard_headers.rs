@@ -17,12 +17,17 @@ pub(crate) struct StandardHeaders {
 }
 
 impl StandardHeaders {
-    /// Fresh values for an event published now.
-    pub(crate) fn now() -> Self {
+    /// Fresh values for an event published now, in trace `trace` (the publishing span's), else
+    /// in a fresh random one.
+    pub(crate) fn now(trace: Option<TraceParent>) -> Self {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis());
-        Self::at(i64::try_from(millis).unwrap_or(i64::MAX))
+        let mut standard = Self::at(i64::try_from(millis).unwrap_or(i64::MAX));
+        if let Some(trace) = trace {
+            standard.traceparent = trace.to_wire();
+        }
+        standard
     }
 
     /// Fresh values (new random id and trace) for an event published at `timestamp_ms`.

@@ -45,6 +45,20 @@ impl<T> Delivery<T> {
         &self.headers
     }
 
+    /// A span for handling this event: `handle <topic>`, the child of the span that published
+    /// it (its `traceparent`), so that one trace runs from the publishing service through the
+    /// sidecar into this handler, and on through what it publishes. Handle the event inside
+    /// it (`.instrument(delivery.handling_span())`); a disabled span unless the process
+    /// exports spans ([`telemetry`](crate::telemetry)).
+    pub fn handling_span(&self) -> tracing::Span {
+        crate::telemetry::handle_span(
+            &self.topic,
+            self.partition,
+            self.offset,
+            self.headers.traceparent(),
+        )
+    }
+
     /// Marks the delivery as handled. Its offset (and those before it, once they are
     /// acknowledged too) is committed at the group's next commit; without a group there is
     /// nothing to commit and this does nothing. Acknowledging twice, or after the partition was

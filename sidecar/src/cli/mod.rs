@@ -16,7 +16,7 @@ mod topic;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use sidestream::telemetry::Telemetry;
 
 /// Sidestream: typed events between services, through the sidecar on each node.
 #[derive(Debug, Parser)]
@@ -47,11 +47,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs what it does; the tools and the demo print results, and log only
-    // warnings unless RUST_LOG says otherwise.
-    init_tracing(match cli.command {
-        Command::Sidecar(_) => "info",
-        _ => "warn",
-    });
+    // warnings unless RUST_LOG says otherwise. Spans are exported as OTEL_* variables say.
+    let (service, level) = match cli.command {
+        Command::Sidecar(_) => ("sidestream-sidecar", "info"),
+        Command::Demo(_) => ("sidestream-demo", "warn"),
+        _ => ("sidestream", "warn"),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,7 +61,8 @@ pub fn main() -> ExitCode {
         Err(error) => return fail(&anyhow::anyhow!("cannot start the async runtime: {error}")),
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let telemetry = Telemetry::init(service, level);
+        let result = match cli.command {
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Topic(args) => topic::run(args).await,
             Command::Produce(args) => produce::run(args).await,
@@ -68,7 +70,9 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
-        }
+        };
+        telemetry.shutdown().await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,15 +123,6 @@ fn out(text: &str) {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
-}
-
-/// Logs to stderr at `default` (or what `RUST_LOG` says).
-fn init_tracing(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use sidestream_proto::v1::{
 };
 use sidestream_proto::{Response, TopicName};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::Shared;
 use super::routing::{MAX_PASSES, RETRY_PAUSE, pass_on, try_again};
@@ -349,6 +350,23 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish, passes: u32) 
         0 => shared.config.publish_timeout,
         ms => Duration::from_millis(u64::from(ms)),
     };
+    let span = super::trace::append_span(&request.topic, request.partition, &valid);
+    append(shared, &partition, request, &valid, acks, timeout, passes)
+        .instrument(span)
+        .await
+}
+
+/// The rest of [`publish`], once the batch is checked: appends it to the partition here, or
+/// to its replicated log.
+async fn append(
+    shared: &Shared,
+    partition: &Arc<Partition>,
+    request: v1::Publish,
+    valid: &ValidBatch<'_>,
+    acks: Acks,
+    timeout: Duration,
+    passes: u32,
+) -> Answer {
     if !matches!(partition.kind(), Kind::Local(_)) {
         let ack = match acks {
             Acks::None => Ack::None,
@@ -357,12 +375,12 @@ pub(super) async fn publish(shared: &Shared, request: v1::Publish, passes: u32) 
         };
         let deadline = Instant::now() + timeout;
         let header = *valid.header();
-        return publish_replicated(shared, &partition, request, &header, ack, deadline, passes)
+        return publish_replicated(shared, partition, request, &header, ack, deadline, passes)
             .await;
     }
     let wait_commit = matches!(acks, Acks::All | Acks::Unspecified);
     let outcome = partition
-        .publish(&valid, wait_commit, Instant::now() + timeout)
+        .publish(valid, wait_commit, Instant::now() + timeout)
         .await
         .map_err(|e| publish_error(&request.topic, request.partition, &e))?;
     let (base_offset, next_offset) = match (acks, outcome.offsets) {

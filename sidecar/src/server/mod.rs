@@ -17,6 +17,7 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 mod topic_admin;
+mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
