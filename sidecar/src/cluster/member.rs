@@ -166,22 +166,7 @@ impl ClusterMember {
         };
         let mut seeds = config.seeds.clone();
         if join.fresh && !seeds.is_empty() {
-            if config.bootstrap_expect > 0 {
-                let groups = node.groups();
-                let settled = bootstrap::settle(
-                    &node.clients(),
-                    &groups.bootstrap,
-                    node_id,
-                    &seeds,
-                    config.bootstrap_expect,
-                )
-                .await;
-                match settled {
-                    // Formed below as by a node without seeds; registered through itself.
-                    Settled::Form => seeds.clear(),
-                    Settled::Join(members) => seeds = members.into_iter().chain(seeds).collect(),
-                }
-            }
+            seeds = settle(node, node_id, config).await;
             if !seeds.is_empty() {
                 // Before this node serves the metadata group's calls: a node the cluster
                 // knows, back without its data, would vote as if it had none to lose.
@@ -206,6 +191,11 @@ impl ClusterMember {
                 return Err(error);
             }
         };
+        if !formed && !join.fresh && !seeds.is_empty() {
+            // Its data is from a start that stopped before this node formed the cluster or
+            // was taken into one: where it stands is decided again.
+            seeds = settle(node, node_id, config).await;
+        }
         if !formed && seeds.is_empty() {
             let members: BTreeMap<NodeId, BasicNode> =
                 [(node_id, BasicNode::new(&peer_address))].into();
@@ -444,6 +434,29 @@ fn peer_tuning(tuning: &QuicTuning) -> QuicTuning {
     peer.keep_alive_interval = Some(Duration::from_millis(500));
     peer.idle_timeout = Some(Duration::from_secs(2));
     peer
+}
+
+/// The seeds a node without a formed cluster joins through: with `bootstrap_expect`, the
+/// members found (before the configured seeds), or none if the sidecars started with it agreed
+/// that this node forms the cluster; otherwise the configured seeds.
+async fn settle(node: &PeerNode, node_id: NodeId, config: &ClusterConfig) -> Vec<String> {
+    if config.bootstrap_expect == 0 {
+        return config.seeds.clone();
+    }
+    let groups = node.groups();
+    let settled = bootstrap::settle(
+        &node.clients(),
+        &groups.bootstrap,
+        node_id,
+        &config.seeds,
+        config.bootstrap_expect,
+    )
+    .await;
+    match settled {
+        // Formed as by a node without seeds; registered through itself.
+        Settled::Form => Vec::new(),
+        Settled::Join(members) => members.into_iter().chain(config.seeds.clone()).collect(),
+    }
 }
 
 /// Asks the seeds, in turn, whether this node, without cluster state of its own, may join

@@ -237,13 +237,26 @@ async fn try_answer(
             return Ok(Answer::Peer(wire::answered(b"{\"Ok\":null}".to_vec())));
         }
         Some(peer_request::Body::Bootstrap(call)) => {
-            // A member's metadata replica is open, and so is a fresh node's once it joins.
-            let formed = peers.groups.cluster_state.get().is_some();
+            // Formed: its metadata group has voters (it formed it, or a leader's calls
+            // reached it). A metadata replica opened but not formed (a sidecar that stopped
+            // between deciding to form and forming) is not.
+            let formed = peers
+                .groups
+                .get(crate::cluster::metadata::METADATA_TOPIC, 0)
+                .is_some_and(|group| {
+                    let metrics = group.raft.metrics().borrow().clone();
+                    metrics
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .next()
+                        .is_some()
+                });
             let answer = peers.groups.bootstrap.answer(
                 peers.clients.node_id(),
                 formed,
-                call.step(),
-                call.candidate,
+                (call.step(), call.candidate, call.round),
+                std::time::Instant::now(),
             );
             let json = wire::to_json(&answer, "bootstrap answer")?;
             return Ok(Answer::Peer(wire::answered(json)));
