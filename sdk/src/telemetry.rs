@@ -51,7 +51,7 @@ const EXPORT_EVERY: Duration = Duration::from_millis(500);
 /// The process's tracing: keep it until the end, then [`shutdown`](Self::shutdown) it so that
 /// the last spans are sent.
 #[derive(Debug)]
-#[must_use = "dropping it stops the export at once; call shutdown() at the end"]
+#[must_use = "dropping it loses the spans not sent yet; call shutdown() at the end"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
@@ -61,9 +61,11 @@ impl Telemetry {
     /// `RUST_LOG` says), and, when the OpenTelemetry variables name a receiver, spans exported
     /// over OTLP gRPC for service `service` (unless `OTEL_SERVICE_NAME` names another).
     ///
-    /// Must be called inside a Tokio runtime. If a subscriber was installed already, it is
-    /// left as it is and nothing is exported. A receiver address that cannot be used is
-    /// reported on stderr, and the process runs on without export.
+    /// Call it inside a Tokio runtime (outside one, nothing is exported, as stderr says). If a
+    /// subscriber was installed already, it is left as it is and nothing is exported: an
+    /// application with its own OpenTelemetry subscriber gets no SDK spans, and random trace
+    /// ids in its events. A receiver address that cannot be used is reported on stderr, and
+    /// the process runs on without export.
     pub fn init(service: &str, default_level: &str) -> Self {
         let logs =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
@@ -74,7 +76,11 @@ impl Telemetry {
             .iter()
             .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
         let provider = if wanted {
-            match provider(service) {
+            // The exporter's connection runs on the runtime it is made in.
+            let made = tokio::runtime::Handle::try_current()
+                .map_err(|_| "Telemetry::init was called outside a Tokio runtime".to_owned())
+                .and_then(|_| provider(service));
+            match made {
                 Ok(provider) => Some(provider),
                 Err(error) => {
                     // No subscriber yet: straight to stderr.
@@ -138,12 +144,13 @@ fn provider(service: &str) -> Result<SdkTracerProvider, String> {
         failing: AtomicBool::new(false),
         reported: AtomicBool::new(false),
     };
+    // OTEL_BSP_* are read by the builder; the delay is shorter than its 5 s unless set.
+    let mut config = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        config = config.with_scheduled_delay(EXPORT_EVERY);
+    }
     let batches = BatchSpanProcessor::builder(exporter)
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_scheduled_delay(EXPORT_EVERY)
-                .build(),
-        )
+        .with_batch_config(config.build())
         .build();
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none_or(|name| name.is_empty()) {

@@ -143,8 +143,8 @@ Sidestream sidecar
 {{- $v := .Values }}
 {{- $grace := int64 $v.terminationGracePeriodSeconds }}
 {{- $shutdown := int64 $v.config.shutdownGraceMs }}
-{{- if lt (mul $grace 1000) (add $shutdown 10000) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed config.shutdownGraceMs (%d ms) by 10 s or more: the sidecar hands its partitions' leadership away, drains for shutdownGraceMs, then keeps its admin port up to 5 s more" $grace $shutdown) }}
+{{- if lt (mul $grace 1000) (add $shutdown 20000) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed config.shutdownGraceMs (%d ms) by 20 s or more: the sidecar hands its partitions' leadership away (up to 5 s), drains for shutdownGraceMs, closes its connections (up to 2 s), sends its last spans (up to 5 s) and keeps its admin port up to 5 s more" $grace $shutdown) }}
 {{- end }}
 {{- $floor := add (int64 $v.config.topics.maxBatchBytes) 65536 }}
 {{- if lt (int64 $v.config.maxFrameBytes) $floor }}

@@ -401,6 +401,15 @@ impl ClusterMember {
         standing.map_err(|()| format!("node {to} answered an error"))
     }
 
+    /// From now on this node stands for election in no partition on a leader's call (it is
+    /// stopping: leadership handed back to it would go again at once).
+    pub(crate) fn stop_standing(&self) {
+        self.node
+            .groups()
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Takes node `id` out of the cluster (through the metadata leader, wherever it is).
     pub async fn decommission(&self, id: NodeId) -> Result<Left, LeaveError> {
         membership::handle_leave(&self.node.groups(), &self.node.clients(), id).await

@@ -113,11 +113,16 @@ pub struct RunningSidecar {
     admin: Option<JoinHandle<()>>,
     /// Stops the admin port: after the rest, so that probes see the sidecar stopping.
     admin_stop: watch::Sender<bool>,
+    /// A cluster member's replicas, whose leadership it hands over before it stops.
+    leaving: Option<(Arc<ClusterMember>, Arc<Topics>)>,
 }
 
 /// Longest a shutdown spends handing the leadership of the partitions this node leads over
 /// to other replicas (each handover waits for its replica to catch up, then for the election).
 const HAND_AWAY_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest a shutdown waits for its closed connections to be acknowledged by their peers.
+const IDLE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a shutdown waits for the admin port's requests in progress (a scraper that stopped
 /// reading must not hold the shutdown up).
@@ -186,35 +191,19 @@ impl RunningSidecar {
             metrics,
         });
         if let Some(cluster) = &shared.cluster {
-            cluster.serve_passed_on(passed_on_handler(&shared));
-            let reconciler = tokio::spawn(replicas::reconcile(
-                Arc::clone(cluster),
-                Arc::clone(&shared.topics),
-                Arc::clone(&shared.groups),
-                data_dir.join("replicas"),
-                shared.shutdown.clone(),
-            ));
-            *shared
-                .reconciler
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reconciler);
-            // Ends at the shutdown signal (each step of it is bounded).
-            tokio::spawn(replicas::converge(
-                Arc::clone(cluster),
-                Arc::clone(&shared.topics),
-                shared.shutdown.clone(),
-            ));
-            let (cluster, topics) = (Arc::clone(cluster), Arc::clone(&shared.topics));
-            let _ = ready_check.set(Arc::new(move || {
-                cluster.metadata_caught_up()
-                    && topics.reconciled() >= cluster.state().applied_offset
-            }));
+            start_cluster_tasks(&shared, cluster, &data_dir, &ready_check);
         }
         tracing::info!(%local_addr, data_dir = %data_dir.display(), topics = shared.topics.all().len(), "sidecar listening");
-        let peer_address = shared
+        let (peer_address, leaving) = shared
             .cluster
             .as_ref()
-            .map(|cluster| cluster.peer_address().to_owned());
+            .map(|c| {
+                (
+                    c.peer_address().to_owned(),
+                    (Arc::clone(c), Arc::clone(&shared.topics)),
+                )
+            })
+            .unzip();
         let task = tokio::spawn(serve(shared, endpoint, all_gone));
         phase.send_replace(Phase::Ready);
         let (admin_addr, admin) = admin.unzip();
@@ -228,6 +217,7 @@ impl RunningSidecar {
             task,
             admin,
             admin_stop,
+            leaving,
         })
     }
 
@@ -256,6 +246,12 @@ impl RunningSidecar {
     /// Shuts down gracefully and waits until every log is synced.
     pub async fn shutdown(self) -> Result<(), SidecarError> {
         self.phase.send_replace(Phase::Stopping);
+        if let Some((cluster, topics)) = &self.leaving {
+            // While it still serves its services, whose publishes then go to the new leaders;
+            // and takes no leadership back meanwhile.
+            cluster.stop_standing();
+            replicas::hand_away(cluster, topics, HAND_AWAY_WAIT).await;
+        }
         self.shutdown.send_replace(true);
         let served = self
             .task
@@ -365,6 +361,38 @@ async fn join_cluster(
     Ok(Some(Arc::new(member)))
 }
 
+/// Starts a cluster member's tasks: serving the requests peers pass on, reconciling its
+/// replicas with the metadata, converging replica sets and leaders; and its readiness.
+fn start_cluster_tasks(
+    shared: &Arc<Shared>,
+    cluster: &Arc<ClusterMember>,
+    data_dir: &std::path::Path,
+    ready_check: &OnceLock<ReadyCheck>,
+) {
+    cluster.serve_passed_on(passed_on_handler(shared));
+    let reconciler = tokio::spawn(replicas::reconcile(
+        Arc::clone(cluster),
+        Arc::clone(&shared.topics),
+        Arc::clone(&shared.groups),
+        data_dir.join("replicas"),
+        shared.shutdown.clone(),
+    ));
+    *shared
+        .reconciler
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reconciler);
+    // Ends at the shutdown signal (each step of it is bounded).
+    tokio::spawn(replicas::converge(
+        Arc::clone(cluster),
+        Arc::clone(&shared.topics),
+        shared.shutdown.clone(),
+    ));
+    let (cluster, topics) = (Arc::clone(cluster), Arc::clone(&shared.topics));
+    let _ = ready_check.set(Arc::new(move || {
+        cluster.metadata_caught_up() && topics.reconciled() >= cluster.state().applied_offset
+    }));
+}
+
 /// Runs a sidecar until `shutdown` completes, then stops it gracefully.
 pub async fn run(
     config: SidecarConfig,
@@ -392,10 +420,6 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
     }
     retention.abort();
     let grace = shared.config.shutdown_grace;
-    if let Some(cluster) = &shared.cluster {
-        // While services may still publish here: passed on to the new leaders.
-        replicas::hand_away(cluster, &shared.topics, grace.min(HAND_AWAY_WAIT)).await;
-    }
     // Refuse new connections; the open ones finish what they are doing.
     endpoint.set_server_config(None);
     let topics = Arc::clone(&shared.topics);
@@ -415,7 +439,7 @@ async fn serve(shared: Arc<Shared>, endpoint: Endpoint, mut all_gone: mpsc::Rece
         );
     }
     endpoint.close(quic_code(ErrorCode::Ok), b"sidecar shutting down");
-    let _ = tokio::time::timeout(grace, endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(grace.min(IDLE_WAIT), endpoint.wait_idle()).await;
     if let Some(reconciler) = reconciler {
         // It stops at the shutdown signal, between two topics; a replica it is opening is
         // then stopped with the others.

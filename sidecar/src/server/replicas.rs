@@ -340,9 +340,18 @@ pub(crate) async fn hand_away(cluster: &ClusterMember, topics: &Topics, wait: Du
         return 0;
     }
     let led = handovers.len();
-    let moved = tokio::time::timeout(wait, futures_util::future::join_all(handovers))
-        .await
-        .map_or(0, |moved| moved.into_iter().filter(|m| *m).count());
+    // Counted as each ends: those that moved before the bound count even if others did not.
+    let moved = std::sync::atomic::AtomicUsize::new(0);
+    let counted = handovers.into_iter().map(|handover| {
+        let moved = &moved;
+        async move {
+            if handover.await {
+                moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let _ = tokio::time::timeout(wait, futures_util::future::join_all(counted)).await;
+    let moved = moved.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         led,
         moved,

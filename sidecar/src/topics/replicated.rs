@@ -635,12 +635,14 @@ impl Replicated {
             return Ok(false);
         }
         raft.runtime_config().heartbeat(false);
+        // Heartbeats again however this ends, the wait cancelled (a shutdown's bound) included.
+        let heartbeats = HeartbeatsBack(raft);
         let moved = raft
             .wait(Some(HANDOVER_WAIT))
             .metrics(|m| m.current_leader != Some(me), "leadership moves")
             .await
             .is_ok();
-        raft.runtime_config().heartbeat(true);
+        drop(heartbeats);
         // A new leader means a new term, which rebuilds the table of proposals.
         drop(proposals);
         tracing::info!(to, moved, "leadership handed over");
@@ -882,4 +884,13 @@ fn unacknowledged(started: Instant) -> PublishError {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Turns a replica's heartbeats back on when dropped.
+struct HeartbeatsBack<'a>(&'a openraft::Raft<PartitionRaft>);
+
+impl Drop for HeartbeatsBack<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
+    }
 }

@@ -66,6 +66,8 @@ pub struct RaftGroups {
         std::sync::OnceLock<tokio::sync::watch::Receiver<crate::cluster::metadata::ClusterState>>,
     /// This node's part in forming a cluster with others started with it.
     pub(crate) bootstrap: super::bootstrap::BootstrapState,
+    /// The node is stopping: it refuses to stand for election on a leader's call.
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RaftGroups {

@@ -344,7 +344,12 @@ async fn raft_call(
             wire::to_json(&result, "install_snapshot result")?
         }
         RaftCall::Stand(stand) => {
-            let standing = crate::cluster::election::stand_for(raft, heard, stand.leader);
+            let stopping = peers
+                .groups
+                .stopping
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let standing =
+                !stopping && crate::cluster::election::stand_for(raft, heard, stand.leader);
             wire::to_json(&Ok::<bool, ()>(standing), "stand result")?
         }
     };
