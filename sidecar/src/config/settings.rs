@@ -459,6 +459,18 @@ impl Settings {
                 });
             }
         }
+        if let Some((seed, problem)) = self
+            .cluster
+            .seeds
+            .iter()
+            .find_map(|seed| seed_problem(seed).map(|problem| (seed, problem)))
+        {
+            return Err(SettingsError::Invalid {
+                key: "cluster.seeds",
+                value: format!("{seed:?}"),
+                problem: problem.into(),
+            });
+        }
         if self.cluster.bootstrap_expect > 0 && self.cluster.seeds.is_empty() {
             return Err(SettingsError::Invalid {
                 key: "cluster.bootstrap_expect",
@@ -561,6 +573,26 @@ pub(crate) fn node_id_of_name(name: &str) -> u64 {
     match hash & ((1 << 53) - 1) {
         0 => 1,
         id => id,
+    }
+}
+
+/// What is wrong with seed `seed`, if anything: it must be `host:port`, a host name or an IP
+/// address, an IPv6 address (and only one) in brackets.
+fn seed_problem(seed: &str) -> Option<&'static str> {
+    let Some((host, port)) = seed.rsplit_once(':') else {
+        return Some("is not host:port");
+    };
+    if port.parse::<u16>().is_err() {
+        return Some("has no port number (1 to 65535) after its last colon");
+    }
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) if inner.parse::<std::net::Ipv6Addr>().is_ok() => None,
+        Some(_) => Some("has brackets around something other than an IPv6 address"),
+        None if host.is_empty() => Some("has no host before its port"),
+        None if host.contains(['[', ']']) || host.contains(':') => {
+            Some("is not host:port (an IPv6 address goes in brackets: [fd00::1]:7401)")
+        }
+        None => None,
     }
 }
 

@@ -207,6 +207,24 @@ fn a_node_name_stands_for_a_stable_node_id() {
 }
 
 #[test]
+fn seeds_are_host_and_port() {
+    for good in [
+        "peers.ns.svc.cluster.local:7401",
+        "10.0.0.1:7401",
+        "[fd00::1]:7401",
+    ] {
+        assert_eq!(seed_problem(good), None, "{good}");
+    }
+    assert_eq!(
+        error("[cluster]\npeer_listen = \"127.0.0.1:7401\"\nseeds = [\"[peers.ns.svc]:7401\"]\n"),
+        "configuration: cluster.seeds = \"[peers.ns.svc]:7401\" has brackets around something other than an IPv6 address"
+    );
+    for bad in ["peers", "peers:", ":7401", "fd00::1:7401", "peers:99999"] {
+        assert!(seed_problem(bad).is_some(), "{bad}");
+    }
+}
+
+#[test]
 fn bootstrap_expect_needs_seeds() {
     assert_eq!(
         error("[cluster]\npeer_listen = \"127.0.0.1:7401\"\nbootstrap_expect = 3\n"),
