@@ -43,15 +43,21 @@ fn member_args(id: u64, peer: &str, seed: Option<&str>, tls: Option<&Path>) -> V
         args.extend(["--seed".to_owned(), seed.to_owned()]);
     }
     if let Some(tls) = tls {
-        for (flag, file) in [
-            ("--tls-ca", "ca.pem"),
-            ("--tls-cert", "sidecar.pem"),
-            ("--tls-key", "sidecar.key"),
-        ] {
-            args.extend([flag.to_owned(), tls.join(file).display().to_string()]);
-        }
+        args.extend(tls_flags(tls));
     }
     args
+}
+
+/// The flags that give a member the certificates of the development CA in `tls`.
+fn tls_flags(tls: &Path) -> Vec<String> {
+    [
+        ("--tls-ca", "ca.pem"),
+        ("--tls-cert", "sidecar.pem"),
+        ("--tls-key", "sidecar.key"),
+    ]
+    .into_iter()
+    .flat_map(|(flag, file)| [flag.to_owned(), tls.join(file).display().to_string()])
+    .collect()
 }
 
 fn start(data_dir: &Path, addr: SocketAddr, args: &[String]) -> SidecarProcess {
@@ -223,13 +229,7 @@ async fn sidecars_started_together_with_the_same_seeds_form_one_cluster() {
             for seed in &seeds {
                 args.extend(["--seed".to_owned(), seed.clone()]);
             }
-            for (flag, file) in [
-                ("--tls-ca", "ca.pem"),
-                ("--tls-cert", "sidecar.pem"),
-                ("--tls-key", "sidecar.key"),
-            ] {
-                args.extend([flag.to_owned(), tls.join(file).display().to_string()]);
-            }
+            args.extend(tls_flags(&tls));
             // Each waits for the others before it is ready: started side by side.
             std::thread::spawn(move || (start(&data_dir, loopback(), &args), data_dir))
         })

@@ -381,6 +381,19 @@ impl TestServer {
     }
 }
 
+/// Accepts every connection to `endpoint` (a handshake needs the server to accept it) and
+/// echoes its streams, until the endpoint is closed.
+fn accept_all(endpoint: &Endpoint) -> JoinHandle<()> {
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            if let Ok(connection) = incoming.await {
+                tokio::spawn(echo(connection));
+            }
+        }
+    })
+}
+
 async fn echo(connection: Connection) {
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let Ok(bytes) = recv.read_to_end(1024).await else {
@@ -476,14 +489,7 @@ async fn a_peer_is_checked_by_its_certificate_not_by_the_address_called() {
             .bind(SocketAddr::from(([127, 0, 0, 3], 0)), &QuicTuning::default())
             .unwrap();
         let addr = server.local_addr().unwrap();
-        let accepting = server.clone();
-        let accept = tokio::spawn(async move {
-            while let Some(incoming) = accepting.accept().await {
-                if let Ok(connection) = incoming.await {
-                    tokio::spawn(echo(connection));
-                }
-            }
-        });
+        let accept = accept_all(&server);
         let caller = peer.bind(loopback(), &QuicTuning::default()).unwrap();
         let connection = caller
             .connect(addr, &addr.ip().to_string())
@@ -518,12 +524,7 @@ async fn a_peer_is_checked_by_its_certificate_not_by_the_address_called() {
             .bind(SocketAddr::from(([127, 0, 0, 3], 0)), &QuicTuning::default())
             .unwrap();
         let stranger_addr = stranger.local_addr().unwrap();
-        let accepting = stranger.clone();
-        let stranger_accept = tokio::spawn(async move {
-            while let Some(incoming) = accepting.accept().await {
-                let _ = incoming.await;
-            }
-        });
+        let stranger_accept = accept_all(&stranger);
         let refused = caller
             .connect(stranger_addr, &stranger_addr.ip().to_string())
             .unwrap()
