@@ -13,19 +13,28 @@ pub(crate) fn random_u64() -> u64 {
     STATE.with(|state| {
         let next = state.get().wrapping_add(GOLDEN_GAMMA);
         state.set(next);
-        let mut z = next;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix(next)
     })
 }
 
-/// Fills `out` with random bytes.
+/// Fills `out` with random bytes (one thread-local access, however long `out` is).
 pub(crate) fn fill(out: &mut [u8]) {
-    for chunk in out.chunks_mut(8) {
-        let bytes = random_u64().to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
+    STATE.with(|state| {
+        let mut next = state.get();
+        for chunk in out.chunks_mut(8) {
+            next = next.wrapping_add(GOLDEN_GAMMA);
+            let bytes = mix(next).to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        state.set(next);
+    });
+}
+
+/// `SplitMix64`'s output function.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A random producer id: positive (never 0 or negative, which mean "none" on the wire).

@@ -32,14 +32,21 @@ impl StandardHeaders {
 
     /// Fresh values (new random id and trace) for an event published at `timestamp_ms`.
     pub(crate) fn at(timestamp_ms: i64) -> Self {
-        let mut random_bits = [0u8; 10];
-        random::fill(&mut random_bits);
+        // One draw for the id's random bits (10), the trace id (16) and the span id (8).
+        let mut random = [0u8; 34];
+        random::fill(&mut random);
+        let (random_bits, rest) = random.split_at(10);
+        let (trace_id, span_id) = rest.split_at(16);
         let millis = u64::try_from(timestamp_ms).unwrap_or(0);
-        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random_bits).into_uuid();
+        let id = uuid::Builder::from_unix_timestamp_millis(
+            millis,
+            random_bits.try_into().unwrap_or(&[0; 10]),
+        )
+        .into_uuid();
 
         let mut trace = TraceParent {
-            trace_id: [0; 16],
-            span_id: [0; 8],
+            trace_id: trace_id.try_into().unwrap_or([0; 16]),
+            span_id: span_id.try_into().unwrap_or([0; 8]),
             flags: 1,
         };
         // All-zero ids are invalid in W3C Trace Context; the odds are nil, but be exact.

@@ -105,6 +105,7 @@ impl BatchBuilder {
         let offset_delta = u64::from(self.count);
         let out = &mut self.buf;
         let len = body_len(timestamp_delta, offset_delta, key, value, headers);
+        out.reserve(varint::len_u64(len as u64) + len);
         varint::put_u64(out, len as u64);
         out.push(0);
         varint::put_i64(out, timestamp_delta);

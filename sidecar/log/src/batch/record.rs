@@ -102,6 +102,17 @@ impl<'a> Iterator for HeaderIter<'a> {
 /// Appends one header in its wire form: a varint name length, the name, a varint value
 /// length, the value.
 pub fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    // The usual header (a short name and value) has one-byte lengths.
+    if let (Ok(name_len @ 0..0x80), Ok(value_len @ 0..0x80)) =
+        (u8::try_from(name.len()), u8::try_from(value.len()))
+    {
+        out.reserve(2 + name.len() + value.len());
+        out.push(name_len);
+        out.extend_from_slice(name.as_bytes());
+        out.push(value_len);
+        out.extend_from_slice(value);
+        return;
+    }
     varint::put_u64(out, name.len() as u64);
     out.extend_from_slice(name.as_bytes());
     varint::put_u64(out, value.len() as u64);
@@ -175,8 +186,8 @@ impl<'a> RecordIter<'a> {
         let headers_start = rec.position();
         let mut check = rec.clone();
         for _ in 0..header_count {
-            match read_header(&mut check) {
-                Ok(_) => {}
+            match check_header(&mut check) {
+                Ok(()) => {}
                 Err(HeaderFault::Read(f)) => return Err(fault(f)),
                 Err(HeaderFault::NotUtf8) => return Err(bad("header name is not UTF-8")),
             }
@@ -284,6 +295,19 @@ impl From<ReadFault> for HeaderFault {
     fn from(fault: ReadFault) -> Self {
         Self::Read(fault)
     }
+}
+
+/// Reads past one header, checking it as [`read_header`] does.
+fn check_header(reader: &mut Reader<'_>) -> Result<(), HeaderFault> {
+    let key_len = usize::try_from(reader.u64()?).map_err(|_| ReadFault::Truncated)?;
+    let key = reader.bytes(key_len)?;
+    // Header names are nearly always ASCII, which is quicker to check.
+    if !key.is_ascii() && std::str::from_utf8(key).is_err() {
+        return Err(HeaderFault::NotUtf8);
+    }
+    let value_len = usize::try_from(reader.u64()?).map_err(|_| ReadFault::Truncated)?;
+    reader.bytes(value_len)?;
+    Ok(())
 }
 
 fn read_header<'a>(reader: &mut Reader<'a>) -> Result<(&'a str, &'a [u8]), HeaderFault> {

@@ -198,7 +198,9 @@ fn arb_record() -> impl Strategy<Value = (u32, Record)> {
         any::<i64>(),
         proptest::option::of(arb_bytes(40)),
         proptest::option::of(arb_bytes(200)),
-        proptest::collection::vec(("[a-z]{0,8}", arb_bytes(20)), 0..4),
+        // Short names and values take put_header's one-byte-length path, names of 128 bytes
+        // or more and long values its varint path; non-ASCII names check_header's UTF-8 one.
+        proptest::collection::vec(("[a-zé]{0,8}|[a-z]{126,130}", arb_bytes(200)), 0..4),
     )
         .prop_map(|(gap, timestamp, key, value, headers)| {
             (
