@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sidestream_log::batch::{BatchBuilder, CRC_START, ProducerState};
+use sidestream_log::batch::{BatchBuilder, CRC_START, ProducerState, header_len};
 
 use super::accumulator::{BatchConfig, PartitionRef, Transmit};
 use super::receipt::BatchCompletion;
@@ -36,7 +36,35 @@ pub(crate) struct RecordParts<'a> {
     pub(crate) timestamp: i64,
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: Option<&'a [u8]>,
-    pub(crate) headers: &'a [Header<'a>],
+    pub(crate) headers: RecordHeaders<'a>,
+}
+
+/// A record's headers: as name and value pairs, or already in their wire form.
+#[derive(Clone, Copy)]
+pub(crate) enum RecordHeaders<'a> {
+    /// Headers to encode.
+    Pairs(&'a [Header<'a>]),
+    /// `count` headers encoded, as pieces that follow one another.
+    Wire {
+        count: usize,
+        pieces: &'a [&'a [u8]],
+    },
+}
+
+impl RecordHeaders<'_> {
+    /// How many headers, and the bytes they take encoded.
+    fn count_and_len(&self) -> (usize, usize) {
+        match self {
+            Self::Pairs(pairs) => (
+                pairs.len(),
+                pairs
+                    .iter()
+                    .map(|(name, value)| header_len(name, value))
+                    .sum(),
+            ),
+            Self::Wire { count, pieces } => (*count, pieces.iter().map(|piece| piece.len()).sum()),
+        }
+    }
 }
 
 /// The time of an append, read from the clock only if the append needs it (to open or seal a
@@ -202,12 +230,23 @@ impl PartitionQueue {
             opened: now.get(),
             reserved: 0,
         });
-        open.builder
-            .push(record.timestamp, record.key, record.value, record.headers)
-            .map_err(|source| Error::Encode {
-                topic: self.topic.to_string(),
-                source,
-            })?;
+        match record.headers {
+            RecordHeaders::Pairs(pairs) => {
+                open.builder
+                    .push(record.timestamp, record.key, record.value, pairs)
+            }
+            RecordHeaders::Wire { count, pieces } => open.builder.push_wire(
+                record.timestamp,
+                record.key,
+                record.value,
+                count as u64,
+                pieces,
+            ),
+        }
+        .map_err(|source| Error::Encode {
+            topic: self.topic.to_string(),
+            source,
+        })?;
         open.reserved += reserved;
         let index = open.builder.record_count() - 1;
         let completion = Arc::clone(&open.completion);
@@ -522,28 +561,20 @@ impl PartitionQueue {
 pub(crate) fn record_bound(
     key: Option<&[u8]>,
     value_len: Option<usize>,
-    headers: &[Header<'_>],
+    headers: &RecordHeaders<'_>,
 ) -> usize {
     let nullable = |len: Option<usize>| match len {
         None => 1,
         Some(len) => varint_len(2 * len as u64) + len,
     };
-    let headers_len: usize = headers
-        .iter()
-        .map(|(name, value)| {
-            varint_len(name.len() as u64)
-                + name.len()
-                + varint_len(value.len() as u64)
-                + value.len()
-        })
-        .sum();
+    let (header_count, headers_len) = headers.count_and_len();
     // attributes, timestamp delta (at most 10 bytes), offset delta (at most 5 bytes)
     let body = 1
         + 10
         + 5
         + nullable(key.map(<[u8]>::len))
         + nullable(value_len)
-        + varint_len(headers.len() as u64)
+        + varint_len(header_count as u64)
         + headers_len;
     varint_len(body as u64) + body
 }

@@ -16,8 +16,8 @@ use sidestream_proto::TopicName;
 use tokio::sync::{Notify, Semaphore, TryAcquireError};
 
 use super::accumulator::{AppendError, Route};
-use super::partition_queue::{LazyNow, RecordParts, record_bound};
-use super::standard_headers::{Header, StandardHeaders};
+use super::partition_queue::{LazyNow, RecordHeaders, RecordParts, record_bound};
+use super::standard_headers::{Header, StandardHeaders, TypePrefix, encode_header};
 use super::{Acks, PendingReceipt, RawEvent};
 use crate::TraceParent;
 use crate::client::{Link, describe_topic};
@@ -34,6 +34,8 @@ pub(crate) struct Producer {
     max_event: usize,
     pub(crate) link: Arc<Link>,
     source: String,
+    /// The `source` header in its wire form, encoded once for every event.
+    source_header: Vec<u8>,
     acks: Acks,
     request_timeout: Duration,
     describing: tokio::sync::Mutex<()>,
@@ -61,6 +63,7 @@ impl Producer {
             space: Semaphore::new(buffer_bytes),
             max_event: max_batch.min(buffer_bytes),
             source: link.client_id().to_owned(),
+            source_header: encode_header(headers::SOURCE, link.client_id().as_bytes()),
             link,
             acks,
             request_timeout,
@@ -86,16 +89,22 @@ impl Producer {
         trace: Option<TraceParent>,
     ) -> Result<PendingReceipt, Error> {
         let standard = StandardHeaders::now(trace);
-        let pairs = standard.pairs(E::TYPE_NAME, &self.source);
+        let type_prefix = TypePrefix::new(E::TYPE_NAME);
+        let wire = standard.wire(&type_prefix, E::TYPE_NAME, &self.source_header);
         let key = event.key();
         let key = key.as_ref().map(crate::EventKey::as_bytes);
         self.append(
             E::TOPIC,
             key,
-            event.encoded_len(),
-            |buf: &mut Vec<u8>| event.encode_raw(buf),
+            Value::Encoded {
+                len: event.encoded_len(),
+                encode: |buf: &mut Vec<u8>| event.encode_raw(buf),
+            },
             standard.timestamp_ms,
-            &pairs,
+            RecordHeaders::Wire {
+                count: headers::ALL.len(),
+                pieces: &wire,
+            },
             acks,
         )
         .await
@@ -111,7 +120,6 @@ impl Producer {
         trace: Option<TraceParent>,
     ) -> Result<PendingReceipt, Error> {
         let standard = StandardHeaders::now(trace);
-        let ours = standard.untyped_pairs(&self.source);
         // A delivered event published again (forwarded, replayed) keeps its time.
         let timestamp = event
             .headers
@@ -124,16 +132,19 @@ impl Producer {
                 .append(
                     topic,
                     event.key.as_deref(),
-                    value.len(),
-                    |buf: &mut Vec<u8>| buf.extend_from_slice(value),
+                    Value::<NoEncoder>::Bytes(value),
                     timestamp,
-                    &ours,
+                    RecordHeaders::Wire {
+                        count: headers::ALL.len() - 1,
+                        pieces: &standard.untyped_wire(&self.source_header),
+                    },
                     acks,
                 )
                 .await;
         }
         // The standard headers first, in their order, the event's own value where it has one;
         // then the event's other headers in their order.
+        let ours = standard.untyped_pairs(&self.source);
         let own: Vec<Header<'_>> = event.headers.iter().collect();
         let mut taken = [None::<usize>; headers::ALL.len()];
         let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + own.len());
@@ -154,10 +165,9 @@ impl Producer {
         self.append(
             topic,
             event.key.as_deref(),
-            value.len(),
-            |buf: &mut Vec<u8>| buf.extend_from_slice(value),
+            Value::<NoEncoder>::Bytes(value),
             timestamp,
-            &pairs,
+            RecordHeaders::Pairs(&pairs),
             acks,
         )
         .await
@@ -196,24 +206,23 @@ impl Producer {
         }
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the parts of one record, kept borrowed"
-    )]
     async fn append<F>(
         &self,
         topic: &str,
         key: Option<&[u8]>,
-        value_len: usize,
-        encode: F,
+        value: Value<'_, F>,
         timestamp: i64,
-        headers: &[Header<'_>],
+        headers: RecordHeaders<'_>,
         acks: Acks,
     ) -> Result<PendingReceipt, Error>
     where
         F: Fn(&mut Vec<u8>) + Send + Sync,
     {
-        let reserved = record_bound(key, Some(value_len), headers);
+        let value_len = match &value {
+            Value::Bytes(bytes) => bytes.len(),
+            Value::Encoded { len, .. } => *len,
+        };
+        let reserved = record_bound(key, Some(value_len), &headers);
         let size = reserved.saturating_add(HEADER_LEN);
         if size > self.max_event {
             return Err(Error::EventTooLarge {
@@ -228,23 +237,31 @@ impl Producer {
         let route = key.map_or(Route::Sticky, |key| Route::Hash(murmur2(key)));
         let mut described = false;
         loop {
-            let result = SCRATCH.with_borrow_mut(|buf| {
-                buf.clear();
-                encode(buf);
+            let append = |value: &[u8]| {
                 let record = RecordParts {
                     timestamp,
                     key,
-                    value: Some(buf),
+                    value: Some(value),
                     headers,
                 };
-                let result =
-                    self.lock()
-                        .append(topic, route, record, acks, reserved, &mut LazyNow::clock());
-                if buf.capacity() > SCRATCH_KEEP {
-                    *buf = Vec::new();
-                }
-                result
-            });
+                self.lock()
+                    .append(topic, route, record, acks, reserved, &mut LazyNow::clock())
+            };
+            let result = match &value {
+                // Bytes go into the batch as they are.
+                Value::Bytes(bytes) => append(bytes),
+                // Encoded before the lock is taken, so that publishers on other threads do
+                // not wait for each other's encoding.
+                Value::Encoded { encode, .. } => SCRATCH.with_borrow_mut(|buf| {
+                    buf.clear();
+                    encode(buf);
+                    let result = append(buf);
+                    if buf.capacity() > SCRATCH_KEEP {
+                        *buf = Vec::new();
+                    }
+                    result
+                }),
+            };
             let error = match result {
                 Ok(appended) => {
                     reservation.keep();
@@ -325,6 +342,15 @@ impl Producer {
         Ok(())
     }
 }
+
+/// An event's value: bytes as they are, or a message encoded on the way into its batch.
+enum Value<'a, F> {
+    Bytes(&'a [u8]),
+    Encoded { len: usize, encode: F },
+}
+
+/// The encoder type of a [`Value::Bytes`], which has none.
+type NoEncoder = fn(&mut Vec<u8>);
 
 /// Encoded values larger than this are not kept in the scratch buffer between events.
 const SCRATCH_KEEP: usize = 1 << 20;

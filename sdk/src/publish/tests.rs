@@ -12,7 +12,9 @@ use sidestream_log::{BatchBody, RecordBatch};
 use sidestream_proto::{ErrorCode, ResponseError};
 
 use super::accumulator::{Accumulator, AppendError, BatchConfig, Route, Transmit};
-use super::partition_queue::{LazyNow, Outcome, RecordParts, next_sequence, record_bound, restamp};
+use super::partition_queue::{
+    LazyNow, Outcome, RecordHeaders, RecordParts, next_sequence, record_bound, restamp,
+};
 use super::{Acks, PendingReceipt, Receipt};
 use crate::Error;
 use crate::partitioner::{murmur2, partition_for_key};
@@ -53,13 +55,13 @@ fn append(
     now: Instant,
 ) -> (PendingReceipt, bool) {
     let headers = [("type", &b"shop.OrderPlaced.v1"[..])];
-    let reserved = record_bound(key, Some(value.len()), &headers);
+    let reserved = record_bound(key, Some(value.len()), &RecordHeaders::Pairs(&headers));
     let route = key.map_or(Route::Sticky, |key| Route::Hash(murmur2(key)));
     let record = RecordParts {
         timestamp: 1_700_000_000_000,
         key,
         value: Some(value),
-        headers: &headers,
+        headers: RecordHeaders::Pairs(&headers),
     };
     let appended = accumulator
         .append(
@@ -121,15 +123,35 @@ fn record_bound_matches_the_batch_builder() {
     ] {
         for value_len in [0, 1, 63, 64, 100, 8191, 8192, 100_000] {
             let value = vec![1u8; value_len];
+            let bound = BatchBuilder::record_size_bound(key, Some(&value), &headers);
             assert_eq!(
-                record_bound(key, Some(value_len), &headers),
-                BatchBuilder::record_size_bound(key, Some(&value), &headers),
+                record_bound(key, Some(value_len), &RecordHeaders::Pairs(&headers)),
+                bound,
                 "key {key:?} value {value_len}"
+            );
+            // The same headers in wire form, in two pieces.
+            let mut wire = Vec::new();
+            for (name, value) in headers {
+                sidestream_log::batch::put_header(&mut wire, name, value);
+            }
+            let (first, second) = wire.split_at(7);
+            let pieces = [first, second];
+            assert_eq!(
+                record_bound(
+                    key,
+                    Some(value_len),
+                    &RecordHeaders::Wire {
+                        count: headers.len(),
+                        pieces: &pieces,
+                    }
+                ),
+                bound,
+                "wire headers, key {key:?} value {value_len}"
             );
         }
     }
     assert_eq!(
-        record_bound(None, None, &[]),
+        record_bound(None, None, &RecordHeaders::Pairs(&[])),
         BatchBuilder::record_size_bound(None, None, &[])
     );
 }
@@ -724,7 +746,7 @@ fn unknown_partition_forgets_the_partition_count() {
         timestamp: 0,
         key: None,
         value: Some(b"x"),
-        headers: &headers,
+        headers: RecordHeaders::Pairs(&headers),
     };
     assert!(matches!(
         acc.append(
@@ -755,7 +777,7 @@ fn close_drains_what_is_buffered_and_refuses_more() {
         timestamp: 0,
         key: None,
         value: None,
-        headers: &headers,
+        headers: RecordHeaders::Pairs(&headers),
     };
     assert!(matches!(
         acc.append(
@@ -789,13 +811,17 @@ fn released_bytes_add_up_to_what_was_reserved() {
     for i in 0u8..50 {
         let key = [i];
         let value = [i; 30];
-        let bound = record_bound(Some(&key), Some(value.len()), &headers);
+        let bound = record_bound(
+            Some(&key),
+            Some(value.len()),
+            &RecordHeaders::Pairs(&headers),
+        );
         reserved += bound;
         let record = RecordParts {
             timestamp: 0,
             key: Some(&key),
             value: Some(&value),
-            headers: &headers,
+            headers: RecordHeaders::Pairs(&headers),
         };
         acc.append(
             "orders",

@@ -1,5 +1,7 @@
+use std::sync::Arc;
 use std::time::Duration;
 
+use quinn::congestion::CubicConfig;
 use quinn::{AckFrequencyConfig, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
 
 /// QUIC transport settings shared by the SDK and the sidecar, so that both ends of a
@@ -101,6 +103,12 @@ impl QuicTuning {
         }
         if let Some(tuning) = self.loopback.filter(|_| loopback) {
             transport.initial_mtu(tuning.mtu).mtu_discovery_config(None);
+            // quinn's first congestion window is 14 720 bytes whatever the MTU: a client's
+            // first datagram of a larger MTU would never be let out. Ten datagrams, as
+            // RFC 9002 recommends.
+            let mut cubic = CubicConfig::default();
+            cubic.initial_window(10 * u64::from(tuning.mtu.max(1200)));
+            transport.congestion_controller_factory(Arc::new(cubic));
         }
         transport
     }

@@ -83,7 +83,18 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, &[u8])],
     ) -> usize {
-        let body = body_len(i64::MAX, u64::from(u32::MAX), key, value, headers);
+        let headers_len = headers
+            .iter()
+            .map(|(name, value)| header_len(name, value))
+            .sum();
+        let body = body_len(
+            i64::MAX,
+            u64::from(u32::MAX),
+            key,
+            value,
+            headers.len() as u64,
+            headers_len,
+        );
         varint::len_u64(body as u64) + body
     }
 
@@ -95,6 +106,62 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, &[u8])],
     ) -> Result<(), EncodeError> {
+        let headers_len = headers
+            .iter()
+            .map(|(name, value)| header_len(name, value))
+            .sum();
+        let out = self.start_record(timestamp, key, value, headers.len() as u64, headers_len)?;
+        for (name, value) in headers {
+            put_header(out, name, value);
+        }
+        Ok(())
+    }
+
+    /// Appends one record whose `header_count` headers come already in their wire form, each
+    /// as [`put_header`] writes it, in `header_wire`'s pieces (concatenated in order): a
+    /// publisher that writes the same headers on every event encodes their names once.
+    ///
+    /// The pieces must hold exactly `header_count` well-formed headers; the batch is checked
+    /// again where it is taken in (`validate`), but a builder given anything else writes a
+    /// batch that is refused there.
+    ///
+    /// ```
+    /// use sidestream_log::batch::{BatchBuilder, put_header};
+    ///
+    /// let mut name = Vec::new();
+    /// put_header(&mut name, "source", b"order-service");
+    /// let mut builder = BatchBuilder::new();
+    /// builder.push_wire(1_700_000_000_000, None, Some(b"placed"), 1, &[&name])?;
+    /// let batch = builder.finish()?;
+    /// assert_eq!(sidestream_log::batch::validate(&batch)?.record_count, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_wire(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        header_count: u64,
+        header_wire: &[&[u8]],
+    ) -> Result<(), EncodeError> {
+        let headers_len = header_wire.iter().map(|piece| piece.len()).sum();
+        let out = self.start_record(timestamp, key, value, header_count, headers_len)?;
+        for piece in header_wire {
+            out.extend_from_slice(piece);
+        }
+        Ok(())
+    }
+
+    /// Writes one record up to its headers (their count included), with room reserved for
+    /// the `headers_len` bytes of headers the caller writes next into the returned buffer.
+    fn start_record(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        header_count: u64,
+        headers_len: usize,
+    ) -> Result<&mut Vec<u8>, EncodeError> {
         if self.count == u32::MAX {
             return Err(EncodeError::TooLarge(self.buf.len()));
         }
@@ -104,7 +171,14 @@ impl BatchBuilder {
         let timestamp_delta = timestamp.wrapping_sub(self.first_timestamp);
         let offset_delta = u64::from(self.count);
         let out = &mut self.buf;
-        let len = body_len(timestamp_delta, offset_delta, key, value, headers);
+        let len = body_len(
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            header_count,
+            headers_len,
+        );
         out.reserve(varint::len_u64(len as u64) + len);
         varint::put_u64(out, len as u64);
         out.push(0);
@@ -112,13 +186,10 @@ impl BatchBuilder {
         varint::put_u64(out, offset_delta);
         put_nullable(out, key);
         put_nullable(out, value);
-        varint::put_u64(out, headers.len() as u64);
-        for (name, value) in headers {
-            put_header(out, name, value);
-        }
+        varint::put_u64(out, header_count);
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp);
-        Ok(())
+        Ok(out)
     }
 
     /// Writes the header and CRC and returns the batch's bytes.
@@ -153,21 +224,18 @@ fn body_len(
     offset_delta: u64,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-    headers: &[(&str, &[u8])],
+    header_count: u64,
+    headers_len: usize,
 ) -> usize {
     let nullable = |v: Option<&[u8]>| match v {
         None => varint::len_i64(-1),
         Some(b) => varint::len_i64(signed_len(b.len())) + b.len(),
     };
-    let headers_len: usize = headers
-        .iter()
-        .map(|(name, value)| header_len(name, value))
-        .sum();
     1 + varint::len_i64(timestamp_delta)
         + varint::len_u64(offset_delta)
         + nullable(key)
         + nullable(value)
-        + varint::len_u64(headers.len() as u64)
+        + varint::len_u64(header_count)
         + headers_len
 }
 

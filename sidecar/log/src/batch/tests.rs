@@ -284,9 +284,31 @@ mod proptests {
                 let headers: Vec<(&str, &[u8])> =
                     record.headers.iter().map(|h| (h.key.as_str(), &h.value[..])).collect();
                 let before = builder.size();
-                builder
-                    .push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &headers)
-                    .unwrap();
+                if delta % 2 == 0 {
+                    builder
+                        .push(record.timestamp, record.key.as_deref(), record.value.as_deref(), &headers)
+                        .unwrap();
+                } else {
+                    // Every other record with its headers given encoded, one piece each.
+                    let wire: Vec<Vec<u8>> = headers
+                        .iter()
+                        .map(|(name, value)| {
+                            let mut piece = Vec::new();
+                            put_header(&mut piece, name, value);
+                            piece
+                        })
+                        .collect();
+                    let pieces: Vec<&[u8]> = wire.iter().map(Vec::as_slice).collect();
+                    builder
+                        .push_wire(
+                            record.timestamp,
+                            record.key.as_deref(),
+                            record.value.as_deref(),
+                            headers.len() as u64,
+                            &pieces,
+                        )
+                        .unwrap();
+                }
                 let bound = BatchBuilder::record_size_bound(
                     record.key.as_deref(), record.value.as_deref(), &headers);
                 prop_assert!(builder.size() - before <= bound);
