@@ -377,17 +377,26 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
         }
         return Ok(header);
     }
-    let mut iter = RecordIter::new(body, header.record_count);
-    let mut last_delta = 0;
-    let mut max_timestamp = i64::MIN;
-    for r in iter.by_ref() {
-        let r = r?;
-        last_delta = r.offset_delta;
-        max_timestamp = max_timestamp.max(header.first_timestamp.wrapping_add(r.timestamp_delta));
-    }
-    if !iter.at_end() {
-        return Err(DecodeError::HeaderMismatch("bytes after the last record"));
-    }
+    // The quick pass says only whether every record is well formed; the full one runs only
+    // for a batch it refuses, to name what is wrong.
+    let (last_delta, max_timestamp) =
+        if let Some(found) = record::scan(body, header.record_count, header.first_timestamp) {
+            found
+        } else {
+            let mut iter = RecordIter::new(body, header.record_count);
+            let mut last_delta = 0;
+            let mut max_timestamp = i64::MIN;
+            for r in iter.by_ref() {
+                let r = r?;
+                last_delta = r.offset_delta;
+                max_timestamp =
+                    max_timestamp.max(header.first_timestamp.wrapping_add(r.timestamp_delta));
+            }
+            if !iter.at_end() {
+                return Err(DecodeError::HeaderMismatch("bytes after the last record"));
+            }
+            (last_delta, max_timestamp)
+        };
     if last_delta != header.last_offset_delta {
         return Err(DecodeError::HeaderMismatch("last offset delta"));
     }

@@ -221,6 +221,41 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// Checks `count` records in `body` as [`RecordIter`] does (and that the body ends after the
+/// last one) without building them: `Some` with the last offset delta (0 for none) and the
+/// largest timestamp (`first_timestamp` plus each delta, wrapping) if all are well formed,
+/// `None` if [`RecordIter`] would report an error or bytes follow the last record.
+pub(crate) fn scan(body: &[u8], count: u32, first_timestamp: i64) -> Option<(u32, i64)> {
+    let mut reader = Reader::new(body);
+    let mut last_delta: Option<u32> = None;
+    let mut max_timestamp = i64::MIN;
+    for _ in 0..count {
+        let len = usize::try_from(reader.u64().ok()?).ok()?;
+        let mut rec = Reader::new(reader.bytes(len).ok()?);
+        rec.u8().ok()?;
+        let timestamp_delta = rec.i64().ok()?;
+        let offset_delta = u32::try_from(rec.u64().ok()?).ok()?;
+        if last_delta.is_some_and(|last| offset_delta <= last) {
+            return None;
+        }
+        last_delta = Some(offset_delta);
+        read_nullable(&mut rec).ok()?;
+        read_nullable(&mut rec).ok()?;
+        // Each header takes at least two bytes, so this ends with the record's bytes.
+        for _ in 0..rec.u64().ok()? {
+            check_header(&mut rec).ok()?;
+        }
+        if !rec.is_empty() {
+            return None;
+        }
+        max_timestamp = max_timestamp.max(first_timestamp.wrapping_add(timestamp_delta));
+    }
+    if !reader.is_empty() {
+        return None;
+    }
+    Some((last_delta.unwrap_or(0), max_timestamp))
+}
+
 /// Appends one record in its wire form.
 pub(crate) fn encode_record(out: &mut Vec<u8>, record: &Record, first_timestamp: i64) {
     let timestamp_delta = record.timestamp.wrapping_sub(first_timestamp);

@@ -376,6 +376,42 @@ mod proptests {
         }
 
         #[test]
+        fn the_quick_record_scan_agrees_with_the_record_iterator(
+            batch in arb_batch(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            first_timestamp in any::<i64>(),
+        ) {
+            let mut bytes = batch.encode().unwrap();
+            for (at, value) in flips {
+                let i = HEADER_LEN + at.index(bytes.len() - HEADER_LEN);
+                bytes[i] = value;
+            }
+            let header = BatchHeader::parse(&bytes).unwrap();
+            let body = &bytes[HEADER_LEN..];
+            let mut iter = RecordIter::new(body, header.record_count);
+            let mut full = Some((0, i64::MIN));
+            for r in iter.by_ref() {
+                match r {
+                    Ok(r) => {
+                        let (_, max) = full.unwrap();
+                        full = Some((
+                            r.offset_delta,
+                            max.max(first_timestamp.wrapping_add(r.timestamp_delta)),
+                        ));
+                    }
+                    Err(_) => full = None,
+                }
+            }
+            if !iter.at_end() {
+                full = None;
+            }
+            prop_assert_eq!(
+                record::scan(body, header.record_count, first_timestamp),
+                full
+            );
+        }
+
+        #[test]
         fn valid_after_mutation_means_crc_was_recomputed_or_untouched(
             batch in arb_batch(),
             at in any::<prop::sample::Index>(),
