@@ -9,8 +9,8 @@ use std::time::Duration;
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, ConnectionError, Endpoint};
 use sidestream::transport::{
-    ClientTls, ConnectError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint,
-    crypto_provider, read_trust_anchors,
+    ClientTls, ConnectError, LoopbackTuning, PROTOCOL_VERSIONS, QuicTuning, TlsError,
+    bind_endpoint, crypto_provider, read_trust_anchors,
 };
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -246,6 +246,36 @@ async fn a_dev_client_connects_and_is_identified() {
 }
 
 #[tokio::test]
+async fn a_loopback_mtu_larger_than_quinns_first_congestion_window_connects() {
+    bounded(async {
+        // quinn's first congestion window is 12 000 bytes: a first datagram of this MTU was
+        // never let out, and the handshake timed out.
+        let mut tuning = QuicTuning::default();
+        tuning.loopback = Some(LoopbackTuning::new(16_000));
+        let (_dir, certificates) = dev_certificates();
+        let mut server = TestServer::start_tuned(&certificates, &tuning);
+        let client = ClientTls::from_dir(certificates.dir()).unwrap();
+        let endpoint = bind_endpoint(loopback(), None, &tuning).unwrap();
+
+        let connection = client
+            .connect(&endpoint, server.addr, "localhost", &tuning)
+            .await
+            .unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        let message = vec![7u8; 100_000];
+        send.write_all(&message).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(recv.read_to_end(200_000).await.unwrap(), message);
+        assert!(server.handshakes.recv().await.unwrap().is_ok());
+        assert_eq!(connection.stats().path.current_mtu, 16_000);
+        connection.close(0u32.into(), b"done");
+        close(endpoint).await;
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_client_certificate_of_another_ca_is_refused() {
     bounded(async {
         let (_dir, certificates) = dev_certificates();
@@ -346,8 +376,12 @@ struct TestServer {
 
 impl TestServer {
     fn start(certificates: &DevCertificates) -> Self {
+        Self::start_tuned(certificates, &QuicTuning::default())
+    }
+
+    fn start_tuned(certificates: &DevCertificates, tuning: &QuicTuning) -> Self {
         let tls = ServerTls::from_dev(certificates).unwrap();
-        let endpoint = tls.bind(loopback(), &QuicTuning::default()).unwrap();
+        let endpoint = tls.bind(loopback(), tuning).unwrap();
         let addr = endpoint.local_addr().unwrap();
         let (report, handshakes) = mpsc::unbounded_channel();
         let accepting = endpoint.clone();
@@ -396,7 +430,7 @@ fn accept_all(endpoint: &Endpoint) -> JoinHandle<()> {
 
 async fn echo(connection: Connection) {
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        let Ok(bytes) = recv.read_to_end(1024).await else {
+        let Ok(bytes) = recv.read_to_end(1 << 20).await else {
             return;
         };
         if send.write_all(&bytes).await.is_ok() {
