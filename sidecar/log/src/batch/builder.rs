@@ -83,10 +83,7 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, &[u8])],
     ) -> usize {
-        let headers_len = headers
-            .iter()
-            .map(|(name, value)| header_len(name, value))
-            .sum();
+        let headers_len = pairs_len(headers);
         let body = body_len(
             i64::MAX,
             u64::from(u32::MAX),
@@ -106,10 +103,7 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, &[u8])],
     ) -> Result<(), EncodeError> {
-        let headers_len = headers
-            .iter()
-            .map(|(name, value)| header_len(name, value))
-            .sum();
+        let headers_len = pairs_len(headers);
         let out = self.start_record(timestamp, key, value, headers.len() as u64, headers_len)?;
         for (name, value) in headers {
             put_header(out, name, value);
@@ -237,6 +231,14 @@ fn body_len(
         + nullable(value)
         + varint::len_u64(header_count)
         + headers_len
+}
+
+/// The bytes `headers` take encoded.
+fn pairs_len(headers: &[(&str, &[u8])]) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| header_len(name, value))
+        .sum()
 }
 
 fn put_nullable(out: &mut Vec<u8>, value: Option<&[u8]>) {
