@@ -31,8 +31,8 @@ impl FrameReader {
             if let Some(response) = self.codec.decode(&mut self.buf).map_err(Error::Frame)? {
                 return Ok(Some(response));
             }
-            self.reserve_frame();
-            match recv.read_chunk(usize::MAX, true).await {
+            let wanted = self.reserve_frame();
+            match recv.read_chunk(wanted, true).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) => return self.codec.decode_eof(&mut self.buf).map_err(Error::Frame),
                 Err(error) => return Err(read_error(error)),
@@ -40,15 +40,25 @@ impl FrameReader {
         }
     }
 
-    /// Once the length prefix is in, reserves room for the whole frame at once (the codec
-    /// has already checked it against the limit), so a large frame is not copied again at
-    /// every doubling.
-    fn reserve_frame(&mut self) {
-        if let Some(prefix) = self.buf.first_chunk::<FRAME_HEADER_SIZE>() {
-            let length = u32::from_le_bytes(*prefix) as usize;
-            let needed = (FRAME_HEADER_SIZE + length).saturating_sub(self.buf.len());
-            self.buf.reserve(needed);
+    /// Once the length prefix is in, makes room for the whole frame at once (the codec has
+    /// already checked it against the limit), so that a large frame is not copied again at
+    /// every doubling; returns how many bytes to read next: the rest of the frame, so that its
+    /// buffer never has to grow (any number before the prefix is in).
+    ///
+    /// A frame that does not fit gets a buffer of its own, with only its first bytes copied
+    /// over: growing the old buffer instead would copy all of it, the frames before (handed
+    /// out already) included, whenever they are not shared any more.
+    fn reserve_frame(&mut self) -> usize {
+        let Some(prefix) = self.buf.first_chunk::<FRAME_HEADER_SIZE>() else {
+            return usize::MAX;
+        };
+        let frame = FRAME_HEADER_SIZE + u32::from_le_bytes(*prefix) as usize;
+        if self.buf.capacity() < frame {
+            let mut own = BytesMut::with_capacity(frame);
+            own.extend_from_slice(&self.buf);
+            self.buf = own;
         }
+        frame.saturating_sub(self.buf.len()).max(1)
     }
 }
 

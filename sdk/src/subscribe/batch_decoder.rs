@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sidestream_log::batch::{BatchHeader, HEADER_LEN, RecordIter};
+use sidestream_log::batch::{BatchHeader, DecodeError, HEADER_LEN, RecordIter, walk};
 
 use super::delivery::{Acker, Delivery, Payload, RecordAt};
 use crate::{Error, Headers};
@@ -62,7 +62,8 @@ pub(crate) fn decode_batch(
         source: error,
     };
     // Header and CRC here; the records are checked as they are read below (a bad one drops
-    // the whole batch), so the batch is parsed once, not twice as `validate` would.
+    // the whole batch, as do bytes after the last one), so the batch is parsed once, not
+    // twice as `validate` would.
     let header = BatchHeader::parse(batch).map_err(corrupt)?;
     header.verify_crc(batch).map_err(corrupt)?;
     if !header.control {
@@ -72,29 +73,30 @@ pub(crate) fn decode_batch(
             let at = part.as_ptr().addr() - batch.as_ptr().addr();
             at..at + part.len()
         };
-        for record in RecordIter::new(body, header.record_count) {
-            let record = match record {
-                Ok(record) => record,
-                Err(error) => {
-                    out.truncate(start);
-                    return Err(corrupt(error));
-                }
-            };
+        let whole = walk(body, header.record_count, |record| {
             let offset = header
                 .base_offset
                 .saturating_add(u64::from(record.offset_delta));
-            if offset < source.next {
-                continue;
+            if offset >= source.next {
+                out.push_back(Item::Record(RecordSpan {
+                    offset,
+                    timestamp: header.first_timestamp.wrapping_add(record.timestamp_delta),
+                    key: record.key.map(within),
+                    value: record.value.map(within),
+                    headers: within(record.header_wire()),
+                    // A record's headers take two bytes each at least: far fewer than 2^32
+                    // fit.
+                    header_count: u32::try_from(record.header_count()).unwrap_or(u32::MAX),
+                }));
             }
-            out.push_back(Item::Record(RecordSpan {
-                offset,
-                timestamp: header.first_timestamp.wrapping_add(record.timestamp_delta),
-                key: record.key.map(within),
-                value: record.value.map(within),
-                headers: within(record.header_wire()),
-                // A record's headers take two bytes each at least: far fewer than 2^32 fit.
-                header_count: u32::try_from(record.header_count()).unwrap_or(u32::MAX),
-            }));
+        });
+        if !whole {
+            out.truncate(start);
+            // The quick pass names no fault: the record iterator finds and names it.
+            let fault = RecordIter::new(body, header.record_count)
+                .find_map(Result::err)
+                .unwrap_or(DecodeError::HeaderMismatch("bytes after the last record"));
+            return Err(corrupt(fault));
         }
     }
     // Computed here rather than by `next_offset`, which could overflow on hostile bytes.
@@ -120,7 +122,6 @@ pub(crate) fn deliver<T: Payload>(
     let value = span.value.map(part);
     let event = T::from_record(topic, partition, span.offset, key.as_ref(), value, &headers)?;
     let at = RecordAt {
-        topic,
         partition,
         offset: span.offset,
         timestamp: span.timestamp,

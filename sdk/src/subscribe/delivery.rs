@@ -28,15 +28,15 @@ pub struct Delivery<T> {
     pub timestamp: i64,
     /// Its partitioning key, if it has one.
     pub key: Option<Bytes>,
-    topic: Arc<str>,
     headers: Headers,
+    /// Also where the topic's name is kept: one shared handle per batch, not two.
     acker: Acker,
 }
 
 impl<T> Delivery<T> {
     /// The topic it was read from.
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.acker.topic()
     }
 
     /// Its headers (`id`, `type`, `source`, `traceparent`, and any others; its `time` is
@@ -52,7 +52,7 @@ impl<T> Delivery<T> {
     /// exports spans ([`telemetry`](crate::telemetry)).
     pub fn handling_span(&self) -> tracing::Span {
         crate::telemetry::handle_span(
-            &self.topic,
+            self.topic(),
             self.partition,
             self.offset,
             self.headers.traceparent(),
@@ -90,7 +90,7 @@ impl<T> Delivery<T> {
 
     pub(crate) fn new(
         event: T,
-        at: RecordAt<'_>,
+        at: RecordAt,
         key: Option<Bytes>,
         headers: Headers,
         acker: Acker,
@@ -101,7 +101,6 @@ impl<T> Delivery<T> {
             offset: at.offset,
             timestamp: at.timestamp,
             key,
-            topic: Arc::clone(at.topic),
             headers,
             acker,
         }
@@ -111,7 +110,7 @@ impl<T> Delivery<T> {
 impl<T: fmt::Debug> fmt::Debug for Delivery<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
-            .field("topic", &self.topic)
+            .field("topic", &self.topic())
             .field("partition", &self.partition)
             .field("offset", &self.offset)
             .field("timestamp", &self.timestamp)
@@ -166,8 +165,7 @@ impl Payload for RawEvent {}
 
 /// Where a record was.
 #[derive(Clone, Copy)]
-pub(crate) struct RecordAt<'a> {
-    pub(crate) topic: &'a Arc<str>,
+pub(crate) struct RecordAt {
     pub(crate) partition: u32,
     pub(crate) offset: u64,
     pub(crate) timestamp: i64,
@@ -245,22 +243,35 @@ pub(crate) mod sealed {
     }
 }
 
-/// Acknowledges deliveries of one partition, in one assignment of it.
+/// Acknowledges deliveries of one partition, in one assignment of it; shared by the
+/// deliveries of a batch.
 #[derive(Clone)]
-pub(crate) struct Acker {
+pub(crate) struct Acker(Arc<AckTarget>);
+
+struct AckTarget {
+    topic: Arc<str>,
     positions: Arc<Mutex<Positions>>,
     epoch: u64,
 }
 
 impl Acker {
-    pub(crate) fn new(positions: Arc<Mutex<Positions>>, epoch: u64) -> Self {
-        Self { positions, epoch }
+    pub(crate) fn new(topic: Arc<str>, positions: Arc<Mutex<Positions>>, epoch: u64) -> Self {
+        Self(Arc::new(AckTarget {
+            topic,
+            positions,
+            epoch,
+        }))
+    }
+
+    fn topic(&self) -> &str {
+        &self.0.topic
     }
 
     fn ack(&self, partition: u32, offset: u64) {
-        self.positions
+        self.0
+            .positions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .ack(partition, self.epoch, offset);
+            .ack(partition, self.0.epoch, offset);
     }
 }

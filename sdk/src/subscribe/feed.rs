@@ -119,7 +119,7 @@ impl<T: Payload> Feed<T> {
                 bytes,
                 partition,
                 epoch,
-                acker: Acker::new(Arc::clone(&self.positions), epoch),
+                acker: Acker::new(Arc::clone(&self.topic), Arc::clone(&self.positions), epoch),
             });
         }
     }

@@ -309,6 +309,41 @@ fn truncated_bytes_are_corrupt_not_a_panic() {
     assert!(feed.next_item().unwrap().is_ok());
 }
 
+/// `bytes` with its length and CRC made right again after an edit.
+fn resealed(mut bytes: Vec<u8>) -> Bytes {
+    let length = u32::try_from(bytes.len()).unwrap();
+    bytes[8..12].copy_from_slice(&length.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[33..]);
+    bytes[29..33].copy_from_slice(&crc.to_le_bytes());
+    Bytes::from(bytes)
+}
+
+#[test]
+fn a_bad_record_under_a_good_crc_drops_its_batch_and_is_named() {
+    let whole = orders(0, &["a", "b"]);
+    // The last record's last header is `source`: its name's first byte made not UTF-8.
+    let mut bad_name = whole.to_vec();
+    let at = bad_name.len() - b"order-service".len() - 1 - b"source".len();
+    assert_eq!(&bad_name[at..at + 6], b"source");
+    bad_name[at] = 0xff;
+    let mut trailing = whole.to_vec();
+    trailing.push(0);
+    for (bytes, named) in [
+        (resealed(bad_name), "header name is not UTF-8"),
+        (resealed(trailing), "bytes after the last record"),
+    ] {
+        let (mut feed, _) = new_feed::<RawEvent>(false, &assignment(0, &[(0, 0)]));
+        feed.handle_frame(frame(0, vec![bytes]));
+        let items = drain(&mut feed);
+        assert_eq!(items.len(), 1, "no record of the batch is delivered");
+        let Err(error @ Error::CorruptBatch { .. }) = &items[0] else {
+            panic!("expected a corrupt batch, got {:?}", items[0]);
+        };
+        let source = std::error::Error::source(error).unwrap().to_string();
+        assert!(source.contains(named), "{source:?} names {named:?}");
+    }
+}
+
 #[test]
 fn hostile_bytes_never_panic() {
     let valid = batch(

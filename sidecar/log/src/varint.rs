@@ -3,6 +3,13 @@
 //! Decoding works on untrusted bytes: every read is bounds-checked and a varint longer than
 //! ten bytes, or one that overflows 64 bits, is an error.
 
+#![expect(
+    clippy::inline_always,
+    reason = "the reads are a few instructions each, on the path every record of every \
+              batch takes (measured with callgrind: left to the inliner, the record checks \
+              took 40 % more instructions)"
+)]
+
 /// Appends `value` as an unsigned LEB128 varint.
 pub(crate) fn put_u64(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -57,12 +64,14 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline(always)]
     pub(crate) fn u8(&mut self) -> Result<u8, ReadFault> {
         let byte = *self.buf.get(self.pos).ok_or(ReadFault::Truncated)?;
         self.pos += 1;
         Ok(byte)
     }
 
+    #[inline(always)]
     pub(crate) fn u64(&mut self) -> Result<u64, ReadFault> {
         // Most varints in a batch (lengths, deltas, counts) take one byte.
         if let Some(&byte) = self.buf.get(self.pos)
@@ -71,6 +80,19 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             return Ok(u64::from(byte));
         }
+        // Two bytes: a record's length, a 100-byte value's length.
+        if let Some(&[low, high]) = self.buf.get(self.pos..self.pos.wrapping_add(2))
+            && high < 0x80
+        {
+            self.pos += 2;
+            return Ok(u64::from(low & 0x7f) | u64::from(high) << 7);
+        }
+        self.long_u64()
+    }
+
+    /// [`u64`](Self::u64) of a varint longer than one byte (or of no byte at all).
+    #[inline(never)]
+    fn long_u64(&mut self) -> Result<u64, ReadFault> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.u8()?;
@@ -86,11 +108,19 @@ impl<'a> Reader<'a> {
         Err(ReadFault::Overlong)
     }
 
+    #[inline(always)]
     pub(crate) fn i64(&mut self) -> Result<i64, ReadFault> {
         let raw = self.u64()?;
         Ok((raw >> 1).cast_signed() ^ -((raw & 1).cast_signed()))
     }
 
+    /// The bytes not read yet (without reading them).
+    #[inline(always)]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    #[inline(always)]
     pub(crate) fn bytes(&mut self, len: usize) -> Result<&'a [u8], ReadFault> {
         let end = self.pos.checked_add(len).ok_or(ReadFault::Truncated)?;
         let slice = self.buf.get(self.pos..end).ok_or(ReadFault::Truncated)?;

@@ -24,7 +24,9 @@ pub use builder::BatchBuilder;
 pub use header::{
     BatchHeader, CRC_START, Compression, HEADER_LEN, MAGIC, ProducerState, RaftLogId,
 };
-pub use record::{HeaderIter, Record, RecordHeader, RecordIter, RecordRef, header_len, put_header};
+pub use record::{
+    HeaderIter, Record, RecordHeader, RecordIter, RecordRef, header_len, put_header, walk,
+};
 
 use crate::Offset;
 

@@ -226,34 +226,69 @@ impl<'a> Iterator for RecordIter<'a> {
 /// largest timestamp (`first_timestamp` plus each delta, wrapping) if all are well formed,
 /// `None` if [`RecordIter`] would report an error or bytes follow the last record.
 pub(crate) fn scan(body: &[u8], count: u32, first_timestamp: i64) -> Option<(u32, i64)> {
+    let mut last_delta = 0;
+    let mut max_timestamp = i64::MIN;
+    let whole = walk(body, count, |record| {
+        last_delta = record.offset_delta;
+        max_timestamp = max_timestamp.max(first_timestamp.wrapping_add(record.timestamp_delta));
+    });
+    whole.then_some((last_delta, max_timestamp))
+}
+
+/// Hands the `count` records of `body` (the batch bytes after the header) to `each`, in
+/// order, checking each as [`RecordIter`] does; `true` if all are well formed and the body
+/// ends after the last one.
+///
+/// The quick pass over a batch: it builds no error. On `false`, some records may have been
+/// handed out already; walk the body with [`RecordIter`] to learn what is wrong.
+pub fn walk<'a>(body: &'a [u8], count: u32, mut each: impl FnMut(RecordRef<'a>)) -> bool {
     let mut reader = Reader::new(body);
     let mut last_delta: Option<u32> = None;
-    let mut max_timestamp = i64::MIN;
     for _ in 0..count {
-        let len = usize::try_from(reader.u64().ok()?).ok()?;
-        let mut rec = Reader::new(reader.bytes(len).ok()?);
-        rec.u8().ok()?;
-        let timestamp_delta = rec.i64().ok()?;
-        let offset_delta = u32::try_from(rec.u64().ok()?).ok()?;
-        if last_delta.is_some_and(|last| offset_delta <= last) {
-            return None;
-        }
-        last_delta = Some(offset_delta);
-        read_nullable(&mut rec).ok()?;
-        read_nullable(&mut rec).ok()?;
-        // Each header takes at least two bytes, so this ends with the record's bytes.
-        for _ in 0..rec.u64().ok()? {
-            check_header(&mut rec).ok()?;
-        }
-        if !rec.is_empty() {
-            return None;
-        }
-        max_timestamp = max_timestamp.max(first_timestamp.wrapping_add(timestamp_delta));
+        let Some(record) = walk_one(&mut reader, last_delta) else {
+            return false;
+        };
+        last_delta = Some(record.offset_delta);
+        each(record);
     }
-    if !reader.is_empty() {
+    reader.is_empty()
+}
+
+/// One record of [`walk`], or `None` if it is malformed or its offset delta does not follow
+/// `last_delta`.
+#[expect(
+    clippy::inline_always,
+    reason = "called once per record or header; see varint.rs"
+)]
+#[inline(always)]
+fn walk_one<'a>(reader: &mut Reader<'a>, last_delta: Option<u32>) -> Option<RecordRef<'a>> {
+    let len = usize::try_from(reader.u64().ok()?).ok()?;
+    let mut rec = Reader::new(reader.bytes(len).ok()?);
+    rec.u8().ok()?;
+    let timestamp_delta = rec.i64().ok()?;
+    let offset_delta = u32::try_from(rec.u64().ok()?).ok()?;
+    if last_delta.is_some_and(|last| offset_delta <= last) {
         return None;
     }
-    Some((last_delta.unwrap_or(0), max_timestamp))
+    let key = read_nullable(&mut rec).ok()?;
+    let value = read_nullable(&mut rec).ok()?;
+    let header_count = rec.u64().ok()?;
+    let headers = rec.rest();
+    // Each header takes at least two bytes, so this ends with the record's bytes.
+    for _ in 0..header_count {
+        check_header(&mut rec).ok()?;
+    }
+    if !rec.is_empty() {
+        return None;
+    }
+    Some(RecordRef {
+        offset_delta,
+        timestamp_delta,
+        key,
+        value,
+        headers,
+        header_count,
+    })
 }
 
 /// Appends one record in its wire form.
@@ -311,6 +346,11 @@ fn signed_len(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
 }
 
+#[expect(
+    clippy::inline_always,
+    reason = "called once per record or header; see varint.rs"
+)]
+#[inline(always)]
 fn read_nullable<'a>(reader: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ReadFault> {
     match reader.i64()? {
         -1 => Ok(None),
@@ -333,6 +373,11 @@ impl From<ReadFault> for HeaderFault {
 }
 
 /// Reads past one header, checking it as [`read_header`] does.
+#[expect(
+    clippy::inline_always,
+    reason = "called once per record or header; see varint.rs"
+)]
+#[inline(always)]
 fn check_header(reader: &mut Reader<'_>) -> Result<(), HeaderFault> {
     let key_len = usize::try_from(reader.u64()?).map_err(|_| ReadFault::Truncated)?;
     let key = reader.bytes(key_len)?;
