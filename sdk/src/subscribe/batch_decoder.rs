@@ -120,11 +120,11 @@ pub(crate) fn deliver<T: Payload>(
     let headers = Headers::from_wire(part(span.headers), span.header_count, span.timestamp);
     let key = span.key.map(part);
     let value = span.value.map(part);
-    let event = T::from_record(topic, partition, span.offset, key.as_ref(), value, &headers)?;
+    let payload = T::from_record(topic, partition, span.offset, key.as_ref(), value, headers)?;
     let at = RecordAt {
         partition,
         offset: span.offset,
         timestamp: span.timestamp,
     };
-    Ok(Delivery::new(event, at, key, headers, acker.clone()))
+    Ok(Delivery::new(payload, at, key, acker.clone()))
 }

@@ -17,7 +17,7 @@ use crate::{Error, Event, Headers, RawEvent};
 /// delivered again after a restart or rebalance (at-least-once). A subscription without a
 /// group commits nothing: where it starts again is its own choice.
 #[non_exhaustive]
-pub struct Delivery<T> {
+pub struct Delivery<T: Payload> {
     /// The event.
     pub event: T,
     /// The partition it was read from.
@@ -28,12 +28,13 @@ pub struct Delivery<T> {
     pub timestamp: i64,
     /// Its partitioning key, if it has one.
     pub key: Option<Bytes>,
-    headers: Headers,
+    /// The headers, unless the event keeps them itself (a [`RawEvent`] does).
+    headers: <T as sealed::FromRecord>::Kept,
     /// Also where the topic's name is kept: one shared handle per batch, not two.
     acker: Acker,
 }
 
-impl<T> Delivery<T> {
+impl<T: Payload> Delivery<T> {
     /// The topic it was read from.
     pub fn topic(&self) -> &str {
         self.acker.topic()
@@ -42,7 +43,7 @@ impl<T> Delivery<T> {
     /// Its headers (`id`, `type`, `source`, `traceparent`, and any others; its `time` is
     /// [`Headers::time`]).
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        T::headers(&self.event, &self.headers)
     }
 
     /// A span for handling this event: `handle <topic>`, the child of the span that published
@@ -55,7 +56,7 @@ impl<T> Delivery<T> {
             self.topic(),
             self.partition,
             self.offset,
-            self.headers.traceparent(),
+            self.headers().traceparent(),
         )
     }
 
@@ -89,10 +90,9 @@ impl<T> Delivery<T> {
     }
 
     pub(crate) fn new(
-        event: T,
+        (event, headers): (T, <T as sealed::FromRecord>::Kept),
         at: RecordAt,
         key: Option<Bytes>,
-        headers: Headers,
         acker: Acker,
     ) -> Self {
         Self {
@@ -107,7 +107,7 @@ impl<T> Delivery<T> {
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for Delivery<T> {
+impl<T: Payload + fmt::Debug> fmt::Debug for Delivery<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
             .field("topic", &self.topic())
@@ -115,7 +115,7 @@ impl<T: fmt::Debug> fmt::Debug for Delivery<T> {
             .field("offset", &self.offset)
             .field("timestamp", &self.timestamp)
             .field("key", &self.key)
-            .field("headers", &self.headers)
+            .field("headers", self.headers())
             .field("event", &self.event)
             .finish_non_exhaustive()
     }
@@ -178,18 +178,29 @@ pub(crate) mod sealed {
 
     /// Builds a delivered payload from a record's parts.
     pub trait FromRecord: Sized {
-        /// The payload of the record at `offset` of `partition` in `topic`.
+        /// What a delivery keeps of the record's headers besides the payload: all of them,
+        /// or nothing for a payload that holds them itself (so that a delivery is not a
+        /// second copy to move and count references to).
+        type Kept: Send + Sync + 'static;
+
+        /// The payload of the record at `offset` of `partition` in `topic`, and what the
+        /// delivery keeps of its headers.
         fn from_record(
             topic: &str,
             partition: u32,
             offset: u64,
             key: Option<&Bytes>,
             value: Option<Bytes>,
-            headers: &Headers,
-        ) -> Result<Self, Error>;
+            headers: Headers,
+        ) -> Result<(Self, Self::Kept), Error>;
+
+        /// The record's headers, from the payload or from what its delivery kept.
+        fn headers<'a>(&'a self, kept: &'a Self::Kept) -> &'a Headers;
     }
 
     impl<E: Event> FromRecord for E {
+        type Kept = Headers;
+
         /// Checks the `type` header first, then decodes: an event of another type is
         /// reported, never decoded as this one.
         fn from_record(
@@ -198,8 +209,8 @@ pub(crate) mod sealed {
             offset: u64,
             _key: Option<&Bytes>,
             value: Option<Bytes>,
-            headers: &Headers,
-        ) -> Result<Self, Error> {
+            headers: Headers,
+        ) -> Result<(Self, Headers), Error> {
             let found = headers.get(headers::TYPE);
             if found != Some(E::TYPE_NAME.as_bytes()) {
                 return Err(Error::TypeMismatch {
@@ -215,30 +226,42 @@ pub(crate) mod sealed {
                 partition,
                 offset,
             })?;
-            E::decode(value).map_err(|source| Error::Decode {
+            let event = E::decode(value).map_err(|source| Error::Decode {
                 topic: topic.to_owned(),
                 partition,
                 offset,
                 type_name: E::TYPE_NAME,
                 source,
-            })
+            })?;
+            Ok((event, headers))
+        }
+
+        fn headers<'a>(&'a self, kept: &'a Headers) -> &'a Headers {
+            kept
         }
     }
 
     impl FromRecord for RawEvent {
+        type Kept = ();
+
         fn from_record(
             _topic: &str,
             _partition: u32,
             _offset: u64,
             key: Option<&Bytes>,
             value: Option<Bytes>,
-            headers: &Headers,
-        ) -> Result<Self, Error> {
-            Ok(Self {
+            headers: Headers,
+        ) -> Result<(Self, ()), Error> {
+            let event = Self {
                 key: key.cloned(),
                 value: value.unwrap_or_default(),
-                headers: headers.clone(),
-            })
+                headers,
+            };
+            Ok((event, ()))
+        }
+
+        fn headers<'a>(&'a self, (): &'a ()) -> &'a Headers {
+            &self.headers
         }
     }
 }

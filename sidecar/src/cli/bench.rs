@@ -9,14 +9,17 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use futures_util::FutureExt as _;
+use futures_util::stream::Stream as _;
 use hdrhistogram::Histogram;
 use sidestream::{Acks, Client, Fsync, Headers, RawEvent, StartAt, TopicSettings};
 use tokio::sync::mpsc;
@@ -383,11 +386,12 @@ async fn consume(client: &Client, args: &BenchArgs, topic: &str) -> anyhow::Resu
         .context("cannot subscribe")?;
     let mut seen = 0;
     while seen < args.events {
-        // Written out rather than through `next_within`: each layer of future a delivery
-        // passes through copies it once more, and this loop is what the benchmark times.
-        let next = match subscription.next().now_or_never() {
-            Some(next) => next,
-            None => tokio::time::timeout(IDLE_LIMIT, subscription.next())
+        // Polled here as a stream rather than through `next_within`: each layer of future a
+        // delivery passes through copies it once more, and this loop is what is timed.
+        let ready = Pin::new(&mut subscription).poll_next(&mut Context::from_waker(Waker::noop()));
+        let next = match ready {
+            Poll::Ready(next) => next,
+            Poll::Pending => tokio::time::timeout(IDLE_LIMIT, subscription.next())
                 .await
                 .map_err(|_| {
                     anyhow::anyhow!("no event for 30 s after {seen} of {} events", args.events)
