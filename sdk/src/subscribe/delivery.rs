@@ -42,6 +42,10 @@ impl<T: Payload> Delivery<T> {
 
     /// Its headers (`id`, `type`, `source`, `traceparent`, and any others; its `time` is
     /// [`Headers::time`]).
+    ///
+    /// A [`RawEvent`] holds its headers itself: for its delivery these are `event.headers`,
+    /// kept once, so they are whatever that field holds now (and so is the parent of
+    /// [`handling_span`](Self::handling_span)).
     pub fn headers(&self) -> &Headers {
         T::headers(&self.event, &self.headers)
     }

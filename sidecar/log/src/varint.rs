@@ -149,6 +149,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The one- and two-byte paths of `u64` read what the general loop reads, on any
+        /// bytes at all.
+        #[test]
+        fn the_short_paths_agree_with_the_general_one(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            at in 0usize..12,
+        ) {
+            let at = at.min(bytes.len());
+            let mut quick = Reader::new(&bytes);
+            quick.pos = at;
+            let mut general = quick.clone();
+            proptest::prop_assert_eq!(quick.u64(), general.long_u64());
+            proptest::prop_assert_eq!(quick.position(), general.position());
+        }
+    }
+
     #[test]
     fn rejects_overlong_and_truncated() {
         assert_eq!(Reader::new(&[0x80; 11]).u64(), Err(ReadFault::Overlong));
