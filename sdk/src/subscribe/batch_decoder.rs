@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sidestream_log::batch::{BatchHeader, DecodeError, HEADER_LEN, RecordIter, walk};
+use sidestream_log::batch::{BatchHeader, HEADER_LEN, fault, walk};
 
 use super::delivery::{Acker, Delivery, Payload, RecordAt};
 use crate::{Error, Headers};
@@ -92,11 +92,8 @@ pub(crate) fn decode_batch(
         });
         if !whole {
             out.truncate(start);
-            // The quick pass names no fault: the record iterator finds and names it.
-            let fault = RecordIter::new(body, header.record_count)
-                .find_map(Result::err)
-                .unwrap_or(DecodeError::HeaderMismatch("bytes after the last record"));
-            return Err(corrupt(fault));
+            // The quick pass names no fault: a slower one finds and names it.
+            return Err(corrupt(fault(body, header.record_count)));
         }
     }
     // Computed here rather than by `next_offset`, which could overflow on hostile bytes.

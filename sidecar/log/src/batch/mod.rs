@@ -25,7 +25,7 @@ pub use header::{
     BatchHeader, CRC_START, Compression, HEADER_LEN, MAGIC, ProducerState, RaftLogId,
 };
 pub use record::{
-    HeaderIter, Record, RecordHeader, RecordIter, RecordRef, header_len, put_header, walk,
+    HeaderIter, Record, RecordHeader, RecordIter, RecordRef, fault, header_len, put_header, walk,
 };
 
 use crate::Offset;
@@ -381,24 +381,11 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
     }
     // The quick pass says only whether every record is well formed; the full one runs only
     // for a batch it refuses, to name what is wrong.
-    let (last_delta, max_timestamp) =
-        if let Some(found) = record::scan(body, header.record_count, header.first_timestamp) {
-            found
-        } else {
-            let mut iter = RecordIter::new(body, header.record_count);
-            let mut last_delta = 0;
-            let mut max_timestamp = i64::MIN;
-            for r in iter.by_ref() {
-                let r = r?;
-                last_delta = r.offset_delta;
-                max_timestamp =
-                    max_timestamp.max(header.first_timestamp.wrapping_add(r.timestamp_delta));
-            }
-            if !iter.at_end() {
-                return Err(DecodeError::HeaderMismatch("bytes after the last record"));
-            }
-            (last_delta, max_timestamp)
-        };
+    let Some((last_delta, max_timestamp)) =
+        record::scan(body, header.record_count, header.first_timestamp)
+    else {
+        return Err(fault(body, header.record_count));
+    };
     if last_delta != header.last_offset_delta {
         return Err(DecodeError::HeaderMismatch("last offset delta"));
     }

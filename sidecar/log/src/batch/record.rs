@@ -152,6 +152,7 @@ impl<'a> RecordIter<'a> {
     }
 
     /// Whether the body ends exactly after the last record.
+    #[cfg(test)]
     pub(crate) fn at_end(&self) -> bool {
         self.reader.is_empty()
     }
@@ -240,7 +241,7 @@ pub(crate) fn scan(body: &[u8], count: u32, first_timestamp: i64) -> Option<(u32
 /// ends after the last one.
 ///
 /// The quick pass over a batch: it builds no error. On `false`, some records may have been
-/// handed out already; walk the body with [`RecordIter`] to learn what is wrong.
+/// handed out already; [`fault`] names what is wrong.
 pub fn walk<'a>(body: &'a [u8], count: u32, mut each: impl FnMut(RecordRef<'a>)) -> bool {
     let mut reader = Reader::new(body);
     let mut last_delta: Option<u32> = None;
@@ -252,6 +253,14 @@ pub fn walk<'a>(body: &'a [u8], count: u32, mut each: impl FnMut(RecordRef<'a>))
         each(record);
     }
     reader.is_empty()
+}
+
+/// What is wrong with the `count` records of `body`, for a body that [`walk`] refused: the
+/// first record [`RecordIter`] finds malformed, or else bytes after the last record.
+pub fn fault(body: &[u8], count: u32) -> DecodeError {
+    RecordIter::new(body, count)
+        .find_map(Result::err)
+        .unwrap_or(DecodeError::HeaderMismatch("bytes after the last record"))
 }
 
 /// One record of [`walk`], or `None` if it is malformed or its offset delta does not follow
