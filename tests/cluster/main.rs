@@ -1127,25 +1127,11 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
         &["decommission", "3"],
     );
     assert!(ok, "{stdout}{stderr}");
-    let sets_are = |wanted: &'static [u64]| {
-        move |m: &MetadataResult| {
-            m.topics.iter().any(|t| {
-                t.name == "wiped"
-                    && t.partitions.iter().all(|p| {
-                        let mut set = p.replicas.clone();
-                        set.sort_unstable();
-                        set == wanted
-                            && (p.in_sync_replicas.is_empty()
-                                || p.in_sync_replicas.len() == wanted.len())
-                    })
-            })
-        }
-    };
     wait_until(
         members[0].process.addr(),
         &tls,
         "sets of nodes 1 and 2",
-        sets_are(&[1, 2]),
+        sets_are("wiped", &[1, 2]),
     )
     .await;
     acknowledged.extend(publish_range(&client, "wiped", 400..450).await);
@@ -1164,7 +1150,7 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
             member.process.addr(),
             &tls,
             "sets of nodes 1, 2 and 4, in sync",
-            sets_are(&[1, 2, 4]),
+            sets_are("wiped", &[1, 2, 4]),
         )
         .await;
     }
@@ -1196,6 +1182,83 @@ async fn a_wiped_node_is_refused_its_old_place_and_a_replacement_takes_its_repli
         log.contains("node id 3 was removed from the cluster for good"),
         "{log}"
     );
+}
+
+/// Whether every partition of `topic` has the replicas `wanted` (in any order), all in sync
+/// (or none known to be).
+fn sets_are(topic: &'static str, wanted: &'static [u64]) -> impl Fn(&MetadataResult) -> bool {
+    move |m: &MetadataResult| {
+        m.topics.iter().any(|t| {
+            t.name == topic
+                && t.partitions.iter().all(|p| {
+                    let mut set = p.replicas.clone();
+                    set.sort_unstable();
+                    set == wanted
+                        && (p.in_sync_replicas.is_empty()
+                            || p.in_sync_replicas.len() == wanted.len())
+                })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_other_replica_is_gone_for_good_goes_on_from_the_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, tls) = three_members(dir.path()).await;
+    let client = connect(&members[0], &tls).await;
+    let settings = sidestream::TopicSettings::new()
+        .partitions(3)
+        .replication_factor(2);
+    client.create_topic("halved", settings).await.unwrap();
+    let mut acknowledged = publish_range(&client, "halved", 0..300).await;
+
+    // Node 3 is lost for good. Of each two-replica group it was in, the replica left cannot
+    // elect a leader on its own: a majority of two is two.
+    let mut lost = members.pop().unwrap();
+    assert_eq!(lost.id, 3);
+    tokio::task::block_in_place(|| lost.process.kill());
+
+    // Taken out of the cluster, its replicas move to the nodes left: each replica left
+    // restarts its group as the only voter (every acknowledged event was on it), and takes
+    // its new partner in.
+    let (ok, stdout, stderr) = cluster_cli(
+        &members[0].process,
+        &dir.path().join("node-1"),
+        &["decommission", "3"],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    for member in &members {
+        wait_until(
+            member.process.addr(),
+            &tls,
+            "sets of nodes 1 and 2, in sync",
+            sets_are("halved", &[1, 2]),
+        )
+        .await;
+    }
+    acknowledged.extend(publish_range(&client, "halved", 300..400).await);
+    let _ = client.close().await;
+    for member in &members {
+        let reader = connect(member, &tls).await;
+        read_back(&reader, "halved", &acknowledged).await;
+        let _ = reader.close().await;
+    }
+
+    // Back with its data, the removed node is refused and stops; the others go on.
+    let seed_peer = members[0].process.peer_addr().unwrap().to_string();
+    let rejoin = member_args(3, "127.0.0.1:0", Some(&seed_peer), Some(&tls));
+    let rejoin: Vec<&str> = rejoin.iter().map(String::as_str).collect();
+    let (status, log) = sidestream_tests::run_sidecar_to_exit(&lost.data_dir, &rejoin, PATIENCE)
+        .expect("a removed node stops by itself");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("node id 3 was removed from the cluster for good"),
+        "{log}"
+    );
+    let writer = connect(&members[1], &tls).await;
+    acknowledged.extend(publish_range(&writer, "halved", 400..450).await);
+    read_back(&writer, "halved", &acknowledged).await;
+    let _ = writer.close().await;
 }
 
 /// Takes `count` deliveries of `subscription`, acknowledging each; their values.

@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 /// How long a sidecar may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Names a directory where each sidecar a test starts leaves a copy of its log (stderr) once it
+/// exits, for looking into a failed test.
+pub const LOGS_ENV: &str = "SIDESTREAM_TEST_LOGS";
+
 /// The path of the `sidestream` command line under test: `SIDESTREAM_CLI` if set, else this
 /// package's `sidestream-under-test` binary, which Cargo builds before the integration tests
 /// and puts one directory above them (`target/<profile>/`, the tests being in `deps/`).
@@ -94,9 +98,14 @@ impl SidecarProcess {
             .expect("the sidestream binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
+        let copy = std::env::var_os(LOGS_ENV)
+            .map(|dir| Path::new(&dir).join(format!("sidecar-{}-{}.log", addr.port(), child.id())));
         let stderr = thread::spawn(move || {
             let mut text = String::new();
             let _ = BufReader::new(stderr).read_to_string(&mut text);
+            if let Some(copy) = copy {
+                let _ = std::fs::write(copy, &text);
+            }
             text
         });
         let (ready_tx, ready) = mpsc::channel();

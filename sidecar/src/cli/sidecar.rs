@@ -209,10 +209,18 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         }
         println!("sidestream sidecar listening on {}", sidecar.local_addr());
     }
-    stop.await;
+    let refused = tokio::select! {
+        () = stop => None,
+        reason = sidecar.refused() => Some(reason),
+    };
     tracing::info!("shutting down");
     sidecar.shutdown().await?;
-    Ok(())
+    match refused {
+        None => Ok(()),
+        Some(reason) => Err(anyhow::anyhow!(
+            "the cluster will not take this node in: {reason}"
+        )),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT). The signals are watched from this call on, not

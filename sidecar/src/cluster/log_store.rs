@@ -481,6 +481,36 @@ impl PartitionLogStore {
         Ok(appended)
     }
 
+    /// Appends `membership` after the log's last entry, outside Raft, and makes the log
+    /// durable: the entry takes the term of the log's vote (or of its last entry, if higher).
+    /// Only for a replica whose Raft is stopped, which restarts with it as its membership
+    /// (openraft takes the last membership in the log as the group's).
+    pub(crate) async fn append_membership(
+        &self,
+        membership: openraft::Membership<NodeId, openraft::BasicNode>,
+    ) -> Result<LogId<NodeId>, StorageError<NodeId>> {
+        let state = self.log.state();
+        let last = state.last.or(state.last_purged);
+        let term = self
+            .log
+            .vote()
+            .map(|vote| vote.term)
+            .max(last.map(|l| l.term))
+            .unwrap_or(0);
+        let index = last.map_or(0, |l| l.index + 1);
+        let log_id = openraft_log_id(RaftLogId { term, index });
+        let entry = PartitionEntry {
+            log_id,
+            payload: EntryPayload::Membership(membership),
+        };
+        self.append_one(&entry)
+            .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
+        self.blocking(Log::sync)
+            .await?
+            .map_err(|e| storage_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
+        Ok(log_id)
+    }
+
     /// Whether `log_id` is at or below the log's purge point.
     fn is_purged(&self, log_id: &LogId<NodeId>) -> bool {
         self.log

@@ -93,6 +93,8 @@ pub struct ClusterMember {
     peer_address: String,
     tasks: Vec<AbortHandle>,
     passing: Arc<tokio::sync::Semaphore>,
+    /// Why the cluster will never take this node in, once it said so.
+    refused: watch::Receiver<Option<String>>,
 }
 
 /// The most services' requests a sidecar passes on to peers at once. Each takes a stream of
@@ -124,13 +126,14 @@ impl ClusterMember {
             &peer_tuning(tuning),
         )?;
         match Self::take_place(&node, node_id, config, data_dir, client_address).await {
-            Ok((metadata, state, peer_address, tasks)) => Ok(Self {
+            Ok((metadata, state, peer_address, tasks, refused)) => Ok(Self {
                 node,
                 metadata,
                 state,
                 peer_address,
                 tasks,
                 passing: Arc::new(tokio::sync::Semaphore::new(MAX_PASSING)),
+                refused,
             }),
             Err(error) => {
                 // Stop what was started: the replicas' Rafts and the peer port.
@@ -153,6 +156,7 @@ impl ClusterMember {
             watch::Receiver<ClusterState>,
             String,
             Vec<AbortHandle>,
+            watch::Receiver<Option<String>>,
         ),
         ClusterError,
     > {
@@ -207,9 +211,27 @@ impl ClusterMember {
         }
         // Asked as a member from now on (checked above, or formed here, or known already).
         join.fresh = false;
-        let register =
-            tokio::spawn(register(node.groups(), node.clients(), join, seeds)).abort_handle();
-        Ok((metadata, state, peer_address, vec![follow, register]))
+        let (refuse, refused) = watch::channel(None);
+        let register = tokio::spawn(register(node.groups(), node.clients(), join, seeds, refuse))
+            .abort_handle();
+        Ok((
+            metadata,
+            state,
+            peer_address,
+            vec![follow, register],
+            refused,
+        ))
+    }
+
+    /// Completes, with the cluster's reason, once the cluster has refused to take this node
+    /// in for good (its id was removed from the cluster, or it lost the state it had as a
+    /// member): it has no place to serve in and should stop. Never completes otherwise.
+    pub async fn refused(&self) -> String {
+        let mut refused = self.refused.clone();
+        match refused.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// This node's id.
@@ -332,6 +354,21 @@ impl ClusterMember {
             .open_partition(&group, partition, dir, config, form)
             .await?;
         Ok(replica)
+    }
+
+    /// Restarts this node's replica of partition `partition` of the group named `group`, whose
+    /// other voters all left the cluster for good, as the group's only voter (see
+    /// [`PeerNode::restart_alone`]).
+    pub async fn restart_alone(
+        &self,
+        group: &str,
+        partition: u32,
+        dir: &Path,
+        replica: PartitionReplica,
+    ) -> Result<PartitionReplica, OpenReplicaError> {
+        self.node
+            .restart_alone(group, partition, dir, replica)
+            .await
     }
 
     /// Stops this node's replica of partition `partition` of the group named `group`.
@@ -520,6 +557,7 @@ async fn register(
     clients: Arc<super::peer::PeerClients>,
     join: Join,
     seeds: Vec<String>,
+    refuse: watch::Sender<Option<String>>,
 ) {
     let mut attempt = 0_u64;
     loop {
@@ -541,6 +579,7 @@ async fn register(
             }
             Err(reason) if reason.is_permanent() => {
                 tracing::error!(node = join.node_id, %reason, "the cluster will not take this node in");
+                refuse.send_replace(Some(reason.to_string()));
                 return;
             }
             Err(reason) => {

@@ -16,6 +16,7 @@ use super::member::PassedOnHandler;
 use super::network::PartitionNetwork;
 use super::peer::{Group, PeerClients, RaftGroups, server};
 use super::snapshot::LoadSnapshotError;
+use super::state_machine::StateMachineAlive;
 use super::type_config::{NodeId, PartitionRaft};
 use super::{PartitionLogStore, PartitionStateMachine};
 use crate::tls::PeerTls;
@@ -117,6 +118,24 @@ impl Formation {
     }
 }
 
+/// The log store of a replica of `topic`'s partition whose log is `log`.
+fn log_store(topic: &str, log: Arc<Log>) -> PartitionLogStore {
+    let store = PartitionLogStore::new(log);
+    // The cluster's metadata is acted on as it is applied (a deleted topic's files go at
+    // once), so its state must never go back after a restart: its rare commits are saved
+    // before openraft applies them. A partition's state may lag a moment (see
+    // `PartitionLogStore::save_commits_in_background`).
+    if topic == super::metadata::METADATA_TOPIC {
+        store
+    } else {
+        store.save_commits_in_background()
+    }
+}
+
+/// Longest a replica restarted alone waits for its old state machine to stop (it may be
+/// saving a snapshot of a few hundred bytes).
+const STATE_MACHINE_STOP: Duration = Duration::from_secs(10);
+
 /// When the first node of a new partition's replica set stands again if the group's first
 /// round of votes found no leader: before any other replica's election timer (300 ms at the
 /// earliest) fires.
@@ -139,6 +158,8 @@ pub struct PartitionReplica {
     pub(crate) groups: Arc<std::sync::Mutex<super::group_state::GroupTable>>,
     /// The log store openraft writes through (to sweep its recent entries).
     pub(crate) store: PartitionLogStore,
+    /// Alive while the replica's state machine or a snapshot builder of it is.
+    state_machine: StateMachineAlive,
 }
 
 impl PartitionReplica {
@@ -285,14 +306,86 @@ impl PeerNode {
             ));
         }
         let log = Arc::new(Log::open(Arc::new(FileStorage), dir, log_config)?);
-        let mut store = PartitionLogStore::new(Arc::clone(&log));
-        // The cluster's metadata is acted on as it is applied (a deleted topic's files go at
-        // once), so its state must never go back after a restart: its rare commits are saved
-        // before openraft applies them. A partition's state may lag a moment (see
-        // `PartitionLogStore::save_commits_in_background`).
-        if topic != super::metadata::METADATA_TOPIC {
-            store = store.save_commits_in_background();
+        self.start_group(topic, partition, dir, log_store(topic, log), form)
+            .await
+    }
+
+    /// Stops this node's replica of partition `partition` of `topic`, whose group can no longer
+    /// elect a leader (every other voter of its membership left the cluster for good), and
+    /// starts it again as the group's only voter, on the same log: a membership of this node
+    /// alone is appended to the log first, and openraft takes the last membership in the log
+    /// as the group's. The replica then elects itself and commits what its log holds; its
+    /// leader takes the partition's new replicas in from there.
+    ///
+    /// Nothing acknowledged with `acks=all` is lost: it was on a majority of the old
+    /// membership, which this replica is part of. A node that left cannot come back into the
+    /// group: its log ends before this replica's (whose next term's entries it lacks), so its
+    /// candidacies are refused, and the cluster refuses it when it asks to join. Returns the
+    /// replica that replaces `replica`, which must not be used any more (its Raft is stopped).
+    pub async fn restart_alone(
+        &self,
+        topic: &str,
+        partition: u32,
+        dir: &Path,
+        replica: PartitionReplica,
+    ) -> Result<PartitionReplica, OpenReplicaError> {
+        let raft_error = |reason: String| OpenReplicaError::Raft {
+            topic: topic.to_owned(),
+            partition,
+            reason,
+        };
+        let me = BasicNode::new(self.peer_address());
+        let PartitionReplica {
+            raft,
+            log,
+            state_machine,
+            ..
+        } = replica;
+        // The old Raft must be gone before the log is written behind its back: its state
+        // machine (and any snapshot it is building) too, which the new one replaces.
+        self.close_partition(topic, partition).await;
+        let _ = raft.shutdown().await;
+        drop(raft);
+        let waited = tokio::time::timeout(STATE_MACHINE_STOP, async {
+            while state_machine.strong_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            return Err(raft_error(format!(
+                "its old state machine did not stop within {STATE_MACHINE_STOP:?}"
+            )));
         }
+        let store = log_store(topic, log);
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([self.node_id])],
+            BTreeMap::from([(self.node_id, me)]),
+        );
+        let forced = store.append_membership(membership).await.map_err(|e| {
+            raft_error(format!(
+                "cannot append a membership of this node alone: {e}"
+            ))
+        })?;
+        tracing::warn!(topic, partition, log_id = %forced, "the partition's other replicas left the cluster for good: restarting its group with this replica as the only voter");
+        self.start_group(topic, partition, dir, store, None).await
+    }
+
+    /// The part of [`open_partition`](Self::open_partition) after the log is open.
+    async fn start_group(
+        &self,
+        topic: &str,
+        partition: u32,
+        dir: &Path,
+        store: PartitionLogStore,
+        form: Option<Formation>,
+    ) -> Result<PartitionReplica, OpenReplicaError> {
+        let raft_error = |reason: String| OpenReplicaError::Raft {
+            topic: topic.to_owned(),
+            partition,
+            reason,
+        };
+        let log = Arc::clone(store.log());
         // On the blocking pool: it may finish a snapshot install a crash cut short.
         let state_machine = {
             let (dir, store) = (dir.to_path_buf(), store.clone());
@@ -301,6 +394,7 @@ impl PeerNode {
                 .map_err(|e| raft_error(e.to_string()))??
         };
         let high_watermark = state_machine.watch_high_watermark();
+        let alive = state_machine.alive();
         let producers = state_machine.shared_producers();
         let groups = state_machine.shared_groups();
         let config = partition_raft_config()
@@ -357,6 +451,7 @@ impl PeerNode {
             producers,
             groups,
             store,
+            state_machine: alive,
         })
     }
 

@@ -332,6 +332,62 @@ async fn a_restarted_follower_catches_up_from_its_own_log() {
     cluster.shutdown().await;
 }
 
+/// A replica whose other voters are gone for good restarts as its group's only voter: it
+/// leads at once, keeps every committed batch at its offset, goes on committing, and stays
+/// the only voter after a restart of its own (the membership it appended is in its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_other_voters_are_gone_restarts_alone_and_keeps_its_log() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    cluster.publish(leader, 0, 20).await;
+    cluster.wait_applied(leader).await;
+    for id in [2, 3] {
+        cluster.stop(id).await;
+    }
+    // Alone among three voters, it can neither elect itself nor commit.
+    let survivor = cluster.members.remove(&1).unwrap();
+    let dir = cluster.dir.path().join("node-1");
+    let replica = survivor
+        .node
+        .restart_alone(TOPIC, 0, &dir, survivor.replica)
+        .await
+        .unwrap();
+    cluster.members.insert(
+        1,
+        Member {
+            node: survivor.node,
+            replica,
+        },
+    );
+    assert_eq!(cluster.leader(Duration::from_secs(10)).await, 1);
+    let voters: Vec<NodeId> = cluster.members[&1]
+        .replica
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, [1]);
+    let offsets = cluster.publish(1, 20, 5).await;
+    assert_eq!(offsets, [40, 42, 44, 46, 48]);
+    cluster.wait_high_watermark(50).await;
+    let data = data_batches(&cluster.members[&1]);
+    assert_eq!(data.len(), 25);
+    for (i, batch) in data.iter().enumerate() {
+        assert_eq!(batch[28..], batch_bytes(i)[28..], "batch {i}");
+    }
+
+    // Stopped and opened again from its files, it is still the group's only voter.
+    let addr = cluster.stop(1).await;
+    let member = cluster.open(1, addr).await;
+    cluster.members.insert(1, member);
+    assert_eq!(cluster.leader(Duration::from_secs(10)).await, 1);
+    assert_eq!(cluster.publish(1, 25, 1).await, [50]);
+    cluster.shutdown().await;
+}
+
 /// A follower that missed entries the leader has since purged is sent a snapshot that carries
 /// the leader's batches from its log start (DESIGN "Retention and snapshots"): it ends up with
 /// the same batches at the same offsets, takes the entries after them, and can lead.

@@ -52,6 +52,17 @@ pub struct PartitionStateMachine {
     groups: Arc<Mutex<GroupTable>>,
 }
 
+/// Tells whether a partition's state machine, or a snapshot builder of it, is still alive.
+#[derive(Debug, Clone)]
+pub(crate) struct StateMachineAlive(std::sync::Weak<SnapshotStore>);
+
+impl StateMachineAlive {
+    /// How many of the state machine and its snapshot builders are alive.
+    pub(crate) fn strong_count(&self) -> usize {
+        self.0.strong_count()
+    }
+}
+
 /// Builds a snapshot of the state as it was when the builder was made.
 #[derive(Debug)]
 pub struct PartitionSnapshotBuilder {
@@ -78,6 +89,12 @@ impl PartitionStateMachine {
             state,
             snapshots: Arc::new(snapshots),
         })
+    }
+
+    /// A handle that tells whether this state machine, or a snapshot builder of it, is still
+    /// alive: openraft's `Raft::shutdown` does not wait for its state machine worker.
+    pub(crate) fn alive(&self) -> StateMachineAlive {
+        StateMachineAlive(Arc::downgrade(&self.snapshots))
     }
 
     /// The high watermark as it moves: readers of committed data wait on it. It starts at the

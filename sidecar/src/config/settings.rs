@@ -42,6 +42,7 @@ const NOT_KEYS: &[&str] = &[
     "seed",
     "fault",
     "fault_rounds",
+    "test_logs",
     "bench_read_mb",
 ];
 

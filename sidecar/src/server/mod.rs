@@ -243,6 +243,15 @@ impl RunningSidecar {
         &self.tls_dir
     }
 
+    /// Completes, with the cluster's reason, once the cluster has refused to take this
+    /// member in for good (see [`ClusterMember::refused`]); never for a sidecar on its own.
+    pub async fn refused(&self) -> String {
+        match &self.leaving {
+            Some((cluster, _)) => cluster.refused().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Shuts down gracefully and waits until every log is synced.
     pub async fn shutdown(self) -> Result<(), SidecarError> {
         self.phase.send_replace(Phase::Stopping);

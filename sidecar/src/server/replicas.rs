@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::cluster::{ClusterMember, ClusterTopic};
 use crate::groups::Groups;
-use crate::topics::{Kind, Partition, Replicated, Topic, Topics, log_config};
+use crate::topics::{Kind, Partition, Replicated, Stranded, Topic, Topics, log_config};
 
 /// The largest batch a replica's log takes: the largest a peer frame carries.
 const REPLICATED_BATCH_LIMIT: usize = 256 << 20;
@@ -35,6 +35,7 @@ pub(super) async fn reconcile(
     let mut swept = false;
     loop {
         let now = state.borrow_and_update().clone();
+        let reshaping = topics.reshaping().await;
         for topic in topics.all() {
             let Some(id) = topic.id() else { continue };
             let current = now.topics.get(&topic.spec().name).map(|t| t.id.as_str());
@@ -61,6 +62,7 @@ pub(super) async fn reconcile(
             }
         }
         topics.set_reconciled(now.applied_offset);
+        drop(reshaping);
         if !swept
             && cluster.metadata_caught_up()
             && cluster.state().applied_offset == now.applied_offset
@@ -197,8 +199,12 @@ async fn open(
 /// Stops the replicas of `topic` that were moved away and that their groups no longer count
 /// as voters, removes their files (through the trash), and serves those partitions as held
 /// elsewhere from then on.
-async fn drain(cluster: &ClusterMember, topics: &Arc<Topics>, topic: &Arc<Topic>) {
+async fn drain(cluster: &ClusterMember, topics: &Arc<Topics>, topic: &Topic) {
     let Some(id) = topic.id() else { return };
+    let _reshaping = topics.reshaping().await;
+    let Some(topic) = installed(topics, &topic.spec().name, id) else {
+        return;
+    };
     let group = format!("{}-{id}", topic.spec().name);
     let mut changed = false;
     let mut partitions = Vec::with_capacity(topic.partitions().len());
@@ -228,6 +234,55 @@ async fn drain(cluster: &ClusterMember, topics: &Arc<Topics>, topic: &Arc<Topic>
     }
 }
 
+/// The topic installed under `name`, if it is still instance `id`.
+fn installed(topics: &Topics, name: &str, id: &str) -> Option<Arc<Topic>> {
+    topics.get(name).filter(|topic| topic.id() == Some(id))
+}
+
+/// Restarts this node's replica of each partition of `topic` numbered in `stranded` as its
+/// group's only voter (every other voter of the group left the cluster for good: see
+/// `Replicated::stranded`), and serves the partition through the new replica; subscriptions
+/// of the old one end with a message that says to subscribe again. The group's new leader
+/// then takes the partition's other replicas in (`converge`).
+async fn recover(cluster: &ClusterMember, topics: &Topics, topic: &Topic, stranded: &[u32]) {
+    let Some(id) = topic.id() else { return };
+    if stranded.is_empty() {
+        return;
+    }
+    let _reshaping = topics.reshaping().await;
+    let Some(topic) = installed(topics, &topic.spec().name, id) else {
+        return;
+    };
+    let group = format!("{}-{id}", topic.spec().name);
+    let mut partitions = topic.partitions().to_vec();
+    let mut changed = false;
+    for &number in stranded {
+        let Some(slot) = partitions.iter_mut().find(|p| p.number() == number) else {
+            continue;
+        };
+        let Kind::Replicated(replicated) = slot.kind() else {
+            continue;
+        };
+        let dir = topic.dir().join(number.to_string());
+        let replica = replicated.replica().clone();
+        match cluster.restart_alone(&group, number, &dir, replica).await {
+            Ok(replica) => {
+                slot.close("the partition's replica on this sidecar restarted as its only voter (its other replicas left the cluster for good); subscribe again");
+                let me = cluster.node_id();
+                let replicated = Replicated::new(me, replicated.replicas(), replica);
+                *slot = Arc::new(Partition::replicated(number, replicated));
+                changed = true;
+            }
+            Err(error) => {
+                tracing::error!(topic = %topic.spec().name, partition = number, %error, "cannot restart a replica whose group lost its other voters; trying again");
+            }
+        }
+    }
+    if changed {
+        topics.replace(Arc::new(topic.with_partitions(partitions)));
+    }
+}
+
 /// How often a member checks that the partitions it leads have the replica sets the
 /// metadata names.
 const CONVERGE_EVERY: Duration = Duration::from_secs(1);
@@ -248,6 +303,7 @@ pub(super) async fn converge(
         let ready = state.departed.contains(&cluster.node_id())
             || (cluster.metadata_caught_up() && topics.reconciled() >= state.applied_offset);
         for topic in topics.all() {
+            let mut stranded = Vec::new();
             for partition in topic.partitions().iter().filter(|_| ready) {
                 if *shutdown.borrow() {
                     return;
@@ -255,12 +311,21 @@ pub(super) async fn converge(
                 let Kind::Replicated(replicated) = partition.kind() else {
                     continue;
                 };
+                match replicated.stranded(&state.departed) {
+                    Stranded::No => {}
+                    Stranded::Waiting => continue,
+                    Stranded::Now => {
+                        stranded.push(partition.number());
+                        continue;
+                    }
+                }
                 if let Err(reason) = replicated.converge(&state.nodes).await {
                     tracing::warn!(topic = %topic.spec().name, partition = partition.number(), %reason, "replica set change not done yet");
                 }
                 balance(&cluster, &topic, partition.number(), replicated, &state).await;
             }
             drain(&cluster, &topics, &topic).await;
+            recover(&cluster, &topics, &topic, &stranded).await;
         }
         tokio::select! {
             () = tokio::time::sleep(CONVERGE_EVERY) => {}

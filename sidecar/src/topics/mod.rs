@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::atomic_file::{sync_dir, write_atomically};
 pub(crate) use partition::{Kind, Partition, PublishError, PublishOutcome};
-pub(crate) use replicated::{Ack, Led, Replicated, Routed};
+pub(crate) use replicated::{Ack, Led, Replicated, Routed, Stranded};
 pub(crate) use spec::fsync_text;
 pub use spec::{Cleanup, InvalidTopicConfig, MAX_PARTITIONS, TopicDefaults, TopicSpec};
 
@@ -182,6 +182,9 @@ pub(crate) struct Topics {
     version: watch::Sender<u64>,
     /// A cluster member's: the metadata offset its replicated topics are in step with.
     reconciled: std::sync::atomic::AtomicU64,
+    /// A cluster member's: serializes the changes of its replicated topics' partitions (the
+    /// metadata's, and a replica's restart), each made from the topic as installed.
+    reshaping: tokio::sync::Mutex<()>,
 }
 
 impl Topics {
@@ -231,6 +234,7 @@ impl Topics {
             storage,
             by_name: RwLock::new(by_name),
             changing: tokio::sync::Mutex::new(()),
+            reshaping: tokio::sync::Mutex::new(()),
             version: watch::Sender::new(0),
             reconciled: std::sync::atomic::AtomicU64::new(0),
         })
@@ -259,6 +263,12 @@ impl Topics {
             old.deleted.send_replace(true);
         }
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Held while a cluster member changes its replicated topics' partitions: each change
+    /// starts from the topics as installed and installs its result before the next starts.
+    pub(crate) async fn reshaping(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reshaping.lock().await
     }
 
     /// Replaces a replicated topic by the same instance with other partitions (its replicas

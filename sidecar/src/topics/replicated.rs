@@ -43,6 +43,10 @@ const EARLY_BATCH_WAIT: Duration = Duration::from_secs(5);
 /// Longest one step of a replica set change may take (a new replica catching up included).
 const CONVERGE_WAIT: Duration = Duration::from_secs(30);
 
+/// Longest adding a learner to a group may take (a membership entry to commit; the learner
+/// catches up after).
+const LEARNER_WAIT: Duration = Duration::from_secs(5);
+
 /// How long retention waits for a snapshot it asked for (a few hundred bytes of state).
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 
@@ -61,6 +65,16 @@ const BALANCE_LAG: u64 = 64;
 /// that it keeps up.
 const BALANCE_CHECKS: i32 = 5;
 
+/// For how many checks in a row (one a second) a replica must be stranded (its group has no
+/// leader, and every other voter left the cluster for good) before it is restarted as its
+/// group's only voter: a departed node that still leads the group while its replicas move
+/// (a decommission of a live node) is heard from all along.
+const STRANDED_CHECKS: u32 = 5;
+
+/// How long a leader may go without a quorum's answer before its group counts as without a
+/// leader (heartbeats go out every 100 ms).
+const QUORUM_LOST: Duration = Duration::from_secs(1);
+
 /// How many checks a failed handover waits before the next attempt.
 const BALANCE_BACKOFF: i32 = 30;
 
@@ -73,6 +87,17 @@ const LEADER_CHANGE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Offsets recorded for a batch proposed but not yet appended.
 const PENDING: (u64, u64) = (u64::MAX, u64::MAX);
+
+/// Whether a replica's group lost its other voters for good (see [`Replicated::stranded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stranded {
+    /// No: the group goes on as it is.
+    No,
+    /// It looks so: wait for the next checks, and change nothing meanwhile.
+    Waiting,
+    /// Yes: restart the replica as the group's only voter.
+    Now,
+}
 
 /// When a publish is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +157,8 @@ pub(crate) struct Replicated {
     /// Checks in a row that found leadership worth handing to the preferred replica
     /// (negative: backing off after a failed handover).
     balance_checks: std::sync::atomic::AtomicI32,
+    /// Checks in a row that found this replica stranded (see [`Replicated::stranded`]).
+    stranded_checks: std::sync::atomic::AtomicU32,
 }
 
 /// The leader's table of proposed batches, valid for one term.
@@ -160,6 +187,7 @@ impl Replicated {
             proposals: tokio::sync::Mutex::new(Proposals::default()),
             proposed: Notify::new(),
             balance_checks: std::sync::atomic::AtomicI32::new(0),
+            stranded_checks: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -193,6 +221,42 @@ impl Replicated {
                 .membership()
                 .voter_ids()
                 .any(|id| id == self.node_id)
+    }
+
+    /// Whether this replica's group can no longer elect a leader (or its leader can no longer
+    /// commit) and must be restarted with this replica as its only voter, called once a
+    /// second: its membership is not joint, has this replica as a voter and every other voter
+    /// among the nodes that left the cluster for good (`departed`), and the group has no leader,
+    /// or this replica leads it without a quorum's answer for [`QUORUM_LOST`]. Such a group
+    /// could only go on if one of those nodes came back. [`Stranded::Now`] once that held for
+    /// [`STRANDED_CHECKS`] calls in a row; meanwhile the replica's set is not to be changed (a
+    /// leader without a quorum would wait for that in vain).
+    pub(crate) fn stranded(&self, departed: &std::collections::BTreeSet<NodeId>) -> Stranded {
+        use std::sync::atomic::Ordering;
+        let metrics = self.replica.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let others_gone = membership.get_joint_config().len() == 1
+            && membership.voter_ids().any(|id| id == self.node_id)
+            && membership.voter_ids().any(|id| id != self.node_id)
+            && membership
+                .voter_ids()
+                .all(|id| id == self.node_id || departed.contains(&id));
+        let leaderless = match metrics.current_leader {
+            None => true,
+            Some(leader) if leader == self.node_id => metrics
+                .millis_since_quorum_ack
+                .is_none_or(|ms| Duration::from_millis(ms) >= QUORUM_LOST),
+            Some(_) => false,
+        };
+        if !(others_gone && leaderless) {
+            self.stranded_checks.store(0, Ordering::Relaxed);
+            return Stranded::No;
+        }
+        if self.stranded_checks.fetch_add(1, Ordering::Relaxed) + 1 >= STRANDED_CHECKS {
+            Stranded::Now
+        } else {
+            Stranded::Waiting
+        }
     }
 
     /// Publishes `batch` (validated, a data batch) if this sidecar leads the partition, or says
@@ -500,6 +564,13 @@ impl Replicated {
         if voters == wanted {
             return Ok(());
         }
+        if metrics
+            .millis_since_quorum_ack
+            .is_none_or(|ms| Duration::from_millis(ms) >= QUORUM_LOST)
+        {
+            // Nothing it proposes can commit now (see `stranded`).
+            return Err("the leader has not heard from a quorum for a while".to_owned());
+        }
         let raft = &self.replica.raft;
         let last = metrics.last_log_index.unwrap_or(0);
         for &id in wanted.difference(&voters) {
@@ -509,9 +580,9 @@ impl Replicated {
                     .ok_or_else(|| format!("node {id} is not registered"))?;
                 let added =
                     raft.add_learner(id, openraft::BasicNode::new(&node.peer_address), false);
-                tokio::time::timeout(CONVERGE_WAIT, added)
+                tokio::time::timeout(LEARNER_WAIT, added)
                     .await
-                    .map_err(|_| format!("adding node {id} took longer than {CONVERGE_WAIT:?}"))?
+                    .map_err(|_| format!("adding node {id} took longer than {LEARNER_WAIT:?}"))?
                     .map_err(|e| format!("cannot add node {id}: {e}"))?;
             }
             let caught_up = raft
