@@ -481,24 +481,45 @@ impl PartitionLogStore {
         Ok(appended)
     }
 
-    /// Appends `membership` after the log's last entry, outside Raft, and makes the log
-    /// durable: the entry takes the term of the log's vote (or of its last entry, if higher).
-    /// Only for a replica whose Raft is stopped, which restarts with it as its membership
-    /// (openraft takes the last membership in the log as the group's).
-    pub(crate) async fn append_membership(
+    /// Makes node `me` the leader of a group whose only voter it is, outside Raft: saves a
+    /// committed vote of `me` in a term above every term the log knows, then appends
+    /// `membership` (`me` alone) in that term after the log's last entry, and makes the log
+    /// durable. Only for a replica whose Raft is stopped: started again, openraft takes the
+    /// last membership in the log as the group's, and the vote makes `me` its leader at once
+    /// (with the membership entry as its term's first). The new term keeps the old group's
+    /// nodes out: their appends and candidacies are of older terms, and no log of theirs can
+    /// hold another entry under this entry's log id. Done already (an attempt that failed
+    /// after it): nothing more is written.
+    pub(crate) async fn take_over_alone(
         &self,
+        me: NodeId,
         membership: openraft::Membership<NodeId, openraft::BasicNode>,
     ) -> Result<LogId<NodeId>, StorageError<NodeId>> {
         let state = self.log.state();
+        let vote = self.log.vote();
+        if let Some(last) = state.last
+            && vote.is_some_and(|v| v.committed && v.node_id == Some(me) && v.term == last.term)
+            && let Ok(batches) = self.log.read_entries(last.index..last.index + 1)
+            && let Some(batch) = batches.into_iter().next()
+            && let Ok(entry) = entry_codec::decode(batch)
+            && matches!(&entry.payload, EntryPayload::Membership(m) if *m == membership)
+        {
+            return Ok(entry.log_id);
+        }
         let last = state.last.or(state.last_purged);
-        let term = self
-            .log
-            .vote()
-            .map(|vote| vote.term)
-            .max(last.map(|l| l.term))
-            .unwrap_or(0);
-        let index = last.map_or(0, |l| l.index + 1);
-        let log_id = openraft_log_id(RaftLogId { term, index });
+        let term = vote.map(|v| v.term).max(last.map(|l| l.term)).unwrap_or(0) + 1;
+        let log_id = openraft_log_id(RaftLogId {
+            term,
+            index: last.map_or(0, |l| l.index + 1),
+        });
+        let vote = RaftVote {
+            term,
+            node_id: Some(me),
+            committed: true,
+        };
+        self.blocking(move |log| log.save_vote(vote))
+            .await?
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, &e))?;
         let entry = PartitionEntry {
             log_id,
             payload: EntryPayload::Membership(membership),

@@ -310,18 +310,20 @@ impl PeerNode {
             .await
     }
 
-    /// Stops this node's replica of partition `partition` of `topic`, whose group can no longer
-    /// elect a leader (every other voter of its membership left the cluster for good), and
-    /// starts it again as the group's only voter, on the same log: a membership of this node
-    /// alone is appended to the log first, and openraft takes the last membership in the log
-    /// as the group's. The replica then elects itself and commits what its log holds; its
-    /// leader takes the partition's new replicas in from there.
+    /// Stops this node's replica of partition `partition` of `topic`, whose group lost its
+    /// other voter for good, and starts it again as the group's only voter and leader, on the
+    /// same log: a committed vote of this node in a new term and a membership of this node
+    /// alone are written to the log first (`PartitionLogStore::take_over_alone`); openraft
+    /// takes the last membership in the log as the group's, and the vote as its leadership.
+    /// The replica commits what its log holds; its leader takes the partition's new replicas
+    /// in from there.
     ///
-    /// Nothing acknowledged with `acks=all` is lost: it was on a majority of the old
-    /// membership, which this replica is part of. A node that left cannot come back into the
-    /// group: its log ends before this replica's (whose next term's entries it lacks), so its
-    /// candidacies are refused, and the cluster refuses it when it asks to join. Returns the
-    /// replica that replaces `replica`, which must not be used any more (its Raft is stopped).
+    /// For a group of two voters only (see `Replicated::stranded`): each entry committed in
+    /// it, every event acknowledged with `acks=all` among them, is on both voters, so on this
+    /// one. A node that left cannot come back into the group: its appends and candidacies
+    /// are of older terms, and the cluster refuses it when it asks to join. Returns the
+    /// replica that replaces `replica`, which must not be used any more (its Raft is
+    /// stopped).
     pub async fn restart_alone(
         &self,
         topic: &str,
@@ -362,12 +364,11 @@ impl PeerNode {
             vec![std::collections::BTreeSet::from([self.node_id])],
             BTreeMap::from([(self.node_id, me)]),
         );
-        let forced = store.append_membership(membership).await.map_err(|e| {
-            raft_error(format!(
-                "cannot append a membership of this node alone: {e}"
-            ))
-        })?;
-        tracing::warn!(topic, partition, log_id = %forced, "the partition's other replicas left the cluster for good: restarting its group with this replica as the only voter");
+        let forced = store
+            .take_over_alone(self.node_id, membership)
+            .await
+            .map_err(|e| raft_error(format!("cannot make this node the only voter: {e}")))?;
+        tracing::warn!(topic, partition, log_id = %forced, "the partition's other replica left the cluster for good: restarting its group with this replica as the only voter");
         self.start_group(topic, partition, dir, store, None).await
     }
 

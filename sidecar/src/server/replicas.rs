@@ -240,11 +240,17 @@ fn installed(topics: &Topics, name: &str, id: &str) -> Option<Arc<Topic>> {
 }
 
 /// Restarts this node's replica of each partition of `topic` numbered in `stranded` as its
-/// group's only voter (every other voter of the group left the cluster for good: see
-/// `Replicated::stranded`), and serves the partition through the new replica; subscriptions
-/// of the old one end with a message that says to subscribe again. The group's new leader
-/// then takes the partition's other replicas in (`converge`).
-async fn recover(cluster: &ClusterMember, topics: &Topics, topic: &Topic, stranded: &[u32]) {
+/// group's only voter, if the group is still cut off (its other voter left the cluster for
+/// good: see `Replicated::stranded`), and serves the partition through the new replica;
+/// subscriptions of the old one end with a message that says to subscribe again. The
+/// group's new leader then takes the partition's other replicas in (`converge`).
+async fn recover(
+    cluster: &ClusterMember,
+    topics: &Topics,
+    topic: &Topic,
+    stranded: &[u32],
+    departed: &std::collections::BTreeSet<crate::cluster::NodeId>,
+) {
     let Some(id) = topic.id() else { return };
     if stranded.is_empty() {
         return;
@@ -263,6 +269,10 @@ async fn recover(cluster: &ClusterMember, topics: &Topics, topic: &Topic, strand
         let Kind::Replicated(replicated) = slot.kind() else {
             continue;
         };
+        // Judged a moment ago (other partitions' changes may have taken a while since).
+        if !replicated.cut_off(departed) {
+            continue;
+        }
         let dir = topic.dir().join(number.to_string());
         let replica = replicated.replica().clone();
         match cluster.restart_alone(&group, number, &dir, replica).await {
@@ -274,7 +284,7 @@ async fn recover(cluster: &ClusterMember, topics: &Topics, topic: &Topic, strand
                 changed = true;
             }
             Err(error) => {
-                tracing::error!(topic = %topic.spec().name, partition = number, %error, "cannot restart a replica whose group lost its other voters; trying again");
+                tracing::error!(topic = %topic.spec().name, partition = number, %error, "cannot restart a replica whose group lost its other voter; this node serves the partition only once a retry succeeds");
             }
         }
     }
@@ -325,7 +335,7 @@ pub(super) async fn converge(
                 balance(&cluster, &topic, partition.number(), replicated, &state).await;
             }
             drain(&cluster, &topics, &topic).await;
-            recover(&cluster, &topics, &topic, &stranded).await;
+            recover(&cluster, &topics, &topic, &stranded, &state.departed).await;
         }
         tokio::select! {
             () = tokio::time::sleep(CONVERGE_EVERY) => {}

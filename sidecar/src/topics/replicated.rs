@@ -65,10 +65,10 @@ const BALANCE_LAG: u64 = 64;
 /// that it keeps up.
 const BALANCE_CHECKS: i32 = 5;
 
-/// For how many checks in a row (one a second) a replica must be stranded (its group has no
-/// leader, and every other voter left the cluster for good) before it is restarted as its
-/// group's only voter: a departed node that still leads the group while its replicas move
-/// (a decommission of a live node) is heard from all along.
+/// For how many checks in a row (one a second at most) a replica's group must be cut off (no
+/// leader, and the other voter left the cluster for good) before the replica is restarted as
+/// its only voter: a departed node that still leads the group while its replicas move (a
+/// decommission of a live node) is heard from all along.
 const STRANDED_CHECKS: u32 = 5;
 
 /// How long a leader may go without a quorum's answer before its group counts as without a
@@ -223,24 +223,23 @@ impl Replicated {
                 .any(|id| id == self.node_id)
     }
 
-    /// Whether this replica's group can no longer elect a leader (or its leader can no longer
-    /// commit) and must be restarted with this replica as its only voter, called once a
-    /// second: its membership is not joint, has this replica as a voter and every other voter
-    /// among the nodes that left the cluster for good (`departed`), and the group has no leader,
-    /// or this replica leads it without a quorum's answer for [`QUORUM_LOST`]. Such a group
-    /// could only go on if one of those nodes came back. [`Stranded::Now`] once that held for
-    /// [`STRANDED_CHECKS`] calls in a row; meanwhile the replica's set is not to be changed (a
-    /// leader without a quorum would wait for that in vain).
-    pub(crate) fn stranded(&self, departed: &std::collections::BTreeSet<NodeId>) -> Stranded {
-        use std::sync::atomic::Ordering;
+    /// Whether this replica's group is cut off for good: its membership is two voters, not
+    /// joint, this replica and a node that left the cluster for good (`departed`), and the
+    /// group has no leader, or this replica leads it without a quorum's answer for
+    /// [`QUORUM_LOST`]. Such a group could only go on if that node came back; this replica
+    /// holds every entry the group committed (a majority of two is both), so it may go on
+    /// alone (`PeerNode::restart_alone`). A larger group that lost all its other voters is
+    /// not: an entry may have been committed by the others without this replica.
+    pub(crate) fn cut_off(&self, departed: &std::collections::BTreeSet<NodeId>) -> bool {
         let metrics = self.replica.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
-        let others_gone = membership.get_joint_config().len() == 1
-            && membership.voter_ids().any(|id| id == self.node_id)
-            && membership.voter_ids().any(|id| id != self.node_id)
-            && membership
-                .voter_ids()
-                .all(|id| id == self.node_id || departed.contains(&id));
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let other_gone = membership.get_joint_config().len() == 1
+            && voters.len() == 2
+            && voters.contains(&self.node_id)
+            && voters
+                .iter()
+                .all(|id| *id == self.node_id || departed.contains(id));
         let leaderless = match metrics.current_leader {
             None => true,
             Some(leader) if leader == self.node_id => metrics
@@ -248,7 +247,16 @@ impl Replicated {
                 .is_none_or(|ms| Duration::from_millis(ms) >= QUORUM_LOST),
             Some(_) => false,
         };
-        if !(others_gone && leaderless) {
+        other_gone && leaderless
+    }
+
+    /// Whether to restart this replica as its group's only voter, called once a second at
+    /// most: [`Stranded::Now`] once the group was [cut off](Self::cut_off) for
+    /// [`STRANDED_CHECKS`] calls in a row; meanwhile the replica's set is not to be changed (a
+    /// leader without a quorum would wait for that in vain).
+    pub(crate) fn stranded(&self, departed: &std::collections::BTreeSet<NodeId>) -> Stranded {
+        use std::sync::atomic::Ordering;
+        if !self.cut_off(departed) {
             self.stranded_checks.store(0, Ordering::Relaxed);
             return Stranded::No;
         }
