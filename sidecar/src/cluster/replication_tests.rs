@@ -34,6 +34,12 @@ struct Cluster {
 impl Cluster {
     /// Three nodes holding partition 0 of `orders`, its group formed with all three as voters.
     async fn start() -> Self {
+        Self::start_with(3).await
+    }
+
+    /// Nodes 1 to `count` holding partition 0 of `orders`, its group formed with all of them
+    /// as voters.
+    async fn start_with(count: NodeId) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certificates = DevCertificates::ensure(dir.path(), &[]).unwrap();
         let tls = PeerTls::from_dev(&certificates).unwrap();
@@ -43,7 +49,7 @@ impl Cluster {
             members: BTreeMap::new(),
         };
         // As a sidecar does: every replica forms the group with the same three voters.
-        let nodes: Vec<(NodeId, PeerNode)> = (1..=3)
+        let nodes: Vec<(NodeId, PeerNode)> = (1..=count)
             .map(|id| {
                 (
                     id,
@@ -386,6 +392,56 @@ async fn a_replica_whose_other_voters_are_gone_restarts_alone_and_keeps_its_log(
     assert_eq!(cluster.leader(Duration::from_secs(10)).await, 1);
     assert_eq!(cluster.publish(1, 25, 1).await, [50]);
     cluster.shutdown().await;
+}
+
+/// Whether `replicated`'s group is cut off, given the nodes `gone` for good, within `within`.
+async fn cut_off_within(
+    replicated: &crate::topics::Replicated,
+    gone: &BTreeSet<NodeId>,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while !replicated.cut_off(gone) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Only a group of two whose other voter left the cluster for good, and that has no leader
+/// (or only this replica, without a quorum), is cut off: not while the other is a member or
+/// answers, nor a group of three that lost both others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_group_of_two_without_its_departed_other_voter_is_cut_off() {
+    use crate::topics::Replicated;
+    let departed = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<NodeId>>();
+
+    let mut pair = Cluster::start_with(2).await;
+    let leader = pair.leader(Duration::from_secs(10)).await;
+    pair.publish(leader, 0, 5).await;
+    let one = Replicated::new(1, vec![1, 2], pair.members[&1].replica.clone());
+    // Both answer: whoever leads, the group goes on, departed or not.
+    assert!(!one.cut_off(&departed(&[])));
+    assert!(!one.cut_off(&departed(&[2])));
+    pair.stop(2).await;
+    // Node 2 is gone, but not out of the cluster: it may come back.
+    assert!(!cut_off_within(&one, &departed(&[]), Duration::from_secs(2)).await);
+    // Out of the cluster for good: node 1 is cut off once it has had no leader (or, if it
+    // led, no answer from node 2) for a while.
+    assert!(cut_off_within(&one, &departed(&[2]), Duration::from_secs(10)).await);
+    pair.shutdown().await;
+
+    let mut three = Cluster::start().await;
+    let leader = three.leader(Duration::from_secs(10)).await;
+    three.publish(leader, 0, 5).await;
+    let one = Replicated::new(1, vec![1, 2, 3], three.members[&1].replica.clone());
+    for id in [2, 3] {
+        three.stop(id).await;
+    }
+    assert!(!cut_off_within(&one, &departed(&[2, 3]), Duration::from_secs(3)).await);
+    three.shutdown().await;
 }
 
 /// A follower that missed entries the leader has since purged is sent a snapshot that carries
