@@ -118,6 +118,15 @@ impl Formation {
     }
 }
 
+/// Names why a replica of partition `partition` of `topic` could not start or go on.
+fn raft_failure(topic: &str, partition: u32) -> impl Fn(String) -> OpenReplicaError + '_ {
+    move |reason| OpenReplicaError::Raft {
+        topic: topic.to_owned(),
+        partition,
+        reason,
+    }
+}
+
 /// The log store of a replica of `topic`'s partition whose log is `log`.
 fn log_store(topic: &str, log: Arc<Log>) -> PartitionLogStore {
     let store = PartitionLogStore::new(log);
@@ -292,11 +301,7 @@ impl PeerNode {
         log_config: LogConfig,
         form: Option<Formation>,
     ) -> Result<PartitionReplica, OpenReplicaError> {
-        let raft_error = |reason: String| OpenReplicaError::Raft {
-            topic: topic.to_owned(),
-            partition,
-            reason,
-        };
+        let raft_error = raft_failure(topic, partition);
         if *self.shutdown.borrow() {
             return Err(raft_error("the node is shutting down".into()));
         }
@@ -331,11 +336,7 @@ impl PeerNode {
         dir: &Path,
         replica: PartitionReplica,
     ) -> Result<PartitionReplica, OpenReplicaError> {
-        let raft_error = |reason: String| OpenReplicaError::Raft {
-            topic: topic.to_owned(),
-            partition,
-            reason,
-        };
+        let raft_error = raft_failure(topic, partition);
         let me = BasicNode::new(self.peer_address());
         let PartitionReplica {
             raft,
@@ -381,11 +382,7 @@ impl PeerNode {
         store: PartitionLogStore,
         form: Option<Formation>,
     ) -> Result<PartitionReplica, OpenReplicaError> {
-        let raft_error = |reason: String| OpenReplicaError::Raft {
-            topic: topic.to_owned(),
-            partition,
-            reason,
-        };
+        let raft_error = raft_failure(topic, partition);
         let log = Arc::clone(store.log());
         // On the blocking pool: it may finish a snapshot install a crash cut short.
         let state_machine = {
