@@ -357,7 +357,7 @@ impl ClusterMember {
     }
 
     /// Restarts this node's replica of partition `partition` of the group named `group`, whose
-    /// other voters all left the cluster for good, as the group's only voter (see
+    /// other voter left the cluster for good, as the group's only voter (see
     /// [`PeerNode::restart_alone`]).
     pub async fn restart_alone(
         &self,

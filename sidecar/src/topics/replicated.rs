@@ -242,9 +242,7 @@ impl Replicated {
                 .all(|id| *id == self.node_id || departed.contains(id));
         let leaderless = match metrics.current_leader {
             None => true,
-            Some(leader) if leader == self.node_id => metrics
-                .millis_since_quorum_ack
-                .is_none_or(|ms| Duration::from_millis(ms) >= QUORUM_LOST),
+            Some(leader) if leader == self.node_id => without_quorum(&metrics),
             Some(_) => false,
         };
         other_gone && leaderless
@@ -572,11 +570,8 @@ impl Replicated {
         if voters == wanted {
             return Ok(());
         }
-        if metrics
-            .millis_since_quorum_ack
-            .is_none_or(|ms| Duration::from_millis(ms) >= QUORUM_LOST)
-        {
-            // Nothing it proposes can commit now (see `stranded`).
+        if without_quorum(&metrics) {
+            // A change could not commit (see `stranded`).
             return Err("the leader has not heard from a quorum for a while".to_owned());
         }
         let raft = &self.replica.raft;
@@ -959,6 +954,14 @@ fn unacknowledged(started: Instant) -> PublishError {
     PublishError::Unacknowledged {
         waited: started.elapsed(),
     }
+}
+
+/// Whether a leader with these metrics has had no quorum's answer for [`QUORUM_LOST`]: nothing
+/// it proposes can commit now.
+fn without_quorum(metrics: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+    metrics
+        .millis_since_quorum_ack
+        .is_none_or(|ms| Duration::from_millis(ms) >= QUORUM_LOST)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
