@@ -13,7 +13,8 @@ use sidestream_proto::{ErrorCode, ResponseError};
 
 use super::accumulator::{Accumulator, AppendError, BatchConfig, Route, Transmit};
 use super::partition_queue::{
-    LazyNow, Outcome, RecordHeaders, RecordParts, next_sequence, record_bound, restamp,
+    LazyNow, Outcome, RecordHeaders, RecordParts, batch_capacity, next_sequence, record_bound,
+    restamp,
 };
 use super::{Acks, PendingReceipt, Receipt};
 use crate::Error;
@@ -154,6 +155,20 @@ fn record_bound_matches_the_batch_builder() {
         record_bound(None, None, &RecordHeaders::Pairs(&[])),
         BatchBuilder::record_size_bound(None, None, &[])
     );
+}
+
+#[test]
+fn a_batch_starts_a_little_larger_than_the_one_before_within_the_batch_size() {
+    let batch_bytes = 1 << 20;
+    // The first batch of a partition, and one after small batches, start at 16 KiB.
+    assert_eq!(batch_capacity(0, batch_bytes), 16 * 1024);
+    assert_eq!(batch_capacity(200, batch_bytes), 16 * 1024);
+    // After a larger one, an eighth more: a batch of the same size does not grow.
+    assert_eq!(batch_capacity(400_000, batch_bytes), 450_000);
+    // Never more than a whole batch, nor more than the batch size when that is small.
+    assert_eq!(batch_capacity(1_000_000, batch_bytes), batch_bytes);
+    assert_eq!(batch_capacity(0, 1024), 1024);
+    assert_eq!(batch_capacity(usize::MAX, 1024), 1024);
 }
 
 #[test]
