@@ -2,14 +2,14 @@
 //! its errors on stderr.
 
 use std::io::Write as _;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use sidestream_tests::cli;
+use sidestream_tests::{cli, cli_path};
 
 use crate::sidecar;
 
 /// Runs `command` with `stdin` as its input, and collects its output.
-pub(crate) fn run(command: &mut std::process::Command, stdin: &[u8]) -> Output {
+pub(crate) fn run(command: &mut Command, stdin: &[u8]) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -117,6 +117,161 @@ fn topics_produce_and_consume_through_the_cli() {
     assert!(deleted.status.success(), "{}", text(&deleted.stderr));
 }
 
+/// The JSON object on the last line of a `bench --json` run that succeeded, after checking
+/// the fields every workload reports.
+fn bench_json(output: &Output, workload: &str, events: u64, size: u64) -> serde_json::Value {
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.starts_with(&format!("{workload}: {events} events of {size} B in ")),
+        "{stdout}"
+    );
+    let last = stdout.lines().last().expect("the bench prints its result");
+    let json: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(json["workload"], workload, "{json}");
+    assert_eq!(json["events"], events, "{json}");
+    assert_eq!(json["bytes"], events * size, "{json}");
+    let seconds = json["seconds"].as_f64().expect("seconds");
+    let events_per_sec = json["events_per_sec"].as_f64().expect("events_per_sec");
+    let mb_per_sec = json["mb_per_sec"].as_f64().expect("mb_per_sec");
+    assert!(seconds > 0.0, "{json}");
+    #[expect(clippy::cast_precision_loss, reason = "a few thousand events")]
+    let (events, bytes) = (events as f64, (events * size) as f64);
+    assert!(
+        (events_per_sec * seconds - events).abs() < 1.0
+            && (mb_per_sec * 1e6 * seconds - bytes).abs() < 100.0,
+        "{json}"
+    );
+    // Linux tells the machine's steal: a share, between none and all.
+    let steal = json["steal_share"].as_f64().expect("steal_share on Linux");
+    assert!((0.0..=1.0).contains(&steal), "{json}");
+    json
+}
+
+/// That `percentiles` is a bench's latency object, in order, or `null` when `expected` is false.
+fn assert_latency(percentiles: &serde_json::Value, expected: bool) {
+    if !expected {
+        assert!(percentiles.is_null(), "{percentiles}");
+        return;
+    }
+    let at = |name: &str| {
+        percentiles[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} in {percentiles}"))
+    };
+    assert!(
+        1 <= at("p50")
+            && at("p50") <= at("p99")
+            && at("p99") <= at("p999")
+            && at("p999") <= at("max"),
+        "{percentiles}"
+    );
+}
+
+#[test]
+fn bench_measures_each_workload_against_a_sidecar_and_removes_its_topic() {
+    let (_dir, sidecar) = sidecar();
+    for (workload, publish_ack, end_to_end) in [
+        ("produce", true, false),
+        ("consume", false, false),
+        ("e2e", true, true),
+    ] {
+        let output = run(
+            cli(&sidecar).args([
+                "bench",
+                workload,
+                "--events",
+                "3000",
+                "--size",
+                "64",
+                "--partitions",
+                "2",
+                "--producers",
+                "2",
+                "--json",
+            ]),
+            b"",
+        );
+        let json = bench_json(&output, workload, 3000, 64);
+        assert_eq!(json["partitions"], 2, "{json}");
+        assert_eq!(json["producers"], 2, "{json}");
+        assert_eq!(json["acks"], "leader", "{json}");
+        assert_latency(&json["publish_ack_us"], publish_ack);
+        assert_latency(&json["end_to_end_us"], end_to_end);
+    }
+    // One publish at a time, each timed, with every acknowledgement after an fsync.
+    let output = run(
+        cli(&sidecar).args([
+            "bench",
+            "produce",
+            "--events",
+            "200",
+            "--size",
+            "1024",
+            "--in-flight",
+            "1",
+            "--fsync",
+            "always",
+            "--acks",
+            "all",
+            "--json",
+        ]),
+        b"",
+    );
+    let json = bench_json(&output, "produce", 200, 1024);
+    assert_eq!(json["fsync"], "always", "{json}");
+    assert_eq!(json["acks"], "all", "{json}");
+    assert_latency(&json["publish_ack_us"], true);
+
+    let listed = run(cli(&sidecar).args(["topic", "list"]), b"");
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        !text(&listed.stdout).contains("bench-"),
+        "a benchmark topic was left: {}",
+        text(&listed.stdout)
+    );
+}
+
+#[test]
+fn bench_embedded_needs_no_sidecar_and_bad_parameters_are_named() {
+    let output = run(
+        Command::new(cli_path()).env("RUST_LOG", "warn").args([
+            "bench",
+            "produce",
+            "--embedded",
+            "--events",
+            "2000",
+            "--json",
+        ]),
+        b"",
+    );
+    let json = bench_json(&output, "produce", 2000, 100);
+    assert_latency(&json["publish_ack_us"], true);
+    assert!(
+        text(&output.stdout).contains("(client and sidecar)"),
+        "{}",
+        text(&output.stdout)
+    );
+
+    for (flag, value) in [
+        ("--size", "4"),
+        ("--partitions", "0"),
+        ("--fsync", "sometimes"),
+        ("--acks", "most"),
+    ] {
+        let refused = run(
+            Command::new(cli_path()).args(["bench", "produce", "--embedded", flag, value]),
+            b"",
+        );
+        assert_eq!(refused.status.code(), Some(2), "{flag} {value}");
+        let stderr = text(&refused.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains(value),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn the_cli_names_bad_input_on_stderr() {
     let (_dir, sidecar) = sidecar();
@@ -177,7 +332,7 @@ fn the_cli_names_bad_input_on_stderr() {
 
 #[test]
 fn the_demo_runs_the_example_services_end_to_end() {
-    let output = std::process::Command::new(sidestream_tests::cli_path())
+    let output = Command::new(cli_path())
         .args(["demo", "--orders", "12"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

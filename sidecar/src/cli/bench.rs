@@ -5,7 +5,9 @@
 //! asked for, and deletes it at the end. Payloads are `--size` bytes; in the `e2e` workload the
 //! first 8 carry the publish time for the end-to-end latency. While it runs, a progress line goes to stderr
 //! once a second; at the end a summary goes to stdout, and with `--json` one JSON object on
-//! the last line.
+//! the last line. The summary gives the CPU time used per event and, on Linux, the share of
+//! the machine's CPU time its hypervisor took meanwhile (steal): on a shared virtual machine
+//! that share, not the code, often decides the figures.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -146,6 +148,9 @@ struct Outcome {
     seconds: f64,
     /// CPU time the process used meanwhile (client, and the sidecar when embedded).
     cpu_seconds: Option<f64>,
+    /// The share of the machine's CPU time the hypervisor took meanwhile (steal), where the
+    /// machine tells it.
+    steal: Option<f64>,
     publish_ack: Option<Histogram<u64>>,
     end_to_end: Option<Histogram<u64>>,
 }
@@ -240,7 +245,7 @@ async fn produce(
     epoch: Instant,
     show_progress: bool,
 ) -> anyhow::Result<Outcome> {
-    let cpu = process_cpu();
+    let usage = Usage::now();
     let size = usize::try_from(args.size).context("--size does not fit this machine")?;
     let payloads = Payloads::new(size, epoch, args.workload == Workload::E2e);
     let acknowledged = Arc::new(AtomicU64::new(0));
@@ -285,6 +290,7 @@ async fn produce(
             .context("merging histograms")?;
     }
     let seconds = epoch.elapsed().as_secs_f64();
+    let (cpu_seconds, steal) = usage.since();
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -292,7 +298,8 @@ async fn produce(
         events: args.events,
         bytes: args.events * args.size,
         seconds,
-        cpu_seconds: cpu_since(cpu),
+        cpu_seconds,
+        steal,
         publish_ack: Some(latency),
         end_to_end: None,
     })
@@ -377,7 +384,7 @@ async fn consume(client: &Client, args: &BenchArgs, topic: &str) -> anyhow::Resu
     let received = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress(Arc::clone(&received), args.size, "consumed");
     let started = Instant::now();
-    let cpu = process_cpu();
+    let usage = Usage::now();
     let mut subscription = client
         .subscribe_raw(topic)
         .from(StartAt::Earliest)
@@ -410,13 +417,15 @@ async fn consume(client: &Client, args: &BenchArgs, topic: &str) -> anyhow::Resu
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let (cpu_seconds, steal) = usage.since();
     progress.abort();
     subscription.close().await?;
     Ok(Outcome {
         events: seen,
         bytes: seen * args.size,
         seconds,
-        cpu_seconds: cpu_since(cpu),
+        cpu_seconds,
+        steal,
         publish_ack: None,
         end_to_end: None,
     })
@@ -432,7 +441,7 @@ async fn e2e(target: &Target, args: &BenchArgs, topic: &str) -> anyhow::Result<O
         .await
         .context("cannot subscribe")?;
     let epoch = Instant::now();
-    let cpu = process_cpu();
+    let usage = Usage::now();
     let events = args.events;
     let consumer = tokio::spawn(async move {
         let mut latency = histogram()?;
@@ -462,7 +471,7 @@ async fn e2e(target: &Target, args: &BenchArgs, topic: &str) -> anyhow::Result<O
     let mut outcome = produce(target, args, topic, epoch, true).await?;
     let end_to_end = consumer.await.context("consumer task")??;
     outcome.seconds = epoch.elapsed().as_secs_f64();
-    outcome.cpu_seconds = cpu_since(cpu);
+    (outcome.cpu_seconds, outcome.steal) = usage.since();
     outcome.end_to_end = Some(end_to_end);
     client.close().await?;
     Ok(outcome)
@@ -485,6 +494,34 @@ async fn next_within<T: sidestream::Payload>(
     tokio::time::timeout(limit, subscription.next()).await
 }
 
+/// What the process and the machine had used when a measurement started: read again at its
+/// end, they give the run's CPU time and the share of the machine the hypervisor took.
+struct Usage {
+    process: Option<Duration>,
+    machine: Option<MachineTicks>,
+}
+
+impl Usage {
+    fn now() -> Self {
+        Self {
+            process: process_cpu(),
+            machine: MachineTicks::read(),
+        }
+    }
+
+    /// Seconds of CPU this process used since, and the share of the machine's CPU time that
+    /// was stolen meanwhile.
+    fn since(&self) -> (Option<f64>, Option<f64>) {
+        let cpu = process_cpu()
+            .zip(self.process)
+            .map(|(now, start)| now.saturating_sub(start).as_secs_f64());
+        let steal = MachineTicks::read()
+            .zip(self.machine)
+            .and_then(|(now, start)| now.steal_share_since(start));
+        (cpu, steal)
+    }
+}
+
 /// CPU time (user and system) this process has used so far; `None` where
 /// `/proc/self/stat` cannot be read (not Linux).
 fn process_cpu() -> Option<Duration> {
@@ -497,10 +534,52 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((user + system) * 10))
 }
 
-/// Seconds of CPU used since `start`.
-fn cpu_since(start: Option<Duration>) -> Option<f64> {
-    Some(process_cpu()?.saturating_sub(start?).as_secs_f64())
+/// The machine's CPU time so far, from the `cpu` line of `/proc/stat` (Linux), in ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MachineTicks {
+    /// Every kind: user, nice, system, idle, iowait, irq, softirq and steal.
+    total: u64,
+    /// Time this virtual machine was ready to run but the hypervisor ran something else.
+    steal: u64,
 }
+
+impl MachineTicks {
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The ticks of `/proc/stat`'s text: `None` without a `cpu` line of at least 8 numbers.
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+        let ticks = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|field| field.parse::<u64>().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        let steal = *ticks.get(7)?;
+        Some(Self {
+            total: ticks.iter().sum(),
+            steal,
+        })
+    }
+
+    /// The share (0 to 1) of the machine's CPU time since `start` that was stolen; `None`
+    /// if no tick passed.
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a share, reported to a few digits"
+    )]
+    fn steal_share_since(self, start: Self) -> Option<f64> {
+        let total = self.total.checked_sub(start.total).filter(|&t| t > 0)?;
+        let steal = self.steal.saturating_sub(start.steal).min(total);
+        Some(steal as f64 / total as f64)
+    }
+}
+
+/// A run during which the hypervisor took more than this share of the machine's CPU time is
+/// flagged in the summary: its figures say more about the neighbours than about Sidestream.
+const STEAL_WARNING: f64 = 0.05;
 
 /// Prints a progress line to stderr once a second until aborted.
 fn spawn_progress(
@@ -590,6 +669,18 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
             cpu / outcome.seconds.max(f64::MIN_POSITIVE)
         );
     }
+    if let Some(steal) = outcome.steal {
+        let _ = write!(
+            text,
+            "steal: the hypervisor took {:.1} % of this machine's CPU time meanwhile",
+            steal * 100.0
+        );
+        text.push_str(if steal > STEAL_WARNING {
+            "; the figures are not representative of the machine\n"
+        } else {
+            "\n"
+        });
+    }
     for (name, histogram) in [
         ("publish-ack", outcome.publish_ack.as_ref()),
         ("end-to-end", outcome.end_to_end.as_ref()),
@@ -615,6 +706,7 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
             "mb_per_sec": mb_per_sec,
             "cpu_seconds": outcome.cpu_seconds,
             "cpu_us_per_event": cpu_us_per_event,
+            "steal_share": outcome.steal,
             "size": args.size,
             "partitions": args.partitions,
             "producers": args.producers,
@@ -627,4 +719,40 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
         text.push('\n');
     }
     super::out(&text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MachineTicks;
+
+    #[test]
+    fn steal_is_read_from_the_cpu_line_of_proc_stat() {
+        // As Linux writes it: the machine's line, then one line per processor, then others.
+        let before = "cpu  1000 10 200 5000 30 0 5 100 0 0\n\
+                      cpu0 500 5 100 2500 15 0 2 50 0 0\n\
+                      intr 12345\n";
+        let after = "cpu  1300 10 260 5100 30 0 5 400 0 0\n\
+                     cpu0 650 5 130 2550 15 0 2 200 0 0\n";
+        let start = MachineTicks::parse(before).expect("a cpu line");
+        assert_eq!(
+            start,
+            MachineTicks {
+                total: 1000 + 10 + 200 + 5000 + 30 + 5 + 100,
+                steal: 100
+            }
+        );
+        let end = MachineTicks::parse(after).expect("a cpu line");
+        // 300 of the 760 ticks that passed were stolen.
+        let share = end.steal_share_since(start).expect("ticks passed");
+        assert!((share - 300.0 / 760.0).abs() < 1e-9, "{share}");
+        assert_eq!(start.steal_share_since(start), None);
+    }
+
+    #[test]
+    fn a_stat_without_a_whole_cpu_line_gives_no_ticks() {
+        assert_eq!(MachineTicks::parse(""), None);
+        assert_eq!(MachineTicks::parse("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(MachineTicks::parse("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(MachineTicks::parse("cpu  1 2 3 x 5 6 7 8\n"), None);
+    }
 }
