@@ -5,7 +5,8 @@
 //! is not copied anywhere: a [`Collector`] walks the topics and groups at each scrape. Names
 //! and labels are listed in `docs/OPERATIONS.md` ("Metrics").
 
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -58,6 +59,9 @@ pub(crate) struct Metrics {
     known_responses: Vec<Option<Counter>>,
     connections: Gauge,
     streams: Gauge,
+    /// The topics the per-partition counters have series for, each with one more than the
+    /// highest partition counted: a scrape that no longer finds a topic removes its series.
+    counted: Mutex<HashMap<String, u32>>,
 }
 
 /// The partition logs' group-commit syncs, as a histogram of their durations.
@@ -170,6 +174,7 @@ impl Metrics {
             known_responses,
             connections,
             streams,
+            counted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -185,6 +190,7 @@ impl Metrics {
 
     /// Counts an acknowledged publish of `batch` to a partition, `elapsed` after it arrived.
     pub(crate) fn published(&self, topic: &str, partition: u32, batch: &[u8], elapsed: Duration) {
+        self.count_for(topic, partition);
         let labels = PartitionLabels {
             topic: topic.to_owned(),
             partition,
@@ -207,6 +213,7 @@ impl Metrics {
         if batches.is_empty() {
             return;
         }
+        self.count_for(topic, partition);
         let labels = PartitionLabels {
             topic: topic.to_owned(),
             partition,
@@ -240,8 +247,60 @@ impl Metrics {
         OpenGuard(self.streams.clone())
     }
 
+    /// Notes that partition `partition` of `topic` has series of its own.
+    fn count_for(&self, topic: &str, partition: u32) {
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let partitions = partition.saturating_add(1);
+        match counted.get_mut(topic) {
+            Some(known) => *known = (*known).max(partitions),
+            None => {
+                counted.insert(topic.to_owned(), partitions);
+            }
+        }
+    }
+
+    /// Removes the series of the topics that are gone (deleted here, or by the cluster) since
+    /// they were counted. A topic deleted and created again under its name keeps its series;
+    /// a publish that ends after the delete counts it again, until the next scrape.
+    fn forget_deleted_topics(&self) {
+        let Some(sources) = self.sources.get() else {
+            return;
+        };
+        let live: HashSet<String> = sources
+            .topics
+            .all()
+            .iter()
+            .map(|topic| topic.spec().name.clone())
+            .collect();
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        counted.retain(|topic, &mut partitions| {
+            if live.contains(topic) {
+                return true;
+            }
+            for partition in 0..partitions {
+                let labels = PartitionLabels {
+                    topic: topic.clone(),
+                    partition,
+                };
+                for family in [
+                    &self.published_events,
+                    &self.published_bytes,
+                    &self.delivered_events,
+                    &self.delivered_bytes,
+                ] {
+                    family.remove(&labels);
+                }
+            }
+            self.publish_latency.remove(&TopicLabels {
+                topic: topic.clone(),
+            });
+            false
+        });
+    }
+
     /// Every metric in the `OpenMetrics` text format (which Prometheus reads).
     pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.forget_deleted_topics();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -396,7 +455,7 @@ impl Sources {
                         .replica()
                         .groups
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        .unwrap_or_else(PoisonError::into_inner);
                     groups
                         .iter()
                         .filter_map(|(group, position)| Some((group.clone(), position.offset?)))

@@ -143,6 +143,29 @@ fn health_readiness_and_metrics_with_a_groups_lag() {
         "{metrics}"
     );
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+
+    // A deleted topic's series, counters included, are gone from the next scrape.
+    succeeds(&sidecar, &["topic", "delete", "metered"], "");
+    let (status, metrics) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    assert!(!metrics.contains(r#"topic="metered""#), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    // Created again under its name, it counts from 0.
+    succeeds(
+        &sidecar,
+        &["topic", "create", "metered", "--partitions", "1"],
+        "",
+    );
+    succeeds(&sidecar, &["produce", "metered"], &events(0..2));
+    let (_, metrics) = get(admin, "/metrics");
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("sidestream_published_events_total{partition}")
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
 }
 
 /// A child process killed and reaped when dropped, whatever happened before.
