@@ -155,3 +155,80 @@ fn a_running_sidecar_takes_its_defaults_from_the_file() {
         text(&created.stdout)
     );
 }
+
+/// `sidestream topic list` against `sidecar` with the client certificates of `tls`, the
+/// `tls` directory of development certificates: its output.
+fn list_topics_with(sidecar: &SidecarProcess, tls: &std::path::Path) -> Output {
+    let dev = sidestream_sidecar::DevCertificates::in_data_dir(tls.parent().expect("tls/"));
+    cli(sidecar)
+        .args(["topic", "list", "--tls-ca"])
+        .arg(dev.ca_cert())
+        .arg("--tls-cert")
+        .arg(dev.client_cert())
+        .arg("--tls-key")
+        .arg(dev.client_key())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("the CLI runs")
+}
+
+/// Copies every file of directory `from` into directory `to`, over those of the same name.
+fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("the directory lists") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("the file copies");
+    }
+}
+
+#[test]
+fn a_running_sidecar_takes_new_certificates_on_sighup_and_keeps_its_own_when_they_are_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = SidecarProcess::start(&dir.path().join("data"));
+    // The certificates it started with (CA "A"), and a new set from another CA ("B").
+    let old = dir.path().join("old").join("tls");
+    std::fs::create_dir_all(&old).unwrap();
+    copy_files(&sidecar.tls_dir(), &old);
+    let new = sidestream_sidecar::DevCertificates::ensure(&dir.path().join("new"), &[])
+        .expect("a second set of certificates");
+    let listed = list_topics_with(&sidecar, &old);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+
+    // B's files take A's place; the sidecar still presents A until told.
+    copy_files(new.dir(), &sidecar.tls_dir());
+    let before = list_topics_with(&sidecar, new.dir());
+    assert!(!before.status.success(), "B's client trusted A's sidecar");
+
+    sidecar.signal("-HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = list_topics_with(&sidecar, new.dir());
+        if listed.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B's client is still refused after SIGHUP: {}",
+            text(&listed.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A client of the old CA is now refused: the sidecar checks clients against B.
+    let stale = list_topics_with(&sidecar, &old);
+    assert!(!stale.status.success(), "A's client is still taken");
+
+    // A broken certificate file changes nothing: B's clients are still served.
+    let broken = new.server_cert();
+    let live = sidecar.tls_dir().join(broken.file_name().unwrap());
+    std::fs::write(&live, "not a certificate\n").unwrap();
+    sidecar.signal("-HUP");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let listed = list_topics_with(&sidecar, new.dir());
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let (clean, log) = sidecar.terminate(std::time::Duration::from_secs(10));
+    assert!(clean, "{log}");
+    assert!(
+        log.contains("cannot reload the certificates") && log.contains(&*live.to_string_lossy()),
+        "{log}"
+    );
+}

@@ -194,7 +194,8 @@ impl SidecarProcess {
         self.signal("-CONT");
     }
 
-    fn signal(&self, signal: &str) {
+    /// Sends the process `signal` (`-HUP`, `-STOP`, …) with `kill`.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(signal)
             .arg(self.pid().to_string())

@@ -193,6 +193,8 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     let sidecar = crate::RunningSidecar::start(config).await?;
     // Watched before the ready lines: a script may stop the sidecar as soon as it reads them.
     let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut hangups = HangUps::watch();
     // Lines on stdout, for scripts and tests that start the sidecar on port 0: the admin
     // address, the peer address (cluster members only), then the client address, which says
     // it is ready.
@@ -209,9 +211,16 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         }
         println!("sidestream sidecar listening on {}", sidecar.local_addr());
     }
-    let refused = tokio::select! {
-        () = stop => None,
-        reason = sidecar.refused() => Some(reason),
+    let refused = loop {
+        tokio::select! {
+            () = &mut stop => break None,
+            reason = sidecar.refused() => break Some(reason),
+            () = hangups.next() => {
+                if let Err(error) = sidecar.reload_tls() {
+                    tracing::error!(%error, "cannot reload the certificates; the sidecar keeps the ones it has");
+                }
+            }
+        }
     };
     tracing::info!("shutting down");
     sidecar.shutdown().await?;
@@ -220,6 +229,43 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         Some(reason) => Err(anyhow::anyhow!(
             "the cluster will not take this node in: {reason}"
         )),
+    }
+}
+
+/// SIGHUP, which makes a running sidecar read its certificates again.
+struct HangUps {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl HangUps {
+    /// Watches SIGHUP from now on (where the platform has it).
+    fn watch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = signal(SignalKind::hangup())
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "cannot watch SIGHUP; certificates are reloaded only when their files change");
+                })
+                .ok();
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// The next SIGHUP; never, where none can come.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
     }
 }
 

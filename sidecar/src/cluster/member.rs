@@ -239,6 +239,12 @@ impl ClusterMember {
         self.node.node_id()
     }
 
+    /// Makes the peer port use `tls`'s certificates for the connections opened from now on
+    /// (see [`PeerNode::reload_tls`]).
+    pub(crate) fn reload_tls(&self, tls: &PeerTls) {
+        self.node.reload_tls(tls);
+    }
+
     /// The peer address this node is known by.
     pub fn peer_address(&self) -> &str {
         &self.peer_address

@@ -200,6 +200,10 @@ pub struct PeerNode {
     shutdown: watch::Sender<bool>,
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
     passed_on: Arc<OnceLock<PassedOnHandler>>,
+    /// The peer port's transport settings, and whether it is bound to a loopback address:
+    /// what reloaded certificates are installed with.
+    tuning: QuicTuning,
+    loopback: bool,
 }
 
 impl PeerNode {
@@ -248,7 +252,19 @@ impl PeerNode {
             shutdown,
             server: std::sync::Mutex::new(Some(server)),
             passed_on,
+            tuning: tuning.clone(),
+            loopback: addr.ip().is_loopback(),
         })
+    }
+
+    /// Makes the peer port present and check `tls`'s certificates from now on, in the
+    /// connections peers open and in those this node opens; the open ones keep theirs. The
+    /// identities this node takes as peers stay those it started with.
+    pub(crate) fn reload_tls(&self, tls: &PeerTls) {
+        self.endpoint
+            .set_server_config(Some(tls.server_config(&self.tuning, self.loopback)));
+        self.clients
+            .set_client_config(tls.client_config(&self.tuning, self.loopback));
     }
 
     /// This node's id.

@@ -16,6 +16,7 @@ mod routing;
 mod subscription;
 #[cfg(test)]
 mod tests;
+mod tls_reload;
 mod topic_admin;
 mod trace;
 
@@ -42,6 +43,7 @@ use crate::metrics::{FsyncLatency, Metrics};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
 use crate::topics::{Kind, Topics, TopicsError};
 use frames::{RESERVE_AHEAD, quic_code, read_error_code, read_frame, write_response};
+use tls_reload::TlsReloader;
 
 /// Why a sidecar could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,7 @@ pub struct RunningSidecar {
     admin_stop: watch::Sender<bool>,
     /// A cluster member's replicas, whose leadership it hands over before it stops.
     leaving: Option<(Arc<ClusterMember>, Arc<Topics>)>,
+    tls: Arc<TlsReloader>,
 }
 
 /// Longest a shutdown spends handing the leadership of the partitions this node leads over
@@ -176,6 +179,15 @@ impl RunningSidecar {
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
         let cluster = join_cluster(&config, &data_dir, &topics, &advertised).await?;
+        let tls = Arc::new(TlsReloader::new(
+            &config.tls,
+            &data_dir,
+            config.quic.clone(),
+            config.listen.ip().is_loopback(),
+            endpoint.clone(),
+            cluster.clone(),
+        ));
+        tokio::spawn(Arc::clone(&tls).watch(shutdown_rx.clone()));
         let (alive, all_gone) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             advertised,
@@ -218,7 +230,20 @@ impl RunningSidecar {
             admin,
             admin_stop,
             leaving,
+            tls,
         })
+    }
+
+    /// Reads the certificate files again and uses them for the connections made from now on,
+    /// on the client port and a cluster member's peer port; the open connections keep theirs.
+    /// The files are also looked at every 30 s and taken again when they change.
+    ///
+    /// # Errors
+    ///
+    /// Names the file that is missing, malformed, expired or does not match its key; the
+    /// sidecar then goes on with the certificates it had.
+    pub fn reload_tls(&self) -> Result<(), SidecarError> {
+        Ok(self.tls.reload()?)
     }
 
     /// The bound admin address (HTTP: `/healthz`, `/readyz`, `/metrics`), if the sidecar has

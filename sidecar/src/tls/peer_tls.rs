@@ -112,11 +112,17 @@ impl PeerTls {
     /// sidecar's own (with [`client_config`](Self::client_config)).
     pub fn bind(&self, addr: SocketAddr, tuning: &QuicTuning) -> Result<Endpoint, BindError> {
         let loopback = addr.ip().is_loopback();
-        let mut server = quinn::ServerConfig::with_crypto(Arc::clone(&self.server) as _);
-        server.transport_config(Arc::new(tuning.server_transport(loopback)));
-        let mut endpoint = bind_endpoint(addr, Some(server), tuning)?;
+        let mut endpoint = bind_endpoint(addr, Some(self.server_config(tuning, loopback)), tuning)?;
         endpoint.set_default_client_config(self.client_config(tuning, loopback));
         Ok(endpoint)
+    }
+
+    /// The quinn configuration peers' connections to this node are accepted with: this TLS
+    /// configuration with `tuning`'s transport settings (`loopback`: for a loopback address).
+    pub fn server_config(&self, tuning: &QuicTuning, loopback: bool) -> quinn::ServerConfig {
+        let mut server = quinn::ServerConfig::with_crypto(Arc::clone(&self.server) as _);
+        server.transport_config(Arc::new(tuning.server_transport(loopback)));
+        server
     }
 
     /// The quinn configuration of a connection this sidecar opens to a peer. The peer may open

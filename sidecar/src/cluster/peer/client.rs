@@ -70,7 +70,9 @@ pub(crate) enum CallError {
 /// ([`adopt`](Self::adopt)); the peer's calls on a connection opened here are served by the
 /// [`Acceptor`] given to [`new`](Self::new).
 pub(crate) struct PeerClients {
-    endpoint: Endpoint,
+    /// The peer port's endpoint, with the client configuration new connections take (set
+    /// again when the certificates are reloaded).
+    endpoint: Mutex<Endpoint>,
     connect_timeout: Duration,
     hello: Hello,
     acceptor: Acceptor,
@@ -105,12 +107,21 @@ impl PeerClients {
         acceptor: Acceptor,
     ) -> Self {
         Self {
-            endpoint,
+            endpoint: Mutex::new(endpoint),
             connect_timeout,
             hello,
             acceptor,
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes connections opened from now on present and check the certificates of `config`;
+    /// the open ones keep theirs.
+    pub(crate) fn set_client_config(&self, config: quinn::ClientConfig) {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_default_client_config(config);
     }
 
     /// This sidecar's node id.
@@ -268,7 +279,11 @@ impl PeerClients {
 
     /// Starts connecting to `addr` on a task of its own.
     fn connect(&self, addr: &str) -> Connecting {
-        let endpoint = self.endpoint.clone();
+        let endpoint = self
+            .endpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let timeout = self.connect_timeout;
         let acceptor = Arc::clone(&self.acceptor);
         let hello = self.hello.clone();
