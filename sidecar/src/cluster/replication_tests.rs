@@ -670,3 +670,62 @@ async fn the_peer_port_serves_sidecars_only_and_names_unknown_groups() {
 
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_port_given_new_certificates_presents_and_checks_them_in_new_connections() {
+    use super::peer::CallError;
+
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let tls_a = PeerTls::from_dev(&DevCertificates::ensure(dir_a.path(), &[]).unwrap()).unwrap();
+    let tls_b = PeerTls::from_dev(&DevCertificates::ensure(dir_b.path(), &[]).unwrap()).unwrap();
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let node = PeerNode::start(1, loopback, None, tls_a.clone(), &QuicTuning::default()).unwrap();
+    let target = node.local_addr().unwrap().to_string();
+    let unknown_group = i32::from(PeerErrorCode::UnknownGroup);
+
+    // Started with CA A: a sidecar of A is served, one of B refused in the handshake.
+    let of_a = bare_clients(&tls_a);
+    assert_eq!(
+        of_a.call(&target, &vote_call("t")).await.unwrap().code,
+        unknown_group
+    );
+    let refused = bare_clients(&tls_b)
+        .call(&target, &vote_call("t"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, CallError::Connect { .. }), "{refused}");
+
+    node.reload_tls(&tls_b);
+    // The connection made before goes on; new ones are checked against B.
+    assert_eq!(
+        of_a.call(&target, &vote_call("t")).await.unwrap().code,
+        unknown_group
+    );
+    assert_eq!(
+        bare_clients(&tls_b)
+            .call(&target, &vote_call("t"))
+            .await
+            .unwrap()
+            .code,
+        unknown_group
+    );
+    let refused = bare_clients(&tls_a)
+        .call(&target, &vote_call("t"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, CallError::Connect { .. }), "{refused}");
+
+    // The connections the node opens itself present B's certificate and trust B's CA.
+    let other = PeerNode::start(2, loopback, None, tls_b, &QuicTuning::default()).unwrap();
+    let other_addr = other.local_addr().unwrap().to_string();
+    assert_eq!(
+        node.clients()
+            .call(&other_addr, &vote_call("t"))
+            .await
+            .unwrap()
+            .code,
+        unknown_group
+    );
+    node.shutdown().await;
+    other.shutdown().await;
+}
