@@ -297,7 +297,8 @@ impl Error {
         match self {
             Self::Sidecar { code, .. } => code.is_some_and(ErrorCode::is_retriable),
             Self::Transport(error) => error.is_retriable(),
-            Self::Connect(_) | Self::Timeout { .. } => true,
+            Self::Connect(error) => !error.is_tls_refusal(),
+            Self::Timeout { .. } => true,
             _ => false,
         }
     }
@@ -344,12 +345,14 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Whether a new attempt may succeed: always for a lost connection or a missing answer
-    /// (the SDK reconnects, unless the client was closed), for a reset only when its code is a
+    /// Whether a new attempt may succeed: for a lost connection unless TLS refused it (the
+    /// sidecar refused this client's certificate), always for a missing answer (the SDK
+    /// reconnects, unless the client was closed), for a reset only when its code is a
     /// retriable one.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::ConnectionLost(_) | Self::NoAnswer | Self::Reconnected => true,
+            Self::ConnectionLost(error) => !crate::transport::is_tls_refusal(error),
+            Self::NoAnswer | Self::Reconnected => true,
             Self::StreamReset { code } => i32::try_from(*code)
                 .ok()
                 .and_then(|code| ErrorCode::try_from(code).ok())
@@ -555,6 +558,15 @@ mod tests {
             abandoned.is_retriable(),
             "reconnecting tells whether the client was closed"
         );
+        // The sidecar refused this client's certificate (TLS alert 48, unknown CA).
+        let refused = TransportError::ConnectionLost(quinn::ConnectionError::ConnectionClosed(
+            quinn::ConnectionClose {
+                error_code: quinn::TransportErrorCode::crypto(48),
+                frame_type: None,
+                reason: bytes::Bytes::from_static(b"invalid peer certificate: UnknownIssuer"),
+            },
+        ));
+        assert!(!refused.is_retriable());
         let unavailable = TransportError::StreamReset {
             code: u64::try_from(i32::from(ErrorCode::Unavailable)).unwrap(),
         };

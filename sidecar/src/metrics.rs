@@ -6,7 +6,7 @@
 //! and labels are listed in `docs/OPERATIONS.md` ("Metrics").
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -61,7 +61,7 @@ pub(crate) struct Metrics {
     streams: Gauge,
     /// The topics the per-partition counters have series for, each with one more than the
     /// highest partition counted: a scrape that no longer finds a topic removes its series.
-    counted: Mutex<HashMap<String, u32>>,
+    counted: RwLock<HashMap<String, u32>>,
 }
 
 /// The partition logs' group-commit syncs, as a histogram of their durations.
@@ -174,7 +174,7 @@ impl Metrics {
             known_responses,
             connections,
             streams,
-            counted: Mutex::new(HashMap::new()),
+            counted: RwLock::new(HashMap::new()),
         }
     }
 
@@ -190,7 +190,6 @@ impl Metrics {
 
     /// Counts an acknowledged publish of `batch` to a partition, `elapsed` after it arrived.
     pub(crate) fn published(&self, topic: &str, partition: u32, batch: &[u8], elapsed: Duration) {
-        self.count_for(topic, partition);
         let labels = PartitionLabels {
             topic: topic.to_owned(),
             partition,
@@ -206,6 +205,7 @@ impl Metrics {
                 topic: topic.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+        self.count_for(topic, partition);
     }
 
     /// Counts `batches` delivered to a service from a partition.
@@ -213,7 +213,6 @@ impl Metrics {
         if batches.is_empty() {
             return;
         }
-        self.count_for(topic, partition);
         let labels = PartitionLabels {
             topic: topic.to_owned(),
             partition,
@@ -222,6 +221,7 @@ impl Metrics {
         let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
         self.delivered_events.get_or_create(&labels).inc_by(events);
         self.delivered_bytes.get_or_create(&labels).inc_by(bytes);
+        self.count_for(topic, partition);
     }
 
     /// Counts a response with error code `code` (a number, named if this sidecar knows it).
@@ -247,21 +247,28 @@ impl Metrics {
         OpenGuard(self.streams.clone())
     }
 
-    /// Notes that partition `partition` of `topic` has series of its own.
+    /// Notes that partition `partition` of `topic` has series of its own: after they were
+    /// moved, so that a scrape that removes them meanwhile leaves none untracked.
     fn count_for(&self, topic: &str, partition: u32) {
-        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
         let partitions = partition.saturating_add(1);
-        match counted.get_mut(topic) {
-            Some(known) => *known = (*known).max(partitions),
-            None => {
-                counted.insert(topic.to_owned(), partitions);
-            }
+        let known = self
+            .counted
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+            .is_some_and(|&known| known >= partitions);
+        if known {
+            return;
         }
+        let mut counted = self.counted.write().unwrap_or_else(PoisonError::into_inner);
+        let known = counted.entry(topic.to_owned()).or_insert(partitions);
+        *known = (*known).max(partitions);
     }
 
     /// Removes the series of the topics that are gone (deleted here, or by the cluster) since
-    /// they were counted. A topic deleted and created again under its name keeps its series;
-    /// a publish that ends after the delete counts it again, until the next scrape.
+    /// they were counted. A topic deleted and created again under its name between two
+    /// scrapes keeps its series; a publish that ends after the delete counts it again, until
+    /// the next scrape.
     fn forget_deleted_topics(&self) {
         let Some(sources) = self.sources.get() else {
             return;
@@ -272,7 +279,7 @@ impl Metrics {
             .iter()
             .map(|topic| topic.spec().name.clone())
             .collect();
-        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counted = self.counted.write().unwrap_or_else(PoisonError::into_inner);
         counted.retain(|topic, &mut partitions| {
             if live.contains(topic) {
                 return true;

@@ -93,6 +93,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
         &foreign.client_key(),
     )
     .expect("readable certificates");
+    let started = std::time::Instant::now();
     let result = async {
         let client = sidestream::Client::builder("intruder")
             .sidecar(sidecar.addr().to_string())
@@ -103,6 +104,13 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     }
     .await;
     let error = result.expect_err("the sidecar refuses a certificate of another CA");
+    // Refused at once, not retried until the request timeout (30 s): the same certificate
+    // is refused on every attempt.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "refused after {:?}: {error}",
+        started.elapsed()
+    );
     let mut text = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {

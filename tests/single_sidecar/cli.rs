@@ -142,9 +142,12 @@ fn bench_json(output: &Output, workload: &str, events: u64, size: u64) -> serde_
             && (mb_per_sec * 1e6 * seconds - bytes).abs() < 100.0,
         "{json}"
     );
-    // Linux tells the machine's steal: a share, between none and all.
-    let steal = json["steal_share"].as_f64().expect("steal_share on Linux");
-    assert!((0.0..=1.0).contains(&steal), "{json}");
+    // Linux tells the machine's steal: a share, between none and all (none measured in a
+    // run shorter than the machine's clock tick).
+    match json["steal_share"].as_f64() {
+        Some(steal) => assert!((0.0..=1.0).contains(&steal), "{json}"),
+        None => assert!(json["steal_share"].is_null(), "{json}"),
+    }
     json
 }
 

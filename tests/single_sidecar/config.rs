@@ -156,17 +156,23 @@ fn a_running_sidecar_takes_its_defaults_from_the_file() {
     );
 }
 
-/// `sidestream topic list` against `sidecar` with the client certificates of `tls`, the
-/// `tls` directory of development certificates: its output.
-fn list_topics_with(sidecar: &SidecarProcess, tls: &std::path::Path) -> Output {
-    let dev = sidestream_sidecar::DevCertificates::in_data_dir(tls.parent().expect("tls/"));
+/// `sidestream topic list` against `sidecar`, trusting the CA of `trust` and presenting the
+/// client certificate of `present`: two `tls` directories of development certificates.
+fn list_topics_with(
+    sidecar: &SidecarProcess,
+    trust: &std::path::Path,
+    present: &std::path::Path,
+) -> Output {
+    let dev = |tls: &std::path::Path| {
+        sidestream_sidecar::DevCertificates::in_data_dir(tls.parent().expect("tls/"))
+    };
     cli(sidecar)
         .args(["topic", "list", "--tls-ca"])
-        .arg(dev.ca_cert())
+        .arg(dev(trust).ca_cert())
         .arg("--tls-cert")
-        .arg(dev.client_cert())
+        .arg(dev(present).client_cert())
         .arg("--tls-key")
-        .arg(dev.client_key())
+        .arg(dev(present).client_key())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -181,49 +187,77 @@ fn copy_files(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[test]
-fn a_running_sidecar_takes_new_certificates_on_sighup_and_keeps_its_own_when_they_are_bad() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sidecar = SidecarProcess::start(&dir.path().join("data"));
-    // The certificates it started with (CA "A"), and a new set from another CA ("B").
-    let old = dir.path().join("old").join("tls");
-    std::fs::create_dir_all(&old).unwrap();
-    copy_files(&sidecar.tls_dir(), &old);
-    let new = sidestream_sidecar::DevCertificates::ensure(&dir.path().join("new"), &[])
-        .expect("a second set of certificates");
-    let listed = list_topics_with(&sidecar, &old);
-    assert!(listed.status.success(), "{}", text(&listed.stderr));
-
-    // B's files take A's place; the sidecar still presents A until told.
-    copy_files(new.dir(), &sidecar.tls_dir());
-    let before = list_topics_with(&sidecar, new.dir());
-    assert!(!before.status.success(), "B's client trusted A's sidecar");
-
-    sidecar.signal("-HUP");
+/// Lists topics as a client of `tls` (trusting its CA, presenting its certificate) until
+/// that succeeds, for 20 s at most.
+fn until_served(sidecar: &SidecarProcess, tls: &std::path::Path, after: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let listed = list_topics_with(&sidecar, new.dir());
+        let listed = list_topics_with(sidecar, tls, tls);
         if listed.status.success() {
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "B's client is still refused after SIGHUP: {}",
+            "the new CA's client is still refused {after}: {}",
             text(&listed.stderr)
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    // A client of the old CA is now refused: the sidecar checks clients against B.
-    let stale = list_topics_with(&sidecar, &old);
-    assert!(!stale.status.success(), "A's client is still taken");
+}
+
+/// A sidecar on a fresh data directory that looks at its certificate files every `check_ms`,
+/// a copy of the certificates it starts with (CA "A"), and a set of another CA ("B").
+fn sidecar_and_two_cas(
+    dir: &std::path::Path,
+    check_ms: &str,
+) -> (
+    SidecarProcess,
+    std::path::PathBuf,
+    sidestream_sidecar::DevCertificates,
+) {
+    let sidecar = SidecarProcess::start_with(
+        &dir.join("data"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &["--tls-check-ms", check_ms],
+    );
+    let old = dir.join("old").join("tls");
+    std::fs::create_dir_all(&old).expect("a directory for the old certificates");
+    copy_files(&sidecar.tls_dir(), &old);
+    let new = sidestream_sidecar::DevCertificates::ensure(&dir.join("new"), &[])
+        .expect("a second set of certificates");
+    let listed = list_topics_with(&sidecar, &old, &old);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    (sidecar, old, new)
+}
+
+#[test]
+fn a_running_sidecar_takes_new_certificates_on_sighup_and_keeps_its_own_when_they_are_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    // Files looked at once an hour: only SIGHUP reloads them in this test.
+    let (mut sidecar, old, new) = sidecar_and_two_cas(dir.path(), "3600000");
+
+    // B's files take A's place; the sidecar still presents A until told.
+    copy_files(new.dir(), &sidecar.tls_dir());
+    let before = list_topics_with(&sidecar, new.dir(), new.dir());
+    assert!(!before.status.success(), "B's client trusted A's sidecar");
+
+    sidecar.signal("-HUP");
+    until_served(&sidecar, new.dir(), "after SIGHUP");
+    // A client certificate of the old CA is now refused, by a client that trusts B's.
+    let stale = list_topics_with(&sidecar, new.dir(), &old);
+    assert!(
+        !stale.status.success(),
+        "A's client certificate is still taken"
+    );
 
     // A broken certificate file changes nothing: B's clients are still served.
-    let broken = new.server_cert();
-    let live = sidecar.tls_dir().join(broken.file_name().unwrap());
+    let live = sidecar
+        .tls_dir()
+        .join(new.server_cert().file_name().unwrap());
     std::fs::write(&live, "not a certificate\n").unwrap();
     sidecar.signal("-HUP");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let listed = list_topics_with(&sidecar, new.dir());
+    let listed = list_topics_with(&sidecar, new.dir(), new.dir());
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let (clean, log) = sidecar.terminate(std::time::Duration::from_secs(10));
     assert!(clean, "{log}");
@@ -231,4 +265,34 @@ fn a_running_sidecar_takes_new_certificates_on_sighup_and_keeps_its_own_when_the
         log.contains("cannot reload the certificates") && log.contains(&*live.to_string_lossy()),
         "{log}"
     );
+}
+
+#[test]
+fn a_running_sidecar_takes_certificate_files_that_changed_and_retries_unusable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sidecar, _old, new) = sidecar_and_two_cas(dir.path(), "200");
+
+    // A half-written renewal (B's CA and key, a broken chain) is not taken; once the chain
+    // is there too, the files are taken at the next check, with no signal.
+    let tls = sidecar.tls_dir();
+    let chain = tls.join(new.server_cert().file_name().unwrap());
+    std::fs::write(&chain, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    for file in [new.ca_cert(), new.server_key()] {
+        std::fs::copy(&file, tls.join(file.file_name().unwrap())).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let refused = list_topics_with(&sidecar, new.dir(), new.dir());
+    assert!(!refused.status.success(), "a broken chain was taken");
+    std::fs::copy(new.server_cert(), &chain).unwrap();
+    until_served(&sidecar, new.dir(), "after the files changed");
+
+    let (clean, log) = sidecar.terminate(std::time::Duration::from_secs(10));
+    assert!(clean, "{log}");
+    // The broken files were reported once, however many checks (about 5) found them; twice
+    // if a check came between two of the three writes.
+    let reported = log
+        .matches("the certificate files changed but cannot be used")
+        .count();
+    assert!((1..=2).contains(&reported), "{reported} reports: {log}");
+    assert!(log.contains("certificates reloaded"), "{log}");
 }

@@ -350,7 +350,8 @@ impl Link {
                 Err(error) => error,
             };
             let wait = self.backoff(attempt);
-            if Instant::now() + wait >= deadline {
+            // Certificates refused now are refused on every attempt.
+            if error.is_tls_refusal() || Instant::now() + wait >= deadline {
                 tracing::debug!(addr = %self.config.addr, attempt, %error, "giving up reconnecting");
                 return Err(error.into());
             }

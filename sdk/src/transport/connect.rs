@@ -39,6 +39,25 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// Whether TLS refused the connection: the sidecar refused this client's certificate,
+    /// or this client the sidecar's. Trying again with the same certificates cannot succeed.
+    pub fn is_tls_refusal(&self) -> bool {
+        matches!(self, Self::Handshake { source, .. } if is_tls_refusal(source))
+    }
+}
+
+/// Whether `error` is a TLS alert, from either side: a QUIC crypto error code
+/// (0x100 to 0x1ff, RFC 9000 section 20.1).
+pub(crate) fn is_tls_refusal(error: &quinn::ConnectionError) -> bool {
+    let code = match error {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code,
+        quinn::ConnectionError::TransportError(error) => error.code,
+        _ => return false,
+    };
+    (0x100..0x200).contains(&u64::from(code))
+}
+
 impl ClientTls {
     /// Connects `endpoint` to the sidecar at `addr`, whose certificate must name
     /// `server_name` (`localhost` for the dev certificates), within `tuning`'s

@@ -35,6 +35,7 @@ mod tls_error;
 
 pub use client_tls::ClientTls;
 pub use connect::ConnectError;
+pub(crate) use connect::is_tls_refusal;
 pub use crypto::{PROTOCOL_VERSIONS, crypto_provider};
 pub use data_dir::{
     CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, DATA_DIR_ENV, TLS_DIR, default_data_dir,

@@ -69,6 +69,10 @@ pub(super) struct SidecarArgs {
     /// `tls.names`]
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// How often the certificate files are looked at, in milliseconds; changed files are
+    /// taken again (as on SIGHUP) [key `tls.check_ms`; default: 30000]
+    #[arg(long)]
+    tls_check_ms: Option<u64>,
     /// Partitions of a topic created without a count [key `topics.default_partitions`;
     /// default: 1]
     #[arg(long)]
@@ -136,6 +140,7 @@ impl SidecarArgs {
         let figment = flag(figment, "tls.cert", self.tls_cert);
         let figment = flag(figment, "tls.key", self.tls_key);
         let figment = flag(figment, "tls.names", non_empty(self.tls_names));
+        let figment = flag(figment, "tls.check_ms", self.tls_check_ms);
         let topics = [
             (
                 "topics.default_partitions",
@@ -190,11 +195,13 @@ pub(super) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let config: SidecarConfig = settings.into_config()?;
+    // Watched from before the start: SIGHUP's default action would end the process while
+    // its logs are recovered. One that comes meanwhile reloads once the sidecar runs.
+    let mut hangups = HangUps::watch();
     let sidecar = crate::RunningSidecar::start(config).await?;
     // Watched before the ready lines: a script may stop the sidecar as soon as it reads them.
     let stop = shutdown_signal();
     tokio::pin!(stop);
-    let mut hangups = HangUps::watch();
     // Lines on stdout, for scripts and tests that start the sidecar on port 0: the admin
     // address, the peer address (cluster members only), then the client address, which says
     // it is ready.

@@ -52,6 +52,8 @@ pub struct SidecarConfig {
     pub advertised_address: Option<String>,
     /// Certificates.
     pub tls: TlsSource,
+    /// How often the certificate files are looked at, to be taken again when they change.
+    pub tls_check: Duration,
     /// Defaults for what `CreateTopic` leaves out.
     pub topic_defaults: TopicDefaults,
     /// Settings of every partition log.
@@ -87,6 +89,7 @@ impl SidecarConfig {
             log: LogSettings::default(),
             publish_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            tls_check: Duration::from_secs(30),
             retention_interval: Duration::from_secs(60),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             quic: QuicTuning::default(),

@@ -68,7 +68,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
 /// The keys of each section, for the hint about a variable that names one without its
 /// section.
 const SECTION_KEYS: [(&str, &[&str]); 3] = [
-    ("tls", &["ca", "cert", "key", "names"]),
+    ("tls", &["ca", "cert", "key", "names", "check_ms"]),
     (
         "topics",
         &[
@@ -169,7 +169,7 @@ pub(crate) struct Settings {
 }
 
 /// The `[tls]` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TlsSettings {
     /// CA certificates (PEM) that client and peer certificates must chain to; with `cert`
@@ -184,6 +184,21 @@ pub(crate) struct TlsSettings {
     pub(crate) key: Option<PathBuf>,
     /// More DNS names or IP addresses for the development certificate.
     pub(crate) names: Vec<String>,
+    /// How often the certificate files are looked at (and taken again when they changed), in
+    /// milliseconds.
+    pub(crate) check_ms: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            cert: None,
+            key: None,
+            names: Vec::new(),
+            check_ms: millis(SidecarConfig::new("").tls_check),
+        }
+    }
 }
 
 /// The `[topics]` section.
@@ -362,6 +377,7 @@ impl Settings {
             batch_limit,
         )?;
         at_least("topics.retention_check_ms", topics.retention_check_ms, 100)?;
+        at_least("tls.check_ms", self.tls.check_ms, 100)?;
         at_least("publish_timeout_ms", self.publish_timeout_ms, 1)?;
         // A frame carries a batch and the request's other fields.
         let frame_floor = topics.max_batch_bytes.saturating_add(64 << 10);
@@ -520,6 +536,7 @@ impl Settings {
         config.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         config.max_frame_size = self.max_frame_bytes;
+        config.tls_check = Duration::from_millis(self.tls.check_ms);
         config.tls = match (self.tls.ca, self.tls.cert, self.tls.key) {
             (Some(ca), Some(cert), Some(key)) => TlsSource::Files { ca, cert, key },
             _ => TlsSource::Dev {

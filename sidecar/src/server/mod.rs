@@ -20,6 +20,7 @@ mod tls_reload;
 mod topic_admin;
 mod trace;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,7 +44,7 @@ use crate::metrics::{FsyncLatency, Metrics};
 use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
 use crate::topics::{Kind, Topics, TopicsError};
 use frames::{RESERVE_AHEAD, quic_code, read_error_code, read_frame, write_response};
-use tls_reload::TlsReloader;
+use tls_reload::{Reloading, TlsReloader};
 
 /// Why a sidecar could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,19 @@ pub enum SidecarError {
     /// The admin port cannot be bound.
     #[error(transparent)]
     Admin(#[from] AdminBindError),
+    /// Certificates given to a running cluster member name another peer identity than the
+    /// one it started with, which its peers know it by.
+    #[error(
+        "TLS: {cert} names the peer identity {now}, not {started} that this sidecar started with; a running sidecar keeps its identity"
+    )]
+    TlsIdentity {
+        /// The sidecar's certificate file.
+        cert: PathBuf,
+        /// The identities it started with.
+        started: String,
+        /// Those of the new certificate.
+        now: String,
+    },
     /// The server task failed.
     #[error("sidecar task: {0}")]
     Task(String),
@@ -153,6 +167,8 @@ impl RunningSidecar {
             }
             None => None,
         };
+        let tls_files = tls_reload::tls_files(&config.tls, &data_dir);
+        let tls_at_start = tls_reload::stamps(&tls_files);
         let (tls, tls_dir) = server_tls(&config.tls, &data_dir)?;
         let (topics, groups) = open_topics(&config, &data_dir, &fsync).await?;
         // Offsets of topics deleted just before a crash (before their tombstones). A cluster
@@ -178,16 +194,19 @@ impl RunningSidecar {
             .advertised_address
             .clone()
             .unwrap_or_else(|| local_addr.to_string());
-        let cluster = join_cluster(&config, &data_dir, &topics, &advertised).await?;
-        let tls = Arc::new(TlsReloader::new(
-            &config.tls,
-            &data_dir,
-            config.quic.clone(),
-            config.listen.ip().is_loopback(),
-            endpoint.clone(),
-            cluster.clone(),
-        ));
-        tokio::spawn(Arc::clone(&tls).watch(shutdown_rx.clone()));
+        let joined = join_cluster(&config, &data_dir, &topics, &advertised).await?;
+        let cluster = joined.as_ref().map(|(member, _)| Arc::clone(member));
+        let tls = Arc::new(TlsReloader::new(Reloading {
+            files: tls_files,
+            at_start: tls_at_start,
+            tuning: config.quic.clone(),
+            loopback: config.listen.ip().is_loopback(),
+            endpoint: endpoint.clone(),
+            cluster: joined,
+            check_every: config.tls_check,
+            stop: shutdown_rx.clone(),
+        }));
+        tokio::spawn(Arc::clone(&tls).watch());
         let (alive, all_gone) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             advertised,
@@ -236,14 +255,15 @@ impl RunningSidecar {
 
     /// Reads the certificate files again and uses them for the connections made from now on,
     /// on the client port and a cluster member's peer port; the open connections keep theirs.
-    /// The files are also looked at every 30 s and taken again when they change.
+    /// The files are also looked at every `tls_check` ([`SidecarConfig`]) and taken again
+    /// when they change.
     ///
     /// # Errors
     ///
     /// Names the file that is missing, malformed, expired or does not match its key; the
     /// sidecar then goes on with the certificates it had.
     pub fn reload_tls(&self) -> Result<(), SidecarError> {
-        Ok(self.tls.reload()?)
+        self.tls.reload()
     }
 
     /// The bound admin address (HTTP: `/healthz`, `/readyz`, `/metrics`), if the sidecar has
@@ -362,7 +382,7 @@ async fn join_cluster(
     data_dir: &std::path::Path,
     topics: &Topics,
     advertised: &str,
-) -> Result<Option<Arc<ClusterMember>>, SidecarError> {
+) -> Result<Option<(Arc<ClusterMember>, BTreeSet<String>)>, SidecarError> {
     let Some(cluster) = &config.cluster else {
         return Ok(None);
     };
@@ -378,6 +398,7 @@ async fn join_cluster(
         TlsSource::Dev { .. } => PeerTls::from_dev(&DevCertificates::in_data_dir(data_dir))?,
         TlsSource::Files { ca, cert, key } => PeerTls::from_paths(ca, cert, key)?,
     };
+    let identities = peer_tls.peer_identities().clone();
     let member = ClusterMember::start(
         config.node_id,
         cluster,
@@ -392,7 +413,7 @@ async fn join_cluster(
         peer_address = member.peer_address(),
         "peer port listening"
     );
-    Ok(Some(Arc::new(member)))
+    Ok(Some((Arc::new(member), identities)))
 }
 
 /// Starts a cluster member's tasks: serving the requests peers pass on, reconciling its

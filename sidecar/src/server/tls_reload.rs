@@ -1,28 +1,28 @@
 //! Certificates taken again without a restart: on request (the command line's SIGHUP), and
-//! when the files change (checked every [`CHECK_EVERY`]), since a Kubernetes secret mounted
+//! when the files change (checked every `tls.check_ms`), since a Kubernetes secret mounted
 //! as a volume is updated in place, with no signal.
 //!
 //! Both ports' configurations are built from the files before either is installed, so a file
 //! that is missing, malformed, expired or does not match its key changes nothing: the sidecar
-//! goes on with the certificates it has, and says why. Connections already open keep the
-//! certificates they were made with; new ones get the new certificates.
+//! goes on with the certificates it has, says why once, and tries again at each check until
+//! the files can be used (a permission or a clock put right changes no file). Connections
+//! already open keep the certificates they were made with; new ones get the new certificates.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use quinn::Endpoint;
-use sidestream::transport::{QuicTuning, TlsError};
+use sidestream::transport::QuicTuning;
 use tokio::sync::watch;
 
+use super::SidecarError;
 use crate::cluster::ClusterMember;
 use crate::config::TlsSource;
 use crate::tls::{DevCertificates, PeerTls, ServerTls};
 
-/// How often the certificate files are looked at for a change.
-pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(30);
-
-/// Installs a sidecar's certificates again, from where its configuration says they are.
+/// Where the certificates are and how they are installed again.
 #[derive(Debug)]
 pub(crate) struct TlsReloader {
     /// The CA, the sidecar's certificate chain and its key.
@@ -30,91 +30,154 @@ pub(crate) struct TlsReloader {
     tuning: QuicTuning,
     loopback: bool,
     endpoint: Endpoint,
-    cluster: Option<Arc<ClusterMember>>,
-    /// The files as they were when last installed.
-    installed: Mutex<Stamps>,
+    /// A cluster member, with the peer identities its peer port started with: a reload must
+    /// keep them, since its peers know it by them.
+    cluster: Option<(Arc<ClusterMember>, BTreeSet<String>)>,
+    check_every: Duration,
+    /// Says when the sidecar stops: nothing is installed from then on.
+    stop: watch::Receiver<bool>,
+    /// Held while the files are read and installed: one reload at a time, in order.
+    state: Mutex<State>,
 }
 
-/// Each file's modification time and length, where it could be read.
-type Stamps = [Option<(SystemTime, u64)>; 3];
+/// What the files were when their certificates were installed, and when they last failed.
+#[derive(Debug)]
+struct State {
+    installed: Stamps,
+    /// The files as they were at the last failure, which is logged once for them.
+    failed: Option<Stamps>,
+}
+
+/// A file as last seen: modification and status-change times, inode and length.
+type Stamp = Option<(SystemTime, Option<(i64, i64, u64)>, u64)>;
+type Stamps = [Stamp; 3];
+
+/// The three files a sidecar's certificates come from: the CA, its chain and its key.
+pub(crate) fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
+    match source {
+        TlsSource::Dev { .. } => {
+            let dev = DevCertificates::in_data_dir(data_dir);
+            [dev.ca_cert(), dev.server_cert(), dev.server_key()]
+        }
+        TlsSource::Files { ca, cert, key } => [ca.clone(), cert.clone(), key.clone()],
+    }
+}
+
+/// The files as they are now (taken before they are first read, so that a change while
+/// the sidecar starts is seen at the first check).
+pub(crate) fn stamps(files: &[PathBuf; 3]) -> Stamps {
+    files.each_ref().map(|path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let status = {
+            use std::os::unix::fs::MetadataExt as _;
+            Some((metadata.ctime(), metadata.ctime_nsec(), metadata.ino()))
+        };
+        #[cfg(not(unix))]
+        let status = None;
+        Some((metadata.modified().ok()?, status, metadata.len()))
+    })
+}
+
+/// How a [`TlsReloader`] is set up: what was read at the start, and where to install.
+pub(crate) struct Reloading {
+    pub(crate) files: [PathBuf; 3],
+    /// The files as they were before the sidecar first read them.
+    pub(crate) at_start: Stamps,
+    pub(crate) tuning: QuicTuning,
+    pub(crate) loopback: bool,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) cluster: Option<(Arc<ClusterMember>, BTreeSet<String>)>,
+    pub(crate) check_every: Duration,
+    pub(crate) stop: watch::Receiver<bool>,
+}
 
 impl TlsReloader {
-    /// A reloader of the certificates `source` names (development ones in `data_dir`) into
-    /// the client port's `endpoint` (`tuning`'s settings; `loopback` if it is bound to a
-    /// loopback address) and, for a cluster member, its peer port.
-    pub(crate) fn new(
-        source: &TlsSource,
-        data_dir: &std::path::Path,
-        tuning: QuicTuning,
-        loopback: bool,
-        endpoint: Endpoint,
-        cluster: Option<Arc<ClusterMember>>,
-    ) -> Self {
-        let files = match source {
-            TlsSource::Dev { .. } => {
-                let dev = DevCertificates::in_data_dir(data_dir);
-                [dev.ca_cert(), dev.server_cert(), dev.server_key()]
-            }
-            TlsSource::Files { ca, cert, key } => [ca.clone(), cert.clone(), key.clone()],
-        };
-        let installed = Mutex::new(stamps(&files));
+    pub(crate) fn new(setup: Reloading) -> Self {
         Self {
-            files,
-            tuning,
-            loopback,
-            endpoint,
-            cluster,
-            installed,
+            files: setup.files,
+            tuning: setup.tuning,
+            loopback: setup.loopback,
+            endpoint: setup.endpoint,
+            cluster: setup.cluster,
+            check_every: setup.check_every,
+            stop: setup.stop,
+            state: Mutex::new(State {
+                installed: setup.at_start,
+                failed: None,
+            }),
         }
     }
 
     /// Reads the files again and installs what they hold, for the connections made from now
     /// on; on an error nothing changes.
-    pub(crate) fn reload(&self) -> Result<(), TlsError> {
-        // Noted first: a file that changes while it is read is read again at the next check.
+    pub(crate) fn reload(&self) -> Result<(), SidecarError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let seen = stamps(&self.files);
+        let result = self.install();
+        match &result {
+            Ok(()) => {
+                state.installed = seen;
+                state.failed = None;
+            }
+            Err(_) => state.failed = Some(seen),
+        }
+        result
+    }
+
+    /// Builds both ports' configurations from the files, then installs them (not once the
+    /// sidecar stops).
+    fn install(&self) -> Result<(), SidecarError> {
         let [ca, cert, key] = &self.files;
         let server = ServerTls::from_paths(ca, cert, key)?;
         let peer = match &self.cluster {
-            Some(_) => Some(PeerTls::from_paths(ca, cert, key)?),
+            Some((_, identities)) => {
+                let peer = PeerTls::from_paths(ca, cert, key)?;
+                if peer.peer_identities() != identities {
+                    return Err(SidecarError::TlsIdentity {
+                        cert: cert.clone(),
+                        started: names(identities),
+                        now: names(peer.peer_identities()),
+                    });
+                }
+                Some(peer)
+            }
             None => None,
         };
+        if *self.stop.borrow() {
+            return Ok(());
+        }
         self.endpoint
             .set_server_config(Some(server.quic_config(&self.tuning, self.loopback)));
-        if let (Some(cluster), Some(peer)) = (&self.cluster, &peer) {
+        if let (Some((cluster, _)), Some(peer)) = (&self.cluster, &peer) {
             cluster.reload_tls(peer);
         }
-        *self
-            .installed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = seen;
         tracing::info!(ca = %ca.display(), cert = %cert.display(), "certificates reloaded");
         Ok(())
     }
 
-    /// Reloads if a file's modification time or length differs from when the certificates
-    /// were last installed (or last failed to be).
+    /// Reloads if a file differs from when the certificates were last installed; logs a
+    /// failure once for each state of the files, and tries again at every check.
     fn reload_if_changed(&self) {
         let now = stamps(&self.files);
-        {
-            let mut installed = self
-                .installed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if *installed == now {
+        let logged = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.installed == now {
                 return;
             }
-            // Tried once per change: a bad file is reported once, not at every check.
-            *installed = now;
-        }
-        if let Err(error) = self.reload() {
-            tracing::error!(%error, "the certificate files changed but cannot be used; the sidecar keeps its certificates");
+            state.failed == Some(now)
+        };
+        if let Err(error) = self.reload()
+            && !logged
+        {
+            tracing::error!(%error, "the certificate files changed but cannot be used; the sidecar keeps its certificates and tries again at each check");
         }
     }
 
-    /// Looks at the files every [`CHECK_EVERY`] until `stop` says the sidecar stops.
-    pub(crate) async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(CHECK_EVERY);
+    /// Looks at the files every `check_every` until the sidecar stops.
+    pub(crate) async fn watch(self: Arc<Self>) {
+        let mut stop = self.stop.clone();
+        let mut every = tokio::time::interval(self.check_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
@@ -126,9 +189,10 @@ impl TlsReloader {
     }
 }
 
-fn stamps(files: &[PathBuf; 3]) -> Stamps {
-    files.each_ref().map(|path| {
-        let metadata = std::fs::metadata(path).ok()?;
-        Some((metadata.modified().ok()?, metadata.len()))
-    })
+fn names(identities: &BTreeSet<String>) -> String {
+    identities
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

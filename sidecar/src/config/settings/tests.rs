@@ -294,6 +294,7 @@ fn the_environments_keys_and_sections_are_the_files() {
             cert: Some("/c".into()),
             key: Some("/k".into()),
             names: vec!["n".into()],
+            check_ms: 1000,
         },
         cluster: ClusterSettings {
             peer_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 1))),
