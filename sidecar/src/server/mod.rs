@@ -167,9 +167,10 @@ impl RunningSidecar {
             }
             None => None,
         };
-        let tls_files = tls_reload::tls_files(&config.tls, &data_dir);
-        let tls_at_start = tls_reload::stamps(&tls_files);
-        let (tls, tls_dir) = server_tls(&config.tls, &data_dir)?;
+        let (read, tls_files) = tls_reload::stamped(&config.tls, &data_dir, || {
+            server_tls(&config.tls, &data_dir)
+        });
+        let (tls, tls_dir) = read?;
         let (topics, groups) = open_topics(&config, &data_dir, &fsync).await?;
         // Offsets of topics deleted just before a crash (before their tombstones). A cluster
         // member's topics come from the metadata log after the start: the reconciler forgets
@@ -196,17 +197,15 @@ impl RunningSidecar {
             .unwrap_or_else(|| local_addr.to_string());
         let joined = join_cluster(&config, &data_dir, &topics, &advertised).await?;
         let cluster = joined.as_ref().map(|(member, _)| Arc::clone(member));
-        let tls = Arc::new(TlsReloader::new(Reloading {
+        let tls = TlsReloader::start(Reloading {
             files: tls_files,
-            at_start: tls_at_start,
             tuning: config.quic.clone(),
             loopback: config.listen.ip().is_loopback(),
             endpoint: endpoint.clone(),
             cluster: joined,
             check_every: config.tls_check,
             stop: shutdown_rx.clone(),
-        }));
-        tokio::spawn(Arc::clone(&tls).watch());
+        });
         let (alive, all_gone) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             advertised,

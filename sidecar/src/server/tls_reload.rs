@@ -53,7 +53,7 @@ type Stamp = Option<(SystemTime, Option<(i64, i64, u64)>, u64)>;
 type Stamps = [Stamp; 3];
 
 /// The three files a sidecar's certificates come from: the CA, its chain and its key.
-pub(crate) fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
+fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
     match source {
         TlsSource::Dev { .. } => {
             let dev = DevCertificates::in_data_dir(data_dir);
@@ -63,9 +63,30 @@ pub(crate) fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
     }
 }
 
-/// The files as they are now (taken before they are first read, so that a change while
-/// the sidecar starts is seen at the first check).
-pub(crate) fn stamps(files: &[PathBuf; 3]) -> Stamps {
+/// Runs `read` (which reads the certificates, and makes development ones if need be) and
+/// returns what it returned, the three files, and their state before it: a deployment's
+/// files are looked at first, so that a renewal while the sidecar starts is taken at the
+/// first check; development ones after `read` made them.
+pub(crate) fn stamped<T>(
+    source: &TlsSource,
+    data_dir: &Path,
+    read: impl FnOnce() -> T,
+) -> (T, TlsFiles) {
+    let files = tls_files(source, data_dir);
+    let before = matches!(source, TlsSource::Files { .. }).then(|| stamps(&files));
+    let read = read();
+    let at_start = before.unwrap_or_else(|| stamps(&files));
+    (read, TlsFiles { files, at_start })
+}
+
+/// A sidecar's three certificate files, and their state when it started.
+pub(crate) struct TlsFiles {
+    files: [PathBuf; 3],
+    at_start: Stamps,
+}
+
+/// The files as they are now.
+fn stamps(files: &[PathBuf; 3]) -> Stamps {
     files.each_ref().map(|path| {
         let metadata = std::fs::metadata(path).ok()?;
         #[cfg(unix)]
@@ -81,9 +102,7 @@ pub(crate) fn stamps(files: &[PathBuf; 3]) -> Stamps {
 
 /// How a [`TlsReloader`] is set up: what was read at the start, and where to install.
 pub(crate) struct Reloading {
-    pub(crate) files: [PathBuf; 3],
-    /// The files as they were before the sidecar first read them.
-    pub(crate) at_start: Stamps,
+    pub(crate) files: TlsFiles,
     pub(crate) tuning: QuicTuning,
     pub(crate) loopback: bool,
     pub(crate) endpoint: Endpoint,
@@ -93,9 +112,16 @@ pub(crate) struct Reloading {
 }
 
 impl TlsReloader {
-    pub(crate) fn new(setup: Reloading) -> Self {
+    /// A reloader set up so, and its task that looks at the files every `check_every`.
+    pub(crate) fn start(setup: Reloading) -> Arc<Self> {
+        let reloader = Arc::new(Self::new(setup));
+        tokio::spawn(Arc::clone(&reloader).watch());
+        reloader
+    }
+
+    fn new(setup: Reloading) -> Self {
         Self {
-            files: setup.files,
+            files: setup.files.files,
             tuning: setup.tuning,
             loopback: setup.loopback,
             endpoint: setup.endpoint,
@@ -103,7 +129,7 @@ impl TlsReloader {
             check_every: setup.check_every,
             stop: setup.stop,
             state: Mutex::new(State {
-                installed: setup.at_start,
+                installed: setup.files.at_start,
                 failed: None,
             }),
         }
@@ -175,7 +201,7 @@ impl TlsReloader {
     }
 
     /// Looks at the files every `check_every` until the sidecar stops.
-    pub(crate) async fn watch(self: Arc<Self>) {
+    async fn watch(self: Arc<Self>) {
         let mut stop = self.stop.clone();
         let mut every = tokio::time::interval(self.check_every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
