@@ -5,7 +5,7 @@
 //! is not copied anywhere: a [`Collector`] walks the topics and groups at each scrape. Names
 //! and labels are listed in `docs/OPERATIONS.md` ("Metrics").
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -273,15 +273,9 @@ impl Metrics {
         let Some(sources) = self.sources.get() else {
             return;
         };
-        let live: HashSet<String> = sources
-            .topics
-            .all()
-            .iter()
-            .map(|topic| topic.spec().name.clone())
-            .collect();
         let mut counted = self.counted.write().unwrap_or_else(PoisonError::into_inner);
         counted.retain(|topic, &mut partitions| {
-            if live.contains(topic) {
+            if sources.topics.get(topic).is_some() {
                 return true;
             }
             for partition in 0..partitions {

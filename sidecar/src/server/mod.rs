@@ -393,10 +393,8 @@ async fn join_cluster(
             alone.join(", ")
         )));
     }
-    let peer_tls = match &config.tls {
-        TlsSource::Dev { .. } => PeerTls::from_dev(&DevCertificates::in_data_dir(data_dir))?,
-        TlsSource::Files { ca, cert, key } => PeerTls::from_paths(ca, cert, key)?,
-    };
+    let [ca, cert, key] = tls_reload::tls_files(&config.tls, data_dir);
+    let peer_tls = PeerTls::from_paths(&ca, &cert, &key)?;
     let identities = peer_tls.peer_identities().clone();
     let member = ClusterMember::start(
         config.node_id,

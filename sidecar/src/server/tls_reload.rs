@@ -53,7 +53,7 @@ type Stamp = Option<(SystemTime, Option<(i64, i64, u64)>, u64)>;
 type Stamps = [Stamp; 3];
 
 /// The three files a sidecar's certificates come from: the CA, its chain and its key.
-fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
+pub(crate) fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
     match source {
         TlsSource::Dev { .. } => {
             let dev = DevCertificates::in_data_dir(data_dir);
