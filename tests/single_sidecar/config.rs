@@ -296,3 +296,39 @@ fn a_running_sidecar_takes_certificate_files_that_changed_and_retries_unusable_o
     assert!((1..=2).contains(&reported), "{reported} reports: {log}");
     assert!(log.contains("certificates reloaded"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_reconnects_with_client_certificate_files_renewed_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sidecar, old, new) = sidecar_and_two_cas(dir.path(), "3600000");
+    // The service's own copies of CA A's files, as a mounted Secret holds them.
+    let service = dir.path().join("service");
+    std::fs::create_dir_all(&service).unwrap();
+    let [ca, cert, key] = ["ca.pem", "tls.crt", "tls.key"].map(|f| service.join(f));
+    let take = |tls: &std::path::Path| {
+        let dev = sidestream_sidecar::DevCertificates::in_data_dir(tls.parent().unwrap());
+        std::fs::copy(dev.ca_cert(), &ca).unwrap();
+        std::fs::copy(dev.client_cert(), &cert).unwrap();
+        std::fs::copy(dev.client_key(), &key).unwrap();
+    };
+    take(&old);
+    let client = sidestream::Client::builder("renewing-service")
+        .sidecar(sidecar.addr().to_string())
+        .tls(sidestream::transport::ClientTls::from_paths(&ca, &cert, &key).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    client.metadata().await.unwrap();
+
+    // The deployment moves to CA B, the sidecar's files and the service's, and the sidecar
+    // restarts: the same client reconnects with B's files, read when they changed.
+    copy_files(new.dir(), &sidecar.tls_dir());
+    take(new.dir());
+    tokio::task::block_in_place(|| sidecar.restart());
+    let seen = client.metadata().await;
+    assert!(seen.is_ok(), "{seen:?}");
+    client.close().await.unwrap();
+    let (clean, log) =
+        tokio::task::block_in_place(|| sidecar.terminate(std::time::Duration::from_secs(10)));
+    assert!(clean, "{log}");
+}

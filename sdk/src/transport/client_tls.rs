@@ -1,20 +1,28 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::{
-    CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, PROTOCOL_VERSIONS, QuicTuning, TlsError,
-    crypto_provider, read_certificates, read_private_key, read_trust_anchors,
+    CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, FileStamp, PROTOCOL_VERSIONS, QuicTuning,
+    TlsError, crypto_provider, read_certificates, read_private_key, read_trust_anchors,
 };
 
 /// A service's side of mutual TLS: the CA it trusts for the sidecar and the certificate it
 /// presents as its identity.
 ///
-/// Built once from PEM files, then cheap to clone. TLS 1.3 only, ALPN `sidestream/1`
-/// ([`sidestream_proto::ALPN`]), and the sidecar's certificate must chain to the given CA
-/// (the system's roots are not consulted).
+/// Built from PEM files, then cheap to clone (clones share one configuration). TLS 1.3 only,
+/// ALPN `sidestream/1` ([`sidestream_proto::ALPN`]), and the sidecar's certificate must chain
+/// to the given CA (the system's roots are not consulted).
+///
+/// Renewal: before each connection (the first, and every reconnection), the three files are
+/// looked at ([`FileStamp`]); when one changed since it was read, all three are read again
+/// and the new certificates are used from that connection on. Files that cannot be used
+/// (missing, malformed, expired, a key that does not match) change nothing: the connection
+/// is made with the certificates read before, the reason is logged once for each state of
+/// the files, and they are tried again at the next connection. Open connections keep the
+/// certificates they were made with.
 ///
 /// Method families, in order of use:
 ///
@@ -41,8 +49,16 @@ use super::{
 /// ```
 #[derive(Clone)]
 pub struct ClientTls {
-    ca: PathBuf,
-    cert: PathBuf,
+    /// The CA, the client certificate chain and its key.
+    files: Arc<[PathBuf; 3]>,
+    loaded: Arc<Mutex<Loaded>>,
+}
+
+/// The configuration in use, what the files were when it was read, and what they were when
+/// they last could not be used.
+struct Loaded {
+    read: [FileStamp; 3],
+    failed: Option<[FileStamp; 3]>,
     rustls: Arc<rustls::ClientConfig>,
     quic: Arc<QuicClientConfig>,
 }
@@ -65,50 +81,100 @@ impl ClientTls {
     /// certificate that is expired or not yet valid, or if the key does not match the
     /// certificate.
     pub fn from_paths(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let roots = read_trust_anchors(ca)?;
-        let chain = read_certificates(cert)?;
-        let private_key = read_private_key(key)?;
-        let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
-            .with_protocol_versions(PROTOCOL_VERSIONS)
-            .map_err(|source| TlsError::Rustls { source })?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, private_key)
-            .map_err(|source| TlsError::KeyMismatch {
-                cert: cert.into(),
-                key: key.into(),
-                source,
-            })?;
-        config.alpn_protocols = vec![sidestream_proto::ALPN.to_vec()];
-        let rustls = Arc::new(config);
-        let quic = QuicClientConfig::try_from(Arc::clone(&rustls))
-            .map_err(|_| TlsError::NoInitialCipherSuite)?;
+        let files = [ca.to_path_buf(), cert.to_path_buf(), key.to_path_buf()];
+        // Looked at before they are read: a renewal meanwhile is taken at the next connection.
+        let read = stamps(&files);
+        let (rustls, quic) = build(&files)?;
         Ok(Self {
-            ca: ca.into(),
-            cert: cert.into(),
-            rustls,
-            quic: Arc::new(quic),
+            files: Arc::new(files),
+            loaded: Arc::new(Mutex::new(Loaded {
+                read,
+                failed: None,
+                rustls,
+                quic,
+            })),
         })
     }
 
-    /// The quinn client configuration: this TLS configuration with `tuning`'s transport
-    /// settings; `loopback` says whether it is for a loopback address.
+    /// The quinn client configuration: this TLS configuration (read again first if its files
+    /// changed) with `tuning`'s transport settings; `loopback` says whether it is for a
+    /// loopback address.
     pub fn quic_config(&self, tuning: &QuicTuning, loopback: bool) -> quinn::ClientConfig {
-        let mut config = quinn::ClientConfig::new(Arc::clone(&self.quic) as _);
+        let (_, quic) = self.current();
+        let mut config = quinn::ClientConfig::new(quic as _);
         config.transport_config(Arc::new(tuning.client_transport(loopback)));
         config
     }
 
-    /// The rustls configuration underneath.
-    pub fn rustls_config(&self) -> &Arc<rustls::ClientConfig> {
-        &self.rustls
+    /// The rustls configuration underneath (read again first if its files changed).
+    pub fn rustls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.current().0
     }
+
+    /// The configuration to connect with: the files' certificates if they changed since they
+    /// were read and can be used, else those in use.
+    fn current(&self) -> (Arc<rustls::ClientConfig>, Arc<QuicClientConfig>) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = stamps(&self.files);
+        if now != loaded.read {
+            match build(&self.files) {
+                Ok((rustls, quic)) => {
+                    *loaded = Loaded {
+                        read: now,
+                        failed: None,
+                        rustls,
+                        quic,
+                    };
+                    let [ca, cert, _] = &*self.files;
+                    tracing::info!(ca = %ca.display(), cert = %cert.display(), "client certificates reloaded");
+                }
+                Err(error) => {
+                    if loaded.failed != Some(now) {
+                        tracing::error!(%error, "the client certificate files changed but cannot be used; the client keeps its certificates and tries again at the next connection");
+                    }
+                    loaded.failed = Some(now);
+                }
+            }
+        }
+        (Arc::clone(&loaded.rustls), Arc::clone(&loaded.quic))
+    }
+}
+
+/// The three files as they are now.
+fn stamps(files: &[PathBuf; 3]) -> [FileStamp; 3] {
+    files.each_ref().map(|path| FileStamp::of(path))
+}
+
+/// The client configuration the three files make.
+fn build(
+    [ca, cert, key]: &[PathBuf; 3],
+) -> Result<(Arc<rustls::ClientConfig>, Arc<QuicClientConfig>), TlsError> {
+    let roots = read_trust_anchors(ca)?;
+    let chain = read_certificates(cert)?;
+    let private_key = read_private_key(key)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(|source| TlsError::Rustls { source })?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private_key)
+        .map_err(|source| TlsError::KeyMismatch {
+            cert: cert.clone(),
+            key: key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = vec![sidestream_proto::ALPN.to_vec()];
+    let rustls = Arc::new(config);
+    let quic = QuicClientConfig::try_from(Arc::clone(&rustls))
+        .map_err(|_| TlsError::NoInitialCipherSuite)?;
+    Ok((rustls, Arc::new(quic)))
 }
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [ca, cert, _] = &*self.files;
         f.debug_struct("ClientTls")
-            .field("ca", &self.ca)
-            .field("cert", &self.cert)
+            .field("ca", ca)
+            .field("cert", cert)
             .finish_non_exhaustive()
     }
 }

@@ -14,7 +14,9 @@
 //!       └── client.key          its private key (mode 0600)
 //! ```
 //!
-//! A real deployment hands its own files to [`ClientTls::from_paths`].
+//! A real deployment hands its own files to [`ClientTls::from_paths`]. Either way the files are
+//! read again, before a connection is made, when one of them changed since: a service whose
+//! certificates are renewed in place reconnects with the new ones.
 //!
 //! Central items: [`ClientTls`] (the TLS configuration and [`connect`](ClientTls::connect)),
 //! [`QuicTuning`] (transport settings shared with the sidecar, so both ends agree) and
@@ -29,6 +31,7 @@ mod connect;
 mod crypto;
 mod data_dir;
 mod endpoint;
+mod file_stamp;
 mod pem_file;
 mod quic_tuning;
 mod tls_error;
@@ -42,6 +45,7 @@ pub use data_dir::{
     default_tls_dir,
 };
 pub use endpoint::{BindError, bind_endpoint};
+pub use file_stamp::FileStamp;
 pub use pem_file::{read_certificates, read_private_key, read_trust_anchors};
 pub use quic_tuning::{LoopbackTuning, QuicTuning};
 pub use tls_error::TlsError;

@@ -11,10 +11,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use quinn::Endpoint;
-use sidestream::transport::QuicTuning;
+use sidestream::transport::{FileStamp, QuicTuning};
 use tokio::sync::watch;
 
 use super::SidecarError;
@@ -48,9 +48,8 @@ struct State {
     failed: Option<Stamps>,
 }
 
-/// A file as last seen: modification and status-change times, inode and length.
-type Stamp = Option<(SystemTime, Option<(i64, i64, u64)>, u64)>;
-type Stamps = [Stamp; 3];
+/// The three files as last seen.
+type Stamps = [FileStamp; 3];
 
 /// The three files a sidecar's certificates come from: the CA, its chain and its key.
 pub(crate) fn tls_files(source: &TlsSource, data_dir: &Path) -> [PathBuf; 3] {
@@ -87,17 +86,7 @@ pub(crate) struct TlsFiles {
 
 /// The files as they are now.
 fn stamps(files: &[PathBuf; 3]) -> Stamps {
-    files.each_ref().map(|path| {
-        let metadata = std::fs::metadata(path).ok()?;
-        #[cfg(unix)]
-        let status = {
-            use std::os::unix::fs::MetadataExt as _;
-            Some((metadata.ctime(), metadata.ctime_nsec(), metadata.ino()))
-        };
-        #[cfg(not(unix))]
-        let status = None;
-        Some((metadata.modified().ok()?, status, metadata.len()))
-    })
+    files.each_ref().map(|path| FileStamp::of(path))
 }
 
 /// How a [`TlsReloader`] is set up: what was read at the start, and where to install.

@@ -356,7 +356,7 @@ async fn a_wrong_alpn_is_refused() {
         let (_dir, certificates) = dev_certificates();
         let mut server = TestServer::start(&certificates);
         let client = ClientTls::from_dir(certificates.dir()).unwrap();
-        let mut config = rustls::ClientConfig::clone(client.rustls_config());
+        let mut config = rustls::ClientConfig::clone(&client.rustls_config());
         config.alpn_protocols = vec![b"sidestream/0".to_vec()];
 
         assert_refused(&mut server, quic_config(config)).await;
@@ -367,6 +367,58 @@ async fn a_wrong_alpn_is_refused() {
 
 /// A sidecar endpoint that accepts connections, reports each handshake's outcome, and echoes
 /// every bidirectional stream.
+#[tokio::test]
+async fn a_client_whose_files_were_renewed_connects_with_the_new_ones_and_keeps_its_own_when_they_are_bad()
+ {
+    bounded(async {
+        let (_old_dir, old) = dev_certificates();
+        let (_new_dir, new) = dev_certificates();
+        let files = tempfile::tempdir().unwrap();
+        let [ca, cert, key] = ["ca.pem", "client.pem", "client.key"].map(|f| files.path().join(f));
+        let copy = |from: &DevCertificates| {
+            for (source, to) in [
+                (from.ca_cert(), &ca),
+                (from.client_cert(), &cert),
+                (from.client_key(), &key),
+            ] {
+                std::fs::copy(source, to).unwrap();
+            }
+        };
+        copy(&old);
+        let client = ClientTls::from_paths(&ca, &cert, &key).unwrap();
+        let first = client.rustls_config();
+        assert!(
+            Arc::ptr_eq(&first, &client.rustls_config()),
+            "nothing changed"
+        );
+
+        // A half-written renewal is not taken: the client keeps what it read.
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        assert!(Arc::ptr_eq(&first, &client.rustls_config()));
+        assert!(
+            Arc::ptr_eq(&first, &client.rustls_config()),
+            "tried again, still bad"
+        );
+
+        // The new CA's files, whole: a clone made before connects to a server of that CA.
+        let renewed = client.clone();
+        copy(&new);
+        let mut server = TestServer::start(&new);
+        let endpoint = client_endpoint();
+        let connection = renewed
+            .connect(&endpoint, server.addr, "localhost", &QuicTuning::default())
+            .await
+            .unwrap();
+        let identity = server.handshakes.recv().await.unwrap().unwrap();
+        assert_eq!(identity.as_str(), DEV_CLIENT_IDENTITY);
+        assert!(!Arc::ptr_eq(&first, &client.rustls_config()));
+        connection.close(0u32.into(), b"done");
+        close(endpoint).await;
+        server.stop().await;
+    })
+    .await;
+}
+
 struct TestServer {
     endpoint: Endpoint,
     addr: SocketAddr,
