@@ -365,8 +365,6 @@ async fn a_wrong_alpn_is_refused() {
     .await;
 }
 
-/// A sidecar endpoint that accepts connections, reports each handshake's outcome, and echoes
-/// every bidirectional stream.
 #[tokio::test]
 async fn a_client_whose_files_were_renewed_connects_with_the_new_ones_and_keeps_its_own_when_they_are_bad()
  {
@@ -381,7 +379,11 @@ async fn a_client_whose_files_were_renewed_connects_with_the_new_ones_and_keeps_
                 (from.client_cert(), &cert),
                 (from.client_key(), &key),
             ] {
-                std::fs::copy(source, to).unwrap();
+                // Renamed into place, as a Secret's files are: a new inode, whatever the
+                // file system's timestamp granularity.
+                let next = to.with_extension("next");
+                std::fs::copy(source, &next).unwrap();
+                std::fs::rename(&next, to).unwrap();
             }
         };
         copy(&old);
@@ -419,6 +421,8 @@ async fn a_client_whose_files_were_renewed_connects_with_the_new_ones_and_keeps_
     .await;
 }
 
+/// A sidecar endpoint that accepts connections, reports each handshake's outcome, and echoes
+/// every bidirectional stream.
 struct TestServer {
     endpoint: Endpoint,
     addr: SocketAddr,
