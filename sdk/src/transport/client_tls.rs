@@ -83,7 +83,7 @@ impl ClientTls {
     pub fn from_paths(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let files = [ca.to_path_buf(), cert.to_path_buf(), key.to_path_buf()];
         // Looked at before they are read: a renewal meanwhile is taken at the next connection.
-        let read = stamps(&files);
+        let read = FileStamp::of_each(&files);
         let (rustls, quic) = build(&files)?;
         Ok(Self {
             files: Arc::new(files),
@@ -115,7 +115,7 @@ impl ClientTls {
     /// were read and can be used, else those in use.
     fn current(&self) -> (Arc<rustls::ClientConfig>, Arc<QuicClientConfig>) {
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = stamps(&self.files);
+        let now = FileStamp::of_each(&self.files);
         if now != loaded.read {
             match build(&self.files) {
                 Ok((rustls, quic)) => {
@@ -138,11 +138,6 @@ impl ClientTls {
         }
         (Arc::clone(&loaded.rustls), Arc::clone(&loaded.quic))
     }
-}
-
-/// The three files as they are now.
-fn stamps(files: &[PathBuf; 3]) -> [FileStamp; 3] {
-    files.each_ref().map(|path| FileStamp::of(path))
 }
 
 /// The client configuration the three files make.

@@ -27,6 +27,11 @@ impl FileStamp {
         Self(Self::look(path))
     }
 
+    /// Each of `paths` as it is now.
+    pub fn of_each<P: AsRef<Path>, const N: usize>(paths: &[P; N]) -> [Self; N] {
+        paths.each_ref().map(|path| Self::of(path.as_ref()))
+    }
+
     fn look(path: &Path) -> Option<Seen> {
         let metadata = std::fs::metadata(path).ok()?;
         #[cfg(unix)]

@@ -72,9 +72,9 @@ pub(crate) fn stamped<T>(
     read: impl FnOnce() -> T,
 ) -> (T, TlsFiles) {
     let files = tls_files(source, data_dir);
-    let before = matches!(source, TlsSource::Files { .. }).then(|| stamps(&files));
+    let before = matches!(source, TlsSource::Files { .. }).then(|| FileStamp::of_each(&files));
     let read = read();
-    let at_start = before.unwrap_or_else(|| stamps(&files));
+    let at_start = before.unwrap_or_else(|| FileStamp::of_each(&files));
     (read, TlsFiles { files, at_start })
 }
 
@@ -82,11 +82,6 @@ pub(crate) fn stamped<T>(
 pub(crate) struct TlsFiles {
     files: [PathBuf; 3],
     at_start: Stamps,
-}
-
-/// The files as they are now.
-fn stamps(files: &[PathBuf; 3]) -> Stamps {
-    files.each_ref().map(|path| FileStamp::of(path))
 }
 
 /// How a [`TlsReloader`] is set up: what was read at the start, and where to install.
@@ -128,7 +123,7 @@ impl TlsReloader {
     /// on; on an error nothing changes.
     pub(crate) fn reload(&self) -> Result<(), SidecarError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = stamps(&self.files);
+        let seen = FileStamp::of_each(&self.files);
         let result = self.install();
         match &result {
             Ok(()) => {
@@ -174,7 +169,7 @@ impl TlsReloader {
     /// Reloads if a file differs from when the certificates were last installed; logs a
     /// failure once for each state of the files, and tries again at every check.
     fn reload_if_changed(&self) {
-        let now = stamps(&self.files);
+        let now = FileStamp::of_each(&self.files);
         let logged = {
             let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.installed == now {
