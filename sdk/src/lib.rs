@@ -83,7 +83,7 @@ pub use client::{
 };
 pub use error::{Error, TransportError};
 pub use event::{Event, EventKey, Headers, ParseTraceParentError, TraceParent, headers};
-pub use publish::{Acks, ParseAcksError, PendingReceipt, RawEvent, Receipt};
+pub use publish::{Acks, ParseAcksError, PendingReceipt, PendingReceipts, RawEvent, Receipt};
 pub use sidestream_derive::Event;
 pub use subscribe::{
     AckHandle, Delivery, PartitionState, Payload, StartAt, SubscribeBuilder, Subscription,

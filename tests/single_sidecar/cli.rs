@@ -225,6 +225,27 @@ fn bench_measures_each_workload_against_a_sidecar_and_removes_its_topic() {
     assert_eq!(json["fsync"], "always", "{json}");
     assert_eq!(json["acks"], "all", "{json}");
     assert_latency(&json["publish_ack_us"], true);
+    // Many events per publish call, pipelined and one call at a time; an odd count leaves a
+    // shorter last call.
+    for in_flight in ["100000", "1"] {
+        let output = run(
+            cli(&sidecar).args([
+                "bench",
+                "produce",
+                "--events",
+                "2501",
+                "--publish-batch",
+                "100",
+                "--in-flight",
+                in_flight,
+                "--json",
+            ]),
+            b"",
+        );
+        let json = bench_json(&output, "produce", 2501, 100);
+        assert_eq!(json["publish_batch"], 100, "{json}");
+        assert_latency(&json["publish_ack_us"], true);
+    }
 
     let listed = run(cli(&sidecar).args(["topic", "list"]), b"");
     assert!(listed.status.success(), "{}", text(&listed.stderr));
@@ -261,6 +282,7 @@ fn bench_embedded_needs_no_sidecar_and_bad_parameters_are_named() {
         ("--partitions", "0"),
         ("--fsync", "sometimes"),
         ("--acks", "most"),
+        ("--publish-batch", "0"),
     ] {
         let refused = run(
             Command::new(cli_path()).args(["bench", "produce", "--embedded", flag, value]),

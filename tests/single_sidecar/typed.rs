@@ -218,3 +218,165 @@ async fn first_raw_delivery(
         .expect("an event");
     (subscription, delivery)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_publish_stores_each_event_in_order_with_its_own_receipt_and_headers() {
+    let (_dir, sidecar) = sidecar();
+    // Small batches: the call's events go into the buffer in many chunks and batches.
+    let client = sidestream::Client::builder("order-service")
+        .sidecar(sidecar.addr().to_string())
+        .tls_dir(sidecar.tls_dir())
+        .batch_bytes(8 << 10)
+        .connect()
+        .await
+        .expect("the client connects");
+    create_topic(&client, "orders", 4).await;
+
+    let total = 3_000u64;
+    let orders: Vec<OrderPlaced> = (0..total)
+        .map(|sequence| OrderPlaced {
+            order_id: format!("o-{}", sequence % 50),
+            sequence,
+        })
+        .collect();
+    let receipts = client.publish_batch(&orders).await.expect("published");
+    assert_eq!(receipts.len() as u64, total, "one receipt per event");
+    let mut partition_of_key: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut last_offset: BTreeMap<u32, u64> = BTreeMap::new();
+    for (order, receipt) in orders.iter().zip(&receipts) {
+        let partition = *partition_of_key
+            .entry(&order.order_id)
+            .or_insert(receipt.partition);
+        assert_eq!(receipt.partition, partition, "same key, same partition");
+        let offset = receipt.offset.expect("an offset");
+        if let Some(last) = last_offset.insert(receipt.partition, offset) {
+            assert!(offset > last, "offsets follow the events' order");
+        }
+    }
+    assert!(last_offset.len() > 1, "the keys spread over the partitions");
+
+    let mut subscription = client
+        .subscribe::<OrderPlaced>()
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let at: BTreeMap<(u32, u64), u64> = receipts
+        .iter()
+        .zip(&orders)
+        .map(|(receipt, order)| {
+            (
+                (receipt.partition, receipt.offset.unwrap_or(0)),
+                order.sequence,
+            )
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut times = HashSet::new();
+    for _ in 0..total {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the subscription goes on")
+            .expect("a valid event");
+        assert_eq!(
+            at.get(&(delivery.partition, delivery.offset)),
+            Some(&delivery.event.sequence),
+            "each event is where its receipt says"
+        );
+        let headers = delivery.headers();
+        assert_eq!(headers.type_name(), Some(OrderPlaced::TYPE_NAME));
+        assert_eq!(headers.source(), Some("order-service"));
+        assert!(ids.insert(headers.id().expect("an id")), "ids are unique");
+        assert!(headers.traceparent().is_some());
+        times.insert(delivery.timestamp);
+        delivery.ack().await.expect("acked");
+    }
+    assert_eq!(times.len(), 1, "the events of one call share their time");
+    subscription.close().await.expect("closed");
+
+    client.close().await.expect("the client closes cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_batch_publish_keeps_headers_of_its_own_and_an_event_too_large_fails_it_whole() {
+    let (_dir, sidecar) = sidecar();
+    let client = sidecar.client("order-service").await;
+    create_topic(&client, "audit", 1).await;
+
+    // One event with headers of its own keeps them (its id, its time); the pending receipts
+    // give each event's own outcome.
+    let own_id = sidestream::Uuid::now_v7();
+    let forwarded = RawEvent::new("forwarded")
+        .with_header(headers::ID, own_id.as_bytes())
+        .with_header(headers::TIME, "2026-01-02T03:04:05.678Z")
+        .with_header("x-origin", "eu");
+    let raw = [RawEvent::new("first"), forwarded, RawEvent::new("last")];
+    let pending = client
+        .publish_raw_batch_nowait("audit", &raw, Acks::All)
+        .await
+        .expect("buffered");
+    assert_eq!(pending.len(), 3);
+    let offsets: Vec<Option<u64>> = {
+        let mut offsets = Vec::new();
+        for receipt in pending.into_receipts() {
+            offsets.push(receipt.await.expect("acknowledged").offset);
+        }
+        offsets
+    };
+    assert_eq!(offsets, [Some(0), Some(1), Some(2)]);
+    let mut audit = client
+        .subscribe_raw("audit")
+        .from(StartAt::Earliest)
+        .start()
+        .await
+        .expect("subscribed");
+    let mut values = Vec::new();
+    for _ in 0..3 {
+        let delivery = timeout(PATIENCE, audit.next())
+            .await
+            .expect("in time")
+            .expect("a delivery")
+            .expect("an event");
+        if delivery.event.value.as_ref() == b"forwarded" {
+            let headers = delivery.headers();
+            assert_eq!(headers.id(), Some(own_id));
+            assert_eq!(headers.time().as_deref(), Some("2026-01-02T03:04:05.678Z"));
+            assert_eq!(headers.get_str("x-origin"), Some("eu"));
+            assert_eq!(headers.source(), Some("order-service"));
+        }
+        values.push(delivery.event.value.clone());
+    }
+    assert_eq!(values, [&b"first"[..], b"forwarded", b"last"]);
+    audit.close().await.expect("closed");
+
+    // An event too large fails the call before any event is buffered; an unknown topic is
+    // named.
+    let too_large = [RawEvent::new("fits"), RawEvent::new(vec![0u8; 9 << 20])];
+    let error = client
+        .publish_raw_batch("audit", &too_large, Acks::All)
+        .await
+        .expect_err("the second event is too large");
+    assert!(
+        matches!(error, sidestream::Error::EventTooLarge { .. }),
+        "{error}"
+    );
+    let error = client
+        .publish_raw_batch("nowhere", &raw, Acks::All)
+        .await
+        .expect_err("no such topic");
+    assert!(error.to_string().contains("nowhere"), "{error}");
+    assert!(
+        client
+            .publish_raw_batch("audit", &[], Acks::All)
+            .await
+            .expect("nothing to publish")
+            .is_empty()
+    );
+    let description = client.describe_topic("audit").await.expect("described");
+    assert_eq!(
+        description.partitions[0].high_watermark, 3,
+        "nothing of the failed calls was stored"
+    );
+    client.close().await.expect("the client closes cleanly");
+}

@@ -37,7 +37,7 @@ use crate::Headers;
 
 pub(crate) use accumulator::BatchConfig;
 pub(crate) use producer::Producer;
-pub use receipt::{PendingReceipt, Receipt};
+pub use receipt::{PendingReceipt, PendingReceipts, Receipt};
 pub(crate) use sender::{body_name as sender_body_name, run as run_sender};
 
 /// When the sidecar acknowledges a publish, and so when its [`Receipt`] resolves.

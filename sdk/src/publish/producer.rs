@@ -26,12 +26,16 @@ use crate::{Error, Event, headers, random};
 
 pub(crate) use super::accumulator::{Accumulator, BatchConfig};
 
+mod many;
+
 pub(crate) struct Producer {
     accumulator: Mutex<Accumulator>,
     pub(crate) wake: Notify,
     space: Semaphore,
     /// The largest event (in batch bytes, header included) that may be published.
     max_event: usize,
+    /// The bytes of events a batch publish appends under one hold of the lock: a batch's.
+    chunk_bytes: usize,
     pub(crate) link: Arc<Link>,
     source: String,
     /// The `source` header in its wire form, encoded once for every event.
@@ -52,6 +56,7 @@ impl Producer {
         max_batch: usize,
     ) -> Self {
         let request_timeout = config.request_timeout;
+        let chunk_bytes = config.batch_bytes.max(1);
         let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             accumulator: Mutex::new(Accumulator::new(
@@ -62,6 +67,7 @@ impl Producer {
             wake: Notify::new(),
             space: Semaphore::new(buffer_bytes),
             max_event: max_batch.min(buffer_bytes),
+            chunk_bytes,
             source: link.client_id().to_owned(),
             source_header: encode_header(headers::SOURCE, link.client_id().as_bytes()),
             link,
@@ -142,26 +148,7 @@ impl Producer {
                 )
                 .await;
         }
-        // The standard headers first, in their order, the event's own value where it has one;
-        // then the event's other headers in their order.
-        let ours = standard.untyped_pairs(&self.source);
-        let own: Vec<Header<'_>> = event.headers.iter().collect();
-        let mut taken = [None::<usize>; headers::ALL.len()];
-        let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + own.len());
-        for (slot, &name) in headers::ALL.iter().enumerate() {
-            if let Some(i) = own.iter().position(|(header, _)| *header == name) {
-                taken[slot] = Some(i);
-                pairs.push(own[i]);
-            } else if let Some(&pair) = ours.iter().find(|(header, _)| *header == name) {
-                pairs.push(pair);
-            }
-        }
-        pairs.extend(
-            (0..)
-                .zip(&own)
-                .filter(|(i, _)| !taken.contains(&Some(*i)))
-                .map(|(_, &pair)| pair),
-        );
+        let pairs = merged_headers(&standard, &self.source, &event.headers);
         self.append(
             topic,
             event.key.as_deref(),
@@ -341,6 +328,34 @@ impl Producer {
         self.lock().set_topic(topic, partitions, sticky_start);
         Ok(())
     }
+}
+
+/// A raw event's headers with the standard ones: the standard headers first, in their order,
+/// the event's own value where it has one; then the event's other headers in their order.
+fn merged_headers<'a>(
+    standard: &'a StandardHeaders,
+    source: &'a str,
+    own: &'a crate::Headers,
+) -> Vec<Header<'a>> {
+    let ours = standard.untyped_pairs(source);
+    let own: Vec<Header<'_>> = own.iter().collect();
+    let mut taken = [None::<usize>; headers::ALL.len()];
+    let mut pairs: Vec<Header<'_>> = Vec::with_capacity(ours.len() + own.len());
+    for (slot, &name) in headers::ALL.iter().enumerate() {
+        if let Some(i) = own.iter().position(|(header, _)| *header == name) {
+            taken[slot] = Some(i);
+            pairs.push(own[i]);
+        } else if let Some(&pair) = ours.iter().find(|(header, _)| *header == name) {
+            pairs.push(pair);
+        }
+    }
+    pairs.extend(
+        (0..)
+            .zip(&own)
+            .filter(|(i, _)| !taken.contains(&Some(*i)))
+            .map(|(_, &pair)| pair),
+    );
+    pairs
 }
 
 /// An event's value: bytes as they are, or a message encoded on the way into its batch.

@@ -1,5 +1,6 @@
 //! What a publish returns: a [`Receipt`] once the sidecar acknowledged the event, through a
-//! [`PendingReceipt`] future while it is on its way.
+//! [`PendingReceipt`] future while it is on its way ([`PendingReceipts`] for the events of a
+//! batch publish, which keeps one entry per run of events in the same record batch).
 //!
 //! All events of one record batch share one [`BatchCompletion`]: the sender completes it once
 //! with the batch's outcome, and each event's receipt reads its own offset from it
@@ -82,6 +83,138 @@ impl fmt::Debug for PendingReceipt {
             .field("topic", &self.completion.topic)
             .field("partition", &self.completion.partition)
             .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receipts of the events of one batch publish
+/// ([`Client::publish_batch_nowait`](crate::Client::publish_batch_nowait),
+/// [`Client::publish_raw_batch_nowait`](crate::Client::publish_raw_batch_nowait)), in the
+/// order the events were given: resolves to their [`Receipt`]s once every event's record
+/// batch is acknowledged, or to the first error in that order.
+///
+/// The events are not published atomically: each record batch they went into succeeds or fails
+/// on its own. [`into_receipts`](Self::into_receipts) gives each event's outcome. Dropping
+/// this future does not cancel the publish.
+#[must_use = "pending receipts tell whether the events were stored; await them or drop them knowingly"]
+pub struct PendingReceipts {
+    /// Runs of consecutive events that went into the same record batch, in event order.
+    runs: Vec<Run>,
+    /// How many events.
+    len: usize,
+    /// The base offset of each run before `runs[base_offsets.len()]` (they are awaited in
+    /// order).
+    base_offsets: Vec<Option<u64>>,
+}
+
+/// Events `first .. first + count` of one record batch.
+struct Run {
+    completion: Arc<BatchCompletion>,
+    first: u32,
+    count: u32,
+    slot: Option<usize>,
+}
+
+impl PendingReceipts {
+    pub(crate) fn with_capacity(runs: usize) -> Self {
+        Self {
+            runs: Vec::with_capacity(runs),
+            len: 0,
+            base_offsets: Vec::new(),
+        }
+    }
+
+    /// Adds the next event's receipt.
+    pub(crate) fn push(&mut self, receipt: PendingReceipt) {
+        self.len += 1;
+        if let Some(run) = self.runs.last_mut()
+            && Arc::ptr_eq(&run.completion, &receipt.completion)
+            && run.first.checked_add(run.count) == Some(receipt.index)
+        {
+            run.count += 1;
+            return;
+        }
+        self.runs.push(Run {
+            completion: receipt.completion,
+            first: receipt.index,
+            count: 1,
+            slot: None,
+        });
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no event was published.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Each event's own receipt, in the order the events were given.
+    pub fn into_receipts(self) -> Vec<PendingReceipt> {
+        let mut receipts = Vec::with_capacity(self.len);
+        for run in self.runs {
+            receipts.extend(
+                (run.first..run.first + run.count)
+                    .map(|index| PendingReceipt::new(Arc::clone(&run.completion), index)),
+            );
+        }
+        receipts
+    }
+}
+
+impl PendingReceipts {
+    /// Waits until every event's record batch is acknowledged, without building the
+    /// receipts.
+    ///
+    /// # Errors
+    ///
+    /// The first error in event order.
+    pub async fn acknowledged(mut self) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.poll_runs(cx)).await
+    }
+
+    /// Polls the runs in order; ready once every run is done, or one failed.
+    fn poll_runs(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while let Some(run) = self.runs.get_mut(self.base_offsets.len()) {
+            match run.completion.poll_done(cx, &mut run.slot) {
+                Poll::Ready(Ok(base_offset)) => self.base_offsets.push(base_offset),
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Future for PendingReceipts {
+    type Output = Result<Vec<Receipt>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Err(error) = std::task::ready!(this.poll_runs(cx)) {
+            return Poll::Ready(Err(error));
+        }
+        let mut receipts = Vec::with_capacity(this.len);
+        for (run, base_offset) in this.runs.iter().zip(&this.base_offsets) {
+            receipts.extend((run.first..run.first + run.count).map(|index| Receipt {
+                topic: Arc::clone(&run.completion.topic),
+                partition: run.completion.partition,
+                offset: base_offset.and_then(|base| base.checked_add(u64::from(index))),
+            }));
+        }
+        Poll::Ready(Ok(receipts))
+    }
+}
+
+impl fmt::Debug for PendingReceipts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingReceipts")
+            .field("events", &self.len)
+            .field("record_batches", &self.runs.len())
+            .field("acknowledged", &self.base_offsets.len())
             .finish_non_exhaustive()
     }
 }
@@ -269,6 +402,76 @@ mod tests {
         failed.complete(Err(Error::Closed));
         assert!(matches!(
             poll(&mut done, waker),
+            Poll::Ready(Err(Error::Closed))
+        ));
+    }
+
+    #[test]
+    fn a_batchs_receipts_keep_event_order_across_record_batches_and_report_the_first_failure() {
+        let (a, b) = (
+            Arc::new(BatchCompletion::new("t".into(), 0)),
+            Arc::new(BatchCompletion::new("t".into(), 1)),
+        );
+        // Events 0..3 in batch a at 4..7, event 3 in batch b at 0, events 4..6 in a at 7..9.
+        let mut receipts = PendingReceipts::with_capacity(3);
+        for (completion, index) in [(&a, 4), (&a, 5), (&a, 6), (&b, 0), (&a, 7), (&a, 8)] {
+            receipts.push(PendingReceipt::new(Arc::clone(completion), index));
+        }
+        assert_eq!((receipts.len(), receipts.runs.len()), (6, 3));
+        let waker = Waker::noop();
+        b.complete(Ok(Some(40)));
+        assert!(
+            poll(&mut receipts, waker).is_pending(),
+            "batch a is not done"
+        );
+        a.complete(Ok(Some(100)));
+        let Poll::Ready(Ok(done)) = poll(&mut receipts, waker) else {
+            panic!("every batch is done");
+        };
+        let offsets: Vec<(u32, Option<u64>)> =
+            done.iter().map(|r| (r.partition, r.offset)).collect();
+        assert_eq!(
+            offsets,
+            [
+                (0, Some(104)),
+                (0, Some(105)),
+                (0, Some(106)),
+                (1, Some(40)),
+                (0, Some(107)),
+                (0, Some(108)),
+            ]
+        );
+
+        let (ok, failed) = (
+            Arc::new(BatchCompletion::new("t".into(), 0)),
+            Arc::new(BatchCompletion::new("t".into(), 1)),
+        );
+        let mut receipts = PendingReceipts::with_capacity(2);
+        receipts.push(PendingReceipt::new(Arc::clone(&ok), 0));
+        receipts.push(PendingReceipt::new(Arc::clone(&failed), 0));
+        failed.complete(Err(Error::Closed));
+        ok.complete(Ok(Some(7)));
+        let each: Vec<Result<Receipt, Error>> = receipts
+            .into_receipts()
+            .into_iter()
+            .map(|mut receipt| match poll(&mut receipt, waker) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => panic!("both are done"),
+            })
+            .collect();
+        assert!(matches!(
+            each[0],
+            Ok(Receipt {
+                offset: Some(7),
+                ..
+            })
+        ));
+        assert!(matches!(each[1], Err(Error::Closed)));
+        let mut receipts = PendingReceipts::with_capacity(2);
+        receipts.push(PendingReceipt::new(Arc::clone(&ok), 0));
+        receipts.push(PendingReceipt::new(failed, 0));
+        assert!(matches!(
+            poll(&mut receipts, waker),
             Poll::Ready(Err(Error::Closed))
         ));
     }

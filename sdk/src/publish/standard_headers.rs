@@ -32,16 +32,13 @@ impl StandardHeaders {
     /// Fresh values for an event published now, in trace `trace` (the publishing span's), else
     /// in a fresh random one.
     pub(crate) fn now(trace: Option<TraceParent>) -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                // Whole seconds and the millisecond: no 128-bit arithmetic per event.
-                elapsed
-                    .as_secs()
-                    .saturating_mul(1000)
-                    .saturating_add(u64::from(elapsed.subsec_millis()))
-            });
-        let mut standard = Self::at(i64::try_from(millis).unwrap_or(i64::MAX));
+        Self::at_in(now_ms(), trace)
+    }
+
+    /// Fresh values for an event published at `timestamp_ms`, in trace `trace` (else in a
+    /// fresh random one).
+    pub(crate) fn at_in(timestamp_ms: i64, trace: Option<TraceParent>) -> Self {
+        let mut standard = Self::at(timestamp_ms);
         if let Some(trace) = trace {
             standard.traceparent_wire[TRACEPARENT_AT..].copy_from_slice(&trace.to_wire());
         }
@@ -136,6 +133,20 @@ impl StandardHeaders {
     pub(crate) fn untyped_wire<'a>(&'a self, source_header: &'a [u8]) -> [&'a [u8]; 3] {
         [&self.id_wire, source_header, &self.traceparent_wire]
     }
+}
+
+/// Milliseconds since the Unix epoch, now: an event's timestamp.
+pub(crate) fn now_ms() -> i64 {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            // Whole seconds and the millisecond: no 128-bit arithmetic per event.
+            elapsed
+                .as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(elapsed.subsec_millis()))
+        });
+    i64::try_from(millis).unwrap_or(i64::MAX)
 }
 
 /// The `type` header's wire form up to its value: name length, name, value length.

@@ -65,6 +65,11 @@ pub(super) struct BenchArgs {
     /// more keeps that many timed receipts pending, the SDK's buffer bounding the rest.
     #[arg(long, default_value_t = 1 << 20)]
     in_flight: u64,
+    /// Events per publish call: 1 publishes each event with its own call
+    /// (`publish_raw_nowait`); more hands that many to one `publish_raw_batch_nowait` call,
+    /// which shares one time, one buffer reservation and one lock among them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    publish_batch: u64,
     /// Start a sidecar in this process, with its data in a temporary directory.
     #[arg(long)]
     embedded: bool,
@@ -263,8 +268,20 @@ async fn produce(
         let acknowledged = Arc::clone(&acknowledged);
         let acks: Acks = args.acks.into();
         let in_flight = usize::try_from(args.in_flight.max(1)).unwrap_or(usize::MAX);
+        let per_call = usize::try_from(args.publish_batch).unwrap_or(usize::MAX);
         tasks.spawn(async move {
-            let latency = if in_flight == 1 {
+            let latency = if per_call > 1 {
+                publish_batches(
+                    &client,
+                    &topic,
+                    count,
+                    acks,
+                    (in_flight, per_call),
+                    &payloads,
+                    acknowledged,
+                )
+                .await?
+            } else if in_flight == 1 {
                 publish_one_at_a_time(&client, &topic, count, acks, &payloads, &acknowledged)
                     .await?
             } else {
@@ -375,6 +392,92 @@ async fn publish_pipelined(
     }
     drop(pending_tx);
     let latency = waiter.await.context("receipt task")??;
+    client.flush().await.context("an event failed")?;
+    Ok(latency)
+}
+
+/// Publishes `count` events `per_call` at a time (`publish_raw_batch_nowait`), with up to
+/// `in_flight` events buffered or in flight. With room for one call only, each call waits for
+/// its acknowledgements before the next, and every call is timed; otherwise one call in about
+/// [`LATENCY_SAMPLE`] events is timed (by a second task, in publish order), the others left to
+/// the client, and a final flush reports any event that failed.
+async fn publish_batches(
+    client: &Client,
+    topic: &str,
+    count: u64,
+    acks: Acks,
+    (in_flight, per_call): (usize, usize),
+    payloads: &Payloads,
+    acknowledged: Arc<AtomicU64>,
+) -> anyhow::Result<Histogram<u64>> {
+    let one_at_a_time = in_flight <= per_call;
+    let sample = usize::try_from(LATENCY_SAMPLE)
+        .unwrap_or(1)
+        .div_ceil(per_call);
+    let samples_in_flight = (in_flight / per_call / sample).clamp(1, 1 << 16);
+    let (pending_tx, mut pending) =
+        mpsc::channel::<(Instant, u64, sidestream::PendingReceipts)>(samples_in_flight);
+    let waiter = tokio::spawn({
+        let acknowledged = Arc::clone(&acknowledged);
+        let mut latency = histogram()?;
+        async move {
+            while let Some((sent, events, receipts)) = pending.recv().await {
+                receipts.acknowledged().await?;
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latency.saturating_record(micros.max(1));
+                acknowledged.fetch_add(events, Ordering::Relaxed);
+            }
+            Ok::<_, sidestream::Error>(latency)
+        }
+    });
+    let mut latency = histogram()?;
+    let mut events = Vec::with_capacity(per_call);
+    let mut published = 0u64;
+    let mut since_sample = 0u64;
+    for call in 0.. {
+        if published >= count {
+            break;
+        }
+        let timed = one_at_a_time || call % sample == 0;
+        let sent = (timed || payloads.needs_time()).then(Instant::now);
+        let now = u64::try_from(per_call)
+            .unwrap_or(u64::MAX)
+            .min(count - published);
+        events.clear();
+        events.extend((0..now).map(|_| RawEvent {
+            key: None,
+            value: payloads.value(sent),
+            headers: Headers::new(),
+        }));
+        let receipts = client
+            .publish_raw_batch_nowait(topic, &events, acks)
+            .await?;
+        published += now;
+        since_sample += now;
+        match sent.filter(|_| timed) {
+            Some(sent) if one_at_a_time => {
+                receipts.acknowledged().await?;
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latency.saturating_record(micros.max(1));
+                acknowledged.fetch_add(now, Ordering::Relaxed);
+            }
+            Some(sent) => {
+                if pending_tx
+                    .send((sent, since_sample, receipts))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                since_sample = 0;
+            }
+            None => {}
+        }
+    }
+    drop(pending_tx);
+    latency
+        .add(waiter.await.context("receipt task")??)
+        .context("merging histograms")?;
     client.flush().await.context("an event failed")?;
     Ok(latency)
 }
@@ -712,6 +815,7 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
             "producers": args.producers,
             "acks": format!("{:?}", args.acks).to_lowercase(),
             "fsync": args.fsync.to_string(),
+            "publish_batch": args.publish_batch,
             "publish_ack_us": percentiles(outcome.publish_ack.as_ref()),
             "end_to_end_us": percentiles(outcome.end_to_end.as_ref()),
         });
