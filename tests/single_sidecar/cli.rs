@@ -226,12 +226,12 @@ fn bench_measures_each_workload_against_a_sidecar_and_removes_its_topic() {
     assert_eq!(json["acks"], "all", "{json}");
     assert_latency(&json["publish_ack_us"], true);
     // Many events per publish call, pipelined and one call at a time; an odd count leaves a
-    // shorter last call.
-    for in_flight in ["100000", "1"] {
+    // shorter last call. The e2e workload reads every event back.
+    for (workload, in_flight) in [("produce", "100000"), ("produce", "1"), ("e2e", "100000")] {
         let output = run(
             cli(&sidecar).args([
                 "bench",
-                "produce",
+                workload,
                 "--events",
                 "2501",
                 "--publish-batch",
@@ -242,9 +242,10 @@ fn bench_measures_each_workload_against_a_sidecar_and_removes_its_topic() {
             ]),
             b"",
         );
-        let json = bench_json(&output, "produce", 2501, 100);
+        let json = bench_json(&output, workload, 2501, 100);
         assert_eq!(json["publish_batch"], 100, "{json}");
         assert_latency(&json["publish_ack_us"], true);
+        assert_latency(&json["end_to_end_us"], workload == "e2e");
     }
 
     let listed = run(cli(&sidecar).args(["topic", "list"]), b"");

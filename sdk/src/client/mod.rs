@@ -188,11 +188,12 @@ impl Client {
     /// Publishes `events` to their topic, in order, and waits for the acknowledgement the
     /// client was built with; returns their receipts in the same order.
     ///
-    /// One call costs far less than one [`publish`](Self::publish) per event: the clock is
-    /// read once (the events share their `time`), and the buffer and its lock are taken once
-    /// per batch's worth of events. Each event still gets its own id, and is routed by its own
-    /// key. The events are not atomic: each record batch they go into succeeds or fails on its
-    /// own ([`publish_batch_nowait`](Self::publish_batch_nowait) gives each event's outcome).
+    /// One call costs less than one [`publish`](Self::publish) per event: buffer space, the
+    /// clock and the buffer's lock are taken once per batch's worth of events (whose events
+    /// share their `time`). Each event still gets its own id and is routed by its own key; the
+    /// call's events share its trace. They are not atomic: each record batch they go into
+    /// succeeds or fails on its own ([`publish_batch_nowait`](Self::publish_batch_nowait)
+    /// gives each event's outcome). An empty slice publishes nothing.
     ///
     /// ```no_run
     /// # #[derive(Clone, PartialEq, prost::Message, sidestream::Event)]
@@ -236,8 +237,9 @@ impl Client {
     /// # Errors
     ///
     /// Those of [`publish_nowait`](Self::publish_nowait). An event too large fails the call
-    /// before any event is buffered; after a later error (the client closed meanwhile) the
-    /// events before it stay buffered and are published.
+    /// before any event is buffered. An error met while buffering (the client closed, the
+    /// topic could not be described again) comes after the events before it went into the
+    /// buffer: they are published, and [`flush`](Self::flush) reports how that went.
     pub async fn publish_batch_nowait<E: Event>(
         &self,
         events: &[E],

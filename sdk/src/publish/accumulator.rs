@@ -78,8 +78,9 @@ pub(crate) enum Route {
 
 /// An appended event.
 #[derive(Debug)]
-pub(crate) struct Appended {
-    pub(crate) receipt: PendingReceipt,
+pub(crate) struct Appended<R = PendingReceipt> {
+    /// What the caller's `receipt` made of the event's batch and index.
+    pub(crate) receipt: R,
     /// The sender should poll: a batch was opened or sealed.
     pub(crate) wake: bool,
     /// Buffer bytes given back by batches that failed while sealing.
@@ -176,7 +177,8 @@ impl Accumulator {
         }
     }
 
-    /// Appends one event of `reserved` buffer bytes to its partition's open batch.
+    /// Appends one event of `reserved` buffer bytes to its partition's open batch; its
+    /// receipt reads the outcome of that batch.
     pub(crate) fn append(
         &mut self,
         topic: &str,
@@ -186,6 +188,27 @@ impl Accumulator {
         reserved: usize,
         now: &mut LazyNow,
     ) -> Result<Appended, AppendError> {
+        self.append_with(
+            topic,
+            route,
+            record,
+            (acks, reserved),
+            now,
+            |completion, index| PendingReceipt::new(Arc::clone(completion), index),
+        )
+    }
+
+    /// As [`append`](Self::append), with the receipt made by `receipt` from the event's batch
+    /// and its index there (a batch publish keeps one receipt per run of events).
+    pub(crate) fn append_with<R>(
+        &mut self,
+        topic: &str,
+        route: Route,
+        record: RecordParts<'_>,
+        (acks, reserved): (Acks, usize),
+        now: &mut LazyNow,
+        receipt: impl FnOnce(&Arc<BatchCompletion>, u32) -> R,
+    ) -> Result<Appended<R>, AppendError> {
         if self.closing {
             return Err(AppendError::Failed(Error::Closed));
         }
@@ -211,7 +234,7 @@ impl Accumulator {
         let Some(queue) = queues.partitions.get_mut(partition as usize) else {
             return Err(AppendError::UnknownTopic);
         };
-        let (completion, index_in_batch, wake, effects) = queue
+        let (receipt, wake, effects) = queue
             .append(
                 record,
                 acks,
@@ -222,6 +245,7 @@ impl Accumulator {
                     batch_id: &mut self.batch_id,
                     connection: self.connection,
                 },
+                receipt,
             )
             .map_err(AppendError::Failed)?;
         if effects.sealed {
@@ -235,7 +259,7 @@ impl Accumulator {
             self.mark_dirty(at);
         }
         Ok(Appended {
-            receipt: PendingReceipt::new(completion, index_in_batch),
+            receipt,
             wake,
             released: effects.released,
         })

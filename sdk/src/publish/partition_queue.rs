@@ -202,17 +202,18 @@ impl PartitionQueue {
         }
     }
 
-    /// Appends one record with `reserved` buffer bytes; returns the batch it went into, the
-    /// record's index in it, and whether the queue needs polling now (a batch was opened or
-    /// sealed).
-    pub(crate) fn append(
+    /// Appends one record with `reserved` buffer bytes; returns what `receipt` made of the
+    /// batch it went into and the record's index in it, and whether the queue needs polling
+    /// now (a batch was opened or sealed).
+    pub(crate) fn append<R>(
         &mut self,
         record: RecordParts<'_>,
         acks: Acks,
         reserved: usize,
         now: &mut LazyNow,
         ctx: &mut Sealing<'_>,
-    ) -> Result<(Arc<BatchCompletion>, u32, bool, Effects), Error> {
+        receipt: impl FnOnce(&Arc<BatchCompletion>, u32) -> R,
+    ) -> Result<(R, bool, Effects), Error> {
         let mut effects = Effects::default();
         let mut wake = false;
         if let Some(open) = &self.open {
@@ -253,13 +254,12 @@ impl PartitionQueue {
             source,
         })?;
         open.reserved += reserved;
-        let index = open.builder.record_count() - 1;
-        let completion = Arc::clone(&open.completion);
+        let receipt = receipt(&open.completion, open.builder.record_count() - 1);
         if open.builder.size() >= ctx.config.batch_bytes {
             self.seal(now.get(), ctx, &mut effects);
             wake = true;
         }
-        Ok((completion, index, wake, effects))
+        Ok((receipt, wake, effects))
     }
 
     /// Seals the open batch now (flush, close), and adds every unfinished batch's completion

@@ -116,27 +116,28 @@ struct Run {
 }
 
 impl PendingReceipts {
-    pub(crate) fn with_capacity(runs: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            runs: Vec::with_capacity(runs),
+            runs: Vec::new(),
             len: 0,
             base_offsets: Vec::new(),
         }
     }
 
-    /// Adds the next event's receipt.
-    pub(crate) fn push(&mut self, receipt: PendingReceipt) {
+    /// Adds the receipt of the next event, record `index` of the batch of `completion`
+    /// (taking a handle on the batch only when the event starts a new run).
+    pub(crate) fn push(&mut self, completion: &Arc<BatchCompletion>, index: u32) {
         self.len += 1;
         if let Some(run) = self.runs.last_mut()
-            && Arc::ptr_eq(&run.completion, &receipt.completion)
-            && run.first.checked_add(run.count) == Some(receipt.index)
+            && Arc::ptr_eq(&run.completion, completion)
+            && run.first.checked_add(run.count) == Some(index)
         {
             run.count += 1;
             return;
         }
         self.runs.push(Run {
-            completion: receipt.completion,
-            first: receipt.index,
+            completion: Arc::clone(completion),
+            first: index,
             count: 1,
             slot: None,
         });
@@ -163,9 +164,7 @@ impl PendingReceipts {
         }
         receipts
     }
-}
 
-impl PendingReceipts {
     /// Waits until every event's record batch is acknowledged, without building the
     /// receipts.
     ///
@@ -413,9 +412,9 @@ mod tests {
             Arc::new(BatchCompletion::new("t".into(), 1)),
         );
         // Events 0..3 in batch a at 4..7, event 3 in batch b at 0, events 4..6 in a at 7..9.
-        let mut receipts = PendingReceipts::with_capacity(3);
+        let mut receipts = PendingReceipts::new();
         for (completion, index) in [(&a, 4), (&a, 5), (&a, 6), (&b, 0), (&a, 7), (&a, 8)] {
-            receipts.push(PendingReceipt::new(Arc::clone(completion), index));
+            receipts.push(completion, index);
         }
         assert_eq!((receipts.len(), receipts.runs.len()), (6, 3));
         let waker = Waker::noop();
@@ -446,9 +445,9 @@ mod tests {
             Arc::new(BatchCompletion::new("t".into(), 0)),
             Arc::new(BatchCompletion::new("t".into(), 1)),
         );
-        let mut receipts = PendingReceipts::with_capacity(2);
-        receipts.push(PendingReceipt::new(Arc::clone(&ok), 0));
-        receipts.push(PendingReceipt::new(Arc::clone(&failed), 0));
+        let mut receipts = PendingReceipts::new();
+        receipts.push(&ok, 0);
+        receipts.push(&failed, 0);
         failed.complete(Err(Error::Closed));
         ok.complete(Ok(Some(7)));
         let each: Vec<Result<Receipt, Error>> = receipts
@@ -467,9 +466,9 @@ mod tests {
             })
         ));
         assert!(matches!(each[1], Err(Error::Closed)));
-        let mut receipts = PendingReceipts::with_capacity(2);
-        receipts.push(PendingReceipt::new(Arc::clone(&ok), 0));
-        receipts.push(PendingReceipt::new(failed, 0));
+        let mut receipts = PendingReceipts::new();
+        receipts.push(&ok, 0);
+        receipts.push(&failed, 0);
         assert!(matches!(
             poll(&mut receipts, waker),
             Poll::Ready(Err(Error::Closed))

@@ -1,6 +1,8 @@
-//! Publishing many events in one call: one clock reading, and one reservation of buffer space
-//! and one hold of the accumulator's lock per chunk of events (a batch's bytes, or one larger
-//! event), where publishing them one by one takes each of those once per event.
+//! Publishing many events in one call: one reservation of buffer space, one clock reading and
+//! one hold of the accumulator's lock per chunk of events (a batch's bytes, or one larger
+//! event), where publishing them one by one takes each of those once per event; and one
+//! receipt per run of events that went into the same batch, where one by one takes a handle
+//! on the batch per event.
 //!
 //! The events are checked first (each one's size), so that an event too large fails the call
 //! before any event is buffered. They then go into the buffer in order, as a loop of
@@ -73,16 +75,18 @@ impl Producer {
                 max: self.max_event,
             });
         }
-        let timestamp = now_ms();
-        let mut receipts = PendingReceipts::with_capacity(1);
+        let mut receipts = PendingReceipts::new();
         let mut ends = Vec::new();
         let mut next = 0;
-        let mut described = false;
         while next < bounds.len() {
             let end = chunk_end(&bounds, next, self.chunk_bytes);
             // Given back (what is left of it) if this future is dropped or fails; each
             // appended event hands its share to its batch.
             let mut reservation = self.reserve(bounds[next..end].iter().sum()).await?;
+            // Read once the buffer had room: a chunk's events share their time.
+            let timestamp = now_ms();
+            // A topic is described at most once for each event that met it unknown.
+            let mut described = None;
             while next < end {
                 let result = SCRATCH.with_borrow_mut(|scratch| {
                     scratch.clear();
@@ -115,8 +119,8 @@ impl Producer {
                 });
                 let error = match result {
                     Ok(()) => continue,
-                    Err(AppendError::UnknownTopic) if !described => {
-                        described = true;
+                    Err(AppendError::UnknownTopic) if described != Some(next) => {
+                        described = Some(next);
                         if let Err(error) = TopicName::check(topic) {
                             return Err(Error::InvalidTopicName {
                                 topic: topic.to_owned(),
@@ -168,7 +172,14 @@ impl Producer {
                 let route = events.route(i);
                 let bound = chunk.bounds[i];
                 let appended = events.with_record(i, &standard, encoded, |record| {
-                    accumulator.append(topic, route, record, stamp.acks, bound, &mut now)
+                    accumulator.append_with(
+                        topic,
+                        route,
+                        record,
+                        (stamp.acks, bound),
+                        &mut now,
+                        |completion, index| receipts.push(completion, index),
+                    )
                 });
                 match appended {
                     Ok(appended) => {
@@ -176,7 +187,6 @@ impl Producer {
                         chunk.next = i + 1;
                         released += appended.released;
                         wake |= appended.wake;
-                        receipts.push(appended.receipt);
                     }
                     Err(error) => {
                         result = Err(error);
@@ -373,9 +383,14 @@ impl Events for Raw<'_> {
         let event = &self.events[i];
         let key = event.key.as_deref();
         let value = Some(&event.value[..]);
+        // A delivered event published again (forwarded, replayed) keeps its time.
+        let timestamp = event
+            .headers
+            .timestamp_ms()
+            .unwrap_or(standard.timestamp_ms);
         if event.headers.is_empty() {
             append(RecordParts {
-                timestamp: standard.timestamp_ms,
+                timestamp,
                 key,
                 value,
                 headers: RecordHeaders::Wire {
@@ -384,11 +399,6 @@ impl Events for Raw<'_> {
                 },
             })
         } else {
-            // A delivered event published again (forwarded, replayed) keeps its time.
-            let timestamp = event
-                .headers
-                .timestamp_ms()
-                .unwrap_or(standard.timestamp_ms);
             let pairs = merged_headers(standard, self.source, &event.headers);
             append(RecordParts {
                 timestamp,

@@ -56,8 +56,9 @@ impl Producer {
         max_batch: usize,
     ) -> Self {
         let request_timeout = config.request_timeout;
-        let chunk_bytes = config.batch_bytes.max(1);
         let buffer_bytes = buffer_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        // A chunk is reserved whole: never more than the buffer holds.
+        let chunk_bytes = config.batch_bytes.min(buffer_bytes).max(1);
         Self {
             accumulator: Mutex::new(Accumulator::new(
                 config,
@@ -375,8 +376,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Buffer space taken for one event: given back on drop unless [`keep`](Self::keep) hands it
-/// to the batch the event went into.
+/// Buffer space taken for one event, or for a chunk of a batch publish: given back on drop,
+/// all of it or (a chunk's) what its appended events did not hand to their batches, unless
+/// [`keep`](Self::keep) hands it all to the batch the event went into.
 struct Reservation<'a> {
     producer: &'a Producer,
     bytes: usize,
