@@ -11,9 +11,8 @@
 use std::ops::Range;
 
 use sidestream_log::batch::HEADER_LEN;
-use sidestream_proto::TopicName;
 
-use super::{Producer, SCRATCH, SCRATCH_KEEP, merged_headers};
+use super::{Producer, SCRATCH, SCRATCH_KEEP, described_without_partitions, merged_headers};
 use crate::partitioner::murmur2;
 use crate::publish::accumulator::{AppendError, Route};
 use crate::publish::partition_queue::{LazyNow, RecordHeaders, RecordParts, record_bound};
@@ -121,20 +120,12 @@ impl Producer {
                     Ok(()) => continue,
                     Err(AppendError::UnknownTopic) if described != Some(next) => {
                         described = Some(next);
-                        if let Err(error) = TopicName::check(topic) {
-                            return Err(Error::InvalidTopicName {
-                                topic: topic.to_owned(),
-                                reason: error.to_string(),
-                            });
-                        }
                         match self.describe(topic).await {
                             Ok(()) => continue,
                             Err(error) => error,
                         }
                     }
-                    Err(AppendError::UnknownTopic) => Error::Protocol {
-                        message: format!("topic {topic:?} was described without partitions"),
-                    },
+                    Err(AppendError::UnknownTopic) => described_without_partitions(topic),
                     Err(AppendError::Failed(error)) => error,
                 };
                 return Err(error);

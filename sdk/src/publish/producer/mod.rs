@@ -261,22 +261,12 @@ impl Producer {
                 }
                 Err(AppendError::UnknownTopic) if !described => {
                     described = true;
-                    // A topic is checked once, before it is first described; the buffer
-                    // knows only topics that passed.
-                    if let Err(error) = TopicName::check(topic) {
-                        return Err(Error::InvalidTopicName {
-                            topic: topic.to_owned(),
-                            reason: error.to_string(),
-                        });
-                    }
                     match self.describe(topic).await {
                         Ok(()) => continue,
                         Err(error) => error,
                     }
                 }
-                Err(AppendError::UnknownTopic) => Error::Protocol {
-                    message: format!("topic {topic:?} was described without partitions"),
-                },
+                Err(AppendError::UnknownTopic) => described_without_partitions(topic),
                 Err(AppendError::Failed(error)) => error,
             };
             return Err(error);
@@ -307,7 +297,16 @@ impl Producer {
     }
 
     /// Learns the partition count of `topic` (once, however many callers ask at once).
+    ///
+    /// A topic's name is checked here, before it is first described: the buffer knows only
+    /// topics that passed.
     async fn describe(&self, topic: &str) -> Result<(), Error> {
+        if let Err(error) = TopicName::check(topic) {
+            return Err(Error::InvalidTopicName {
+                topic: topic.to_owned(),
+                reason: error.to_string(),
+            });
+        }
         let _single_flight = self.describing.lock().await;
         if self.lock().partition_count(topic).is_some() {
             return Ok(());
@@ -316,9 +315,7 @@ impl Producer {
         let description = describe_topic(&self.link, topic, deadline).await?;
         let partitions = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
         if partitions == 0 {
-            return Err(Error::Protocol {
-                message: format!("topic {topic:?} was described without partitions"),
-            });
+            return Err(described_without_partitions(topic));
         }
         tracing::debug!(topic, partitions, "described topic for publishing");
         #[allow(
@@ -328,6 +325,13 @@ impl Producer {
         let sticky_start = random::random_u64() as u32;
         self.lock().set_topic(topic, partitions, sticky_start);
         Ok(())
+    }
+}
+
+/// The error of a topic that is still unknown after it was described.
+fn described_without_partitions(topic: &str) -> Error {
+    Error::Protocol {
+        message: format!("topic {topic:?} was described without partitions"),
     }
 }
 
