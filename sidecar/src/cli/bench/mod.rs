@@ -369,7 +369,8 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
     let mb_per_sec = rate(outcome.bytes, outcome.seconds) / 1e6;
     let mut text = format!(
         "{}: {} events of {} B in {:.2} s: {:.0} events/s, {:.1} MB/s (payload)\n\
-         partitions {}, producers {}, acks {:?}, fsync {}, batch {} B, linger {} ms\n",
+         partitions {}, producers {}, acks {:?}, fsync {}, batch {} B, linger {} ms, \
+         {} events per publish call\n",
         args.workload.name(),
         outcome.events,
         args.size,
@@ -382,6 +383,7 @@ fn report(args: &BenchArgs, outcome: &Outcome) {
         args.fsync,
         args.batch_bytes,
         args.linger_ms,
+        args.publish_batch,
     );
     // Per event, so that runs of different speeds compare on a machine shared with others.
     // None below the clock's resolution (10 ms of CPU), rather than a division by zero.
