@@ -38,39 +38,13 @@ impl StandardHeaders {
     /// Fresh values for an event published at `timestamp_ms`, in trace `trace` (else in a
     /// fresh random one).
     pub(crate) fn at_in(timestamp_ms: i64, trace: Option<TraceParent>) -> Self {
-        let mut standard = Self::at(timestamp_ms);
-        if let Some(trace) = trace {
-            standard.traceparent_wire[TRACEPARENT_AT..].copy_from_slice(&trace.to_wire());
-        }
-        standard
-    }
-
-    /// Fresh values (new random id and trace) for an event published at `timestamp_ms`.
-    pub(crate) fn at(timestamp_ms: i64) -> Self {
-        // One draw for the id's random bits (10), the trace id (16) and the span id (8).
-        let mut random = [0u8; 34];
-        random::fill(&mut random);
-        let (random_bits, rest) = random.split_at(10);
-        let (trace_id, span_id) = rest.split_at(16);
+        // Only the randomness needed: the id's 74 random bits, and a trace only when none is
+        // given (a batch publish shares its call's).
+        let mut random_bits = [0u8; 10];
+        random::fill(&mut random_bits);
         let millis = u64::try_from(timestamp_ms).unwrap_or(0);
-        let id = uuid::Builder::from_unix_timestamp_millis(
-            millis,
-            random_bits.try_into().unwrap_or(&[0; 10]),
-        )
-        .into_uuid();
-
-        let mut trace = TraceParent {
-            trace_id: trace_id.try_into().unwrap_or([0; 16]),
-            span_id: span_id.try_into().unwrap_or([0; 8]),
-            flags: 1,
-        };
-        // All-zero ids are invalid in W3C Trace Context; the odds are nil, but be exact.
-        while trace.trace_id == [0; 16] {
-            random::fill(&mut trace.trace_id);
-        }
-        while trace.span_id == [0; 8] {
-            random::fill(&mut trace.span_id);
-        }
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random_bits).into_uuid();
+        let trace = trace.unwrap_or_else(random_trace);
 
         let mut id_wire = ID_WIRE_PREFIX;
         id_wire[ID_AT..].copy_from_slice(id.as_bytes());
@@ -81,6 +55,11 @@ impl StandardHeaders {
             id_wire,
             traceparent_wire,
         }
+    }
+
+    /// Fresh values (new random id and trace) for an event published at `timestamp_ms`.
+    pub(crate) fn at(timestamp_ms: i64) -> Self {
+        Self::at_in(timestamp_ms, None)
     }
 
     fn id(&self) -> &[u8] {
@@ -133,6 +112,26 @@ impl StandardHeaders {
     pub(crate) fn untyped_wire<'a>(&'a self, source_header: &'a [u8]) -> [&'a [u8]; 3] {
         [&self.id_wire, source_header, &self.traceparent_wire]
     }
+}
+
+/// A fresh random trace context (sampled), for an event published outside any span.
+fn random_trace() -> TraceParent {
+    let mut ids = [0u8; 24];
+    random::fill(&mut ids);
+    let (trace_id, span_id) = ids.split_at(16);
+    let mut trace = TraceParent {
+        trace_id: trace_id.try_into().unwrap_or([0; 16]),
+        span_id: span_id.try_into().unwrap_or([0; 8]),
+        flags: 1,
+    };
+    // All-zero ids are invalid in W3C Trace Context; the odds are nil, but be exact.
+    while trace.trace_id == [0; 16] {
+        random::fill(&mut trace.trace_id);
+    }
+    while trace.span_id == [0; 8] {
+        random::fill(&mut trace.span_id);
+    }
+    trace
 }
 
 /// Milliseconds since the Unix epoch, now: an event's timestamp.
