@@ -241,7 +241,10 @@ impl Log {
             &header,
             &head,
             &batch[HEADER_LEN..],
-            shared.config.index_interval_bytes,
+            (
+                shared.config.index_interval_bytes,
+                shared.config.segment_bytes,
+            ),
         ) {
             shared.durability.poison();
             return Err(AppendError::Io {
@@ -479,6 +482,7 @@ impl Shared {
         if sync {
             active.file().sync_data().map_err(at(active.path()))?;
         }
+        active.release_reservation().map_err(at(active.path()))?;
         active
             .write_indexes(self.storage.as_ref(), &self.dir, sync)
             .map_err(at(&self.dir))?;

@@ -83,4 +83,9 @@ impl StorageFile for RealFile {
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len)
+            .map_err(io::Error::from)
+    }
 }

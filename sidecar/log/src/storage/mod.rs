@@ -61,6 +61,10 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
+    /// Reserves disk space for the file up to `len` bytes without changing its length.
+    fn preallocate(&self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads exactly `buf.len()` bytes at `pos`, or fails with `UnexpectedEof`.

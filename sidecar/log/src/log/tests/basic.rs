@@ -651,3 +651,59 @@ fn refuses_configurations_that_cannot_work() {
         );
     }
 }
+
+#[test]
+fn the_active_segment_reserves_disk_space_ahead_and_a_sealed_one_gives_it_back() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A file system that cannot reserve space (the log then writes without) proves nothing.
+    let probe = std::fs::File::create(dir.path().join("probe")).unwrap();
+    if rustix::fs::fallocate(&probe, rustix::fs::FallocateFlags::KEEP_SIZE, 0, 1 << 20).is_err() {
+        return;
+    }
+    // A segment's length and the bytes allocated to it (none if a cut removed it).
+    let on_disk = |base: u64| {
+        std::fs::metadata(dir.path().join(format!("{base:020}.log")))
+            .map_or((0, 0), |meta| (meta.len(), meta.blocks() * 512))
+    };
+    let cfg = config(FsyncPolicy::Always, 64 << 20);
+    let log = Log::open(Arc::new(FileStorage), dir.path(), cfg).unwrap();
+    for i in 0..10 {
+        log.append(&data_batch(2, 100, i, 0)).unwrap();
+    }
+    let (len, allocated) = on_disk(0);
+    assert!(len < 4096, "{len}");
+    assert!(allocated >= 1 << 20, "{allocated} bytes allocated");
+
+    // Past the first reservation: the next reaches the next power of two.
+    let mut next = 0;
+    for i in 0..5 {
+        next = log
+            .append(&data_batch(1, 4 << 20, 10 + i, 0))
+            .unwrap()
+            .next_offset;
+    }
+    assert!(on_disk(0).1 >= 32 << 20, "{:?}", on_disk(0));
+
+    log.roll().unwrap();
+    let (len, allocated) = on_disk(0);
+    assert!(
+        allocated < len + (1 << 20),
+        "sealed: {len} bytes, {allocated} allocated"
+    );
+    let appended = log.append(&data_batch(2, 100, 20, 0)).unwrap();
+    assert!(on_disk(next).1 >= 1 << 20, "{:?}", on_disk(next));
+
+    // A cut frees what lay past it (here the whole new segment goes, and the sealed one is
+    // active again); the next append reserves again.
+    log.truncate_from(appended.raft.index).unwrap();
+    assert!(on_disk(next).1 < 1 << 20, "{:?}", on_disk(next));
+    log.append(&data_batch(2, 100, 30, 0)).unwrap();
+    let active = if on_disk(next).0 > 0 { next } else { 0 };
+    let (len, allocated) = on_disk(active);
+    assert!(
+        allocated >= len + (1 << 19),
+        "{len} bytes, {allocated} allocated"
+    );
+}
