@@ -1,7 +1,8 @@
 //! The one narrow file layer under the log.
 //!
 //! Everything the log does to a disk goes through [`Storage`] (directory operations) and
-//! [`StorageFile`] (positional reads and writes, `fdatasync`, `set_len`, `len`). The real
+//! [`StorageFile`] (positional reads and writes, `fdatasync`, `set_len`, `len`, and a
+//! best-effort `preallocate` that reserves disk space without changing the length). The real
 //! implementation is [`FileStorage`]; the crash-consistency tests use a fault-injecting one
 //! that keeps apart what was written and what was made durable.
 //!
@@ -16,6 +17,7 @@
 //!   directory survive a crash once `Storage::sync_dir` on that directory returned `Ok`.
 //! - `StorageFile` handles are safe to use from many threads at once (`pread`/`pwrite`
 //!   semantics: no shared cursor).
+//! - `StorageFile::preallocate` never changes the file's length or its bytes.
 
 mod file;
 
