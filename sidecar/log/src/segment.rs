@@ -346,7 +346,8 @@ impl Segment {
         self.reserved.store(reserved, Ordering::Relaxed);
     }
 
-    /// Gives back the disk space reserved past the file's end, once it is sealed.
+    /// Gives back the disk space reserved past the file's end, once it is sealed. An error
+    /// leaves the reservation in place and changes nothing else.
     pub(crate) fn release_reservation(&self) -> io::Result<()> {
         let reserved = self.reserved.swap(0, Ordering::Relaxed);
         let size = self.size();

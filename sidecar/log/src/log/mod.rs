@@ -482,7 +482,10 @@ impl Shared {
         if sync {
             active.file().sync_data().map_err(at(active.path()))?;
         }
-        active.release_reservation().map_err(at(active.path()))?;
+        if let Err(error) = active.release_reservation() {
+            // Only disk space is at stake: the segment's bytes and length are as written.
+            tracing::warn!(path = %active.path().display(), %error, "cannot give back the disk space reserved for a sealed segment");
+        }
         active
             .write_indexes(self.storage.as_ref(), &self.dir, sync)
             .map_err(at(&self.dir))?;
