@@ -7,6 +7,11 @@
 //! time, when the previous one has been handed out, so at most one batch is decoded but not
 //! yet delivered; the frame (and its share of the read budget) is let go once its last batch
 //! is handed out.
+//!
+//! A decoded batch is registered with the positions whole
+//! ([`Positions::delivering`](super::positions::Positions::delivering)): its records hold
+//! commits back until each is handed out and acknowledged, exactly as if each were registered
+//! as it is handed out, but with one lock per batch instead of one per record.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -76,20 +81,24 @@ impl<T: Payload> Feed<T> {
             if let Some(batch) = &self.batch
                 && let Some(item) = self.ready.pop_front()
             {
-                let (partition, epoch) = (batch.partition, batch.epoch);
                 match item {
                     Item::Record(span) => {
                         let offset = span.offset;
-                        let delivery =
-                            deliver(&self.topic, partition, &batch.bytes, span, &batch.acker);
-                        self.positions()
-                            .delivered(partition, epoch, offset, delivery.is_err());
+                        let delivery = deliver(
+                            &self.topic,
+                            batch.partition,
+                            &batch.bytes,
+                            span,
+                            &batch.acker,
+                        );
+                        if delivery.is_err() {
+                            // The subscriber is told of it: it needs no ack.
+                            self.positions().ack(batch.partition, batch.epoch, offset);
+                        }
                         return Some(delivery);
                     }
-                    Item::Advance(offset) => {
-                        self.positions().advance(partition, epoch, offset);
-                        continue;
-                    }
+                    // Registered with the batch.
+                    Item::Advance(_) => continue,
                 }
             }
             self.batch = None;
@@ -115,6 +124,20 @@ impl<T: Payload> Feed<T> {
                 self.ready.clear();
                 return Some(Err(error));
             }
+            // The whole batch at once: one lock per batch, not one per record.
+            let end = match self.ready.back() {
+                Some(Item::Advance(end)) => *end,
+                _ => next,
+            };
+            self.positions().delivering(
+                partition,
+                epoch,
+                self.ready.iter().filter_map(|item| match item {
+                    Item::Record(span) => Some(span.offset),
+                    Item::Advance(_) => None,
+                }),
+                end,
+            );
             self.batch = Some(DecodedBatch {
                 bytes,
                 partition,
@@ -158,6 +181,15 @@ impl<T: Payload> Feed<T> {
             }
             Frame::End(error) => Some(error),
         }
+    }
+
+    /// The first record decoded but not handed out yet, as (partition, epoch, offset).
+    pub(crate) fn held(&self) -> Option<(u32, u64, u64)> {
+        let batch = self.batch.as_ref()?;
+        self.ready.iter().find_map(|item| match item {
+            Item::Record(span) => Some((batch.partition, batch.epoch, span.offset)),
+            Item::Advance(_) => None,
+        })
     }
 
     /// Whether a corrupt batch ended the feed.

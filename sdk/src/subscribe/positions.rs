@@ -7,8 +7,8 @@
 //! 1. assignments: [`assign`](Positions::assign) for each `Assignment` frame, in stream
 //!    order;
 //! 2. delivering: [`next_offset`](Positions::next_offset) to skip what was delivered
-//!    already, then [`delivered`](Positions::delivered) and
-//!    [`advance`](Positions::advance) as items are handed out;
+//!    already, then [`delivering`](Positions::delivering) for each batch about to be handed
+//!    out;
 //! 3. acking: [`ack`](Positions::ack);
 //! 4. committing: [`commits_due`](Positions::commits_due), then
 //!    [`committed`](Positions::committed) for each commit the sidecar accepted.
@@ -134,29 +134,35 @@ impl Positions {
             .map(|position| (position.next, position.epoch))
     }
 
-    /// Records that the item at `offset` was handed out; `handled` for an item that needs no
-    /// ack (an error the subscriber was told of).
-    pub(crate) fn delivered(&mut self, partition: u32, epoch: u64, offset: u64, handled: bool) {
+    /// Records that the records of a batch at `offsets` (ascending) are being handed out, and
+    /// that everything below `end` (the batch's end) is dealt with once they are: records
+    /// skipped, control batches, gaps. Offsets below the next offset to deliver are ignored.
+    ///
+    /// Registered at once, each record holds commits back until it is acknowledged, as if it
+    /// had been registered when it was handed out: the committable offset is the first one not
+    /// acknowledged, delivered or not. The next offset to deliver moves to `end` at once
+    /// (the subscription itself knows which records of the batch it still holds).
+    pub(crate) fn delivering(
+        &mut self,
+        partition: u32,
+        epoch: u64,
+        offsets: impl IntoIterator<Item = u64>,
+        end: u64,
+    ) {
         let keep = !self.no_commits;
         let Some(position) = self.current(partition, epoch) else {
             return;
         };
-        if offset < position.next {
-            return;
+        let next = position.next;
+        if keep {
+            position.pending.extend(
+                offsets
+                    .into_iter()
+                    .filter(|&offset| offset >= next)
+                    .map(|offset| (offset, false)),
+            );
         }
-        position.next = offset.saturating_add(1);
-        if keep && (!handled || !position.pending.is_empty()) {
-            position.pending.push_back((offset, handled));
-            drain_acked(position);
-        }
-    }
-
-    /// Records that everything below `offset` has been dealt with (the end of a batch: records
-    /// skipped, control batches).
-    pub(crate) fn advance(&mut self, partition: u32, epoch: u64, offset: u64) {
-        if let Some(position) = self.current(partition, epoch) {
-            position.next = position.next.max(offset);
-        }
+        position.next = next.max(end);
     }
 
     /// Marks the delivery at `offset` as handled.
@@ -211,11 +217,20 @@ impl Positions {
     }
 
     /// The assigned partitions with their next offset to deliver and last known high
-    /// watermark.
-    pub(crate) fn snapshot(&self) -> Vec<(u32, u64, u64)> {
+    /// watermark; `held` names a record the subscription holds but has not handed out yet
+    /// (partition, epoch, offset), which is then the partition's next.
+    pub(crate) fn snapshot(&self, held: Option<(u32, u64, u64)>) -> Vec<(u32, u64, u64)> {
         self.partitions
             .iter()
-            .map(|(&partition, position)| (partition, position.next, position.high_watermark))
+            .map(|(&partition, position)| {
+                let next = match held {
+                    Some((held, epoch, offset)) if held == partition && epoch == position.epoch => {
+                        position.next.min(offset)
+                    }
+                    _ => position.next,
+                };
+                (partition, next, position.high_watermark)
+            })
             .collect()
     }
 
@@ -263,8 +278,7 @@ mod tests {
         assert_eq!(positions.commits_due(), []);
         let (next, epoch) = positions.next_offset(0).unwrap();
         assert_eq!(next, 10);
-        positions.delivered(0, epoch, 10, false);
-        positions.delivered(0, epoch, 11, false);
+        positions.delivering(0, epoch, [10, 11], 12);
         assert_eq!(positions.commits_due(), [], "delivered is not handled");
         positions.ack(0, epoch, 10);
         assert_eq!(positions.commits_due(), [commit(0, 11, 3)]);
@@ -279,9 +293,7 @@ mod tests {
         let mut positions = Positions::default();
         positions.assign(&assignment(1, &[(0, 0)]), true);
         let (_, epoch) = positions.next_offset(0).unwrap();
-        for offset in 0..4 {
-            positions.delivered(0, epoch, offset, false);
-        }
+        positions.delivering(0, epoch, 0..4, 4);
         positions.ack(0, epoch, 2);
         positions.ack(0, epoch, 3);
         assert_eq!(positions.commits_due(), [], "offset 0 is not acked");
@@ -303,10 +315,10 @@ mod tests {
         let mut positions = Positions::default();
         positions.assign(&assignment(1, &[(0, 0)]), true);
         let (_, epoch) = positions.next_offset(0).unwrap();
-        positions.delivered(0, epoch, 0, false);
-        positions.delivered(0, epoch, 1, true); // a type mismatch, reported
-        positions.delivered(0, epoch, 5, false); // compaction left a gap
-        positions.advance(0, epoch, 9); // a control batch or skipped records up to 9
+        // Compaction left a gap after 1; the batch (or the control batches after it) ends at 9.
+        positions.delivering(0, epoch, [0, 1, 5], 9);
+        positions.ack(0, epoch, 1); // a type mismatch, reported: handled when handed out
+        assert_eq!(positions.commits_due(), [], "offset 0 is not acked");
         positions.ack(0, epoch, 0);
         assert_eq!(positions.commits_due(), [commit(0, 5, 1)]);
         positions.ack(0, epoch, 5);
@@ -320,9 +332,9 @@ mod tests {
         positions.assign(&assignment(1, &[(0, 0), (1, 0)]), true);
         let (_, epoch0) = positions.next_offset(0).unwrap();
         let (_, epoch1) = positions.next_offset(1).unwrap();
-        positions.delivered(0, epoch0, 0, false);
+        positions.delivering(0, epoch0, [0], 1);
         positions.ack(0, epoch0, 0);
-        positions.delivered(1, epoch1, 0, false);
+        positions.delivering(1, epoch1, [0], 1);
 
         positions.assign(&assignment(2, &[(1, 0), (2, 7)]), true);
         assert_eq!(positions.generation(), 2);
@@ -348,7 +360,7 @@ mod tests {
             epoch0_again, epoch0,
             "a reassigned partition starts a new epoch"
         );
-        positions.delivered(0, epoch0, 1, false);
+        positions.delivering(0, epoch0, [1, 2], 3);
         assert_eq!(
             positions.next_offset(0).unwrap().0,
             1,
@@ -361,9 +373,7 @@ mod tests {
         let mut positions = Positions::default();
         positions.assign(&assignment(0, &[(0, 0), (1, 0)]), false);
         let (_, epoch) = positions.next_offset(0).unwrap();
-        for offset in 0..5 {
-            positions.delivered(0, epoch, offset, false);
-        }
+        positions.delivering(0, epoch, 0..5, 5);
         // The sidecar resumes at the last committed offset, below what was delivered.
         positions.assign(&assignment(0, &[(0, 2)]), false);
         assert_eq!(positions.next_offset(0), Some((5, epoch)));
@@ -382,14 +392,12 @@ mod tests {
     fn without_a_group_nothing_waits_for_an_ack() {
         let mut positions = Positions::new(false);
         positions.assign(&assignment(0, &[(0, 5)]), false);
-        for offset in 5..1005 {
-            positions.delivered(0, 1, offset, false);
-        }
+        positions.delivering(0, 1, 5..1005, 1005);
         let position = &positions.partitions[&0];
         assert!(position.pending.is_empty());
         assert_eq!(position.next, 1005);
         positions.ack(0, 1, 7);
-        assert_eq!(positions.snapshot(), vec![(0, 1005, 0)]);
+        assert_eq!(positions.snapshot(None), vec![(0, 1005, 0)]);
     }
 
     #[test]
@@ -399,6 +407,47 @@ mod tests {
         positions.set_high_watermark(4, 10);
         positions.set_high_watermark(4, 8);
         positions.set_high_watermark(9, 8);
-        assert_eq!(positions.snapshot(), [(4, 3, 10)]);
+        assert_eq!(positions.snapshot(None), [(4, 3, 10)]);
+    }
+
+    #[test]
+    fn a_record_held_back_is_the_next_to_deliver_in_a_snapshot() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(0, &[(0, 0), (1, 0)]), false);
+        let (_, epoch) = positions.next_offset(0).unwrap();
+        positions.delivering(0, epoch, 0..10, 10);
+        positions.set_high_watermark(0, 10);
+        assert_eq!(positions.snapshot(None), [(0, 10, 10), (1, 0, 0)]);
+        assert_eq!(
+            positions.snapshot(Some((0, epoch, 4))),
+            [(0, 4, 10), (1, 0, 0)],
+            "records 4 to 9 are not handed out yet"
+        );
+        assert_eq!(
+            positions.snapshot(Some((0, epoch + 1, 4))),
+            [(0, 10, 10), (1, 0, 0)],
+            "a record of an earlier assignment is not"
+        );
+    }
+
+    #[test]
+    fn a_batch_registered_ahead_holds_the_commit_at_its_first_unacked_record() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(1, &[(0, 3)]), true);
+        let (next, epoch) = positions.next_offset(0).unwrap();
+        // Records below the next offset (delivered before a resubscription) are not kept.
+        positions.delivering(0, epoch, 0..8, 8);
+        assert_eq!(next, 3);
+        assert_eq!(positions.next_offset(0), Some((8, epoch)));
+        positions.ack(0, epoch, 3);
+        positions.ack(0, epoch, 4);
+        assert_eq!(
+            positions.commits_due(),
+            [commit(0, 5, 1)],
+            "5 is held (handed out or not), not acked"
+        );
+        // Revoked half way through: what was not acknowledged is owed to the next member.
+        positions.assign(&assignment(2, &[]), true);
+        assert_eq!(positions.commits_due(), [commit(0, 5, 2)]);
     }
 }

@@ -123,7 +123,7 @@ impl<T: Payload> Subscription<T> {
     /// (the last known high watermark minus that offset).
     pub fn assignment(&self) -> Vec<PartitionState> {
         self.positions()
-            .snapshot()
+            .snapshot(self.feed.held())
             .into_iter()
             .map(|(partition, next_offset, high_watermark)| PartitionState {
                 partition,

@@ -450,6 +450,30 @@ fn an_ack_handle_acknowledges_after_the_event_moved_on() {
 }
 
 #[test]
+fn half_a_batch_handed_out_commits_and_reports_lag_from_the_first_record_held() {
+    let (mut feed, positions) = new_feed::<OrderPlaced>(true, &assignment(1, &[(0, 0)]));
+    feed.handle_frame(frame(0, vec![orders(0, &["a", "b", "c", "d"])]));
+    for _ in 0..2 {
+        let delivery = feed.next_item().unwrap().unwrap();
+        delivery.ack().into_inner().unwrap();
+    }
+    assert_eq!(
+        commits(&positions)[0].offset,
+        2,
+        "records decoded but not handed out hold the commit back"
+    );
+    let (partition, next) = feed.held().map(|(p, _, o)| (p, o)).unwrap();
+    assert_eq!((partition, next), (0, 2));
+    let snapshot = positions.lock().unwrap().snapshot(feed.held());
+    assert_eq!(snapshot, [(0, 2, 100)], "lag counts the records held");
+    let rest = drain(&mut feed);
+    assert_eq!(rest.len(), 2);
+    assert_eq!(feed.held(), None);
+    assert_eq!(positions.lock().unwrap().snapshot(None), [(0, 4, 100)]);
+    assert_eq!(commits(&positions)[0].offset, 2, "c and d are not acked");
+}
+
+#[test]
 fn public_types_cross_threads() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}

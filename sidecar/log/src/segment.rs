@@ -625,12 +625,10 @@ impl Window {
             let want = len.max(chunk);
             let avail = usize::try_from(end - pos).unwrap_or(usize::MAX);
             let n = want.min(avail).max(len);
-            let mut buf = vec![0; n];
-            let got = file.read_at(&mut buf, pos).map_err(|e| Damage {
+            let buf = file.read_vec_at(n, pos).map_err(|e| Damage {
                 position: pos,
                 reason: DamageReason::Io(e),
             })?;
-            buf.truncate(got);
             self.start = pos;
             self.data = Bytes::from(buf);
         }

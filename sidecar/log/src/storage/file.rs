@@ -68,6 +68,22 @@ impl StorageFile for RealFile {
         Ok(done)
     }
 
+    fn read_vec_at(&self, len: usize, pos: u64) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = pos + buf.len() as u64;
+            match rustix::io::pread(&self.0, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => break,
+                // Read some (the length grew), or interrupted: go on.
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The allocator may have given more room than asked for, and `pread` fills it all.
+        buf.truncate(len);
+        Ok(buf)
+    }
+
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         self.0.write_all_at(buf, pos)
     }
@@ -87,5 +103,34 @@ impl StorageFile for RealFile {
     fn preallocate(&self, len: u64) -> io::Result<()> {
         rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len)
             .map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_vec_at_reads_what_is_there_and_stops_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileStorage.open(&dir.path().join("f"), true).unwrap();
+        let bytes: Vec<u8> = (1..=200).collect();
+        file.write_at(&bytes, 0).unwrap();
+        assert_eq!(file.read_vec_at(10, 5).unwrap(), bytes[5..15]);
+        assert_eq!(
+            file.read_vec_at(1000, 150).unwrap(),
+            bytes[150..],
+            "short only at the end"
+        );
+        assert_eq!(file.read_vec_at(1, 199).unwrap(), [200]);
+        assert!(file.read_vec_at(10, 200).unwrap().is_empty());
+        assert!(file.read_vec_at(0, 0).unwrap().is_empty());
+        let mut zeroed = vec![0; 64];
+        let n = file.read_at(&mut zeroed, 100).unwrap();
+        assert_eq!(
+            file.read_vec_at(64, 100).unwrap(),
+            zeroed[..n],
+            "the same bytes as read_at"
+        );
     }
 }
