@@ -76,6 +76,10 @@ pub(crate) enum Route {
     Sticky,
 }
 
+/// A topic's place in the accumulator, from [`Accumulator::topic_at`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TopicAt(usize);
+
 /// An appended event.
 #[derive(Debug)]
 pub(crate) struct Appended<R = PendingReceipt> {
@@ -205,10 +209,17 @@ impl Accumulator {
         topic: &str,
         route: Route,
         record: RecordParts<'_>,
-        (acks, reserved): (Acks, usize),
+        reserve: (Acks, usize),
         now: &mut LazyNow,
         receipt: impl FnOnce(&Arc<BatchCompletion>, u32) -> R,
     ) -> Result<Appended<R>, AppendError> {
+        let at = self.topic_at(topic)?;
+        self.append_at(at, route, record, reserve, now, receipt)
+    }
+
+    /// Where `topic`'s queues are, for [`append_at`](Self::append_at): valid while this
+    /// accumulator stays locked (a refresh may move them).
+    pub(crate) fn topic_at(&mut self, topic: &str) -> Result<TopicAt, AppendError> {
         if self.closing {
             return Err(AppendError::Failed(Error::Closed));
         }
@@ -223,7 +234,26 @@ impl Accumulator {
                 index
             }
         };
-        let queues = &mut self.topics[index];
+        Ok(TopicAt(index))
+    }
+
+    /// As [`append_with`](Self::append_with), to a topic already looked up (many events of
+    /// one call: one lookup for them all).
+    pub(crate) fn append_at<R>(
+        &mut self,
+        TopicAt(index): TopicAt,
+        route: Route,
+        record: RecordParts<'_>,
+        (acks, reserved): (Acks, usize),
+        now: &mut LazyNow,
+        receipt: impl FnOnce(&Arc<BatchCompletion>, u32) -> R,
+    ) -> Result<Appended<R>, AppendError> {
+        if self.closing {
+            return Err(AppendError::Failed(Error::Closed));
+        }
+        let Some(queues) = self.topics.get_mut(index) else {
+            return Err(AppendError::UnknownTopic);
+        };
         let Some(count) = queues.partition_count.filter(|&count| count > 0) else {
             return Err(AppendError::UnknownTopic);
         };

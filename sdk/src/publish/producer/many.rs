@@ -153,6 +153,8 @@ impl Producer {
             let mut now = LazyNow::clock();
             let mut value_start = 0;
             let mut result = Ok(());
+            // Looked up once for the chunk, when its first event goes in.
+            let mut at = None;
             for (k, i) in (chunk.next..chunk.end).enumerate() {
                 let encoded = chunk.ends.get(k).map(|&value_end| {
                     let value = &chunk.values[value_start..value_end];
@@ -162,9 +164,19 @@ impl Producer {
                 let standard = StandardHeaders::at_in(stamp.timestamp, stamp.trace);
                 let route = events.route(i);
                 let bound = chunk.bounds[i];
+                let topic_at = match at {
+                    Some(topic_at) => topic_at,
+                    None => match accumulator.topic_at(topic) {
+                        Ok(topic_at) => *at.insert(topic_at),
+                        Err(error) => {
+                            result = Err(error);
+                            break;
+                        }
+                    },
+                };
                 let appended = events.with_record(i, &standard, encoded, |record| {
-                    accumulator.append_with(
-                        topic,
+                    accumulator.append_at(
+                        topic_at,
                         route,
                         record,
                         (stamp.acks, bound),
