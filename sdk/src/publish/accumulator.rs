@@ -217,8 +217,8 @@ impl Accumulator {
         self.append_at(at, route, record, reserve, now, receipt)
     }
 
-    /// Where `topic`'s queues are, for [`append_at`](Self::append_at): valid while this
-    /// accumulator stays locked (a refresh may move them).
+    /// Where `topic`'s queues are, for [`append_at`](Self::append_at). Topics are only ever
+    /// added, so it stays valid; a caller looks it up again after the lock was let go anyway.
     pub(crate) fn topic_at(&mut self, topic: &str) -> Result<TopicAt, AppendError> {
         if self.closing {
             return Err(AppendError::Failed(Error::Closed));

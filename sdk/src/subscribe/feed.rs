@@ -9,9 +9,9 @@
 //! is handed out.
 //!
 //! A decoded batch is registered with the positions whole
-//! ([`Positions::delivering`](super::positions::Positions::delivering)): its records hold
-//! commits back until each is handed out and acknowledged, exactly as if each were registered
-//! as it is handed out, but with one lock per batch instead of one per record.
+//! ([`Positions::delivering`](super::positions::Positions::delivering)), with one lock per
+//! batch instead of one per record: its records hold commits back until each is handed out
+//! and acknowledged.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -124,7 +124,8 @@ impl<T: Payload> Feed<T> {
                 self.ready.clear();
                 return Some(Err(error));
             }
-            // The whole batch at once: one lock per batch, not one per record.
+            // The whole batch at once: one lock per batch, not one per record. Its last item is
+            // always its end.
             let end = match self.ready.back() {
                 Some(Item::Advance(end)) => *end,
                 _ => next,

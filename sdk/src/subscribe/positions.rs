@@ -1,5 +1,5 @@
-//! Where a subscription stands in each partition: the next offset to deliver, the deliveries
-//! not yet acknowledged, and what to commit. A pure state machine shared (behind a mutex) by
+//! Where a subscription stands in each partition: where its next batch starts, the records
+//! registered for delivery but not yet acknowledged, and what to commit. A pure state machine shared (behind a mutex) by
 //! the subscription, its deliveries' acks and the committer.
 //!
 //! Method families, in order:
@@ -13,10 +13,12 @@
 //! 4. committing: [`commits_due`](Positions::commits_due), then
 //!    [`committed`](Positions::committed) for each commit the sidecar accepted.
 //!
-//! The committable offset of a partition is the first delivered offset not yet acknowledged,
-//! or, when every delivery is acknowledged, the next offset to deliver. So acks that arrive out
-//! of order commit only the contiguous prefix, and offsets that carry no delivery (records
-//! skipped, control batches, gaps left by compaction) never hold a commit back.
+//! The committable offset of a partition is the first registered record not yet acknowledged
+//! (handed out or still held by the subscription), or, when every one is acknowledged, the end
+//! of the last batch registered. So acks that arrive out of order commit only the contiguous
+//! prefix, a record not handed out yet is never committed past, and offsets that carry no
+//! delivery (records skipped, control batches, gaps left by compaction) never hold a commit
+//! back.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,10 +47,11 @@ pub(crate) struct Positions {
 struct PartitionPosition {
     /// Changes each time the partition is (re)assigned; acks of older deliveries are ignored.
     epoch: u64,
-    /// The next offset to deliver.
+    /// Where the next batch to register starts: past every record registered (the
+    /// subscription may still hold some of them, not handed out yet).
     next: u64,
-    /// Delivered offsets in order, with whether each is acknowledged; the acknowledged prefix
-    /// is removed eagerly.
+    /// Registered record offsets in order, with whether each is acknowledged; the
+    /// acknowledged prefix is removed eagerly.
     pending: VecDeque<(u64, bool)>,
     /// The last committed offset (initially where the assignment started).
     committed: u64,
@@ -126,8 +129,8 @@ impl Positions {
         }
     }
 
-    /// The next offset to deliver in `partition` and the partition's epoch; `None` if it is
-    /// not assigned.
+    /// Where the next batch of `partition` starts (records below it were registered already)
+    /// and the partition's epoch; `None` if it is not assigned.
     pub(crate) fn next_offset(&self, partition: u32) -> Option<(u64, u64)> {
         self.partitions
             .get(&partition)
@@ -138,10 +141,11 @@ impl Positions {
     /// that everything below `end` (the batch's end) is dealt with once they are: records
     /// skipped, control batches, gaps. Offsets below the next offset to deliver are ignored.
     ///
-    /// Registered at once, each record holds commits back until it is acknowledged, as if it
-    /// had been registered when it was handed out: the committable offset is the first one not
-    /// acknowledged, delivered or not. The next offset to deliver moves to `end` at once
-    /// (the subscription itself knows which records of the batch it still holds).
+    /// Registered at once, each record holds commits back until it is acknowledged, handed out
+    /// or not: a commit never passes a record not handled. (Registered one by one as they were
+    /// handed out, a commit across a gap left by compaction stopped at the gap's start; now it
+    /// goes on to the next record, which skips nothing.) The start of the next batch moves to
+    /// `end` at once; the subscription itself knows which records of the batch it still holds.
     pub(crate) fn delivering(
         &mut self,
         partition: u32,
@@ -154,15 +158,19 @@ impl Positions {
             return;
         };
         let next = position.next;
-        if keep {
-            position.pending.extend(
-                offsets
-                    .into_iter()
-                    .filter(|&offset| offset >= next)
-                    .map(|offset| (offset, false)),
-            );
+        let mut after_last = next;
+        for offset in offsets {
+            if offset < after_last {
+                continue;
+            }
+            after_last = offset.saturating_add(1);
+            if keep {
+                position.pending.push_back((offset, false));
+            }
         }
-        position.next = next.max(end);
+        // Past the last record even if `end` is not (a batch whose header understates its
+        // last offset): what was registered is never registered again.
+        position.next = after_last.max(end);
     }
 
     /// Marks the delivery at `offset` as handled.
@@ -408,6 +416,21 @@ mod tests {
         positions.set_high_watermark(4, 8);
         positions.set_high_watermark(9, 8);
         assert_eq!(positions.snapshot(None), [(4, 3, 10)]);
+    }
+
+    #[test]
+    fn a_batch_end_below_its_last_record_does_not_register_records_twice() {
+        let mut positions = Positions::default();
+        positions.assign(&assignment(1, &[(0, 0)]), true);
+        let (_, epoch) = positions.next_offset(0).unwrap();
+        positions.delivering(0, epoch, [0, 1, 2], 2);
+        assert_eq!(positions.next_offset(0), Some((3, epoch)));
+        positions.delivering(0, epoch, [2, 3], 4);
+        for offset in 0..4 {
+            positions.ack(0, epoch, offset);
+        }
+        assert_eq!(positions.commits_due(), [commit(0, 4, 1)]);
+        assert!(positions.partitions[&0].pending.is_empty());
     }
 
     #[test]

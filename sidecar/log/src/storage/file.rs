@@ -79,7 +79,7 @@ impl StorageFile for RealFile {
                 Err(e) => return Err(e.into()),
             }
         }
-        // The allocator may have given more room than asked for, and `pread` fills it all.
+        // `Vec` promises at least `len` of room, not exactly `len`, and `pread` fills it all.
         buf.truncate(len);
         Ok(buf)
     }
