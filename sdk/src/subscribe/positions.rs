@@ -1,6 +1,6 @@
 //! Where a subscription stands in each partition: where its next batch starts, the records
-//! registered for delivery but not yet acknowledged, and what to commit. A pure state machine shared (behind a mutex) by
-//! the subscription, its deliveries' acks and the committer.
+//! registered for delivery but not yet acknowledged, and what to commit. A pure state machine
+//! shared (behind a mutex) by the subscription, its deliveries' acks and the committer.
 //!
 //! Method families, in order:
 //!
