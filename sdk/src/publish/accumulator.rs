@@ -237,8 +237,9 @@ impl Accumulator {
         Ok(TopicAt(index))
     }
 
-    /// As [`append_with`](Self::append_with), to a topic already looked up (many events of
-    /// one call: one lookup for them all).
+    /// As [`append_with`](Self::append_with), to a topic looked up by
+    /// [`topic_at`](Self::topic_at) under the same lock (which also checked that the
+    /// accumulator is not closing); many events of one call share one lookup.
     pub(crate) fn append_at<R>(
         &mut self,
         TopicAt(index): TopicAt,
@@ -248,9 +249,6 @@ impl Accumulator {
         now: &mut LazyNow,
         receipt: impl FnOnce(&Arc<BatchCompletion>, u32) -> R,
     ) -> Result<Appended<R>, AppendError> {
-        if self.closing {
-            return Err(AppendError::Failed(Error::Closed));
-        }
         let Some(queues) = self.topics.get_mut(index) else {
             return Err(AppendError::UnknownTopic);
         };

@@ -130,15 +130,8 @@ impl<T: Payload> Feed<T> {
                 Some(Item::Advance(end)) => *end,
                 _ => next,
             };
-            self.positions().delivering(
-                partition,
-                epoch,
-                self.ready.iter().filter_map(|item| match item {
-                    Item::Record(span) => Some(span.offset),
-                    Item::Advance(_) => None,
-                }),
-                end,
-            );
+            self.positions()
+                .delivering(partition, epoch, record_offsets(&self.ready), end);
             self.batch = Some(DecodedBatch {
                 bytes,
                 partition,
@@ -187,10 +180,8 @@ impl<T: Payload> Feed<T> {
     /// The first record decoded but not handed out yet, as (partition, epoch, offset).
     pub(crate) fn held(&self) -> Option<(u32, u64, u64)> {
         let batch = self.batch.as_ref()?;
-        self.ready.iter().find_map(|item| match item {
-            Item::Record(span) => Some((batch.partition, batch.epoch, span.offset)),
-            Item::Advance(_) => None,
-        })
+        let offset = record_offsets(&self.ready).next()?;
+        Some((batch.partition, batch.epoch, offset))
     }
 
     /// Whether a corrupt batch ended the feed.
@@ -203,4 +194,12 @@ impl<T: Payload> Feed<T> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The offsets of the records among `items`, in order.
+fn record_offsets(items: &VecDeque<Item>) -> impl Iterator<Item = u64> + '_ {
+    items.iter().filter_map(|item| match item {
+        Item::Record(span) => Some(span.offset),
+        Item::Advance(_) => None,
+    })
 }
