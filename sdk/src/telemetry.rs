@@ -278,9 +278,27 @@ pub(crate) fn publish_span(topic: &str, type_name: &str, service: &str) -> traci
         otel.name = %format_args!("publish {topic}"),
         otel.kind = "producer",
         messaging.destination.name = %topic,
+        messaging.batch.message_count = tracing::field::Empty,
         sidestream.type = %type_name,
         sidestream.service = %service,
     )
+}
+
+/// The span of one batch publish of `events` events: [`publish_span`]'s, with the
+/// `messaging.batch.message_count` the OpenTelemetry messaging conventions give a batch.
+pub(crate) fn publish_batch_span(
+    topic: &str,
+    type_name: &str,
+    service: &str,
+    events: usize,
+) -> tracing::Span {
+    let span = publish_span(topic, type_name, service);
+    // As an i64: the OpenTelemetry layer exports a u64 as its text.
+    span.record(
+        "messaging.batch.message_count",
+        i64::try_from(events).unwrap_or(i64::MAX),
+    );
+    span
 }
 
 /// The span of handling one delivered event: `handle <topic>`, a child of the span that

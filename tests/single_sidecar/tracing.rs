@@ -1,6 +1,7 @@
 //! OpenTelemetry across services: the demo (a sidecar, the order and payment services) run
 //! with `OTEL_EXPORTER_OTLP_ENDPOINT` naming a real OTLP gRPC receiver that this test serves,
-//! and what arrives there checked span by span.
+//! and what arrives there checked span by span; and a batch publish's span, from
+//! `sidestream bench`.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -24,6 +25,8 @@ struct Received {
     span_id: Vec<u8>,
     parent: Vec<u8>,
     links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The span's integer attributes.
+    numbers: HashMap<String, i64>,
 }
 
 /// An OTLP trace receiver that keeps every span it is sent.
@@ -63,6 +66,14 @@ impl TraceService for Receiver {
                             .into_iter()
                             .map(|link| (link.trace_id, link.span_id))
                             .collect(),
+                        numbers: span
+                            .attributes
+                            .into_iter()
+                            .filter_map(|attribute| match attribute.value?.value? {
+                                Value::IntValue(number) => Some((attribute.key, number)),
+                                _ => None,
+                            })
+                            .collect(),
                     });
                 }
             }
@@ -76,9 +87,15 @@ impl TraceService for Receiver {
 /// Runs the demo with `orders` orders and the OpenTelemetry variables `env`, to its end; its
 /// exit status and stderr.
 fn run_demo(orders: u32, env: &[(&str, &str)]) -> (bool, String) {
+    run_cli(&["demo", "--orders", &orders.to_string()], env)
+}
+
+/// Runs `sidestream <args>` with the OpenTelemetry variables `env`, to its end; its exit
+/// status and stderr.
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut command = Command::new(sidestream_tests::cli_path());
     command
-        .args(["demo", "--orders", &orders.to_string()])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -86,9 +103,9 @@ fn run_demo(orders: u32, env: &[(&str, &str)]) -> (bool, String) {
     for (name, value) in env {
         command.env(name, value);
     }
-    let child = command.spawn().expect("the demo starts");
+    let child = command.spawn().expect("the command starts");
     let pid = child.id();
-    // Bounded: the demo ends by itself within seconds; past two minutes it is stuck.
+    // Bounded: each command here ends by itself within seconds; past two minutes it is stuck.
     let (done_tx, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = done_tx.send(child.wait_with_output());
@@ -97,27 +114,36 @@ fn run_demo(orders: u32, env: &[(&str, &str)]) -> (bool, String) {
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
-        panic!("the demo did not end within 120 s");
+        panic!("sidestream {args:?} did not end within 120 s");
     };
-    let output = output.expect("the demo's output is read");
+    let output = output.expect("the command's output is read");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_trace_runs_from_the_order_service_through_the_sidecar_into_the_payment_service_and_back()
- {
+/// A receiver served on a free loopback port; its endpoint, and the task serving it.
+async fn serve_receiver() -> (Receiver, String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
     let endpoint = format!("http://{}", listener.local_addr().expect("bound"));
     let receiver = Receiver::default();
-    let server = tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(
+    let serving = tonic::transport::Server::builder().serve_with_incoming(
         TraceServiceServer::new(receiver.clone()),
         tonic::transport::server::TcpIncoming::from(listener),
-    ));
+    );
+    let server = tokio::spawn(async move {
+        let _ = serving.await;
+    });
+    (receiver, endpoint, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_the_order_service_through_the_sidecar_into_the_payment_service_and_back()
+ {
+    let (receiver, endpoint, server) = serve_receiver().await;
 
     let (ok, stderr) = tokio::task::spawn_blocking(move || {
         run_demo(
@@ -160,6 +186,12 @@ async fn one_trace_runs_from_the_order_service_through_the_sidecar_into_the_paym
         let publish = parent_of(handle).unwrap_or_else(|| panic!("no parent for {handle:?}"));
         assert_eq!(publish.name, "publish orders", "{handle:?}");
         assert_eq!(publish.trace_id, handle.trace_id);
+        assert!(
+            !publish
+                .numbers
+                .contains_key("messaging.batch.message_count"),
+            "a single publish is no batch: {publish:?}"
+        );
         let outcome = named("publish payments")
             .find(|p| p.parent == handle.span_id)
             .unwrap_or_else(|| panic!("no payment published under {handle:?}: {spans:#?}"));
@@ -204,4 +236,49 @@ fn a_receiver_that_is_down_is_reported_once_and_costs_nothing_else() {
         1,
         "said once:\n{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_publish_span_says_how_many_events_it_carries() {
+    let (receiver, endpoint, server) = serve_receiver().await;
+    // 10 events, 4 to a call: calls of 4, 4 and 2 events.
+    let (ok, stderr) = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &[
+                "bench",
+                "produce",
+                "--embedded",
+                "--events",
+                "10",
+                "--publish-batch",
+                "4",
+            ],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        )
+    })
+    .await
+    .expect("the bench runs");
+    assert!(ok, "the bench fails; its stderr:\n{stderr}");
+    server.abort();
+
+    let spans = receiver
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let publishes: Vec<&Received> = spans
+        .iter()
+        .filter(|span| span.name.starts_with("publish bench-"))
+        .collect();
+    let mut counts: Vec<i64> = publishes
+        .iter()
+        .map(|span| {
+            *span
+                .numbers
+                .get("messaging.batch.message_count")
+                .unwrap_or_else(|| panic!("a batch publish without its count: {span:?}"))
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [2, 4, 4], "one span per call: {spans:#?}");
 }

@@ -219,7 +219,8 @@ impl Client {
     /// it, may have been stored).
     pub async fn publish_batch<E: Event>(&self, events: &[E]) -> Result<Vec<Receipt>, Error> {
         let producer = &self.inner.producer;
-        let span = telemetry::publish_span(E::TOPIC, E::TYPE_NAME, producer.source());
+        let span =
+            telemetry::publish_batch_span(E::TOPIC, E::TYPE_NAME, producer.source(), events.len());
         let trace = telemetry::trace_parent(&span);
         async move {
             producer
@@ -245,7 +246,8 @@ impl Client {
         events: &[E],
     ) -> Result<PendingReceipts, Error> {
         let producer = &self.inner.producer;
-        let span = telemetry::publish_span(E::TOPIC, E::TYPE_NAME, producer.source());
+        let span =
+            telemetry::publish_batch_span(E::TOPIC, E::TYPE_NAME, producer.source(), events.len());
         let trace = telemetry::trace_parent(&span);
         producer
             .publish_batch(events, producer.default_acks(), trace)
@@ -266,7 +268,7 @@ impl Client {
         acks: Acks,
     ) -> Result<Vec<Receipt>, Error> {
         let producer = &self.inner.producer;
-        let span = telemetry::publish_span(topic, "", producer.source());
+        let span = telemetry::publish_batch_span(topic, "", producer.source(), events.len());
         let trace = telemetry::trace_parent(&span);
         async move {
             producer
@@ -292,7 +294,7 @@ impl Client {
         acks: Acks,
     ) -> Result<PendingReceipts, Error> {
         let producer = &self.inner.producer;
-        let span = telemetry::publish_span(topic, "", producer.source());
+        let span = telemetry::publish_batch_span(topic, "", producer.source(), events.len());
         let trace = telemetry::trace_parent(&span);
         producer
             .publish_raw_batch(topic, events, acks, trace)
