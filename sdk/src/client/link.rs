@@ -275,6 +275,11 @@ impl Link {
             .open_bi()
             .await
             .map_err(|error| CallError::Failed(connection_error(error)))?;
+        if matches!(body, request::Body::Publish(_)) {
+            // Behind the other calls: streams go out in order (QuicTuning::send_fairness), and
+            // a subscription's fetch or a commit must not wait for megabytes of batches.
+            let _ = send.set_priority(PUBLISH_PRIORITY);
+        }
         let request = Request {
             client_id: self.config.client_id.clone(),
             traceparent: String::new(),
@@ -425,3 +430,6 @@ const MIN_ANSWER_GRACE: Duration = Duration::from_millis(100);
 
 /// The close code of an abandoned connection: `TIMEOUT`.
 const ABANDON_CODE: u32 = 32;
+
+/// The send priority of a publish's stream, below the default (0) of every other call.
+const PUBLISH_PRIORITY: i32 = -1;

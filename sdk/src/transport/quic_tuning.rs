@@ -53,6 +53,17 @@ pub struct QuicTuning {
     /// and buffers waited for it (1 ms: end-to-end p99 74 → 18 ms and publishing 18 % faster
     /// in `sidestream bench … --embedded`).
     pub peer_max_ack_delay: Option<Duration>,
+    /// Whether streams of the same priority share the connection in turns (quinn's default)
+    /// rather than going out in the order they were written.
+    ///
+    /// Off by default: every request is its own stream, and a publish's batch is up to 16 MiB.
+    /// In turns, the batches in flight all arrived piecemeal and each one whole only late;
+    /// in order, each arrives whole as soon as it can, in fewer, larger stream frames
+    /// (publishing 1000-event calls in `sidestream bench … --embedded`: 2.89 → 3.24 M events/s,
+    /// medians of 5 runs taken in turn; single publishes, catch-up and one-in-flight latency
+    /// unchanged). Small requests are not queued behind batches: the SDK sends publishes at a
+    /// lower stream priority than its other calls.
+    pub send_fairness: bool,
 }
 
 impl QuicTuning {
@@ -95,7 +106,8 @@ impl QuicTuning {
             .datagram_receive_buffer_size(None)
             .keep_alive_interval(self.keep_alive_interval)
             .max_idle_timeout(self.idle_timeout.map(idle_timeout))
-            .enable_segmentation_offload(true);
+            .enable_segmentation_offload(true)
+            .send_fairness(self.send_fairness);
         if let Some(delay) = self.peer_max_ack_delay {
             let mut ack_frequency = AckFrequencyConfig::default();
             ack_frequency.max_ack_delay(Some(delay));
@@ -128,6 +140,7 @@ impl Default for QuicTuning {
             socket_buffer_size: 8 * MIB as usize,
             loopback: Some(LoopbackTuning::default()),
             peer_max_ack_delay: Some(Duration::from_millis(1)),
+            send_fairness: false,
         }
     }
 }
