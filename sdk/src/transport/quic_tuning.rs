@@ -53,8 +53,10 @@ pub struct QuicTuning {
     /// and buffers waited for it (1 ms: end-to-end p99 74 → 18 ms and publishing 18 % faster
     /// in `sidestream bench … --embedded`).
     pub peer_max_ack_delay: Option<Duration>,
-    /// Whether streams of the same priority share the connection in turns (quinn's default)
-    /// rather than going out in the order they were written.
+    /// Whether a client's streams of the same priority share the connection in turns
+    /// (quinn's default) rather than going out in the order they were written. The sidecar's
+    /// own sends (answers, subscriptions' deliveries, calls between sidecars) always share in
+    /// turns, so that no stream of them holds back the others.
     ///
     /// Off by default: every request is its own stream, and a publish's batch is up to 16 MiB.
     /// In turns, the batches in flight all arrived piecemeal and each one whole only late;
@@ -81,10 +83,14 @@ impl QuicTuning {
         config
     }
 
-    /// The sidecar's transport settings; `loopback` says whether it serves a loopback address.
+    /// The sidecar's transport settings (also both ends of a connection between sidecars);
+    /// `loopback` says whether it serves a loopback address. Its streams of the same priority
+    /// share the connection in turns.
     pub fn server_transport(&self, loopback: bool) -> TransportConfig {
         let mut transport = self.common(loopback);
-        transport.max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams));
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .send_fairness(true);
         transport
     }
 
@@ -92,7 +98,9 @@ impl QuicTuning {
     /// address.
     pub fn client_transport(&self, loopback: bool) -> TransportConfig {
         let mut transport = self.common(loopback);
-        transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(0))
+            .send_fairness(self.send_fairness);
         transport
     }
 
@@ -106,8 +114,7 @@ impl QuicTuning {
             .datagram_receive_buffer_size(None)
             .keep_alive_interval(self.keep_alive_interval)
             .max_idle_timeout(self.idle_timeout.map(idle_timeout))
-            .enable_segmentation_offload(true)
-            .send_fairness(self.send_fairness);
+            .enable_segmentation_offload(true);
         if let Some(delay) = self.peer_max_ack_delay {
             let mut ack_frequency = AckFrequencyConfig::default();
             ack_frequency.max_ack_delay(Some(delay));

@@ -481,14 +481,10 @@ impl std::fmt::Debug for ClusterMember {
 /// address cannot reset the old connection (its new endpoint does not know the old one's
 /// reset secret), so without this the callers' calls to it would vanish into the old
 /// connection until it timed out.
-///
-/// Streams of the same priority share a peer connection in turns: a heartbeat or a vote is not
-/// held until megabytes of appends ahead of it are sent.
 fn peer_tuning(tuning: &QuicTuning) -> QuicTuning {
     let mut peer = tuning.clone();
     peer.keep_alive_interval = Some(Duration::from_millis(500));
     peer.idle_timeout = Some(Duration::from_secs(2));
-    peer.send_fairness = true;
     peer
 }
 
