@@ -14,7 +14,8 @@
 //! `http://host:port` address of an OTLP gRPC receiver, spans at `info` and above of the
 //! service's own code and of Sidestream are exported there in batches, the resource named by
 //! `OTEL_SERVICE_NAME` (else the name `init` is given). Without it nothing is exported and the
-//! SDK makes no spans of its own: an event's `traceparent` is then a fresh random trace.
+//! SDK makes no spans of its own: an event's `traceparent` is then a fresh random trace, one
+//! per publish call (a batch call's events share it).
 //!
 //! Export happens on a thread of its own: a receiver that is down costs the service nothing but
 //! the spans, and is reported once on stderr (and once more when it is back).

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use sidestream_log::batch::{HeaderIter, header_len, put_header};
+use sidestream_log::batch::{HeaderIter, SharedHeaders, header_len, put_header};
 use uuid::Uuid;
 
 use super::rfc3339::rfc3339_millis;
@@ -14,7 +14,9 @@ use crate::{TraceParent, headers};
 /// [`time`](Self::time)), or the ones a [`RawEvent`](crate::RawEvent) is published with.
 ///
 /// They are kept as the record holds them on the wire, sharing the delivered batch's bytes, and
-/// read when asked for: a delivery costs no allocation for its headers.
+/// read when asked for: a delivery costs no allocation for its headers. A delivered event's
+/// headers include those its batch gave every record (docs/STORAGE.md, "Shared headers"),
+/// after its own.
 ///
 /// ```
 /// use sidestream::Headers;
@@ -23,15 +25,28 @@ use crate::{TraceParent, headers};
 /// assert_eq!(headers.get_str("tenant"), Some("acme"));
 /// assert_eq!(headers.iter().map(|(name, _)| name).collect::<Vec<_>>(), ["tenant", "retry"]);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Headers {
     /// Each header as a varint name length, the UTF-8 name, a varint value length and the
     /// value; well formed (checked when the record was read, or written by `push`).
     wire: Bytes,
     count: u32,
+    /// The delivered batch's shared headers, in the same form: each one is also this event's
+    /// unless it has its own of the same name.
+    shared: Bytes,
+    shared_count: u32,
     /// The delivered record's timestamp, which is the event's `time`.
     timestamp: Option<i64>,
 }
+
+impl PartialEq for Headers {
+    /// The same headers in the same order, and the same timestamp, however they are held.
+    fn eq(&self, other: &Self) -> bool {
+        self.timestamp == other.timestamp && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
 
 impl Headers {
     /// No headers.
@@ -53,12 +68,19 @@ impl Headers {
     /// If there are already `u32::MAX` headers.
     pub fn push(&mut self, name: &str, value: impl AsRef<[u8]>) {
         let value = value.as_ref();
-        let mut wire = Vec::with_capacity(self.wire.len() + header_len(name, value));
-        wire.extend_from_slice(&self.wire);
+        let mut wire =
+            Vec::with_capacity(self.wire.len() + self.shared.len() + header_len(name, value));
+        let mut count = 0u32;
+        // The shared headers become its own: a new one must not hide one of them.
+        for (name, value) in self.iter() {
+            put_header(&mut wire, name, value);
+            count += 1;
+        }
         put_header(&mut wire, name, value);
         self.wire = Bytes::from(wire);
-        self.count = self
-            .count
+        self.shared = Bytes::new();
+        self.shared_count = 0;
+        self.count = count
             .checked_add(1)
             .unwrap_or_else(|| panic!("more than {} headers", u32::MAX));
     }
@@ -78,17 +100,25 @@ impl Headers {
 
     /// Every header in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
-        HeaderIter::new(&self.wire, u64::from(self.count))
+        HeaderIter::with_shared(
+            &self.wire,
+            u64::from(self.count),
+            SharedHeaders::new(&self.shared, u64::from(self.shared_count)),
+        )
     }
 
     /// How many headers there are.
     pub fn len(&self) -> usize {
-        self.count as usize
+        if self.shared_count == 0 {
+            self.count as usize
+        } else {
+            self.iter().count()
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count == 0 && self.shared_count == 0
     }
 
     /// The [`id`](headers::ID) header: the event's UUID v7 (its 16 bytes, or its hyphenated
@@ -159,13 +189,21 @@ impl Headers {
         })
     }
 
-    /// Headers in their wire form, `count` of them, already checked to be well formed (a
-    /// record that [`RecordIter`](sidestream_log::batch::RecordIter) read).
-    /// The record's `timestamp` is the event's time.
-    pub(crate) fn from_wire(wire: Bytes, count: u32, timestamp: i64) -> Self {
+    /// A delivered record's headers in their wire form, already checked to be well formed (a
+    /// record that [`RecordIter`](sidestream_log::batch::RecordIter) read): `count` of its own
+    /// in `wire`, and its batch's `shared` ones (wire and count). The record's `timestamp` is
+    /// the event's time.
+    pub(crate) fn from_wire(
+        wire: Bytes,
+        count: u32,
+        (shared, shared_count): (Bytes, u32),
+        timestamp: i64,
+    ) -> Self {
         Self {
             wire,
             count,
+            shared,
+            shared_count,
             timestamp: Some(timestamp),
         }
     }
@@ -184,6 +222,8 @@ impl<N: AsRef<str>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
         Self {
             wire: Bytes::from(wire),
             count,
+            shared: Bytes::new(),
+            shared_count: 0,
             timestamp: None,
         }
     }

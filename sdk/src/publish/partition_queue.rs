@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sidestream_log::batch::{BatchBuilder, CRC_START, ProducerState, header_len};
+use sidestream_log::batch::{BatchBuilder, CRC_START, HeaderPieces, ProducerState, header_len};
 
 use super::accumulator::{BatchConfig, PartitionRef, Transmit};
 use super::receipt::BatchCompletion;
@@ -45,14 +45,39 @@ pub(crate) enum RecordHeaders<'a> {
     /// Headers to encode.
     Pairs(&'a [Header<'a>]),
     /// `count` headers encoded, as pieces that follow one another.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the tests build records this way")
+    )]
     Wire {
         count: usize,
         pieces: &'a [&'a [u8]],
     },
+    /// The standard headers, encoded: the id the record's own, the others (`shareable`, named
+    /// as `layout` says) shared with the batch's other records where their values are the
+    /// same (docs/STORAGE.md, "Shared headers").
+    Standard {
+        id: &'a [u8],
+        shareable: HeaderPieces<'a>,
+        layout: Layout,
+        /// The events after this one likely have the same (a batch call's, in one trace): if
+        /// they differ from the batch's, they become the ones shared from here on.
+        reshare: bool,
+    },
+}
+
+/// Which headers a record offers to share, by name and in order: records of a batch share
+/// headers only if they offer the same ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `type`, `source`, `traceparent`.
+    Typed,
+    /// `source`, `traceparent`.
+    Untyped,
 }
 
 impl RecordHeaders<'_> {
-    /// How many headers, and the bytes they take encoded.
+    /// How many headers, and the bytes they take encoded (all of them, shared or not).
     fn count_and_len(&self) -> (usize, usize) {
         match self {
             Self::Pairs(pairs) => (
@@ -63,6 +88,55 @@ impl RecordHeaders<'_> {
                     .sum(),
             ),
             Self::Wire { count, pieces } => (*count, pieces.iter().map(|piece| piece.len()).sum()),
+            Self::Standard { id, shareable, .. } => (
+                1 + shareable.per_header.len(),
+                id.len()
+                    + shareable
+                        .pieces
+                        .iter()
+                        .map(|piece| piece.len())
+                        .sum::<usize>(),
+            ),
+        }
+    }
+
+    /// The four standard headers as [`StandardHeaders::wire`] gives them: id, `type` (in two
+    /// pieces), `source`, `traceparent`.
+    ///
+    /// [`StandardHeaders::wire`]: super::standard_headers::StandardHeaders::wire
+    pub(crate) fn typed<'a>(wire: &'a [&'a [u8]; 5], reshare: bool) -> RecordHeaders<'a> {
+        let [id, shareable @ ..] = wire;
+        RecordHeaders::Standard {
+            id,
+            shareable: HeaderPieces {
+                pieces: shareable,
+                per_header: &[2, 1, 1],
+            },
+            layout: Layout::Typed,
+            reshare,
+        }
+    }
+
+    /// The standard headers but `type`, as [`StandardHeaders::untyped_wire`] gives them.
+    ///
+    /// [`StandardHeaders::untyped_wire`]: super::standard_headers::StandardHeaders::untyped_wire
+    pub(crate) fn untyped<'a>(wire: &'a [&'a [u8]; 3], reshare: bool) -> RecordHeaders<'a> {
+        let [id, shareable @ ..] = wire;
+        RecordHeaders::Standard {
+            id,
+            shareable: HeaderPieces {
+                pieces: shareable,
+                per_header: &[1, 1],
+            },
+            layout: Layout::Untyped,
+            reshare,
+        }
+    }
+
+    fn layout(&self) -> Option<Layout> {
+        match self {
+            Self::Standard { layout, .. } => Some(*layout),
+            Self::Pairs(_) | Self::Wire { .. } => None,
         }
     }
 }
@@ -152,6 +226,8 @@ pub(crate) struct PartitionQueue {
 
 struct OpenBatch {
     builder: BatchBuilder,
+    /// The headers its records offer to share; only records offering the same go in.
+    layout: Option<Layout>,
     completion: Arc<BatchCompletion>,
     acks: Acks,
     opened: Instant,
@@ -216,26 +292,41 @@ impl PartitionQueue {
     ) -> Result<(R, bool, Effects), Error> {
         let mut effects = Effects::default();
         let mut wake = false;
+        let layout = record.headers.layout();
         if let Some(open) = &self.open {
             let full = open.builder.size().saturating_add(reserved) > ctx.config.batch_bytes;
-            if open.acks != acks || full {
+            if open.acks != acks || open.layout != layout || full {
                 self.seal(now.get(), ctx, &mut effects);
                 wake = true;
             }
         }
-        if self.open.is_none() {
+        let open = if let Some(open) = &mut self.open {
+            open
+        } else {
             wake = true;
-        }
-        let open = self.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::with_capacity(batch_capacity(
-                self.last_sealed,
-                ctx.config.batch_bytes,
-            )),
-            completion: Arc::new(BatchCompletion::new(Arc::clone(&self.topic), self.number)),
-            acks,
-            opened: now.get(),
-            reserved: 0,
-        });
+            let capacity = batch_capacity(self.last_sealed, ctx.config.batch_bytes);
+            // The first record's headers are the ones the batch shares.
+            let builder = match record.headers {
+                RecordHeaders::Standard { shareable, .. } => {
+                    BatchBuilder::with_shared_headers(capacity, shareable)
+                }
+                RecordHeaders::Pairs(_) | RecordHeaders::Wire { .. } => {
+                    Ok(BatchBuilder::with_capacity(capacity))
+                }
+            }
+            .map_err(|source| Error::Encode {
+                topic: self.topic.to_string(),
+                source,
+            })?;
+            self.open.insert(OpenBatch {
+                builder,
+                layout,
+                completion: Arc::new(BatchCompletion::new(Arc::clone(&self.topic), self.number)),
+                acks,
+                opened: now.get(),
+                reserved: 0,
+            })
+        };
         match record.headers {
             RecordHeaders::Pairs(pairs) => {
                 open.builder
@@ -248,6 +339,31 @@ impl PartitionQueue {
                 count as u64,
                 pieces,
             ),
+            RecordHeaders::Standard {
+                id,
+                shareable,
+                reshare,
+                ..
+            } => {
+                let id = [id];
+                let own = HeaderPieces {
+                    pieces: &id,
+                    per_header: &[1],
+                };
+                let push = if reshare {
+                    BatchBuilder::push_resharing
+                } else {
+                    BatchBuilder::push_sharing
+                };
+                push(
+                    &mut open.builder,
+                    record.timestamp,
+                    record.key,
+                    record.value,
+                    own,
+                    shareable,
+                )
+            }
         }
         .map_err(|source| Error::Encode {
             topic: self.topic.to_string(),

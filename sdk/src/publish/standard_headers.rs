@@ -114,8 +114,8 @@ impl StandardHeaders {
     }
 }
 
-/// A fresh random trace context (sampled), for an event published outside any span.
-fn random_trace() -> TraceParent {
+/// A fresh random trace context (sampled), for a publish call made outside any span.
+pub(crate) fn random_trace() -> TraceParent {
     let mut ids = [0u8; 24];
     random::fill(&mut ids);
     let (trace_id, span_id) = ids.split_at(16);

@@ -16,6 +16,7 @@ use super::partition_queue::{
     LazyNow, Outcome, RecordHeaders, RecordParts, batch_capacity, next_sequence, record_bound,
     restamp,
 };
+use super::standard_headers::{StandardHeaders, TypePrefix, encode_header};
 use super::{Acks, PendingReceipt, Receipt};
 use crate::Error;
 use crate::partitioner::{murmur2, partition_for_key};
@@ -864,4 +865,130 @@ fn released_bytes_add_up_to_what_was_reserved() {
     }
     assert!(acc.is_drained());
     assert_eq!(released, reserved);
+}
+
+/// A decoded record's headers as pairs.
+fn records_pairs(record: &sidestream_log::Record) -> Vec<(&str, &[u8])> {
+    record
+        .headers
+        .iter()
+        .map(|h| (&h.key[..], &h.value[..]))
+        .collect()
+}
+
+/// Appends an event with the standard headers (`typed` or not) in trace `trace`.
+fn append_standard(accumulator: &mut Accumulator, typed: bool, trace: u8, now: Instant) {
+    let standard = StandardHeaders::at_in(
+        1_700_000_000_000,
+        Some(crate::TraceParent {
+            trace_id: [trace; 16],
+            span_id: [trace; 8],
+            flags: 1,
+        }),
+    );
+    let source = encode_header(crate::headers::SOURCE, b"order-service");
+    let prefix = TypePrefix::new("shop.OrderPlaced.v1");
+    let typed_wire = standard.wire(&prefix, "shop.OrderPlaced.v1", &source);
+    let untyped_wire = standard.untyped_wire(&source);
+    let headers = if typed {
+        RecordHeaders::typed(&typed_wire, false)
+    } else {
+        RecordHeaders::untyped(&untyped_wire, false)
+    };
+    let reserved = record_bound(None, Some(3), &headers);
+    let record = RecordParts {
+        timestamp: standard.timestamp_ms,
+        key: None,
+        value: Some(b"abc"),
+        headers,
+    };
+    accumulator
+        .append(
+            "orders",
+            Route::Sticky,
+            record,
+            Acks::Leader,
+            reserved,
+            &mut LazyNow::at(now),
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_batch_shares_the_standard_headers_its_events_have_in_common() {
+    let now = Instant::now();
+    let mut accumulator = accumulator(
+        BatchConfig {
+            linger: Duration::from_millis(5),
+            ..config()
+        },
+        1,
+    );
+    append_standard(&mut accumulator, true, 1, now);
+    append_standard(&mut accumulator, true, 1, now);
+    append_standard(&mut accumulator, true, 2, now);
+    // Another set of headers to share: another batch.
+    append_standard(&mut accumulator, false, 1, now);
+    let sent = poll(&mut accumulator, now + Duration::from_millis(5));
+    assert_eq!(
+        sent.len(),
+        1,
+        "one batch in flight until it is acknowledged"
+    );
+    let header = validate(&sent[0].bytes).unwrap();
+    assert!(header.shared_headers);
+    assert_eq!(header.record_count, 3);
+    let BatchBody::Records(records) = decode(&sent[0]).body else {
+        panic!("a data batch");
+    };
+    let names = |i: usize| -> Vec<&str> { records[i].headers.iter().map(|h| &h.key[..]).collect() };
+    assert_eq!(names(0), ["id", "type", "source", "traceparent"]);
+    assert_eq!(names(1), ["id", "type", "source", "traceparent"]);
+    // Its own trace, then the shared headers it does not override.
+    assert_eq!(names(2), ["id", "traceparent", "type", "source"]);
+    let trace = |i: usize| {
+        let value = &records[i]
+            .headers
+            .iter()
+            .find(|h| h.key == "traceparent")
+            .unwrap()
+            .value;
+        crate::TraceParent::from_header(value).unwrap().trace_id[0]
+    };
+    assert_eq!([trace(0), trace(1), trace(2)], [1, 1, 2]);
+    // Each record carries only what differs: the shared headers are in the batch once (and
+    // the first record's trace, which the third overrides).
+    let mut plain = BatchBuilder::new();
+    for record in &records {
+        let pairs: Vec<(&str, &[u8])> = records_pairs(record);
+        plain
+            .push(record.timestamp, None, Some(b"abc"), &pairs)
+            .unwrap();
+    }
+    let len = |name: &str| {
+        let value = &records[0]
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .unwrap()
+            .value;
+        sidestream_log::batch::header_len(name, value)
+    };
+    let (t, s, p) = (len("type"), len("source"), len("traceparent"));
+    // Three times each, against once each and one more trace, and the count's byte.
+    assert_eq!(plain.size() - sent[0].bytes.len(), 2 * (t + s) + p - 1);
+
+    // The bound a record reserves counts every header, shared or not.
+    let standard = StandardHeaders::at(1);
+    let source = encode_header(crate::headers::SOURCE, b"order-service");
+    let prefix = TypePrefix::new("shop.OrderPlaced.v1");
+    let wire = standard.wire(&prefix, "shop.OrderPlaced.v1", &source);
+    assert_eq!(
+        record_bound(None, Some(3), &RecordHeaders::typed(&wire, true)),
+        BatchBuilder::record_size_bound(
+            None,
+            Some(b"abc"),
+            &standard.pairs("shop.OrderPlaced.v1", "order-service")
+        )
+    );
 }

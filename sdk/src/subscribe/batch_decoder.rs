@@ -35,6 +35,9 @@ pub(crate) struct RecordSpan {
     value: Option<Range<usize>>,
     headers: Range<usize>,
     header_count: u32,
+    /// The headers the batch's records share (its own override them by name).
+    shared: Range<usize>,
+    shared_count: u32,
 }
 
 /// Where the batch comes from.
@@ -73,7 +76,7 @@ pub(crate) fn decode_batch(
             let at = part.as_ptr().addr() - batch.as_ptr().addr();
             at..at + part.len()
         };
-        let whole = walk(body, header.record_count, |record| {
+        let whole = walk(&header, body, |record| {
             let offset = header
                 .base_offset
                 .saturating_add(u64::from(record.offset_delta));
@@ -87,13 +90,15 @@ pub(crate) fn decode_batch(
                     // A record's headers take two bytes each at least: far fewer than 2^32
                     // fit.
                     header_count: u32::try_from(record.header_count()).unwrap_or(u32::MAX),
+                    shared: within(record.shared().wire()),
+                    shared_count: u32::try_from(record.shared().count()).unwrap_or(u32::MAX),
                 }));
             }
         });
         if !whole {
             out.truncate(start);
             // The quick pass names no fault: a slower one finds and names it.
-            return Err(corrupt(fault(body, header.record_count)));
+            return Err(corrupt(fault(&header, body)));
         }
     }
     // Computed here rather than by `next_offset`, which could overflow on hostile bytes.
@@ -114,7 +119,12 @@ pub(crate) fn deliver<T: Payload>(
     acker: &Acker,
 ) -> Result<Delivery<T>, Error> {
     let part = |range: Range<usize>| batch.slice(range);
-    let headers = Headers::from_wire(part(span.headers), span.header_count, span.timestamp);
+    let headers = Headers::from_wire(
+        part(span.headers),
+        span.header_count,
+        (part(span.shared), span.shared_count),
+        span.timestamp,
+    );
     let key = span.key.map(part);
     let value = span.value.map(part);
     let payload = T::from_record(topic, partition, span.offset, key.as_ref(), value, headers)?;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use sidestream_log::batch::{BatchBuilder, BatchHeader, RaftLogId};
+use sidestream_log::batch::{BatchBuilder, BatchHeader, HeaderPieces, RaftLogId, put_header};
 use sidestream_log::{ControlKind, RecordBatch};
 use sidestream_proto::v1::{AssignedPartition, Assignment};
 
@@ -12,7 +12,7 @@ use super::feed::Feed;
 use super::positions::{Commit, Positions};
 use super::reader::Frame;
 use super::{Delivery, Payload};
-use crate::{Error, RawEvent, headers};
+use crate::{Error, Headers, RawEvent, headers};
 
 #[derive(Clone, PartialEq, prost::Message, crate::Event)]
 #[event(
@@ -401,6 +401,106 @@ fn raw_deliveries_keep_every_header_in_order() {
     assert_eq!(first.event.header("type"), Some(&b"text"[..]));
     let second = items[1].as_ref().unwrap();
     assert!(second.event.value.is_empty() && second.event.key.is_none());
+}
+
+/// A stored batch at `base_offset` whose records share `type` and `source` headers: each
+/// record is `(value, type)`, its type its own where it differs from the first record's.
+fn sharing_batch(base_offset: u64, records: &[(&[u8], &[u8])]) -> Bytes {
+    let mut source = Vec::new();
+    put_header(&mut source, headers::SOURCE, b"order-service");
+    let types: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(_, type_name)| {
+            let mut wire = Vec::new();
+            put_header(&mut wire, headers::TYPE, type_name);
+            wire
+        })
+        .collect();
+    let offer = |i: usize| [&types[i][..], &source[..]];
+    let first = offer(0);
+    let per_header = &[1, 1];
+    let mut builder = BatchBuilder::with_shared_headers(
+        0,
+        HeaderPieces {
+            pieces: &first,
+            per_header,
+        },
+    )
+    .unwrap();
+    for (i, (value, _)) in records.iter().enumerate() {
+        let mut id = Vec::new();
+        put_header(&mut id, headers::ID, &[u8::try_from(i).unwrap(); 16]);
+        let pieces = offer(i);
+        builder
+            .push_sharing(
+                1_700_000_000_000,
+                None,
+                Some(value),
+                HeaderPieces {
+                    pieces: &[&id],
+                    per_header: &[1],
+                },
+                HeaderPieces {
+                    pieces: &pieces,
+                    per_header,
+                },
+            )
+            .unwrap();
+    }
+    stamped(builder.finish().unwrap(), base_offset)
+}
+
+#[test]
+fn deliveries_carry_the_headers_their_batch_shares() {
+    let (placed, cancelled) = (order("o-1"), order("o-2"));
+    let records: &[(&[u8], &[u8])] = &[(&placed, PLACED), (&cancelled, b"shop.OrderCancelled.v1")];
+
+    let (mut raw, _) = new_feed::<RawEvent>(false, &assignment(0, &[(0, 0)]));
+    raw.handle_frame(frame(0, vec![sharing_batch(0, records)]));
+    let items = drain(&mut raw);
+    let names = |headers: &Headers| -> Vec<String> {
+        headers
+            .iter()
+            .map(|(name, value)| format!("{name}={}", value.len()))
+            .collect()
+    };
+    let first = &items[0].as_ref().unwrap().event.headers;
+    assert_eq!(names(first), ["id=16", "type=19", "source=13"]);
+    assert_eq!(first.type_name(), Some("shop.OrderPlaced.v1"));
+    assert_eq!(first.source(), Some("order-service"));
+    assert_eq!(first.len(), 3);
+    // Its own type first, then the shared source; the shared type is not its.
+    let second = &items[1].as_ref().unwrap().event.headers;
+    assert_eq!(second.type_name(), Some("shop.OrderCancelled.v1"));
+    assert_eq!(
+        second.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        ["id", "type", "source"]
+    );
+    assert_eq!(second.len(), 3);
+    // Equal to the same headers held whole.
+    let whole: Headers = first.iter().collect();
+    assert_eq!(
+        first.iter().collect::<Vec<_>>(),
+        whole.iter().collect::<Vec<_>>()
+    );
+    // A header added keeps the shared ones, even of the same name.
+    let mut more = first.clone();
+    more.push(headers::SOURCE, "relay");
+    assert_eq!(
+        more.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        ["id", "type", "source", "source"]
+    );
+    assert_eq!(more.source(), Some("order-service"));
+
+    let (mut typed, _) = new_feed::<OrderPlaced>(false, &assignment(0, &[(0, 0)]));
+    typed.handle_frame(frame(0, vec![sharing_batch(0, records)]));
+    let items = drain(&mut typed);
+    assert_eq!(items[0].as_ref().unwrap().event.order_id, "o-1");
+    assert!(
+        matches!(&items[1], Err(Error::TypeMismatch { .. })),
+        "{:?}",
+        items[1]
+    );
 }
 
 #[test]

@@ -490,7 +490,7 @@ impl Segment {
             let header = read_header(self.file.as_ref(), &mut window, pos, size)?;
             if !header.control && header.max_timestamp >= timestamp {
                 let batch = read_batch(self.file.as_ref(), &mut window, pos, size, true)?;
-                for record in RecordIter::new(&batch.bytes[HEADER_LEN..], header.record_count) {
+                for record in RecordIter::new(&header, &batch.bytes[HEADER_LEN..]) {
                     let record = record.map_err(|e| Damage {
                         position: pos,
                         reason: DamageReason::Decode(e),

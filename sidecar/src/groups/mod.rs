@@ -367,7 +367,7 @@ fn rebuild(log: &Log) -> Result<HashMap<GroupTopic, BTreeMap<u32, u64>>, OpenGro
                 continue;
             };
             let body = &batch[sidestream_log::batch::HEADER_LEN..];
-            for record in RecordIter::new(body, header.record_count).flatten() {
+            for record in RecordIter::new(&header, body).flatten() {
                 let Some((group, topic, partition)) = record.key.and_then(parse_key) else {
                     continue;
                 };

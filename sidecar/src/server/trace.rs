@@ -33,7 +33,7 @@ pub(super) fn append_span(topic: &str, partition: u32, batch: &ValidBatch<'_>) -
     let body = batch.bytes().get(HEADER_LEN..).unwrap_or_default();
     let mut parent = None;
     let mut linked = HashSet::new();
-    for record in RecordIter::new(body, header.record_count).map_while(Result::ok) {
+    for record in RecordIter::new(header, body).map_while(Result::ok) {
         let Some(trace) = record
             .headers()
             .find(|(name, _)| *name == TRACEPARENT)

@@ -17,11 +17,11 @@ use crate::partitioner::murmur2;
 use crate::publish::accumulator::{AppendError, Route};
 use crate::publish::partition_queue::{LazyNow, RecordHeaders, RecordParts, record_bound};
 use crate::publish::receipt::PendingReceipts;
-use crate::publish::standard_headers::{StandardHeaders, TypePrefix, now_ms};
-use crate::{Acks, Error, Event, RawEvent, TraceParent, headers};
+use crate::publish::standard_headers::{StandardHeaders, TypePrefix, now_ms, random_trace};
+use crate::{Acks, Error, Event, RawEvent, TraceParent};
 
 impl Producer {
-    /// Buffers typed events, in trace `trace` (else each in a fresh one).
+    /// Buffers typed events, in trace `trace` (else all in one fresh one).
     pub(crate) async fn publish_batch<E: Event>(
         &self,
         events: &[E],
@@ -37,7 +37,7 @@ impl Producer {
         self.append_batch(E::TOPIC, &typed, acks, trace).await
     }
 
-    /// Buffers events given as bytes, in trace `trace` (else each in a fresh one) unless one
+    /// Buffers events given as bytes, in trace `trace` (else all in one fresh one) unless one
     /// has a `traceparent` of its own.
     pub(crate) async fn publish_raw_batch(
         &self,
@@ -62,6 +62,9 @@ impl Producer {
         acks: Acks,
         trace: Option<TraceParent>,
     ) -> Result<PendingReceipts, Error> {
+        // One call, one trace: outside any span, a fresh one for all its events (which then
+        // share it in their batches, not carry it each).
+        let trace = Some(trace.unwrap_or_else(random_trace));
         let bounds: Vec<usize> = (0..events.len()).map(|i| events.bound(i)).collect();
         if let Some(size) = bounds
             .iter()
@@ -298,12 +301,12 @@ impl<E: Event> Events for Typed<'_, E> {
         record_bound(
             key.as_ref().map(crate::EventKey::as_bytes),
             Some(event.encoded_len()),
-            &RecordHeaders::Wire {
-                count: headers::ALL.len(),
-                pieces: &self
+            &RecordHeaders::typed(
+                &self
                     .template
                     .wire(&self.type_prefix, E::TYPE_NAME, self.source_header),
-            },
+                true,
+            ),
         )
     }
 
@@ -326,10 +329,10 @@ impl<E: Event> Events for Typed<'_, E> {
             timestamp: standard.timestamp_ms,
             key: key.as_ref().map(crate::EventKey::as_bytes),
             value: Some(encoded.unwrap_or_default()),
-            headers: RecordHeaders::Wire {
-                count: headers::ALL.len(),
-                pieces: &standard.wire(&self.type_prefix, E::TYPE_NAME, self.source_header),
-            },
+            headers: RecordHeaders::typed(
+                &standard.wire(&self.type_prefix, E::TYPE_NAME, self.source_header),
+                true,
+            ),
         })
     }
 }
@@ -363,10 +366,7 @@ impl Events for Raw<'_> {
             record_bound(
                 key,
                 value,
-                &RecordHeaders::Wire {
-                    count: headers::ALL.len() - 1,
-                    pieces: &self.template.untyped_wire(self.source_header),
-                },
+                &RecordHeaders::untyped(&self.template.untyped_wire(self.source_header), true),
             )
         } else {
             let pairs = merged_headers(&self.template, self.source, &event.headers);
@@ -396,10 +396,7 @@ impl Events for Raw<'_> {
                 timestamp,
                 key,
                 value,
-                headers: RecordHeaders::Wire {
-                    count: headers::ALL.len() - 1,
-                    pieces: &standard.untyped_wire(self.source_header),
-                },
+                headers: RecordHeaders::untyped(&standard.untyped_wire(self.source_header), true),
             })
         } else {
             let pairs = merged_headers(standard, self.source, &event.headers);

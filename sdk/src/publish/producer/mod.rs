@@ -108,10 +108,7 @@ impl Producer {
                 encode: |buf: &mut Vec<u8>| event.encode_raw(buf),
             },
             standard.timestamp_ms,
-            RecordHeaders::Wire {
-                count: headers::ALL.len(),
-                pieces: &wire,
-            },
+            RecordHeaders::typed(&wire, false),
             acks,
         )
         .await
@@ -141,10 +138,7 @@ impl Producer {
                     event.key.as_deref(),
                     Value::<NoEncoder>::Bytes(value),
                     timestamp,
-                    RecordHeaders::Wire {
-                        count: headers::ALL.len() - 1,
-                        pieces: &standard.untyped_wire(&self.source_header),
-                    },
+                    RecordHeaders::untyped(&standard.untyped_wire(&self.source_header), false),
                     acks,
                 )
                 .await;

@@ -1,6 +1,8 @@
 //! Building a data batch record by record, straight into its wire bytes.
 
-use crate::batch::record::{header_len, put_header};
+use std::ops::Range;
+
+use crate::batch::record::{SECTION_MARK, header_len, put_header};
 use crate::batch::{
     BatchHeader, CRC_START, Compression, EncodeError, HEADER_LEN, ProducerState, RaftLogId,
 };
@@ -29,6 +31,34 @@ pub struct BatchBuilder {
     first_timestamp: i64,
     max_timestamp: i64,
     producer: ProducerState,
+    /// Whether the records share headers, and where each of those the next record shares lies
+    /// in `buf`.
+    sharing: bool,
+    shared: Vec<Range<usize>>,
+}
+
+/// Headers in their wire form (each as [`put_header`] writes it), given in pieces: header `i`
+/// is the next `per_header[i]` pieces, concatenated. A publisher builds the parts that differ
+/// between its events (an id, a trace) on the stack and passes the rest as they are.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderPieces<'a> {
+    /// The pieces, in order.
+    pub pieces: &'a [&'a [u8]],
+    /// How many pieces each header takes.
+    pub per_header: &'a [usize],
+}
+
+impl<'a> HeaderPieces<'a> {
+    /// Each header's pieces.
+    fn headers(self) -> impl Iterator<Item = &'a [&'a [u8]]> {
+        let mut at = 0usize;
+        self.per_header.iter().map(move |&n| {
+            let end = at.saturating_add(n).min(self.pieces.len());
+            let header = &self.pieces[at.min(end)..end];
+            at = end;
+            header
+        })
+    }
 }
 
 impl Default for BatchBuilder {
@@ -53,7 +83,53 @@ impl BatchBuilder {
             first_timestamp: 0,
             max_timestamp: i64::MIN,
             producer: ProducerState::NONE,
+            sharing: false,
+            shared: Vec::new(),
         }
+    }
+
+    /// An empty builder (with room for `bytes`) whose records share `shared`'s headers: a
+    /// record pushed with [`push_sharing`](Self::push_sharing) carries one of them itself only
+    /// where its own value differs (docs/STORAGE.md, "Shared headers"). With no headers, a
+    /// batch without shared headers.
+    ///
+    /// ```
+    /// use sidestream_log::batch::{BatchBuilder, HeaderPieces, RecordIter, put_header, validate};
+    ///
+    /// let (mut source, mut id_a, mut id_b) = (Vec::new(), Vec::new(), Vec::new());
+    /// put_header(&mut source, "source", b"order-service");
+    /// put_header(&mut id_a, "id", b"a");
+    /// put_header(&mut id_b, "id", b"b");
+    /// let shared = HeaderPieces { pieces: &[&source], per_header: &[1] };
+    /// let mut builder = BatchBuilder::with_shared_headers(0, shared)?;
+    /// let (a, b) = ([&id_a[..]], [&id_b[..]]);
+    /// let a = HeaderPieces { pieces: &a, per_header: &[1] };
+    /// let b = HeaderPieces { pieces: &b, per_header: &[1] };
+    /// builder.push_sharing(1_700_000_000_000, None, Some(b"placed"), a, shared)?;
+    /// builder.push_sharing(1_700_000_000_001, None, Some(b"paid"), b, shared)?;
+    /// let batch = builder.finish()?;
+    /// let header = validate(&batch)?;
+    /// let body = &batch[sidestream_log::batch::HEADER_LEN..];
+    /// let second = RecordIter::new(&header, body).nth(1).unwrap()?;
+    /// let headers: Vec<_> = second.headers().collect();
+    /// assert_eq!(headers, [("id", &b"b"[..]), ("source", &b"order-service"[..])]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_shared_headers(
+        bytes: usize,
+        shared: HeaderPieces<'_>,
+    ) -> Result<Self, EncodeError> {
+        let mut builder = Self::with_capacity(bytes);
+        let count = shared.per_header.len();
+        if count == 0 {
+            return Ok(builder);
+        }
+        if count > MAX_SHARED {
+            return Err(EncodeError::SharedHeaders(count));
+        }
+        builder.write_section(shared);
+        builder.sharing = true;
+        Ok(builder)
     }
 
     /// Sets the idempotence fields written into the header.
@@ -146,6 +222,121 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Appends one record with headers of its own (`own`) and the headers it would share, one
+    /// for each of the batch's shared headers, of the same name and in the same order
+    /// ([`with_shared_headers`](Self::with_shared_headers)): one equal to the batch's is left
+    /// to it, one that differs is written with the record, which then has that header's value
+    /// instead.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::SharedHeaders`] if `shareable` has another number of headers than the
+    /// batch shares; what [`push`](Self::push) refuses.
+    #[inline]
+    pub fn push_sharing(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        own: HeaderPieces<'_>,
+        shareable: HeaderPieces<'_>,
+    ) -> Result<(), EncodeError> {
+        self.push_shared(timestamp, key, value, own, shareable, false)
+    }
+
+    /// As [`push_sharing`](Self::push_sharing), but if `shareable` differs from the batch's
+    /// shared headers, its headers become the ones this record and the later ones share (a
+    /// new section of shared headers starts here): for a record whose headers the next ones
+    /// likely have too (a publisher's batch call, all in one trace).
+    ///
+    /// # Errors
+    ///
+    /// As [`push_sharing`](Self::push_sharing).
+    #[inline]
+    pub fn push_resharing(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        own: HeaderPieces<'_>,
+        shareable: HeaderPieces<'_>,
+    ) -> Result<(), EncodeError> {
+        self.push_shared(timestamp, key, value, own, shareable, true)
+    }
+
+    #[inline]
+    fn push_shared(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        own: HeaderPieces<'_>,
+        shareable: HeaderPieces<'_>,
+        reshare: bool,
+    ) -> Result<(), EncodeError> {
+        if self.count == u32::MAX {
+            return Err(EncodeError::TooLarge(self.buf.len()));
+        }
+        if shareable.per_header.len() != self.shared.len() {
+            return Err(EncodeError::SharedHeaders(shareable.per_header.len()));
+        }
+        // Which of them differ from the batch's (at most MAX_SHARED of them): a plain loop,
+        // as this runs once per event.
+        let mut differ = 0u64;
+        let own_len: usize = own.pieces.iter().map(|piece| piece.len()).sum();
+        let mut headers_len = own_len;
+        let mut next = 0usize;
+        for (i, (&n, at)) in shareable.per_header.iter().zip(&self.shared).enumerate() {
+            let end = next.saturating_add(n);
+            let header = shareable.pieces.get(next..end).unwrap_or_default();
+            next = end;
+            let stored = &self.buf[at.clone()];
+            let equal = match header {
+                [whole] => *whole == stored,
+                _ => pieces_equal(header, stored),
+            };
+            if !equal {
+                differ |= 1 << i;
+                headers_len += header.iter().map(|piece| piece.len()).sum::<usize>();
+            }
+        }
+        if reshare && differ != 0 {
+            self.buf.push(SECTION_MARK);
+            self.write_section(shareable);
+            differ = 0;
+            headers_len = own_len;
+        }
+        let count = own.per_header.len() as u64 + u64::from(differ.count_ones());
+        let out = self.start_record(timestamp, key, value, count, headers_len)?;
+        for piece in own.pieces {
+            out.extend_from_slice(piece);
+        }
+        if differ != 0 {
+            for (i, header) in shareable.headers().enumerate() {
+                if differ & (1 << i) != 0 {
+                    for piece in header {
+                        out.extend_from_slice(piece);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a section of shared headers (their count, then each), which the records after
+    /// it share.
+    fn write_section(&mut self, shared: HeaderPieces<'_>) {
+        varint::put_u64(&mut self.buf, shared.per_header.len() as u64);
+        self.shared.clear();
+        for header in shared.headers() {
+            let start = self.buf.len();
+            for piece in header {
+                self.buf.extend_from_slice(piece);
+            }
+            self.shared.push(start..self.buf.len());
+        }
+    }
+
     /// Writes one record up to its headers (their count included), with room reserved for
     /// the `headers_len` bytes of headers the caller writes next into the returned buffer.
     fn start_record(
@@ -200,6 +391,7 @@ impl BatchBuilder {
             crc: 0,
             compression: Compression::None,
             control: false,
+            shared_headers: self.sharing,
             last_offset_delta: self.count - 1,
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
@@ -231,6 +423,23 @@ fn body_len(
         + nullable(value)
         + varint::len_u64(header_count)
         + headers_len
+}
+
+/// The most headers a batch's records share.
+const MAX_SHARED: usize = 64;
+
+/// Whether `pieces`, concatenated, are `bytes`.
+fn pieces_equal(pieces: &[&[u8]], mut bytes: &[u8]) -> bool {
+    for piece in pieces {
+        let Some((head, rest)) = bytes.split_at_checked(piece.len()) else {
+            return false;
+        };
+        if head != *piece {
+            return false;
+        }
+        bytes = rest;
+    }
+    bytes.is_empty()
 }
 
 /// The bytes `headers` take encoded.

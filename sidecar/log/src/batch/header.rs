@@ -83,6 +83,9 @@ pub struct BatchHeader {
     pub compression: Compression,
     /// Whether this is a control batch (a Raft blank or membership entry) with no records.
     pub control: bool,
+    /// Whether the body starts with headers that every record has unless it has its own of
+    /// the same name (attribute bit 5; data batches only).
+    pub shared_headers: bool,
     /// Offset of the last record relative to `base_offset`; 0 for a control batch.
     pub last_offset_delta: u32,
     /// Timestamp (ms since the Unix epoch) of the first record.
@@ -120,7 +123,7 @@ impl BatchHeader {
             0 => Compression::None,
             codec => return Err(DecodeError::UnsupportedCompression(codec)),
         };
-        if attributes & !(ATTR_COMPRESSION_MASK | ATTR_CONTROL) != 0 {
+        if attributes & !(ATTR_COMPRESSION_MASK | ATTR_CONTROL | ATTR_SHARED_HEADERS) != 0 {
             return Err(DecodeError::UnknownAttributes(attributes));
         }
         let header = Self {
@@ -133,6 +136,7 @@ impl BatchHeader {
             crc: u32_at(head, 29),
             compression,
             control: attributes & ATTR_CONTROL != 0,
+            shared_headers: attributes & ATTR_SHARED_HEADERS != 0,
             last_offset_delta: u32_at(head, 35),
             first_timestamp: u64_at(head, 39).cast_signed(),
             max_timestamp: u64_at(head, 47).cast_signed(),
@@ -145,6 +149,11 @@ impl BatchHeader {
         };
         if header.control && (header.record_count != 0 || header.last_offset_delta != 0) {
             return Err(DecodeError::ControlWithRecords);
+        }
+        if header.control && header.shared_headers {
+            return Err(DecodeError::BadControl(
+                "a control batch has no shared headers",
+            ));
         }
         if !header.control
             && (header.record_count == 0
@@ -219,7 +228,12 @@ impl BatchHeader {
         out[29..33].copy_from_slice(&self.crc.to_le_bytes());
         let attributes = match self.compression {
             Compression::None => 0,
-        } | if self.control { ATTR_CONTROL } else { 0 };
+        } | if self.control { ATTR_CONTROL } else { 0 }
+            | if self.shared_headers {
+                ATTR_SHARED_HEADERS
+            } else {
+                0
+            };
         out[33..35].copy_from_slice(&attributes.to_le_bytes());
         out[35..39].copy_from_slice(&self.last_offset_delta.to_le_bytes());
         out[39..47].copy_from_slice(&self.first_timestamp.to_le_bytes());
@@ -249,3 +263,4 @@ fn u64_at(head: &[u8; HEADER_LEN], at: usize) -> u64 {
 
 const ATTR_COMPRESSION_MASK: u16 = 0b111;
 const ATTR_CONTROL: u16 = 1 << 4;
+const ATTR_SHARED_HEADERS: u16 = 1 << 5;

@@ -20,12 +20,13 @@ mod record;
 
 use bytes::Bytes;
 
-pub use builder::BatchBuilder;
+pub use builder::{BatchBuilder, HeaderPieces};
 pub use header::{
     BatchHeader, CRC_START, Compression, HEADER_LEN, MAGIC, ProducerState, RaftLogId,
 };
 pub use record::{
-    HeaderIter, Record, RecordHeader, RecordIter, RecordRef, fault, header_len, put_header, walk,
+    HeaderIter, Record, RecordHeader, RecordIter, RecordRef, SharedHeaders, fault, header_len,
+    put_header, split_body, walk,
 };
 
 use crate::Offset;
@@ -33,7 +34,9 @@ use crate::Offset;
 /// A decoded record batch.
 ///
 /// [`RecordBatch::encode`] derives the header's length, CRC, counts and timestamps from the
-/// body, so `decode(encode(b)) == b` for every batch that encodes.
+/// body, so `decode(encode(b)) == b` for every batch that encodes. A batch whose records share
+/// headers decodes with every record's headers in full (its own, then the shared ones it has
+/// none of the same name of); `encode` writes each record's headers with the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatch {
     /// Offset of the first record (assigned by the sidecar when it appends the batch).
@@ -135,6 +138,9 @@ pub enum DecodeError {
         /// Max timestamp.
         max: i64,
     },
+    /// The headers the records share (attribute bit 5) are malformed.
+    #[error("bad shared headers: {0}")]
+    BadSharedHeaders(&'static str),
     /// A record is malformed.
     #[error("bad record at body byte {position}: {reason}")]
     BadRecord {
@@ -161,6 +167,9 @@ pub enum EncodeError {
     /// The batch would exceed 4 GiB.
     #[error("batch of {0} bytes is too large")]
     TooLarge(usize),
+    /// Headers to share that are more than 64, or not one for each the batch shares.
+    #[error("{0} shared headers: a batch shares at most 64, and a record gives one for each")]
+    SharedHeaders(usize),
 }
 
 impl RecordBatch {
@@ -260,6 +269,7 @@ impl RecordBatch {
             crc: 0,
             compression: self.compression,
             control,
+            shared_headers: false,
             last_offset_delta,
             first_timestamp,
             max_timestamp,
@@ -282,7 +292,7 @@ impl RecordBatch {
             BatchBody::Control(decode_control(&header, &bytes.slice(HEADER_LEN..))?)
         } else {
             let mut records = Vec::with_capacity(header.record_count as usize);
-            for r in RecordIter::new(body, header.record_count) {
+            for r in RecordIter::new(&header, body) {
                 let r = r?;
                 let headers = r
                     .headers()
@@ -381,10 +391,8 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, DecodeError> {
     }
     // The quick pass says only whether every record is well formed; the full one runs only
     // for a batch it refuses, to name what is wrong.
-    let Some((last_delta, max_timestamp)) =
-        record::scan(body, header.record_count, header.first_timestamp)
-    else {
-        return Err(fault(body, header.record_count));
+    let Some((last_delta, max_timestamp)) = record::scan(&header, body) else {
+        return Err(fault(&header, body));
     };
     if last_delta != header.last_offset_delta {
         return Err(DecodeError::HeaderMismatch("last offset delta"));

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::batch::DecodeError;
+use crate::batch::{BatchHeader, DecodeError};
 use crate::varint::{self, ReadFault, Reader};
 
 /// One event inside a record batch.
@@ -42,25 +42,127 @@ pub struct RecordRef<'a> {
     pub value: Option<&'a [u8]>,
     headers: &'a [u8],
     header_count: u64,
+    shared: SharedHeaders<'a>,
 }
 
 impl<'a> RecordRef<'a> {
-    /// The record's headers, already checked to be well formed.
+    /// The record's headers, already checked to be well formed: its own, then the batch's
+    /// shared headers it has none of the same name of.
     pub fn headers(&self) -> HeaderIter<'a> {
-        HeaderIter::new(self.headers, self.header_count)
+        HeaderIter::with_shared(self.headers, self.header_count, self.shared)
     }
 
-    /// The record's headers in their wire form (each a varint name length, the UTF-8 name, a
-    /// varint value length and the value), for keeping them without parsing them now; read
-    /// them back with [`HeaderIter::new`] and [`header_count`](Self::header_count).
+    /// The record's own headers in their wire form (each a varint name length, the UTF-8
+    /// name, a varint value length and the value), for keeping them without parsing them now;
+    /// read them back with [`HeaderIter::with_shared`], [`header_count`](Self::header_count)
+    /// and [`shared`](Self::shared).
     pub fn header_wire(&self) -> &'a [u8] {
         self.headers
     }
 
-    /// How many headers the record has.
+    /// How many headers of its own the record has.
     pub fn header_count(&self) -> u64 {
         self.header_count
     }
+
+    /// The headers of the record's batch that it has unless it has its own of the same name.
+    pub fn shared(&self) -> SharedHeaders<'a> {
+        self.shared
+    }
+}
+
+/// The headers every record of a data batch has unless it has its own of the same name
+/// (attribute bit 5): a publisher writes what its events have in common (their source, type
+/// and trace) once per batch instead of once per event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedHeaders<'a> {
+    wire: &'a [u8],
+    count: u64,
+}
+
+impl<'a> SharedHeaders<'a> {
+    /// `count` headers in `wire` (as [`SharedHeaders::wire`] gave them), for reading them back
+    /// with [`HeaderIter::with_shared`].
+    pub fn new(wire: &'a [u8], count: u64) -> Self {
+        Self { wire, count }
+    }
+
+    /// The shared headers in their wire form (as [`RecordRef::header_wire`]).
+    pub fn wire(&self) -> &'a [u8] {
+        self.wire
+    }
+
+    /// How many there are.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Splits the body of data batch `header` into its shared headers (none unless the header
+/// says there are) and its records, checking the shared headers.
+pub fn split_body<'a>(
+    header: &BatchHeader,
+    body: &'a [u8],
+) -> Result<(SharedHeaders<'a>, &'a [u8]), DecodeError> {
+    if !header.shared_headers {
+        // None: an empty slice of the body (a reader may locate it in the batch's bytes).
+        return Ok((SharedHeaders::new(&body[..0], 0), body));
+    }
+    let mut reader = Reader::new(body);
+    let shared = read_section(&mut reader).map_err(section_error)?;
+    Ok((shared, reader.rest()))
+}
+
+/// Reads a section of shared headers: a count, then that many headers.
+#[expect(
+    clippy::inline_always,
+    reason = "called once per record or header; see varint.rs"
+)]
+#[inline(always)]
+fn read_section<'a>(reader: &mut Reader<'a>) -> Result<SharedHeaders<'a>, HeaderFault> {
+    let count = reader.u64()?;
+    let wire = reader.rest();
+    let start = reader.position();
+    // Each header takes at least two bytes, so this ends with the body's bytes.
+    for _ in 0..count {
+        check_header(reader)?;
+    }
+    Ok(SharedHeaders {
+        wire: &wire[..reader.position() - start],
+        count,
+    })
+}
+
+/// Before a record of a batch with shared headers: a new section if one starts here (a zero
+/// where the record's length would be), else the one before.
+#[expect(
+    clippy::inline_always,
+    reason = "called once per record or header; see varint.rs"
+)]
+#[inline(always)]
+fn next_section<'a>(
+    reader: &mut Reader<'a>,
+    sections: bool,
+    shared: SharedHeaders<'a>,
+) -> Result<SharedHeaders<'a>, HeaderFault> {
+    if sections && reader.rest().first() == Some(&SECTION_MARK) {
+        reader.u8()?;
+        read_section(reader)
+    } else {
+        Ok(shared)
+    }
+}
+
+/// The byte that starts a new section of shared headers among the records: a record's length
+/// is never 0.
+pub(crate) const SECTION_MARK: u8 = 0;
+
+fn section_error(fault: HeaderFault) -> DecodeError {
+    DecodeError::BadSharedHeaders(match fault {
+        HeaderFault::Read(ReadFault::Truncated) => "truncated",
+        HeaderFault::Read(ReadFault::Overlong) => "varint overflow",
+        HeaderFault::NotUtf8 => "header name is not UTF-8",
+    })
 }
 
 /// The headers of one record, read from their wire form.
@@ -71,14 +173,28 @@ impl<'a> RecordRef<'a> {
 pub struct HeaderIter<'a> {
     reader: Reader<'a>,
     remaining: u64,
+    own: &'a [u8],
+    own_count: u64,
+    shared: Reader<'a>,
+    shared_remaining: u64,
 }
 
 impl<'a> HeaderIter<'a> {
     /// Iterates over the first `count` headers in `wire`.
     pub fn new(wire: &'a [u8], count: u64) -> Self {
+        Self::with_shared(wire, count, SharedHeaders::default())
+    }
+
+    /// Iterates over a record's headers: the first `count` in `wire` (its own), then each of
+    /// `shared` whose name none of those has.
+    pub fn with_shared(wire: &'a [u8], count: u64, shared: SharedHeaders<'a>) -> Self {
         Self {
             reader: Reader::new(wire),
             remaining: count,
+            own: wire,
+            own_count: count,
+            shared: Reader::new(shared.wire),
+            shared_remaining: shared.count,
         }
     }
 }
@@ -87,15 +203,27 @@ impl<'a> Iterator for HeaderIter<'a> {
     type Item = (&'a str, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return None;
+        if self.remaining > 0 {
+            self.remaining -= 1;
+            let header = read_header(&mut self.reader).ok();
+            if header.is_none() {
+                self.remaining = 0;
+                self.shared_remaining = 0;
+            }
+            return header;
         }
-        self.remaining -= 1;
-        let header = read_header(&mut self.reader).ok();
-        if header.is_none() {
-            self.remaining = 0;
+        while self.shared_remaining > 0 {
+            self.shared_remaining -= 1;
+            let Ok((name, value)) = read_header(&mut self.shared) else {
+                self.shared_remaining = 0;
+                return None;
+            };
+            let overridden = HeaderIter::new(self.own, self.own_count).any(|(own, _)| own == name);
+            if !overridden {
+                return Some((name, value));
+            }
         }
-        header
+        None
     }
 }
 
@@ -138,16 +266,36 @@ pub struct RecordIter<'a> {
     remaining: u32,
     last_delta: Option<u32>,
     failed: bool,
+    shared: SharedHeaders<'a>,
+    /// Whether sections of shared headers may start between records.
+    sections: bool,
+    /// Where the records start in the body (after the shared headers).
+    base: usize,
+    /// Malformed shared headers: the first (and only) item.
+    unreadable: Option<DecodeError>,
 }
 
 impl<'a> RecordIter<'a> {
-    /// Iterates over `count` records in `body` (the batch bytes after the header).
-    pub fn new(body: &'a [u8], count: u32) -> Self {
+    /// Iterates over the records of data batch `header` in `body` (the batch bytes after the
+    /// header).
+    pub fn new(header: &BatchHeader, body: &'a [u8]) -> Self {
+        let (shared, records, unreadable) = match split_body(header, body) {
+            Ok((shared, records)) => (shared, records, None),
+            Err(error) => (
+                SharedHeaders::new(&body[..0], 0),
+                &body[body.len()..],
+                Some(error),
+            ),
+        };
         Self {
-            reader: Reader::new(body),
-            remaining: count,
+            reader: Reader::new(records),
+            remaining: header.record_count,
             last_delta: None,
             failed: false,
+            shared,
+            sections: header.shared_headers,
+            base: body.len() - records.len(),
+            unreadable,
         }
     }
 
@@ -158,7 +306,9 @@ impl<'a> RecordIter<'a> {
     }
 
     fn next_record(&mut self) -> Result<RecordRef<'a>, DecodeError> {
-        let at = self.reader.position();
+        self.shared =
+            next_section(&mut self.reader, self.sections, self.shared).map_err(section_error)?;
+        let at = self.base + self.reader.position();
         let fault = |fault| DecodeError::BadRecord {
             position: at,
             reason: match fault {
@@ -204,6 +354,7 @@ impl<'a> RecordIter<'a> {
             value,
             headers,
             header_count,
+            shared: self.shared,
         })
     }
 }
@@ -212,6 +363,10 @@ impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<RecordRef<'a>, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(error) = self.unreadable.take() {
+            self.failed = true;
+            return Some(Err(error));
+        }
         if self.remaining == 0 || self.failed {
             return None;
         }
@@ -222,31 +377,40 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
-/// Checks `count` records in `body` as [`RecordIter`] does (and that the body ends after the
-/// last one) without building them: `Some` with the last offset delta (0 for none) and the
-/// largest timestamp (`first_timestamp` plus each delta, wrapping) if all are well formed,
-/// `None` if [`RecordIter`] would report an error or bytes follow the last record.
-pub(crate) fn scan(body: &[u8], count: u32, first_timestamp: i64) -> Option<(u32, i64)> {
+/// Checks the records of data batch `header` in `body` as [`RecordIter`] does (and that the
+/// body ends after the last one) without building them: `Some` with the last offset delta (0
+/// for none) and the largest timestamp (the first timestamp plus each delta, wrapping) if all
+/// are well formed, `None` if [`RecordIter`] would report an error or bytes follow the last
+/// record.
+pub(crate) fn scan(header: &BatchHeader, body: &[u8]) -> Option<(u32, i64)> {
+    let first_timestamp = header.first_timestamp;
     let mut last_delta = 0;
     let mut max_timestamp = i64::MIN;
-    let whole = walk(body, count, |record| {
+    let whole = walk(header, body, |record| {
         last_delta = record.offset_delta;
         max_timestamp = max_timestamp.max(first_timestamp.wrapping_add(record.timestamp_delta));
     });
     whole.then_some((last_delta, max_timestamp))
 }
 
-/// Hands the `count` records of `body` (the batch bytes after the header) to `each`, in
-/// order, checking each as [`RecordIter`] does; `true` if all are well formed and the body
-/// ends after the last one.
+/// Hands the records of data batch `header` in `body` (the batch bytes after the header) to
+/// `each`, in order, checking each (and the shared headers) as [`RecordIter`] does; `true` if
+/// all are well formed and the body ends after the last one.
 ///
 /// The quick pass over a batch: it builds no error. On `false`, some records may have been
 /// handed out already; [`fault`] names what is wrong.
-pub fn walk<'a>(body: &'a [u8], count: u32, mut each: impl FnMut(RecordRef<'a>)) -> bool {
-    let mut reader = Reader::new(body);
+pub fn walk<'a>(header: &BatchHeader, body: &'a [u8], mut each: impl FnMut(RecordRef<'a>)) -> bool {
+    let Ok((mut shared, records)) = split_body(header, body) else {
+        return false;
+    };
+    let mut reader = Reader::new(records);
     let mut last_delta: Option<u32> = None;
-    for _ in 0..count {
-        let Some(record) = walk_one(&mut reader, last_delta) else {
+    for _ in 0..header.record_count {
+        let Ok(section) = next_section(&mut reader, header.shared_headers, shared) else {
+            return false;
+        };
+        shared = section;
+        let Some(record) = walk_one(&mut reader, last_delta, shared) else {
             return false;
         };
         last_delta = Some(record.offset_delta);
@@ -255,10 +419,11 @@ pub fn walk<'a>(body: &'a [u8], count: u32, mut each: impl FnMut(RecordRef<'a>))
     reader.is_empty()
 }
 
-/// What is wrong with the `count` records of `body`, for a body that [`walk`] refused: the
-/// first record [`RecordIter`] finds malformed, or else bytes after the last record.
-pub fn fault(body: &[u8], count: u32) -> DecodeError {
-    RecordIter::new(body, count)
+/// What is wrong with the records of data batch `header` in `body`, for a body that [`walk`]
+/// refused: its shared headers or the first record [`RecordIter`] finds malformed, or else
+/// bytes after the last record.
+pub fn fault(header: &BatchHeader, body: &[u8]) -> DecodeError {
+    RecordIter::new(header, body)
         .find_map(Result::err)
         .unwrap_or(DecodeError::HeaderMismatch("bytes after the last record"))
 }
@@ -270,7 +435,11 @@ pub fn fault(body: &[u8], count: u32) -> DecodeError {
     reason = "called once per record or header; see varint.rs"
 )]
 #[inline(always)]
-fn walk_one<'a>(reader: &mut Reader<'a>, last_delta: Option<u32>) -> Option<RecordRef<'a>> {
+fn walk_one<'a>(
+    reader: &mut Reader<'a>,
+    last_delta: Option<u32>,
+    shared: SharedHeaders<'a>,
+) -> Option<RecordRef<'a>> {
     let len = usize::try_from(reader.u64().ok()?).ok()?;
     let mut rec = Reader::new(reader.bytes(len).ok()?);
     rec.u8().ok()?;
@@ -297,6 +466,7 @@ fn walk_one<'a>(reader: &mut Reader<'a>, last_delta: Option<u32>) -> Option<Reco
         value,
         headers,
         header_count,
+        shared,
     })
 }
 
@@ -370,6 +540,7 @@ fn read_nullable<'a>(reader: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ReadFa
     }
 }
 
+#[derive(Clone, Copy)]
 enum HeaderFault {
     Read(ReadFault),
     NotUtf8,

@@ -126,15 +126,399 @@ fn rejects_what_cannot_encode() {
     assert_eq!(batch.encode(), Err(EncodeError::OffsetDeltas(1)));
 }
 
+/// `sample()`'s header, claiming `count` records from `first_timestamp`.
+fn claiming(count: u32, first_timestamp: i64) -> BatchHeader {
+    BatchHeader {
+        record_count: count,
+        first_timestamp,
+        ..BatchHeader::parse(&sample().encode().unwrap()).unwrap()
+    }
+}
+
 #[test]
 fn a_quick_scan_of_no_records_finds_none() {
-    assert_eq!(record::scan(&[], 0, 5), Some((0, i64::MIN)));
+    assert_eq!(record::scan(&claiming(0, 5), &[]), Some((0, i64::MIN)));
     assert_eq!(
-        record::scan(&[0], 0, 5),
+        record::scan(&claiming(0, 5), &[0]),
         None,
         "a byte after the last record"
     );
-    assert_eq!(record::scan(&[], 1, 5), None, "a record missing");
+    assert_eq!(record::scan(&claiming(1, 5), &[]), None, "a record missing");
+}
+
+/// `pieces` as headers of one piece each.
+fn whole<'a>(pieces: &'a [&'a [u8]]) -> HeaderPieces<'a> {
+    const ONES: [usize; 64] = [1; 64];
+    HeaderPieces {
+        pieces,
+        per_header: &ONES[..pieces.len()],
+    }
+}
+
+/// `records` built into a batch whose records share a header, which every other one
+/// overrides, and every third replaces.
+fn sharing_copy(records: &[Record]) -> Vec<u8> {
+    let (x, y) = (wire("s", b"x"), wire("s", b"y"));
+    let per_header = &[1];
+    let mut builder = BatchBuilder::with_shared_headers(
+        0,
+        HeaderPieces {
+            pieces: &[&x],
+            per_header,
+        },
+    )
+    .unwrap();
+    for (i, r) in records.iter().enumerate() {
+        let own: Vec<Vec<u8>> = r.headers.iter().map(|h| wire(&h.key, &h.value)).collect();
+        let own: Vec<&[u8]> = own.iter().map(Vec::as_slice).collect();
+        let shareable = HeaderPieces {
+            pieces: if i % 2 == 0 { &[&x[..]] } else { &[&y[..]] },
+            per_header,
+        };
+        // Every third record starts a section of its own.
+        let push = if i % 3 == 2 {
+            BatchBuilder::push_resharing
+        } else {
+            BatchBuilder::push_sharing
+        };
+        push(
+            &mut builder,
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            whole(&own),
+            shareable,
+        )
+        .unwrap();
+    }
+    builder.finish().unwrap()
+}
+
+/// One header in wire form.
+fn wire(name: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_header(&mut out, name, value);
+    out
+}
+
+#[test]
+fn records_have_the_shared_headers_they_do_not_override() {
+    let (type_a, source, trace_1) = (
+        wire("type", b"shop.OrderPlaced.v1"),
+        wire("source", b"order-service"),
+        wire("traceparent", b"trace-1"),
+    );
+    let (type_b, trace_2) = (
+        wire("type", b"shop.OrderPaid.v1"),
+        wire("traceparent", b"trace-2"),
+    );
+    let per_header = &[1, 1, 1];
+    let shared = HeaderPieces {
+        pieces: &[&type_a, &source, &trace_1],
+        per_header,
+    };
+    let mut builder = BatchBuilder::with_shared_headers(0, shared).unwrap();
+    let ids: Vec<Vec<u8>> = (0..3u8).map(|i| wire("id", &[i])).collect();
+    // All shared; another trace; another type and trace.
+    builder
+        .push_sharing(10, None, Some(b"a"), whole(&[&ids[0]]), shared)
+        .unwrap();
+    let other_trace = HeaderPieces {
+        pieces: &[&type_a, &source, &trace_2],
+        per_header,
+    };
+    builder
+        .push_sharing(11, Some(b"k"), Some(b"b"), whole(&[&ids[1]]), other_trace)
+        .unwrap();
+    // The type in two pieces: its prefix and its value.
+    let (prefix, value) = type_b.split_at(6);
+    let other_type = HeaderPieces {
+        pieces: &[prefix, value, &source, &trace_2],
+        per_header: &[2, 1, 1],
+    };
+    builder
+        .push_sharing(12, None, Some(b"c"), whole(&[&ids[2]]), other_type)
+        .unwrap();
+    assert_eq!(
+        builder.push_sharing(
+            13,
+            None,
+            None,
+            whole(&[]),
+            HeaderPieces {
+                pieces: &[&source],
+                per_header: &[1]
+            }
+        ),
+        Err(EncodeError::SharedHeaders(1)),
+        "one header to share for each the batch shares"
+    );
+    let bytes = Bytes::from(builder.finish().unwrap());
+    let header = validate(&bytes).unwrap();
+    assert!(header.shared_headers);
+    assert_eq!(bytes[33] & 0x20, 0x20, "attribute bit 5");
+
+    let headers = |i: usize| -> Vec<(String, Vec<u8>)> {
+        let BatchBody::Records(records) = RecordBatch::decode(&bytes).unwrap().body else {
+            panic!("a data batch");
+        };
+        records[i]
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.to_vec()))
+            .collect()
+    };
+    let h = |name: &str, value: &[u8]| (name.to_owned(), value.to_vec());
+    assert_eq!(
+        headers(0),
+        [
+            h("id", &[0]),
+            h("type", b"shop.OrderPlaced.v1"),
+            h("source", b"order-service"),
+            h("traceparent", b"trace-1"),
+        ]
+    );
+    assert_eq!(
+        headers(1),
+        [
+            h("id", &[1]),
+            h("traceparent", b"trace-2"),
+            h("type", b"shop.OrderPlaced.v1"),
+            h("source", b"order-service"),
+        ]
+    );
+    assert_eq!(
+        headers(2),
+        [
+            h("id", &[2]),
+            h("type", b"shop.OrderPaid.v1"),
+            h("traceparent", b"trace-2"),
+            h("source", b"order-service"),
+        ]
+    );
+    // The quick pass sees the same records.
+    let body = &bytes[HEADER_LEN..];
+    let mut walked = Vec::new();
+    assert!(walk(&header, body, |r| walked.push(r.headers().count())));
+    assert_eq!(walked, [4, 4, 4]);
+}
+
+#[test]
+fn a_record_may_start_new_shared_headers() {
+    let (type_a, source) = (wire("type", b"A"), wire("source", b"S"));
+    let trace_1 = wire("traceparent", b"T1");
+    let offer = |trace: &'static [u8]| {
+        [
+            wire("type", b"A"),
+            wire("source", b"S"),
+            wire("traceparent", trace),
+        ]
+    };
+    let per_header = &[1, 1, 1];
+    let first = [&type_a[..], &source, &trace_1];
+    let shared = HeaderPieces {
+        pieces: &first,
+        per_header,
+    };
+    let mut builder = BatchBuilder::with_shared_headers(0, shared).unwrap();
+    let ids: Vec<Vec<u8>> = (0..4u8).map(|i| wire("id", &[i])).collect();
+    let (t1, t2) = (offer(b"T1"), offer(b"T2"));
+    let (t1, t2): ([&[u8]; 3], [&[u8]; 3]) = ([&t1[0], &t1[1], &t1[2]], [&t2[0], &t2[1], &t2[2]]);
+    let with = |pieces| HeaderPieces { pieces, per_header };
+    builder
+        .push_sharing(0, None, Some(b"a"), whole(&[&ids[0]]), with(&t1))
+        .unwrap();
+    // Another trace, for this record and the next ones: a new section.
+    builder
+        .push_resharing(1, None, Some(b"b"), whole(&[&ids[1]]), with(&t2))
+        .unwrap();
+    let before = builder.size();
+    builder
+        .push_sharing(2, None, Some(b"c"), whole(&[&ids[2]]), with(&t2))
+        .unwrap();
+    let id_only = builder.size() - before;
+    // The first trace again, as its own.
+    builder
+        .push_sharing(3, None, Some(b"d"), whole(&[&ids[3]]), with(&t1))
+        .unwrap();
+    // Resharing what is shared already starts nothing.
+    let before = builder.size();
+    builder
+        .push_resharing(4, None, Some(b"c"), whole(&[&ids[2]]), with(&t2))
+        .unwrap();
+    assert_eq!(builder.size() - before, id_only);
+    let bytes = Bytes::from(builder.finish().unwrap());
+    let header = validate(&bytes).unwrap();
+
+    let BatchBody::Records(records) = RecordBatch::decode(&bytes).unwrap().body else {
+        panic!("a data batch");
+    };
+    let values = |i: usize| -> Vec<Vec<u8>> {
+        records[i]
+            .headers
+            .iter()
+            .map(|h| h.value.to_vec())
+            .collect()
+    };
+    let v = |s: &[u8]| s.to_vec();
+    assert_eq!(values(0), [v(&[0]), v(b"A"), v(b"S"), v(b"T1")]);
+    assert_eq!(values(1), [v(&[1]), v(b"A"), v(b"S"), v(b"T2")]);
+    assert_eq!(values(2), [v(&[2]), v(b"A"), v(b"S"), v(b"T2")]);
+    assert_eq!(values(3), [v(&[3]), v(b"T1"), v(b"A"), v(b"S")]);
+    assert_eq!(values(4), [v(&[2]), v(b"A"), v(b"S"), v(b"T2")]);
+    let body = &bytes[HEADER_LEN..];
+    let mut walked = Vec::new();
+    assert!(walk(&header, body, |r| walked
+        .push(r.headers().last().map(|(_, value)| value.to_vec()))));
+    assert_eq!(
+        walked,
+        [
+            Some(v(b"T1")),
+            Some(v(b"T2")),
+            Some(v(b"T2")),
+            Some(v(b"S")),
+            Some(v(b"T2"))
+        ]
+    );
+
+    // A section's mark where a record's length would be, in a batch without shared headers, is
+    // a record of length 0: malformed.
+    let mut plain = BatchBuilder::new();
+    plain.push(1, None, Some(b"v"), &[]).unwrap();
+    let mut plain = plain.finish().unwrap();
+    plain.insert(HEADER_LEN, 0);
+    plain.insert(HEADER_LEN + 1, 0);
+    let length = u32::try_from(plain.len()).unwrap();
+    plain[8..12].copy_from_slice(&length.to_le_bytes());
+    let crc = crc32c::crc32c(&plain[CRC_START..]);
+    plain[29..33].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        validate(&plain),
+        Err(DecodeError::BadRecord { .. })
+    ));
+}
+
+#[test]
+fn shared_headers_lie_as_storage_md_says() {
+    let (x, y, id) = (wire("s", b"x"), wire("s", b"y"), wire("i", b"1"));
+    let (x, y) = ([&x[..]], [&y[..]]);
+    let mut builder = BatchBuilder::with_shared_headers(0, whole(&x)).unwrap();
+    builder
+        .push_sharing(5, None, Some(b"a"), whole(&[&id]), whole(&x))
+        .unwrap();
+    builder
+        .push_resharing(5, None, Some(b"b"), whole(&[&id]), whole(&y))
+        .unwrap();
+    let bytes = builder.finish().unwrap();
+    assert_eq!(bytes[33..35], [0x20, 0], "attribute bit 5");
+    #[rustfmt::skip]
+    let body: &[u8] = &[
+        // A section of 1 header: s = x.
+        1, 1, b's', 1, b'x',
+        // A record of 11 bytes: attributes, timestamp and offset deltas 0, no key (-1), a
+        // value of 1 byte, 1 header: i = 1.
+        11, 0, 0, 0, 1, 2, b'a', 1, 1, b'i', 1, b'1',
+        // A new section: s = y.
+        0, 1, 1, b's', 1, b'y',
+        // The next record, at offset delta 1.
+        11, 0, 0, 1, 1, 2, b'b', 1, 1, b'i', 1, b'1',
+    ];
+    assert_eq!(&bytes[HEADER_LEN..], body);
+}
+
+#[test]
+fn shared_headers_take_less_room() {
+    let (source, trace) = (
+        wire("source", b"order-service"),
+        wire("traceparent", &[7; 26]),
+    );
+    let ids: Vec<Vec<u8>> = (0..10u8).map(|i| wire("id", &[i; 16])).collect();
+    let shared = HeaderPieces {
+        pieces: &[&source, &trace],
+        per_header: &[1, 1],
+    };
+    let mut sharing = BatchBuilder::with_shared_headers(0, shared).unwrap();
+    let mut plain = BatchBuilder::new();
+    for (timestamp, id) in (10..).zip(&ids) {
+        sharing
+            .push_sharing(timestamp, None, Some(b"v"), whole(&[id]), shared)
+            .unwrap();
+        plain
+            .push_wire(timestamp, None, Some(b"v"), 3, &[id, &source, &trace])
+            .unwrap();
+    }
+    let (sharing, plain) = (sharing.finish().unwrap(), plain.finish().unwrap());
+    // The two headers once, not ten times.
+    assert_eq!(
+        plain.len() - sharing.len(),
+        9 * (source.len() + trace.len()) - 1
+    );
+    let decoded = |bytes: Vec<u8>| match RecordBatch::decode(&Bytes::from(bytes)).unwrap().body {
+        BatchBody::Records(records) => records,
+        BatchBody::Control(_) => panic!("a data batch"),
+    };
+    assert_eq!(decoded(sharing), decoded(plain));
+}
+
+#[test]
+fn malformed_shared_headers_are_named() {
+    let source = wire("source", b"s");
+    let shared = HeaderPieces {
+        pieces: &[&source],
+        per_header: &[1],
+    };
+    let mut builder = BatchBuilder::with_shared_headers(0, shared).unwrap();
+    builder
+        .push_sharing(1, None, Some(b"v"), whole(&[]), shared)
+        .unwrap();
+    let good = builder.finish().unwrap();
+    let header = validate(&good).unwrap();
+    let body = &good[HEADER_LEN..];
+    assert_eq!(split_body(&header, body).unwrap().0.count(), 1);
+
+    // The section claims two headers: the second runs into the record.
+    let mut bad = good.clone();
+    bad[HEADER_LEN] = 2;
+    let crc = crc32c::crc32c(&bad[CRC_START..]);
+    bad[29..33].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        validate(&bad),
+        Err(DecodeError::BadSharedHeaders(_) | DecodeError::BadRecord { .. })
+    ));
+    // A name that is not UTF-8.
+    let mut bad = good.clone();
+    bad[HEADER_LEN + 2] = 0xff;
+    let crc = crc32c::crc32c(&bad[CRC_START..]);
+    bad[29..33].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        validate(&bad),
+        Err(DecodeError::BadSharedHeaders("header name is not UTF-8"))
+    );
+    assert!(matches!(
+        RecordIter::new(&BatchHeader::parse(&bad).unwrap(), &bad[HEADER_LEN..]).next(),
+        Some(Err(DecodeError::BadSharedHeaders(_)))
+    ));
+    // A control batch shares nothing.
+    let mut control = RecordBatch::control(ControlKind::Blank, 5, Bytes::new())
+        .encode()
+        .unwrap();
+    control[33] |= 0x20;
+    assert!(matches!(
+        BatchHeader::parse(&control),
+        Err(DecodeError::BadControl(_))
+    ));
+    // No more than 64 shared headers.
+    let many = vec![&source[..]; 65];
+    assert!(matches!(
+        BatchBuilder::with_shared_headers(
+            0,
+            HeaderPieces {
+                pieces: &many,
+                per_header: &[1; 65]
+            }
+        ),
+        Err(EncodeError::SharedHeaders(65))
+    ));
 }
 
 #[test]
@@ -392,19 +776,24 @@ mod proptests {
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
             first_timestamp in any::<i64>(),
             count_change in -2i64..=2,
+            share in any::<bool>(),
         ) {
-            let mut bytes = batch.encode().unwrap();
+            let mut bytes = match (&batch.body, share) {
+                (BatchBody::Records(records), true) => sharing_copy(records),
+                _ => batch.encode().unwrap(),
+            };
             for (at, value) in flips {
                 let i = HEADER_LEN + at.index(bytes.len() - HEADER_LEN);
                 bytes[i] = value;
             }
-            let header = BatchHeader::parse(&bytes).unwrap();
+            let parsed = BatchHeader::parse(&bytes).unwrap();
             let body = &bytes[HEADER_LEN..];
             // The count the header claims may be wrong too (each pass takes it as given).
             let count = u32::try_from(
-                (i64::from(header.record_count) + count_change).max(0),
+                (i64::from(parsed.record_count) + count_change).max(0),
             ).unwrap();
-            let mut iter = RecordIter::new(body, count);
+            let header = BatchHeader { record_count: count, first_timestamp, ..parsed };
+            let mut iter = RecordIter::new(&header, body);
             let mut full = Some((0, i64::MIN));
             for r in iter.by_ref() {
                 match r {
@@ -421,7 +810,7 @@ mod proptests {
             if !iter.at_end() {
                 full = None;
             }
-            prop_assert_eq!(record::scan(body, count, first_timestamp), full);
+            prop_assert_eq!(record::scan(&header, body), full);
         }
 
         #[test]
