@@ -679,7 +679,8 @@ impl PartitionQueue {
 }
 
 /// The most bytes one record adds to a batch: `BatchBuilder::record_size_bound` computed from
-/// the value's length alone (the value is encoded only once there is room for it).
+/// the value's length alone (the value is encoded only once there is room for it), and for a
+/// record that may open a section of shared headers, that section's mark and count.
 pub(crate) fn record_bound(
     key: Option<&[u8]>,
     value_len: Option<usize>,
@@ -698,8 +699,16 @@ pub(crate) fn record_bound(
         + nullable(value_len)
         + varint_len(header_count as u64)
         + headers_len;
-    varint_len(body as u64) + body
+    let section = match headers {
+        RecordHeaders::Standard { reshare: true, .. } => SECTION_OVERHEAD,
+        _ => 0,
+    };
+    varint_len(body as u64) + body + section
 }
+
+/// What a new section of shared headers adds beside the headers themselves: its mark and its
+/// count (fewer than 128 headers).
+const SECTION_OVERHEAD: usize = 2;
 
 /// The sequence number after `count` records from `sequence`, wrapping from `i32::MAX` to 0
 /// as Kafka's producers do.

@@ -983,12 +983,18 @@ fn a_batch_shares_the_standard_headers_its_events_have_in_common() {
     let source = encode_header(crate::headers::SOURCE, b"order-service");
     let prefix = TypePrefix::new("shop.OrderPlaced.v1");
     let wire = standard.wire(&prefix, "shop.OrderPlaced.v1", &source);
+    let all = BatchBuilder::record_size_bound(
+        None,
+        Some(b"abc"),
+        &standard.pairs("shop.OrderPlaced.v1", "order-service"),
+    );
+    assert_eq!(
+        record_bound(None, Some(3), &RecordHeaders::typed(&wire, false)),
+        all
+    );
+    // One that may open a section of shared headers: its mark and count too.
     assert_eq!(
         record_bound(None, Some(3), &RecordHeaders::typed(&wire, true)),
-        BatchBuilder::record_size_bound(
-            None,
-            Some(b"abc"),
-            &standard.pairs("shop.OrderPlaced.v1", "order-service")
-        )
+        all + 2
     );
 }

@@ -247,7 +247,9 @@ impl BatchBuilder {
     /// As [`push_sharing`](Self::push_sharing), but if `shareable` differs from the batch's
     /// shared headers, its headers become the ones this record and the later ones share (a
     /// new section of shared headers starts here): for a record whose headers the next ones
-    /// likely have too (a publisher's batch call, all in one trace).
+    /// likely have too (a publisher's batch call, all in one trace). The record and its
+    /// section then add at most 2 bytes more than [`record_size_bound`](Self::record_size_bound)
+    /// gives for all its headers (the section's mark and count).
     ///
     /// # Errors
     ///

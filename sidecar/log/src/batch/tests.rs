@@ -328,10 +328,19 @@ fn a_record_may_start_new_shared_headers() {
     builder
         .push_sharing(0, None, Some(b"a"), whole(&[&ids[0]]), with(&t1))
         .unwrap();
-    // Another trace, for this record and the next ones: a new section.
+    // Another trace, for this record and the next ones: a new section, at most 2 bytes more
+    // than the record with all its headers.
+    let before = builder.size();
     builder
         .push_resharing(1, None, Some(b"b"), whole(&[&ids[1]]), with(&t2))
         .unwrap();
+    let all: [(&str, &[u8]); 4] = [
+        ("id", &[1]),
+        ("type", b"A"),
+        ("source", b"S"),
+        ("traceparent", b"T2"),
+    ];
+    assert!(builder.size() - before <= BatchBuilder::record_size_bound(None, Some(b"b"), &all) + 2);
     let before = builder.size();
     builder
         .push_sharing(2, None, Some(b"c"), whole(&[&ids[2]]), with(&t2))
