@@ -31,9 +31,8 @@ pub struct BatchBuilder {
     first_timestamp: i64,
     max_timestamp: i64,
     producer: ProducerState,
-    /// Whether the records share headers, and where each of those the next record shares lies
-    /// in `buf`.
-    sharing: bool,
+    /// Where each header the next record shares lies in `buf`: none if the records share
+    /// none.
     shared: Vec<Range<usize>>,
 }
 
@@ -83,7 +82,6 @@ impl BatchBuilder {
             first_timestamp: 0,
             max_timestamp: i64::MIN,
             producer: ProducerState::NONE,
-            sharing: false,
             shared: Vec::new(),
         }
     }
@@ -128,7 +126,6 @@ impl BatchBuilder {
             return Err(EncodeError::SharedHeaders(count));
         }
         builder.write_section(shared);
-        builder.sharing = true;
         Ok(builder)
     }
 
@@ -393,7 +390,7 @@ impl BatchBuilder {
             crc: 0,
             compression: Compression::None,
             control: false,
-            shared_headers: self.sharing,
+            shared_headers: !self.shared.is_empty(),
             last_offset_delta: self.count - 1,
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
