@@ -876,19 +876,25 @@ impl Replicated {
         }
     }
 
-    /// Waits until this node, leader in `term`, has applied an entry of `term` (its first, the
-    /// blank entry): every entry of earlier terms is then applied, and the committed producers'
-    /// table is complete. `false` when the node no longer leads in `term`.
+    /// Waits until this node, leader in `term`, has applied an entry of `term` and every entry
+    /// its log held when the wait began: the committed producers' table then has every batch
+    /// proposed before. For a newly elected leader that last entry is the term's blank one. A
+    /// leader restarted within its term (openraft restores a leader whose vote was committed)
+    /// may hold entries of `term` its previous process proposed and nobody applied yet: a table
+    /// without them would take a retry of one of those batches as new and write it twice.
+    /// `false` when the node no longer leads in `term`.
     async fn wait_term_applied(&self, term: u64, deadline: Instant) -> Result<bool, PublishError> {
         let me = self.node_id;
         let leads = move |m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>| {
             m.current_term == term && m.current_leader == Some(me)
         };
         let mut metrics = self.replica.raft.metrics();
+        let last_entry = metrics.borrow().last_log_index;
         let wait = metrics.wait_for(|m| {
             !leads(m)
-                || m.last_applied
-                    .is_some_and(|applied| applied.leader_id.term >= term)
+                || m.last_applied.is_some_and(|applied| {
+                    applied.leader_id.term >= term && Some(applied.index) >= last_entry
+                })
         });
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(m)) => Ok(leads(&m)),
