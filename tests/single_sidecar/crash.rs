@@ -1,6 +1,7 @@
 //! A sidecar killed with SIGKILL in the middle of a publish burst: every event whose publish
 //! was acknowledged (acks=all, fsync always) is there after the restart, exactly once, and
-//! the client that published it carries on after the restart.
+//! the client that published it carries on after the restart; the connections of the killed
+//! process are reset by the new one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -211,4 +212,45 @@ async fn a_silent_sidecar_is_left_for_a_new_connection_without_losing_events() {
     }
     client.close().await.expect("the client closes cleanly");
     reader.close().await.expect("the client closes cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sidecar_resets_the_connections_the_killed_one_had() {
+    let (_dir, mut sidecar) = sidecar();
+    let tuning = sidestream::transport::QuicTuning::default();
+    let tls = sidestream::transport::ClientTls::from_dir(&sidecar.tls_dir()).unwrap();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let endpoint = sidestream::transport::bind_endpoint(local, None, &tuning).unwrap();
+    let connection = tls
+        .connect(&endpoint, sidecar.addr(), "localhost", &tuning)
+        .await
+        .expect("connected");
+    // Killed once the handshake is confirmed: packets of a connection still in its handshake
+    // are not answered with resets.
+    let confirmed = async {
+        while connection.stats().frame_rx.handshake_done == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(Duration::from_secs(10), confirmed)
+        .await
+        .expect("the sidecar confirms the handshake");
+    tokio::task::block_in_place(|| sidecar.restart());
+
+    // A packet of the old connection reaches the new process, which knows nothing of it and
+    // answers with a stateless reset; signed with the data directory's key, as the killed
+    // process signed its tokens, the reset ends the connection (with a key of its own, the
+    // reset would be ignored and the connection would wait out its 30 s idle timeout). The
+    // client's own acknowledgements or probes may have drawn the reset already.
+    if let Ok((mut send, _recv)) = connection.open_bi().await {
+        let _ = send.write_all(&[0; 200]).await;
+    }
+    let reason = timeout(Duration::from_secs(20), connection.closed())
+        .await
+        .expect("the connection ends");
+    assert!(
+        matches!(reason, quinn::ConnectionError::Reset),
+        "{reason:?}"
+    );
+    endpoint.close(0u32.into(), b"done");
 }

@@ -41,10 +41,23 @@ pub fn bind_endpoint(
     server: Option<quinn::ServerConfig>,
     tuning: &QuicTuning,
 ) -> Result<Endpoint, BindError> {
+    let config = tuning.endpoint_config(addr.ip().is_loopback());
+    bind_endpoint_with(addr, server, tuning, config)
+}
+
+/// Binds as [`bind_endpoint`] does, with endpoint settings of the caller's: a server that
+/// restarts on the same port gives its endpoints a stateless reset key that outlives the
+/// process ([`quinn::EndpointConfig::reset_key`]), so that its old connections are ended at
+/// once rather than after their idle timeout.
+pub fn bind_endpoint_with(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    tuning: &QuicTuning,
+    config: quinn::EndpointConfig,
+) -> Result<Endpoint, BindError> {
     let io_error = |source| BindError::Io { addr, source };
     let socket = udp_socket(addr, tuning.socket_buffer_size, server.is_some()).map_err(io_error)?;
     let runtime = quinn::default_runtime().ok_or(BindError::NoRuntime { addr })?;
-    let config = tuning.endpoint_config(addr.ip().is_loopback());
     Endpoint::new(config, server, socket, runtime).map_err(io_error)
 }
 

@@ -44,7 +44,7 @@ pub use data_dir::{
     CA_CERT_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, DATA_DIR_ENV, TLS_DIR, default_data_dir,
     default_tls_dir,
 };
-pub use endpoint::{BindError, bind_endpoint};
+pub use endpoint::{BindError, bind_endpoint, bind_endpoint_with};
 pub use file_stamp::FileStamp;
 pub use pem_file::{read_certificates, read_private_key, read_trust_anchors};
 pub use quic_tuning::{LoopbackTuning, QuicTuning};

@@ -41,7 +41,10 @@ use crate::cluster::{ClusterError, ClusterMember, PassedOnHandler};
 use crate::config::{SidecarConfig, TlsSource};
 use crate::groups::{Groups, OpenGroupsError};
 use crate::metrics::{FsyncLatency, Metrics};
-use crate::tls::{ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ServerTls};
+use crate::tls::{
+    ClientIdentity, DevCertificates, DevCertificatesError, PeerTls, ResetKey, ResetKeyError,
+    ServerTls,
+};
 use crate::topics::{Kind, Topics, TopicsError};
 use frames::{RESERVE_AHEAD, quic_code, read_error_code, read_frame, write_response};
 use tls_reload::{Reloading, TlsReloader};
@@ -66,6 +69,9 @@ pub enum SidecarError {
     /// The client address cannot be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The stateless reset key in the data directory cannot be read or written.
+    #[error(transparent)]
+    ResetKey(#[from] ResetKeyError),
     /// The topics cannot be opened.
     #[error(transparent)]
     Topics(#[from] TopicsError),
@@ -338,12 +344,14 @@ async fn open_topics(
     .map_err(|e| SidecarError::Task(e.to_string()))?
 }
 
-/// The client port's TLS, and the directory clients find its CA in.
+/// The client port's TLS (its endpoint's stateless resets signed with the data directory's
+/// key), and the directory clients find its CA in.
 fn server_tls(
     source: &TlsSource,
     data_dir: &std::path::Path,
 ) -> Result<(ServerTls, PathBuf), SidecarError> {
-    Ok(match source {
+    let reset = ResetKey::in_data_dir(data_dir)?;
+    let (tls, dir) = match source {
         TlsSource::Dev { extra_names } => {
             let certificates = DevCertificates::ensure(data_dir, extra_names)?;
             (
@@ -355,7 +363,8 @@ fn server_tls(
             ServerTls::from_paths(ca, cert, key)?,
             ca.parent().map(PathBuf::from).unwrap_or_default(),
         ),
-    })
+    };
+    Ok((tls.with_reset_key(reset), dir))
 }
 
 /// Binds the admin port on `addr` and serves it until `stop`: its bound address and task.
@@ -394,7 +403,8 @@ async fn join_cluster(
         )));
     }
     let [ca, cert, key] = tls_reload::tls_files(&config.tls, data_dir);
-    let peer_tls = PeerTls::from_paths(&ca, &cert, &key)?;
+    let peer_tls =
+        PeerTls::from_paths(&ca, &cert, &key)?.with_reset_key(ResetKey::in_data_dir(data_dir)?);
     let identities = peer_tls.peer_identities().clone();
     let member = ClusterMember::start(
         config.node_id,

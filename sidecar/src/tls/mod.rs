@@ -44,11 +44,13 @@ mod dev_ca;
 mod dev_certificates;
 mod leaf_check;
 mod peer_tls;
+mod reset_key;
 mod server_tls;
 
 pub use client_identity::{ClientIdentity, IdentityError};
 pub use dev_certificates::{DEV_CLIENT_IDENTITY, DevCertificates, DevCertificatesError};
 pub use peer_tls::PeerTls;
+pub(crate) use reset_key::{ResetKey, ResetKeyError};
 pub use server_tls::ServerTls;
 
 #[cfg(test)]

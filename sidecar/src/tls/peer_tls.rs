@@ -11,12 +11,12 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sidestream::transport::{
-    BindError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint, crypto_provider,
-    read_certificates, read_private_key, read_trust_anchors,
+    BindError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint, bind_endpoint_with,
+    crypto_provider, read_certificates, read_private_key, read_trust_anchors,
 };
 
 use super::server_tls::mutual_server_config;
-use super::{ClientIdentity, DevCertificates};
+use super::{ClientIdentity, DevCertificates, ResetKey};
 
 /// Mutual TLS between sidecars, on the peer port: each presents its own certificate, both as
 /// the server of the connections it accepts and as the client of those it opens, and trusts
@@ -44,6 +44,8 @@ pub struct PeerTls {
     identities: BTreeSet<String>,
     server: Arc<QuicServerConfig>,
     client: Arc<QuicClientConfig>,
+    /// The stateless reset key of the endpoint it binds (else quinn's, new each time).
+    reset: Option<ResetKey>,
 }
 
 impl PeerTls {
@@ -86,6 +88,7 @@ impl PeerTls {
             identities,
             server: Arc::new(server),
             client: Arc::new(client),
+            reset: None,
         })
     }
 
@@ -112,9 +115,25 @@ impl PeerTls {
     /// sidecar's own (with [`client_config`](Self::client_config)).
     pub fn bind(&self, addr: SocketAddr, tuning: &QuicTuning) -> Result<Endpoint, BindError> {
         let loopback = addr.ip().is_loopback();
-        let mut endpoint = bind_endpoint(addr, Some(self.server_config(tuning, loopback)), tuning)?;
+        let server = Some(self.server_config(tuning, loopback));
+        let mut endpoint = match &self.reset {
+            Some(reset) => bind_endpoint_with(
+                addr,
+                server,
+                tuning,
+                reset.endpoint_config(tuning, loopback),
+            )?,
+            None => bind_endpoint(addr, server, tuning)?,
+        };
         endpoint.set_default_client_config(self.client_config(tuning, loopback));
         Ok(endpoint)
+    }
+
+    /// This configuration, binding endpoints whose stateless resets are signed with `reset`.
+    #[must_use]
+    pub fn with_reset_key(mut self, reset: ResetKey) -> Self {
+        self.reset = Some(reset);
+        self
     }
 
     /// The quinn configuration peers' connections to this node are accepted with: this TLS

@@ -7,11 +7,11 @@ use quinn::Endpoint;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use sidestream::transport::{
-    BindError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint, crypto_provider,
-    read_certificates, read_private_key, read_trust_anchors,
+    BindError, PROTOCOL_VERSIONS, QuicTuning, TlsError, bind_endpoint, bind_endpoint_with,
+    crypto_provider, read_certificates, read_private_key, read_trust_anchors,
 };
 
-use super::DevCertificates;
+use super::{DevCertificates, ResetKey};
 
 /// The sidecar's side of mutual TLS: its certificate, and the CA every client certificate
 /// must chain to.
@@ -34,6 +34,8 @@ pub struct ServerTls {
     cert: PathBuf,
     rustls: Arc<rustls::ServerConfig>,
     quic: Arc<QuicServerConfig>,
+    /// The stateless reset key of the endpoint it binds (else quinn's, new each time).
+    reset: Option<ResetKey>,
 }
 
 impl ServerTls {
@@ -53,6 +55,7 @@ impl ServerTls {
             cert: cert.into(),
             rustls,
             quic: Arc::new(quic),
+            reset: None,
         })
     }
 
@@ -72,8 +75,22 @@ impl ServerTls {
     /// Port 0 picks a free port ([`Endpoint::local_addr`] tells which). Must be called inside
     /// a tokio runtime.
     pub fn bind(&self, addr: SocketAddr, tuning: &QuicTuning) -> Result<Endpoint, BindError> {
-        let config = self.quic_config(tuning, addr.ip().is_loopback());
-        bind_endpoint(addr, Some(config), tuning)
+        let loopback = addr.ip().is_loopback();
+        let config = self.quic_config(tuning, loopback);
+        match &self.reset {
+            Some(reset) => {
+                let endpoint = reset.endpoint_config(tuning, loopback);
+                bind_endpoint_with(addr, Some(config), tuning, endpoint)
+            }
+            None => bind_endpoint(addr, Some(config), tuning),
+        }
+    }
+
+    /// This configuration, binding endpoints whose stateless resets are signed with `reset`.
+    #[must_use]
+    pub fn with_reset_key(mut self, reset: ResetKey) -> Self {
+        self.reset = Some(reset);
+        self
     }
 
     /// The quinn server configuration: this TLS configuration with `tuning`'s transport
