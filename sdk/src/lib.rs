@@ -65,6 +65,11 @@
 //!
 //! The SDK does not store or replicate anything itself, nor does it pick partition leaders:
 //! it talks to the sidecar on its own node, which does.
+//!
+//! One feature, on by default: `otel`, OpenTelemetry in [`telemetry`] (spans exported over
+//! OTLP, and the current span's context in each event's `traceparent`). A service that does
+//! not export spans can turn default features off and build without the OpenTelemetry and
+//! gRPC crates; its events then carry a fresh random trace per publish call.
 #![warn(missing_docs)]
 
 mod client;

@@ -19,20 +19,34 @@
 //!
 //! Export happens on a thread of its own: a receiver that is down costs the service nothing but
 //! the spans, and is reported once on stderr (and once more when it is back).
+//!
+//! Export and the spans' contexts in `traceparent` need the crate's `otel` feature, on by
+//! default. A service that does without them turns default features off: its build then has
+//! none of the OpenTelemetry and gRPC crates, [`Telemetry::init`] installs the stderr logs
+//! alone (and says so if an OTLP endpoint is set), and every publish call's events carry a
+//! fresh random trace.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "otel")]
 use std::time::Duration;
 
+#[cfg(feature = "otel")]
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
+#[cfg(feature = "otel")]
 use opentelemetry_sdk::Resource;
+#[cfg(feature = "otel")]
 use opentelemetry_sdk::error::OTelSdkResult;
+#[cfg(feature = "otel")]
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
+#[cfg(feature = "otel")]
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::EnvFilter;
+#[cfg(feature = "otel")]
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 use crate::TraceParent;
@@ -47,6 +61,7 @@ const ENDPOINT_VARIABLES: [&str; 2] = [
 ];
 
 /// How often the batch of finished spans is sent.
+#[cfg(feature = "otel")]
 const EXPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// The process's tracing: keep it until the end, then [`shutdown`](Self::shutdown) it so that
@@ -54,8 +69,16 @@ const EXPORT_EVERY: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 #[must_use = "dropping it loses the spans not sent yet; call shutdown() at the end"]
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    provider: Option<Provider>,
 }
+
+/// What exports the spans.
+#[cfg(feature = "otel")]
+type Provider = SdkTracerProvider;
+
+/// Without the `otel` feature nothing exports: a [`Telemetry`] never holds a provider.
+#[cfg(not(feature = "otel"))]
+type Provider = std::convert::Infallible;
 
 impl Telemetry {
     /// Installs the process's `tracing` subscriber: logs on stderr at `default_level` (or what
@@ -76,41 +99,17 @@ impl Telemetry {
         let wanted = ENDPOINT_VARIABLES
             .iter()
             .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
-        let provider = if wanted {
-            // The exporter's connection runs on the runtime it is made in.
-            let made = tokio::runtime::Handle::try_current()
-                .map_err(|_| "Telemetry::init was called outside a Tokio runtime".to_owned())
-                .and_then(|_| provider(service));
-            match made {
-                Ok(provider) => Some(provider),
-                Err(error) => {
-                    // No subscriber yet: straight to stderr.
-                    #[expect(clippy::print_stderr, reason = "no subscriber is installed yet")]
-                    {
-                        eprintln!("warning: OpenTelemetry export is off: {error}");
-                    }
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let otel = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("sidestream"))
-                .with_filter(export_filter())
-        });
+        let provider = wanted.then(|| start_export(service)).flatten();
         let installed = tracing_subscriber::registry()
-            .with(otel)
+            .with(export_layer(provider.as_ref()))
             .with(fmt)
             .try_init()
             .is_ok();
-        if installed && provider.is_some() {
+        let provider = provider.filter(|_| installed);
+        if provider.is_some() {
             EXPORTING.store(true, Ordering::Relaxed);
-            Self { provider }
-        } else {
-            Self { provider: None }
         }
+        Self { provider }
     }
 
     /// Whether spans are exported.
@@ -124,8 +123,61 @@ impl Telemetry {
             return;
         };
         EXPORTING.store(false, Ordering::Relaxed);
-        // Blocking, and the exporter's connection runs on this runtime: not on its threads.
-        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        stop_export(provider).await;
+    }
+}
+
+/// The exporting tracer provider, or `None` (said on stderr) when it cannot be made.
+#[cfg(feature = "otel")]
+fn start_export(service: &str) -> Option<Provider> {
+    // The exporter's connection runs on the runtime it is made in.
+    let made = tokio::runtime::Handle::try_current()
+        .map_err(|_| "Telemetry::init was called outside a Tokio runtime".to_owned())
+        .and_then(|_| provider(service));
+    made.map_err(|error| export_off(&error)).ok()
+}
+
+/// Without the `otel` feature nothing can be exported, as stderr says.
+#[cfg(not(feature = "otel"))]
+fn start_export(_service: &str) -> Option<Provider> {
+    export_off("this build of the sidestream crate lacks its `otel` feature");
+    None
+}
+
+/// The layer that hands spans to `provider`'s exporter.
+#[cfg(feature = "otel")]
+fn export_layer(
+    provider: Option<&Provider>,
+) -> Option<impl tracing_subscriber::Layer<tracing_subscriber::Registry>> {
+    provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("sidestream"))
+            .with_filter(export_filter())
+    })
+}
+
+#[cfg(not(feature = "otel"))]
+fn export_layer(_: Option<&Provider>) -> Option<tracing_subscriber::layer::Identity> {
+    None
+}
+
+/// Sends the spans not sent yet, then stops `provider`.
+#[cfg(feature = "otel")]
+async fn stop_export(provider: Provider) {
+    // Blocking, and the exporter's connection runs on this runtime: not on its threads.
+    let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+}
+
+#[cfg(not(feature = "otel"))]
+fn stop_export(provider: Provider) -> std::future::Ready<()> {
+    match provider {}
+}
+
+/// Says on stderr why spans are not exported (no subscriber is installed yet).
+fn export_off(why: &str) {
+    #[expect(clippy::print_stderr, reason = "no subscriber is installed yet")]
+    {
+        eprintln!("warning: OpenTelemetry export is off: {why}");
     }
 }
 
@@ -135,6 +187,7 @@ pub fn exporting() -> bool {
 }
 
 /// The tracer provider: an OTLP gRPC exporter (the endpoint from the environment) in batches.
+#[cfg(feature = "otel")]
 fn provider(service: &str) -> Result<SdkTracerProvider, String> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -166,6 +219,7 @@ fn provider(service: &str) -> Result<SdkTracerProvider, String> {
 /// What the export layer takes: `info` and above, but nothing of the exporter itself or of the
 /// transport crates below it (each export would make spans to export) or of the crates whose
 /// spans are internal detail.
+#[cfg(feature = "otel")]
 fn export_filter() -> Targets {
     Targets::new()
         .with_default(LevelFilter::INFO)
@@ -184,10 +238,12 @@ fn export_filter() -> Targets {
 const SPAN_TARGET: &str = "sidestream";
 
 /// The target of this module's own reports about the export.
+#[cfg(feature = "otel")]
 const REPORT_TARGET: &str = "sidestream::telemetry";
 
 /// The OTLP exporter, reporting its first failure (and its recovery) once on the log rather
 /// than at every batch.
+#[cfg(feature = "otel")]
 #[derive(Debug)]
 struct ReportOnce<E> {
     inner: E,
@@ -195,6 +251,7 @@ struct ReportOnce<E> {
     reported: AtomicBool,
 }
 
+#[cfg(feature = "otel")]
 impl<E: SpanExporter> SpanExporter for ReportOnce<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let result = self.inner.export(batch).await;
@@ -232,6 +289,11 @@ pub fn trace_parent(span: &tracing::Span) -> Option<TraceParent> {
     if !exporting() || span.is_disabled() {
         return None;
     }
+    span_trace_parent(span)
+}
+
+#[cfg(feature = "otel")]
+fn span_trace_parent(span: &tracing::Span) -> Option<TraceParent> {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| TraceParent {
@@ -241,23 +303,38 @@ pub fn trace_parent(span: &tracing::Span) -> Option<TraceParent> {
     })
 }
 
+/// Without the `otel` feature no span is exported (and `trace_parent` never gets here).
+#[cfg(not(feature = "otel"))]
+fn span_trace_parent(_: &tracing::Span) -> Option<TraceParent> {
+    None
+}
+
 /// Makes `span` a child of the span that published an event with `parent` as its
 /// `traceparent` (before the span is first entered).
 pub fn set_parent(span: &tracing::Span, parent: TraceParent) {
     if span.is_disabled() {
         return;
     }
-    let remote = opentelemetry::Context::new().with_remote_span_context(remote(parent));
-    let _ = span.set_parent(remote);
+    #[cfg(feature = "otel")]
+    {
+        let remote = opentelemetry::Context::new().with_remote_span_context(remote(parent));
+        let _ = span.set_parent(remote);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = parent;
 }
 
 /// Links `span` to the span that published an event with `traceparent` `linked`.
 pub fn add_link(span: &tracing::Span, linked: TraceParent) {
+    #[cfg(feature = "otel")]
     if !span.is_disabled() {
         span.add_link(remote(linked));
     }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, linked);
 }
 
+#[cfg(feature = "otel")]
 fn remote(parent: TraceParent) -> SpanContext {
     SpanContext::new(
         TraceId::from_bytes(parent.trace_id),
