@@ -128,3 +128,75 @@ async fn a_group_skips_nothing_published_while_its_sidecar_restarts() {
     publisher.close().await.expect("the client closes cleanly");
     consumer.close().await.expect("the client closes cleanly");
 }
+
+/// The next `count` deliveries' sequences, each acked.
+async fn next_sequences(
+    subscription: &mut sidestream::Subscription<OrderPlaced>,
+    count: usize,
+) -> Vec<u64> {
+    let mut sequences = Vec::new();
+    while sequences.len() < count {
+        let delivery = timeout(PATIENCE, subscription.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the subscription goes on")
+            .expect("a valid event");
+        sequences.push(delivery.event.sequence);
+        delivery.ack().await.expect("acked");
+    }
+    sequences
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_start_a_new_group_reads_from_the_earliest_and_a_lone_subscription_from_the_latest()
+ {
+    let (_dir, sidecar) = sidecar();
+    let publisher = sidecar.client("order-service").await;
+    create_topic(&publisher, "orders", 1).await;
+    let publish = |range: std::ops::Range<u64>| {
+        let publisher = publisher.clone();
+        async move {
+            for sequence in range {
+                publisher
+                    .publish(&OrderPlaced {
+                        order_id: format!("o-{sequence}"),
+                        sequence,
+                    })
+                    .await
+                    .expect("published");
+            }
+        }
+    };
+    // Published before anyone subscribed.
+    publish(0..3).await;
+
+    let consumer = sidecar.client("payment-service").await;
+    let mut group = consumer
+        .subscribe::<OrderPlaced>()
+        .group("payments")
+        .start()
+        .await
+        .expect("subscribed as a group");
+    let mut lone = consumer
+        .subscribe::<OrderPlaced>()
+        .start()
+        .await
+        .expect("subscribed alone");
+    // Both have their assignments: what comes now is after the lone one's start.
+    publish(3..5).await;
+
+    assert_eq!(
+        next_sequences(&mut group, 5).await,
+        (0..5).collect::<Vec<_>>(),
+        "a new group misses nothing published before it came up"
+    );
+    assert_eq!(
+        next_sequences(&mut lone, 2).await,
+        vec![3, 4],
+        "a subscription of its own starts at the high watermark"
+    );
+    group.close().await.expect("offsets committed on close");
+    lone.close().await.expect("closed");
+    publisher.close().await.expect("the client closes cleanly");
+    consumer.close().await.expect("the client closes cleanly");
+}

@@ -42,13 +42,15 @@ use positions::Positions;
 use reader::{Reader, SubscribeRequest};
 
 /// Where a subscription starts in each partition. In a group this applies only to partitions
-/// without a committed offset; the others resume there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// without a committed offset; the others resume there. A subscription that does not say
+/// ([`SubscribeBuilder::from`]) starts as the sidecar's default: a group at
+/// [`Earliest`](Self::Earliest), so that a new group misses nothing published before its
+/// first member came up, and a subscription of its own at [`Latest`](Self::Latest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StartAt {
     /// At the partition's log start: everything still held.
     Earliest,
-    /// At the high watermark: only events published from now on. The default.
-    #[default]
+    /// At the high watermark: only events published from now on.
     Latest,
     /// At this offset in every partition; the subscription fails with
     /// [`Error::OffsetOutOfRange`] where a partition does not
@@ -99,7 +101,7 @@ pub struct SubscribeBuilder<T> {
     client: Client,
     topic: String,
     group: Option<String>,
-    start: StartAt,
+    start: Option<StartAt>,
     partitions: Vec<u32>,
     max_bytes: u32,
     buffer_bytes: usize,
@@ -112,7 +114,7 @@ impl<T: Payload> SubscribeBuilder<T> {
             client,
             topic: topic.to_owned(),
             group: None,
-            start: StartAt::default(),
+            start: None,
             partitions: Vec::new(),
             max_bytes: 0,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -127,9 +129,10 @@ impl<T: Payload> SubscribeBuilder<T> {
         self
     }
 
-    /// Where to start (default [`StartAt::Latest`]).
+    /// Where to start where nothing is committed. Without it, a group starts at
+    /// [`StartAt::Earliest`] and a subscription of its own at [`StartAt::Latest`].
     pub fn from(mut self, start: StartAt) -> Self {
-        self.start = start;
+        self.start = Some(start);
         self
     }
 

@@ -53,7 +53,8 @@ pub(crate) struct SubscribeRequest {
     pub(crate) topic: String,
     pub(crate) group: Option<String>,
     pub(crate) partitions: Vec<u32>,
-    pub(crate) start: StartAt,
+    /// `None`: the sidecar's default (earliest for a group, else latest).
+    pub(crate) start: Option<StartAt>,
     pub(crate) max_bytes: u32,
 }
 
@@ -64,7 +65,7 @@ impl SubscribeRequest {
             topic: self.topic.clone(),
             group: self.group.clone(),
             partitions: self.partitions.clone(),
-            start: Some(self.start.wire()),
+            start: self.start.map(StartAt::wire),
             max_bytes: self.max_bytes,
         })
     }
