@@ -364,7 +364,7 @@ fn server_tls(
             ca.parent().map(PathBuf::from).unwrap_or_default(),
         ),
     };
-    Ok((tls.with_reset_key(reset), dir))
+    Ok((tls.with_reset_key(reset.for_port("client")), dir))
 }
 
 /// Binds the admin port on `addr` and serves it until `stop`: its bound address and task.
@@ -403,8 +403,8 @@ async fn join_cluster(
         )));
     }
     let [ca, cert, key] = tls_reload::tls_files(&config.tls, data_dir);
-    let peer_tls =
-        PeerTls::from_paths(&ca, &cert, &key)?.with_reset_key(ResetKey::in_data_dir(data_dir)?);
+    let peer_tls = PeerTls::from_paths(&ca, &cert, &key)?
+        .with_reset_key(ResetKey::in_data_dir(data_dir)?.for_port("peer"));
     let identities = peer_tls.peer_identities().clone();
     let member = ClusterMember::start(
         config.node_id,

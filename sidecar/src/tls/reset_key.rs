@@ -12,7 +12,10 @@
 //! issued, and ids of the process before count.
 //!
 //! Anyone who knows the key can end this sidecar's connections, so it is written with mode
-//! 0600, like the development CA's key.
+//! 0600, like the development CA's key (and made so again, with a warning, if it was not).
+//! Each port signs with a key of its own derived from it ([`ResetKey::for_port`]): a port
+//! answers a connection id it could have issued with that id's reset token, so ports sharing
+//! a key would hand out each other's tokens.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,7 +57,10 @@ impl ResetKey {
             source,
         };
         match std::fs::read(&path) {
-            Ok(secret) if secret.len() == KEY_LEN => return Ok(Self::from_secret(&secret)),
+            Ok(secret) if secret.len() == KEY_LEN => {
+                keep_private(&path).map_err(error)?;
+                return Ok(Self::from_secret(&secret));
+            }
             Ok(secret) => tracing::warn!(
                 path = %path.display(),
                 len = secret.len(),
@@ -68,11 +74,11 @@ impl ResetKey {
         Ok(Self::from_secret(&secret))
     }
 
-    /// A key of this process alone (tests, and endpoints whose resets need not outlive it).
-    pub fn random() -> Self {
-        // The system's generator does not fail on the platforms ring supports; an all-zero
-        // key would still work, only without its secrecy.
-        Self::from_secret(&random_secret().unwrap_or([0; KEY_LEN]))
+    /// The key of the port named `port` (`client`, `peer`), derived from this one.
+    #[must_use]
+    pub fn for_port(&self, port: &str) -> Self {
+        let label = format!("sidestream stateless resets of the {port} port");
+        Self::from_secret(hmac::sign(&self.0, label.as_bytes()).as_ref())
     }
 
     fn from_secret(secret: &[u8]) -> Self {
@@ -101,6 +107,27 @@ impl std::fmt::Debug for ResetKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ResetKey(..)")
     }
+}
+
+/// Makes the key file readable by its owner alone again if it was not (restored from a
+/// backup, say), and says so.
+fn keep_private(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{:o}", mode & 0o777),
+                "the stateless reset key was readable by others; it is made 0600"
+            );
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn random_secret() -> io::Result<[u8; KEY_LEN]> {
@@ -135,10 +162,33 @@ mod tests {
             "read again, not made again"
         );
 
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            ResetKey::in_data_dir(dir.path()).unwrap();
+            let permissions = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(permissions & 0o777, 0o600, "made private again");
+            assert_eq!(std::fs::read(&path).unwrap(), made, "and kept");
+        }
+
         std::fs::write(&path, b"short").unwrap();
         ResetKey::in_data_dir(dir.path()).unwrap();
         let replaced = std::fs::read(&path).unwrap();
         assert_eq!(replaced.len(), KEY_LEN);
         assert_ne!(replaced, made);
+    }
+
+    #[test]
+    fn each_port_signs_with_a_key_of_its_own_that_outlives_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = |key: &ResetKey| hmac::sign(&key.0, b"a connection id").as_ref().to_vec();
+        let key = ResetKey::in_data_dir(dir.path()).unwrap();
+        let (client, peer) = (key.for_port("client"), key.for_port("peer"));
+        assert_ne!(token(&client), token(&peer));
+        assert_ne!(token(&client), token(&key));
+        let again = ResetKey::in_data_dir(dir.path()).unwrap();
+        assert_eq!(token(&again.for_port("client")), token(&client));
+        assert_eq!(token(&again.for_port("peer")), token(&peer));
     }
 }
