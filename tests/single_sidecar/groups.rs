@@ -9,6 +9,19 @@ use tokio::time::timeout;
 use crate::events::OrderPlaced;
 use crate::{PATIENCE, create_topic, sidecar};
 
+/// Publishes the orders of sequences `range`, one at a time.
+async fn publish_orders(publisher: &sidestream::Client, range: std::ops::Range<u64>) {
+    for sequence in range {
+        publisher
+            .publish(&OrderPlaced {
+                order_id: format!("o-{sequence}"),
+                sequence,
+            })
+            .await
+            .expect("published");
+    }
+}
+
 /// Takes `count` deliveries of the group, acking each; returns their sequences.
 async fn take(client: &sidestream::Client, count: usize) -> Vec<u64> {
     let mut subscription = client
@@ -18,16 +31,7 @@ async fn take(client: &sidestream::Client, count: usize) -> Vec<u64> {
         .start()
         .await
         .expect("subscribed");
-    let mut sequences = Vec::new();
-    while sequences.len() < count {
-        let delivery = timeout(PATIENCE, subscription.next())
-            .await
-            .expect("a delivery in time")
-            .expect("the subscription goes on")
-            .expect("a valid event");
-        sequences.push(delivery.event.sequence);
-        delivery.ack().await.expect("acked");
-    }
+    let sequences = next_sequences(&mut subscription, count).await;
     subscription
         .close()
         .await
@@ -41,15 +45,7 @@ async fn group_offsets_survive_a_client_restart_and_a_sidecar_restart() {
     let publisher = sidecar.client("order-service").await;
     // One partition, so the group's order is the publish order.
     create_topic(&publisher, "orders", 1).await;
-    for sequence in 0..30 {
-        publisher
-            .publish(&OrderPlaced {
-                order_id: format!("o-{sequence}"),
-                sequence,
-            })
-            .await
-            .expect("published");
-    }
+    publish_orders(&publisher, 0..30).await;
     publisher.close().await.expect("the client closes cleanly");
 
     let first = sidecar.client("payment-service").await;
@@ -88,21 +84,7 @@ async fn a_group_skips_nothing_published_while_its_sidecar_restarts() {
         .start()
         .await
         .expect("subscribed");
-    let publish = |range: std::ops::Range<u64>| {
-        let publisher = publisher.clone();
-        async move {
-            for sequence in range {
-                publisher
-                    .publish(&OrderPlaced {
-                        order_id: format!("o-{sequence}"),
-                        sequence,
-                    })
-                    .await
-                    .expect("published");
-            }
-        }
-    };
-    publish(0..5).await;
+    publish_orders(&publisher, 0..5).await;
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 5 {
         let delivery = timeout(PATIENCE, subscription.next())
@@ -115,7 +97,7 @@ async fn a_group_skips_nothing_published_while_its_sidecar_restarts() {
     sidecar.kill();
     sidecar.restart();
     // Published before the consumer has resubscribed.
-    publish(5..25).await;
+    publish_orders(&publisher, 5..25).await;
     while seen.len() < 25 {
         let delivery = timeout(PATIENCE, subscription.next())
             .await
@@ -153,22 +135,8 @@ async fn without_a_start_a_new_group_reads_from_the_earliest_and_a_lone_subscrip
     let (_dir, sidecar) = sidecar();
     let publisher = sidecar.client("order-service").await;
     create_topic(&publisher, "orders", 1).await;
-    let publish = |range: std::ops::Range<u64>| {
-        let publisher = publisher.clone();
-        async move {
-            for sequence in range {
-                publisher
-                    .publish(&OrderPlaced {
-                        order_id: format!("o-{sequence}"),
-                        sequence,
-                    })
-                    .await
-                    .expect("published");
-            }
-        }
-    };
     // Published before anyone subscribed.
-    publish(0..3).await;
+    publish_orders(&publisher, 0..3).await;
 
     let consumer = sidecar.client("payment-service").await;
     let mut group = consumer
@@ -183,7 +151,7 @@ async fn without_a_start_a_new_group_reads_from_the_earliest_and_a_lone_subscrip
         .await
         .expect("subscribed alone");
     // Both have their assignments: what comes now is after the lone one's start.
-    publish(3..5).await;
+    publish_orders(&publisher, 3..5).await;
 
     assert_eq!(
         next_sequences(&mut group, 5).await,
