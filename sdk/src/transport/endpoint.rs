@@ -1,10 +1,12 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 
 use quinn::Endpoint;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::QuicTuning;
+use super::busy_poll::BusyPollSocket;
 
 /// Why a QUIC endpoint could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,8 @@ pub enum BindError {
 
 /// Binds a QUIC endpoint on `addr` over a UDP socket whose kernel buffers were asked to be
 /// `tuning.socket_buffer_size` bytes each way, with `tuning`'s
-/// [endpoint settings](QuicTuning::endpoint_config) for a loopback `addr` or not.
+/// [endpoint settings](QuicTuning::endpoint_config) for a loopback `addr` or not, spinning
+/// for answers as [`QuicTuning::busy_poll`] says.
 ///
 /// Give `server` to accept connections (the sidecar); `None` gives a client-only endpoint. A
 /// client that connects to a loopback sidecar binds a loopback address (`127.0.0.1:0`), so
@@ -58,7 +61,11 @@ pub fn bind_endpoint_with(
     let io_error = |source| BindError::Io { addr, source };
     let socket = udp_socket(addr, tuning.socket_buffer_size, server.is_some()).map_err(io_error)?;
     let runtime = quinn::default_runtime().ok_or(BindError::NoRuntime { addr })?;
-    Endpoint::new(config, server, socket, runtime).map_err(io_error)
+    if tuning.busy_poll.is_zero() {
+        return Endpoint::new(config, server, socket, runtime).map_err(io_error);
+    }
+    let socket = BusyPollSocket::new(socket, tuning.busy_poll).map_err(io_error)?;
+    Endpoint::new_with_abstract_socket(config, server, Arc::new(socket), runtime).map_err(io_error)
 }
 
 fn udp_socket(addr: SocketAddr, buffer_size: usize, server: bool) -> io::Result<UdpSocket> {

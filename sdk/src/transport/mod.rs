@@ -26,6 +26,7 @@
 //! What this module does not do: create certificates (the sidecar does) or speak the
 //! Sidestream protocol over the connection.
 
+mod busy_poll;
 mod client_tls;
 mod connect;
 mod crypto;

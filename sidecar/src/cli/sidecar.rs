@@ -55,6 +55,10 @@ pub(super) struct SidecarArgs {
     /// 16842752]
     #[arg(long)]
     max_frame_bytes: Option<u32>,
+    /// How long the QUIC endpoints spin on their sockets for an answer after sending, in
+    /// microseconds, before they wait; 0 never spins [key `busy_poll_us`; default: 50]
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
     /// CA certificate (PEM) that client certificates must chain to; with --tls-cert and
     /// --tls-key replaces the development certificates [key `tls.ca`]
     #[arg(long)]
@@ -136,6 +140,7 @@ impl SidecarArgs {
         let figment = flag(figment, "publish_timeout_ms", self.publish_timeout_ms);
         let figment = flag(figment, "shutdown_grace_ms", self.shutdown_grace_ms);
         let figment = flag(figment, "max_frame_bytes", self.max_frame_bytes);
+        let figment = flag(figment, "busy_poll_us", self.busy_poll_us);
         let figment = flag(figment, "tls.ca", self.tls_ca);
         let figment = flag(figment, "tls.cert", self.tls_cert);
         let figment = flag(figment, "tls.key", self.tls_key);

@@ -477,10 +477,10 @@ impl std::fmt::Debug for ClusterMember {
 }
 
 /// The transport settings of peer connections: `tuning`'s, but a silent peer is given up after
-/// 2 s (keep-alives every 0.5 s) instead of 30 s. A peer killed and restarted on the same
-/// address cannot reset the old connection (its new endpoint does not know the old one's
-/// reset secret), so without this the callers' calls to it would vanish into the old
-/// connection until it timed out.
+/// 2 s (keep-alives every 0.5 s) instead of 30 s. A peer restarted on the same address resets
+/// the old connection as soon as a packet of it arrives (its reset key outlives the process),
+/// but one that is gone, or came back elsewhere, says nothing: without this the callers' calls
+/// to it would vanish into the old connection until it timed out.
 fn peer_tuning(tuning: &QuicTuning) -> QuicTuning {
     let mut peer = tuning.clone();
     peer.keep_alive_interval = Some(Duration::from_millis(500));

@@ -60,6 +60,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "publish_timeout_ms",
     "shutdown_grace_ms",
     "max_frame_bytes",
+    "busy_poll_us",
     "tls",
     "topics",
     "cluster",
@@ -160,6 +161,9 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace_ms: u64,
     /// Largest request frame accepted from a client, in bytes.
     pub(crate) max_frame_bytes: u32,
+    /// How long the QUIC endpoints spin on their sockets for an answer after sending, in
+    /// microseconds; 0 never spins.
+    pub(crate) busy_poll_us: u64,
     /// Certificates.
     pub(crate) tls: TlsSettings,
     /// Topics and their partition logs.
@@ -258,6 +262,7 @@ impl Default for Settings {
             publish_timeout_ms: millis(defaults.publish_timeout),
             shutdown_grace_ms: millis(defaults.shutdown_grace),
             max_frame_bytes: DEFAULT_MAX_FRAME_SIZE,
+            busy_poll_us: micros(defaults.quic.busy_poll),
             tls: TlsSettings::default(),
             topics: TopicSettings::default(),
             cluster: ClusterSettings::default(),
@@ -284,6 +289,14 @@ impl Default for TopicSettings {
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The longest `busy_poll_us`: a spin holds a runtime thread, and an answer later than this
+/// is not one a spin should wait for.
+const MAX_BUSY_POLL_US: u64 = 1000;
 
 /// Why the settings could not be read or are not usable.
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +392,7 @@ impl Settings {
         at_least("topics.retention_check_ms", topics.retention_check_ms, 100)?;
         at_least("tls.check_ms", self.tls.check_ms, 100)?;
         at_least("publish_timeout_ms", self.publish_timeout_ms, 1)?;
+        within("busy_poll_us", self.busy_poll_us, 0, MAX_BUSY_POLL_US)?;
         // A frame carries a batch and the request's other fields.
         let frame_floor = topics.max_batch_bytes.saturating_add(64 << 10);
         within(
@@ -536,6 +550,7 @@ impl Settings {
         config.publish_timeout = Duration::from_millis(self.publish_timeout_ms);
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         config.max_frame_size = self.max_frame_bytes;
+        config.quic.busy_poll = Duration::from_micros(self.busy_poll_us);
         config.tls_check = Duration::from_millis(self.tls.check_ms);
         config.tls = match (self.tls.ca, self.tls.cert, self.tls.key) {
             (Some(ca), Some(cert), Some(key)) => TlsSource::Files { ca, cert, key },

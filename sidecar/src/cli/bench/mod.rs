@@ -22,6 +22,7 @@ use clap::{Args, ValueEnum};
 use futures_util::FutureExt as _;
 use futures_util::stream::Stream as _;
 use hdrhistogram::Histogram;
+use sidestream::transport::QuicTuning;
 use sidestream::{Client, Fsync, StartAt, TopicSettings};
 
 mod publish;
@@ -76,6 +77,11 @@ pub(super) struct BenchArgs {
     /// Start a sidecar in this process, with its data in a temporary directory.
     #[arg(long)]
     embedded: bool,
+    /// How long the benchmark's clients, and its sidecar with --embedded, spin on their
+    /// sockets for an answer after sending, in microseconds; 0 never spins (the sidecar's key
+    /// `busy_poll_us`).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    busy_poll_us: u64,
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -91,6 +97,12 @@ enum Workload {
     Consume,
     /// Publish and subscribe at once; measures publish-to-delivery latency.
     E2e,
+}
+
+impl BenchArgs {
+    fn busy_poll(&self) -> Duration {
+        Duration::from_micros(self.busy_poll_us)
+    }
 }
 
 impl Workload {
@@ -119,6 +131,7 @@ impl Target {
             let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
             let mut config = SidecarConfig::new(dir.path());
             config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            config.quic.busy_poll = args.busy_poll();
             let sidecar = RunningSidecar::start(config).await?;
             connect.sidecar = sidecar.local_addr();
             connect.data_dir = Some(dir.path().to_path_buf());
@@ -133,7 +146,10 @@ impl Target {
     async fn client(&self, args: &BenchArgs, name: &str) -> anyhow::Result<Client> {
         self.connect
             .connect_with(name, |builder| {
+                let mut tuning = QuicTuning::default();
+                tuning.busy_poll = args.busy_poll();
                 builder
+                    .quic_tuning(tuning)
                     .acks(args.acks.into())
                     .batch_bytes(args.batch_bytes)
                     .linger(Duration::from_millis(args.linger_ms))

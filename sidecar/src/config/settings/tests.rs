@@ -44,6 +44,7 @@ fn no_file_gives_the_sidecars_defaults() {
     assert_eq!(config.tls, defaults.tls);
     assert_eq!(config.publish_timeout, defaults.publish_timeout);
     assert_eq!(config.shutdown_grace, defaults.shutdown_grace);
+    assert_eq!(config.quic, defaults.quic);
     assert_eq!(config.retention_interval, defaults.retention_interval);
     assert_eq!(config.max_frame_size, defaults.max_frame_size);
     assert_eq!(config.topic_defaults, defaults.topic_defaults);
@@ -67,6 +68,7 @@ fn every_key_of_the_file_reaches_the_config_and_flags_win() {
         publish_timeout_ms = 5000
         shutdown_grace_ms = 2000
         max_frame_bytes = 33554432
+        busy_poll_us = 0
 
         [tls]
         ca = "/etc/sidestream/ca.pem"
@@ -99,6 +101,7 @@ fn every_key_of_the_file_reaches_the_config_and_flags_win() {
     assert_eq!(config.publish_timeout, Duration::from_secs(5));
     assert_eq!(config.shutdown_grace, Duration::from_secs(2));
     assert_eq!(config.max_frame_size, 32 << 20);
+    assert_eq!(config.quic.busy_poll, Duration::ZERO);
     assert!(matches!(config.tls, TlsSource::Files { .. }));
     assert_eq!(config.topic_defaults.partitions, 6);
     assert_eq!(
@@ -273,6 +276,10 @@ fn values_out_of_range_are_named_with_the_range() {
     assert_eq!(
         error("max_frame_bytes = 1048576\n"),
         "configuration: max_frame_bytes = 1048576 is out of range: 8454144 (topics.max_batch_bytes + 64 KiB) to 268435456"
+    );
+    assert_eq!(
+        error("busy_poll_us = 1001\n"),
+        "configuration: busy_poll_us = 1001 is out of range: 0 to 1000"
     );
 }
 
