@@ -97,8 +97,8 @@ impl ClientBuilder {
         self
     }
 
-    /// QUIC transport settings (windows, buffers, loopback MTU); the sidecar should use the
-    /// same.
+    /// QUIC transport settings (windows, buffers, loopback MTU, busy polling); the sidecar
+    /// should use the same.
     pub fn quic_tuning(mut self, tuning: QuicTuning) -> Self {
         self.tuning = tuning;
         self
