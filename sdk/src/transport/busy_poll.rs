@@ -6,16 +6,23 @@
 //! wake the vCPU through the host, which on the reference machine costs more than the whole
 //! round trip in one process. Spinning keeps the vCPU awake for the answer.
 //!
-//! The spin is bounded twice: by the window from the send that armed it, and by how it went
-//! lately. Spins that see nothing (the peer is slow, far, or had nothing to say) four times in
-//! a row make the next send arm none, five the next 3, and so on up to 1023, so a socket
-//! whose spins do not pay off spins on about one send in a thousand; a spin that receives
-//! starts afresh. (Backing off at the first miss cost a ping-pong half its rate: its spins
-//! miss now and then an answer that was only late.)
+//! The spin is bounded twice: by the window from the send that armed it (the first send since
+//! the last spin), and by how it went lately. Spins that see nothing (the peer is slow, far,
+//! or had nothing to say) four times in a row make the next send arm none, five the next 3,
+//! and so on up to 1023, so a socket whose spins do not pay off spins on about one send in a
+//! thousand; a spin that receives starts afresh. (Backing off at the first miss cost a
+//! ping-pong half its rate: its spins miss now and then an answer that was only late.) The
+//! account is the socket's, not a peer's: on a port many peers talk to, a datagram from any
+//! of them ends a spin, and a spin there is short while traffic lasts.
+//!
+//! A spin holds its runtime thread (and quinn's endpoint lock). On a single-threaded runtime
+//! an answer from the same process cannot come during it, so its spins miss until they back
+//! off.
 //!
 //! [`QuicTuning::busy_poll`]: super::QuicTuning::busy_poll
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,6 +35,9 @@ use futures_util::task::AtomicWaker;
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
+
+/// The longest spin: an answer later than this is not one to hold a thread for.
+pub(super) const MAX_WINDOW: Duration = Duration::from_millis(1);
 
 /// Spins in a row that may see nothing before the socket backs off: a ping-pong's spins now
 /// and then miss an answer that was only late.
@@ -45,7 +55,7 @@ const PAUSES: u32 = 32;
 pub(super) struct BusyPollSocket {
     io: tokio::net::UdpSocket,
     state: UdpSocketState,
-    /// The longest a spin lasts, from the send that armed it.
+    /// The longest a spin lasts, from the send that armed it (the first since the last spin).
     window: Duration,
     /// What `armed_at` counts from.
     epoch: Instant,
@@ -71,15 +81,15 @@ impl fmt::Debug for BusyPollSocket {
 }
 
 impl BusyPollSocket {
-    /// Wraps `socket`, which must be bound; spins last at most `window`. Must be called
-    /// inside a tokio runtime.
+    /// Wraps `socket`, which must be bound; spins last at most `window` (at most
+    /// [`MAX_WINDOW`]). Must be called inside a tokio runtime.
     pub(super) fn new(socket: std::net::UdpSocket, window: Duration) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let io = tokio::net::UdpSocket::from_std(socket)?;
         Ok(Self {
             io,
             state,
-            window,
+            window: window.min(MAX_WINDOW),
             epoch: Instant::now(),
             armed_at: AtomicU64::new(0),
             skip: AtomicU32::new(0),
@@ -120,7 +130,9 @@ impl BusyPollSocket {
                     return Some(Ok(count));
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Some(Err(error)),
+                // Left to the reactor's path, which reads again as quinn's own socket does:
+                // an error returned from here would end the endpoint.
+                Err(_) => return None,
             }
             if Instant::now() >= deadline {
                 let misses = (self.misses.load(Ordering::Relaxed) + 1).min(MAX_MISSES);
@@ -136,19 +148,45 @@ impl BusyPollSocket {
     }
 }
 
-/// Waits until the socket can be written to, for quinn's connection drivers.
-#[derive(Debug)]
-struct Writable(Arc<BusyPollSocket>);
+/// Waits until the socket can be written to, for one of quinn's connection drivers.
+///
+/// Each poller waits through a future of its own: tokio keeps one waker per socket for
+/// `poll_send_ready`, so connections sharing the endpoint that all waited on it would have
+/// woken only the last one.
+struct Writable {
+    socket: Arc<BusyPollSocket>,
+    waiting: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>>,
+}
+
+impl fmt::Debug for Writable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writable")
+            .field("waiting", &self.waiting.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 impl UdpPoller for Writable {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.io.poll_send_ready(cx)
+        let this = self.get_mut();
+        let waiting = this.waiting.get_or_insert_with(|| {
+            let socket = Arc::clone(&this.socket);
+            Box::pin(async move { socket.io.writable().await })
+        });
+        let ready = waiting.as_mut().poll(cx);
+        if ready.is_ready() {
+            this.waiting = None;
+        }
+        ready
     }
 }
 
 impl AsyncUdpSocket for BusyPollSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(Writable(self))
+        Box::pin(Writable {
+            socket: self,
+            waiting: None,
+        })
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
@@ -247,8 +285,9 @@ mod tests {
     #[tokio::test]
     async fn a_send_arms_one_spin_that_takes_the_answer() {
         let peer = bound();
-        let socket = BusyPollSocket::new(bound(), Duration::from_secs(5)).unwrap();
+        let socket = BusyPollSocket::new(bound(), MAX_WINDOW).unwrap();
         let here = socket.local_addr().unwrap();
+        socket.misses.store(2, Ordering::Relaxed);
         send(&socket, peer.local_addr().unwrap(), b"request").await;
         assert_ne!(
             socket.armed_at.load(Ordering::Relaxed),
@@ -256,29 +295,18 @@ mod tests {
             "a send arms a spin"
         );
 
-        // The answer comes while the spin waits for it (within its 5 s window).
-        let answer = std::thread::spawn(move || {
-            let mut buf = [0; 16];
-            let started = Instant::now();
-            loop {
-                match peer.recv_from(&mut buf) {
-                    Ok((len, _)) => {
-                        assert_eq!(&buf[..len], b"request");
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        assert!(started.elapsed() < Duration::from_secs(5), "no request");
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            peer.send_to(b"answer", here).unwrap();
-        });
+        // The peer answers at once (loopback delivers within `send_to`). The reactor has not
+        // run since, so only a read past it, the spin's, sees the answer now.
+        let mut buf = [0; 16];
+        let (len, _) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"request");
+        peer.send_to(b"answer", here).unwrap();
         assert_eq!(poll_once(&socket).await.as_deref(), Some(&b"answer"[..]));
-        answer.join().unwrap();
-        assert_eq!(socket.misses.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            socket.misses.load(Ordering::Relaxed),
+            0,
+            "a spin that receives"
+        );
 
         // The spin was used up: with nothing more sent, the next poll waits on the reactor.
         assert_eq!(socket.armed_at.load(Ordering::Relaxed), 0);
@@ -340,5 +368,62 @@ mod tests {
         .unwrap();
         assert_eq!(len, 1);
         assert_eq!(&buf[..meta[0].len], b"unasked");
+    }
+
+    /// Counts its wakes.
+    struct Wakes(AtomicU32);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_wakes_the_receiver_waiting_on_the_reactor_once_per_spin() {
+        let peer = bound();
+        let socket = BusyPollSocket::new(bound(), Duration::from_micros(100)).unwrap();
+        let woken = Arc::new(Wakes(AtomicU32::new(0)));
+        let waker = futures_util::task::waker(Arc::clone(&woken));
+        let mut buf = vec![0; 65_536];
+        let mut meta = [RecvMeta::default()];
+        let mut poll = || {
+            let mut cx = Context::from_waker(&waker);
+            socket
+                .poll_recv(&mut cx, &mut [IoSliceMut::new(&mut buf)], &mut meta)
+                .is_pending()
+        };
+        assert!(poll(), "nothing to read: the receiver waits on the reactor");
+
+        let to = peer.local_addr().unwrap();
+        send(&socket, to, b"first").await;
+        assert_eq!(
+            woken.0.load(Ordering::Relaxed),
+            1,
+            "the send that arms wakes it"
+        );
+        send(&socket, to, b"second").await;
+        assert_eq!(
+            woken.0.load(Ordering::Relaxed),
+            1,
+            "armed already: no second wake"
+        );
+
+        // The woken receiver spins (nothing comes back) and waits again; the next send wakes
+        // it again.
+        assert!(poll());
+        send(&socket, to, b"third").await;
+        assert_eq!(woken.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_window_is_at_most_a_millisecond() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let socket = BusyPollSocket::new(bound(), Duration::MAX).unwrap();
+        assert_eq!(socket.window, MAX_WINDOW);
     }
 }

@@ -67,17 +67,22 @@ pub struct QuicTuning {
     /// lower stream priority than its other calls.
     pub send_fairness: bool,
     /// How long an endpoint spins on its UDP socket for the first datagram back after a
-    /// send, before it waits on the reactor; zero never spins.
+    /// send, before it waits on the reactor; zero never spins, and more than 1 ms counts as
+    /// 1 ms.
     ///
     /// A thread that waits lets its CPU idle, and on a virtual machine whose idle vCPUs halt,
     /// waking one for the answer went through the host and cost more than the round trip
     /// itself. With 50 µs at both ends, one publish at a time to a sidecar in another process
-    /// (`sidestream bench produce --in-flight 1`) went from p50 113–128 µs to 19–23 µs, and
-    /// the client's CPU time per publish from 58–64 µs to 24–30 µs: a spin costs less than a
-    /// halt and a wake-up. Batched publishing and catch-up were level. Spins back off when
-    /// they see nothing: after four in a row the next send does not spin, after five the next
-    /// 3, and so on up to 1023, so a quiet or distant peer costs next to nothing. The spin
-    /// holds its runtime thread, hence the short default.
+    /// (`sidestream bench produce --in-flight 1`) went from p50 103–112 µs to 19–21 µs, and
+    /// the client's CPU time per publish from 50–56 µs to 25–27 µs: a spin costs less than a
+    /// halt and a wake-up (docs/OPERATIONS.md, "Benchmarks"). Batched publishing and catch-up
+    /// were level. Spins back off when they see nothing: after four in a row the next send
+    /// does not spin, after five the next 3, and so on up to 1023, so an endpoint whose peers
+    /// are quiet or distant costs next to nothing.
+    ///
+    /// The spin holds its runtime thread, hence the short default. On a single-threaded
+    /// runtime that also runs the sidecar (a test's), an answer cannot come during a spin;
+    /// such spins miss until they back off.
     pub busy_poll: Duration,
 }
 
