@@ -284,6 +284,7 @@ fn bench_embedded_needs_no_sidecar_and_bad_parameters_are_named() {
         ("--fsync", "sometimes"),
         ("--acks", "most"),
         ("--publish-batch", "0"),
+        ("--busy-poll-us", "1001"),
     ] {
         let refused = run(
             Command::new(cli_path()).args(["bench", "produce", "--embedded", flag, value]),
