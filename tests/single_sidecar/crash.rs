@@ -11,7 +11,7 @@ use sidestream::StartAt;
 use tokio::time::timeout;
 
 use crate::events::OrderPlaced;
-use crate::{PATIENCE, create_topic, sidecar};
+use crate::{PATIENCE, create_topic, publish_orders, sidecar};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_publish_burst_loses_no_acknowledged_event() {
@@ -109,22 +109,8 @@ async fn a_subscription_carries_on_across_a_sidecar_restart() {
         .start()
         .await
         .expect("subscribed");
-    let publish = |from: u64| {
-        let publisher = publisher.clone();
-        async move {
-            for sequence in from..from + 10 {
-                publisher
-                    .publish(&OrderPlaced {
-                        order_id: format!("o-{sequence}"),
-                        sequence,
-                    })
-                    .await
-                    .expect("published and acknowledged");
-            }
-        }
-    };
     let mut seen = Vec::new();
-    publish(0).await;
+    publish_orders(&publisher, 0..10).await;
     while seen.len() < 10 {
         let delivery = timeout(PATIENCE, subscription.next())
             .await
@@ -135,7 +121,7 @@ async fn a_subscription_carries_on_across_a_sidecar_restart() {
     }
     sidecar.kill();
     sidecar.restart();
-    publish(10).await;
+    publish_orders(&publisher, 10..20).await;
     while seen.len() < 20 {
         let delivery = timeout(PATIENCE, subscription.next())
             .await

@@ -7,20 +7,7 @@ use sidestream::StartAt;
 use tokio::time::timeout;
 
 use crate::events::OrderPlaced;
-use crate::{PATIENCE, create_topic, sidecar};
-
-/// Publishes the orders of sequences `range`, one at a time.
-async fn publish_orders(publisher: &sidestream::Client, range: std::ops::Range<u64>) {
-    for sequence in range {
-        publisher
-            .publish(&OrderPlaced {
-                order_id: format!("o-{sequence}"),
-                sequence,
-            })
-            .await
-            .expect("published");
-    }
-}
+use crate::{PATIENCE, create_topic, publish_orders, sidecar};
 
 /// Takes `count` deliveries of the group, acking each; returns their sequences.
 async fn take(client: &sidestream::Client, count: usize) -> Vec<u64> {

@@ -49,6 +49,19 @@ pub(crate) fn sidecar() -> (tempfile::TempDir, SidecarProcess) {
     (dir, process)
 }
 
+/// Publishes orders `o-<sequence>` of sequences `range`, one at a time, each acknowledged.
+pub(crate) async fn publish_orders(publisher: &sidestream::Client, range: std::ops::Range<u64>) {
+    for sequence in range {
+        publisher
+            .publish(&events::OrderPlaced {
+                order_id: format!("o-{sequence}"),
+                sequence,
+            })
+            .await
+            .expect("published and acknowledged");
+    }
+}
+
 /// Creates `topic` with `partitions`.
 pub(crate) async fn create_topic(client: &sidestream::Client, topic: &str, partitions: u32) {
     client
